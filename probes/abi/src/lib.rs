@@ -1,0 +1,302 @@
+//! The shared-memory segment layout, shared by `liblooptop_agent.so` (the writer) and `looptop`
+//! (the reader).
+//!
+//! One segment per process, `<dir>/looptop-<pid>` (dir `/dev/shm` unless `LOOPTOP_SHM_DIR`), mode
+//! 0600. It starts with a [`Header`] and holds [`LOOP_SLOTS`] [`LoopSlot`]s, one per thread that
+//! waits in `epoll_wait`/`poll` (a *loop*). Every field the agent changes after creation is an
+//! atomic; each slot is guarded by a seqlock ([`LoopSlot::seq`]) so that a reader can take a
+//! consistent snapshot without ever blocking the writer. The layout is `repr(C)` and versioned by
+//! [`LAYOUT_VERSION`]: a reader refuses any other version.
+#![no_std]
+#![deny(missing_docs)]
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// First bytes of every segment.
+pub const MAGIC: [u8; 8] = *b"LOOPTOP\0";
+/// Layout version; bump on any change of the structures below.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Number of loop slots per process: bounded, so the segment size is fixed.
+pub const LOOP_SLOTS: usize = 64;
+/// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
+pub const STALL_RING: usize = 1024;
+/// Length of the executable path field, NUL-padded (truncated if longer).
+pub const EXE_LEN: usize = 256;
+/// Length of a thread name field (Linux `comm` is at most 15 bytes plus NUL).
+pub const NAME_LEN: usize = 16;
+/// Prefix of a segment's file name; the pid follows.
+pub const SEGMENT_PREFIX: &str = "looptop-";
+/// Default folder of segments.
+pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
+/// Default floor of the stall ring: ticks at least this long are kept individually.
+pub const DEFAULT_STALL_FLOOR_NS: u64 = 10_000_000;
+
+/// Environment: folder for segments (default `/dev/shm`).
+pub const ENV_SHM_DIR: &str = "LOOPTOP_SHM_DIR";
+/// Environment: session id (decimal u64) set by `looptop run`, copied into each header so the
+/// launcher finds every descendant's segment.
+pub const ENV_SESSION: &str = "LOOPTOP_SESSION";
+/// Environment: a folder where an agent that cannot set up writes `agent-error-<pid>` (one line).
+pub const ENV_RUN_DIR: &str = "LOOPTOP_RUN_DIR";
+/// Environment: stall ring floor in nanoseconds (decimal).
+pub const ENV_STALL_FLOOR_NS: &str = "LOOPTOP_STALL_FLOOR_NS";
+/// Environment: when set to `1`, the agent leaves its segment at exit (the launcher removes it
+/// after its last read, so a short-lived process is never missed).
+pub const ENV_KEEP_SEGMENT: &str = "LOOPTOP_KEEP_SEGMENT";
+
+/// Slot states ([`LoopSlot::state`]).
+pub mod slot_state {
+    /// Never used.
+    pub const FREE: u32 = 0;
+    /// Being claimed by a thread; not yet readable.
+    pub const CLAIMING: u32 = 1;
+    /// Owned by a live thread.
+    pub const ACTIVE: u32 = 2;
+    /// Its thread exited; data final, slot reusable when no free slot is left.
+    pub const EXITED: u32 = 3;
+}
+
+/// Sub-buckets per power of two in the busy-time histogram (2^7 = 128: ≤ 0.8 % bucket width).
+pub const HIST_SUB_BITS: u32 = 7;
+const HIST_SUB: u64 = 1 << HIST_SUB_BITS;
+/// Largest power of two covered exactly (2^42 ns ≈ 73 min); longer ticks land in the last bucket.
+pub const HIST_MAX_EXP: u32 = 42;
+/// Number of histogram buckets.
+pub const HIST_BUCKETS: usize = ((HIST_MAX_EXP - HIST_SUB_BITS + 2) as usize) * HIST_SUB as usize;
+
+/// The histogram bucket of a duration in nanoseconds: exact below 128 ns, log-linear above with
+/// 128 sub-buckets per power of two, so a bucket's width is at most 1/128 of its values.
+#[inline]
+pub fn hist_bucket(ns: u64) -> usize {
+    if ns < HIST_SUB {
+        return ns as usize;
+    }
+    let msb = 63 - ns.leading_zeros();
+    if msb > HIST_MAX_EXP {
+        return HIST_BUCKETS - 1;
+    }
+    let shift = msb - HIST_SUB_BITS;
+    let mantissa = (ns >> shift) - HIST_SUB; // 0..128
+    ((shift as u64 + 1) * HIST_SUB + mantissa) as usize
+}
+
+/// The range `[low, high)` of durations (ns) that fall in a bucket.
+pub fn hist_bucket_range(index: usize) -> (u64, u64) {
+    let index = index as u64;
+    if index < HIST_SUB {
+        return (index, index + 1);
+    }
+    let shift = index / HIST_SUB - 1;
+    let mantissa = index % HIST_SUB + HIST_SUB;
+    (mantissa << shift, (mantissa + 1) << shift)
+}
+
+/// Segment header: identifies the process and the layout.
+#[repr(C)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: [u8; 8],
+    /// [`LAYOUT_VERSION`].
+    pub version: u32,
+    /// `size_of::<Header>()`, a second guard against layout mismatch.
+    pub header_size: u32,
+    /// Total segment size in bytes.
+    pub segment_size: u64,
+    /// Process id of the writer.
+    pub pid: u32,
+    /// `CLOCK_MONOTONIC` (1): the clock of every timestamp in the segment.
+    pub clock_id: u32,
+    /// Process start time in clock ticks since boot (`/proc/PID/stat` field 22), so a reused pid
+    /// is never taken for the process that wrote the segment.
+    pub start_time_ticks: u64,
+    /// Session id from `LOOPTOP_SESSION`, 0 when not launched by `looptop run`.
+    pub session: u64,
+    /// Stall ring floor (ns): ticks at least this long are recorded in [`LoopSlot::stalls`].
+    pub stall_floor_ns: u64,
+    /// When the agent created the segment (ns, `CLOCK_MONOTONIC`).
+    pub created_ns: u64,
+    /// When the process began to exit (ns), 0 while it runs.
+    pub exited_ns: AtomicU64,
+    /// Number of loop slots that follow ([`LOOP_SLOTS`]).
+    pub loop_slots: u32,
+    /// Size of one [`LoopSlot`] in bytes.
+    pub slot_size: u32,
+    /// Threads that found no free slot (their ticks are not recorded).
+    pub slots_exhausted: AtomicU64,
+    /// Executable path, NUL-padded.
+    pub exe: [u8; EXE_LEN],
+    /// Reserved for later fields of the same version (zero).
+    pub reserved: [u64; 16],
+}
+
+/// One stall: a tick whose busy time was at least the header's floor.
+#[repr(C)]
+pub struct StallEntry {
+    /// Index+1 of the stall this entry holds (0 = never written); written last, checked by the
+    /// reader before and after copying so an entry overwritten meanwhile is detected.
+    pub seq: AtomicU64,
+    /// Tick start (ns, `CLOCK_MONOTONIC`): the return of the wait call.
+    pub start_ns: AtomicU64,
+    /// Busy time of the tick (ns).
+    pub duration_ns: AtomicU64,
+}
+
+/// One loop: a thread that waits in `epoll_wait`/`poll`.
+#[repr(C)]
+pub struct LoopSlot {
+    /// Seqlock: odd while the owner updates the fields below, even when consistent.
+    pub seq: AtomicU64,
+    /// One of [`slot_state`].
+    pub state: AtomicU32,
+    /// Bumped on each claim, so a reader can tell a reused slot from the thread it knew.
+    pub generation: AtomicU32,
+    /// Thread id.
+    pub tid: AtomicU32,
+    /// Reserved (zero).
+    pub _pad: u32,
+    /// Thread name at claim time, NUL-padded.
+    pub name: [AtomicU64; NAME_LEN / 8],
+    /// When the thread first waited (ns): the start of this loop's wall time.
+    pub claimed_ns: AtomicU64,
+    /// When the thread exited (ns), 0 while alive.
+    pub ended_ns: AtomicU64,
+    /// Completed ticks.
+    pub ticks: AtomicU64,
+    /// Σ busy time of completed ticks (ns).
+    pub busy_ns: AtomicU64,
+    /// Σ time inside wait calls (ns), completed waits only.
+    pub idle_ns: AtomicU64,
+    /// Longest completed tick (ns).
+    pub max_busy_ns: AtomicU64,
+    /// Start of the current tick (ns) while the thread is busy; 0 while it waits.
+    pub busy_since_ns: AtomicU64,
+    /// Start of the current wait (ns) while the thread waits; 0 while it is busy.
+    pub wait_since_ns: AtomicU64,
+    /// Stalls written so far; entry `i` lives at `stalls[i % STALL_RING]`.
+    pub stall_count: AtomicU64,
+    /// Recent stalls.
+    pub stalls: [StallEntry; STALL_RING],
+    /// Busy time per tick, by [`hist_bucket`].
+    pub hist: [AtomicU64; HIST_BUCKETS],
+}
+
+/// Total size of a segment.
+pub const SEGMENT_SIZE: usize = core::mem::size_of::<Header>() + LOOP_SLOTS * core::mem::size_of::<LoopSlot>();
+
+// The segment is bounded and every slot stays 8-byte aligned.
+const _: () = assert!(SEGMENT_SIZE < 8 << 20);
+const _: () =
+    assert!(core::mem::size_of::<Header>().is_multiple_of(8) && core::mem::size_of::<LoopSlot>().is_multiple_of(8));
+
+/// Byte offset of loop slot `i` from the start of the segment.
+pub const fn slot_offset(i: usize) -> usize {
+    core::mem::size_of::<Header>() + i * core::mem::size_of::<LoopSlot>()
+}
+
+impl LoopSlot {
+    /// Opens a seqlock write section (single writer: the owning thread).
+    #[inline]
+    pub fn write_begin(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
+    }
+
+    /// Closes a seqlock write section.
+    #[inline]
+    pub fn write_end(&self) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Adds to a counter owned by this slot's single writer (a plain load and store: no locked
+    /// instruction on the wait path).
+    #[inline]
+    pub fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+    }
+
+    /// Records a completed tick of `busy` ns that started at `start` (inside a write section).
+    #[inline]
+    pub fn record_tick(&self, start: u64, busy: u64, stall_floor: u64) {
+        Self::bump(&self.ticks, 1);
+        Self::bump(&self.busy_ns, busy);
+        Self::bump(&self.hist[hist_bucket(busy)], 1);
+        if busy > self.max_busy_ns.load(Ordering::Relaxed) {
+            self.max_busy_ns.store(busy, Ordering::Relaxed);
+        }
+        if busy >= stall_floor {
+            let n = self.stall_count.load(Ordering::Relaxed);
+            let e = &self.stalls[(n % STALL_RING as u64) as usize];
+            e.seq.store(0, Ordering::Relaxed);
+            core::sync::atomic::fence(Ordering::Release);
+            e.start_ns.store(start, Ordering::Relaxed);
+            e.duration_ns.store(busy, Ordering::Relaxed);
+            e.seq.store(n + 1, Ordering::Release);
+            self.stall_count.store(n + 1, Ordering::Release);
+        }
+    }
+}
+
+/// Reads a NUL-padded name stored in `u64` words.
+pub fn name_from_words(words: &[AtomicU64; NAME_LEN / 8]) -> [u8; NAME_LEN] {
+    let mut out = [0u8; NAME_LEN];
+    for (i, w) in words.iter().enumerate() {
+        out[i * 8..i * 8 + 8].copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+    }
+    out
+}
+
+/// Stores a name (truncated to 15 bytes) into `u64` words.
+pub fn name_to_words(name: &[u8], words: &[AtomicU64; NAME_LEN / 8]) {
+    let mut buf = [0u8; NAME_LEN];
+    let n = name.iter().position(|&b| b == 0).unwrap_or(name.len()).min(NAME_LEN - 1);
+    buf[..n].copy_from_slice(&name[..n]);
+    for (i, w) in words.iter().enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&buf[i * 8..i * 8 + 8]);
+        w.store(u64::from_ne_bytes(b), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_cover_their_values() {
+        let mut prev = 0;
+        for ns in 0..200_000u64 {
+            let b = hist_bucket(ns);
+            assert!(b >= prev);
+            prev = b;
+        }
+        for ns in (0..200_000u64).chain((0..2000).map(|i| (1u64 << (i % 44)) | (i * 7919))) {
+            let b = hist_bucket(ns);
+            let (lo, hi) = hist_bucket_range(b);
+            if ns < (1 << (HIST_MAX_EXP + 1)) {
+                assert!(lo <= ns && ns < hi, "{ns} not in bucket {b} [{lo},{hi})");
+            }
+        }
+        assert_eq!(hist_bucket(u64::MAX), HIST_BUCKETS - 1);
+    }
+
+    #[test]
+    fn bucket_width_is_under_one_percent_from_1us_to_1h() {
+        let mut ns = 1_000u64;
+        while ns <= 3_600_000_000_000 {
+            let (lo, hi) = hist_bucket_range(hist_bucket(ns));
+            assert!(((hi - lo) as f64) / (lo as f64) <= 0.01, "bucket of {ns}: [{lo},{hi})");
+            ns = ns * 11 / 10 + 1;
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let words: [AtomicU64; 2] = Default::default();
+        name_to_words(b"node-worker-thread-long", &words);
+        assert_eq!(&name_from_words(&words)[..15], b"node-worker-thr");
+        assert_eq!(name_from_words(&words)[15], 0);
+    }
+}

@@ -1,0 +1,326 @@
+//! `liblooptop_agent.so`: preloaded into a target (`LD_PRELOAD`), it wraps the wait calls of
+//! every event loop (`epoll_wait`, `epoll_pwait`, `epoll_pwait2`, `poll`, `ppoll`) and times each
+//! loop iteration (tick) into the process's shared-memory segment.
+//!
+//! Rules this file keeps:
+//! - **Fail open.** If anything cannot be set up, the wrappers only call the real function.
+//! - **Cheap wait path.** Per wait call: two vDSO clock reads, a thread-local lookup and a few
+//!   plain atomic stores into this thread's own slot. No syscall besides the wrapped one (the
+//!   first wait of a thread claims its slot once).
+//! - **No panic crosses FFI**: every entry point runs its bookkeeping under `catch_unwind`, and a
+//!   panic disables the agent instead of reaching the target.
+#![deny(missing_docs)]
+
+mod segment;
+mod wrappers;
+
+use looptop_abi::{slot_state, LoopSlot};
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// False once the agent has stepped aside (setup failed, or a bug was caught).
+static ENABLED: AtomicBool = AtomicBool::new(true);
+/// Fork generation: a thread's cached slot is valid only for the generation it was claimed in.
+static GENERATION: AtomicU32 = AtomicU32::new(1);
+/// Stall ring floor (ns).
+static STALL_FLOOR_NS: AtomicU64 = AtomicU64::new(looptop_abi::DEFAULT_STALL_FLOOR_NS);
+
+/// This thread's loop slot, cached.
+struct Local {
+    generation: Cell<u32>,
+    slot: Cell<*const LoopSlot>,
+    /// True when this generation already tried to claim and must not retry.
+    settled: Cell<bool>,
+    /// Nesting depth of wait calls (a wait inside a signal handler during a wait).
+    depth: Cell<u32>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            generation: Cell::new(0),
+            slot: Cell::new(ptr::null()),
+            settled: Cell::new(false),
+            depth: Cell::new(0),
+        }
+    };
+    /// Registered once per claimed thread; its drop marks the slot exited.
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
+}
+
+/// Marks this thread's slot exited when the thread ends.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let _ = catch_unwind(|| {
+            if let Some(slot) = owned_slot() {
+                close_slot(slot, now_ns());
+            }
+        });
+    }
+}
+
+/// Monotonic clock in ns (vDSO, no syscall).
+#[inline]
+pub(crate) fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
+/// The slot this thread owns in the current generation, without claiming one.
+fn owned_slot() -> Option<&'static LoopSlot> {
+    LOCAL
+        .try_with(|l| {
+            if l.generation.get() != GENERATION.load(Ordering::Relaxed) {
+                return None;
+            }
+            // SAFETY: a non-null slot points into the segment mapping of this generation, which
+            // stays mapped until the process exits or forks (and a fork bumps the generation).
+            unsafe { l.slot.get().as_ref() }
+        })
+        .ok()
+        .flatten()
+}
+
+/// This thread's slot, claiming one on its first wait.
+#[inline]
+fn current_slot() -> Option<&'static LoopSlot> {
+    LOCAL
+        .try_with(|l| {
+            let generation = GENERATION.load(Ordering::Relaxed);
+            if l.generation.get() == generation {
+                // SAFETY: see `owned_slot`.
+                if let Some(slot) = unsafe { l.slot.get().as_ref() } {
+                    return Some(slot);
+                }
+                if l.settled.get() {
+                    return None;
+                }
+            }
+            l.generation.set(generation);
+            l.slot.set(ptr::null());
+            match segment::ensure() {
+                segment::Ready::Yes(seg) => {
+                    l.settled.set(true);
+                    let slot = claim(seg)?;
+                    l.slot.set(slot);
+                    let _ = EXIT_GUARD.try_with(|_| {});
+                    Some(slot)
+                }
+                segment::Ready::Never => {
+                    l.settled.set(true);
+                    None
+                }
+                segment::Ready::NotYet => None,
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+/// Claims a free slot (or the oldest exited one) for the calling thread.
+fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
+    let now = now_ns();
+    let slot = seg
+        .slots()
+        .iter()
+        .find(|s| {
+            s.state
+                .compare_exchange(slot_state::FREE, slot_state::CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+        .or_else(|| {
+            let oldest = seg
+                .slots()
+                .iter()
+                .filter(|s| s.state.load(Ordering::Relaxed) == slot_state::EXITED)
+                .min_by_key(|s| s.ended_ns.load(Ordering::Relaxed))?;
+            oldest
+                .state
+                .compare_exchange(slot_state::EXITED, slot_state::CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+                .ok()
+                .map(|_| oldest)
+        });
+    let Some(slot) = slot else {
+        seg.header().slots_exhausted.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    reset_slot(slot);
+    // SAFETY: gettid and prctl(PR_GET_NAME) have no memory-safety preconditions beyond a 16-byte
+    // buffer for the name.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+    let mut name = [0u8; 16];
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    slot.tid.store(tid, Ordering::Relaxed);
+    looptop_abi::name_to_words(&name, &slot.name);
+    slot.claimed_ns.store(now, Ordering::Relaxed);
+    slot.generation.fetch_add(1, Ordering::Relaxed);
+    slot.state.store(slot_state::ACTIVE, Ordering::Release);
+    Some(slot)
+}
+
+/// Zeroes a slot being (re)claimed; nobody reads a slot in state CLAIMING.
+fn reset_slot(slot: &LoopSlot) {
+    let z = |a: &AtomicU64| a.store(0, Ordering::Relaxed);
+    for a in [
+        &slot.claimed_ns,
+        &slot.ended_ns,
+        &slot.ticks,
+        &slot.busy_ns,
+        &slot.idle_ns,
+        &slot.max_busy_ns,
+        &slot.busy_since_ns,
+        &slot.wait_since_ns,
+        &slot.stall_count,
+    ] {
+        z(a);
+    }
+    if slot.hist.iter().any(|h| h.load(Ordering::Relaxed) != 0) {
+        slot.hist.iter().for_each(z);
+    }
+    for e in slot.stalls.iter() {
+        z(&e.seq);
+    }
+}
+
+/// Marks the slot of an exiting thread ended. A tick still open is left open: it never reached
+/// a wait, so it is not a completed tick (the reader decides what a cut-short tick means).
+fn close_slot(slot: &LoopSlot, now: u64) {
+    slot.write_begin();
+    slot.ended_ns.store(now, Ordering::Relaxed);
+    slot.write_end();
+    slot.state.store(slot_state::EXITED, Ordering::Release);
+}
+
+/// What `wait_enter` did, so that `wait_exit` undoes exactly that.
+enum Enter {
+    /// Not recording (agent off, or no slot for this thread).
+    Off,
+    /// A wait inside a wait (e.g. from a signal handler): only the depth was raised.
+    Nested,
+    /// The outermost wait of this thread: the tick was closed on this slot.
+    Outer(&'static LoopSlot),
+}
+
+/// Called before the real wait: ends the current tick.
+#[inline]
+fn wait_enter() -> Enter {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return Enter::Off;
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let Some(slot) = current_slot() else {
+            return Enter::Off;
+        };
+        let outer = LOCAL.try_with(|l| {
+            let d = l.depth.get();
+            l.depth.set(d + 1);
+            d == 0
+        });
+        match outer {
+            Ok(true) => {}
+            Ok(false) => return Enter::Nested,
+            Err(_) => return Enter::Off,
+        }
+        let now = now_ns();
+        slot.write_begin();
+        let since = slot.busy_since_ns.load(Ordering::Relaxed);
+        if since != 0 {
+            slot.record_tick(since, now.saturating_sub(since), STALL_FLOOR_NS.load(Ordering::Relaxed));
+            slot.busy_since_ns.store(0, Ordering::Relaxed);
+        }
+        slot.wait_since_ns.store(now, Ordering::Relaxed);
+        slot.write_end();
+        Enter::Outer(slot)
+    }));
+    r.unwrap_or_else(|_| {
+        ENABLED.store(false, Ordering::Relaxed);
+        Enter::Off
+    })
+}
+
+/// Called after the real wait returned: the next tick starts now.
+#[inline]
+fn wait_exit(slot: &LoopSlot) {
+    let now = now_ns();
+    slot.write_begin();
+    let since = slot.wait_since_ns.load(Ordering::Relaxed);
+    if since != 0 {
+        LoopSlot::bump(&slot.idle_ns, now.saturating_sub(since));
+    }
+    slot.wait_since_ns.store(0, Ordering::Relaxed);
+    slot.busy_since_ns.store(now, Ordering::Relaxed);
+    slot.write_end();
+}
+
+/// Runs `wait` between the tick bookkeeping, keeping `errno` as the real call left it.
+#[inline]
+pub(crate) fn timed<R>(wait: impl FnOnce() -> R) -> R {
+    let enter = wait_enter();
+    let r = wait();
+    if let Enter::Off = enter {
+        return r;
+    }
+    // SAFETY: __errno_location returns this thread's errno; nothing below may change it, but the
+    // target must see exactly what the real call left.
+    let errno = unsafe { *libc::__errno_location() };
+    let _ = LOCAL.try_with(|l| l.depth.set(l.depth.get().saturating_sub(1)));
+    if let Enter::Outer(slot) = enter {
+        wait_exit(slot);
+    }
+    unsafe { *libc::__errno_location() = errno };
+    r
+}
+
+/// Library constructor: read the environment, create the segment, resolve the real functions.
+extern "C" fn agent_init() {
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok = catch_unwind(|| {
+        if let Some(floor) = std::env::var(looptop_abi::ENV_STALL_FLOOR_NS).ok().and_then(|v| v.parse().ok()) {
+            STALL_FLOOR_NS.store(floor, Ordering::Relaxed);
+        }
+        wrappers::resolve_all();
+        segment::configure_from_env();
+        // SAFETY: registering plain extern "C" callbacks.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_child));
+            libc::atexit(agent_exit);
+        }
+        // Create the segment now (not at the first wait) so that looptop can tell "the agent is
+        // loaded but this process never waited" from "the agent never loaded".
+        let _ = segment::ensure();
+    });
+    if ok.is_err() {
+        ENABLED.store(false, Ordering::Relaxed);
+    }
+}
+
+/// In a fork child: forget the parent's segment (still shared with the parent) and start a
+/// fresh one lazily at this process's first wait.
+extern "C" fn after_fork_child() {
+    GENERATION.fetch_add(1, Ordering::Relaxed);
+    segment::forget_after_fork();
+}
+
+/// At exit: mark the exiting thread's loop ended, stamp the exit time, remove the segment unless the
+/// launcher asked to keep it.
+extern "C" fn agent_exit() {
+    let _ = catch_unwind(|| {
+        let now = now_ns();
+        if let Some(slot) = owned_slot() {
+            if slot.state.load(Ordering::Relaxed) == slot_state::ACTIVE {
+                close_slot(slot, now);
+            }
+        }
+        segment::at_exit(now);
+    });
+}
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = agent_init;

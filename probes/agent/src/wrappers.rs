@@ -1,0 +1,79 @@
+//! The interposed wait calls. Each resolves the next definition with `dlsym(RTLD_NEXT)` and runs
+//! it inside [`crate::timed`]. The `_chk` variants are what `_FORTIFY_SOURCE` builds call.
+
+use libc::{c_int, epoll_event, nfds_t, pollfd, sigset_t, size_t, timespec};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A lazily resolved pointer to the next definition of a symbol.
+struct Next {
+    name: &'static [u8],
+    addr: AtomicUsize,
+}
+
+impl Next {
+    const fn new(name: &'static [u8]) -> Self {
+        Next { name, addr: AtomicUsize::new(0) }
+    }
+
+    /// The real function's address, or 0 when no later object defines it.
+    #[inline]
+    fn get(&self) -> usize {
+        let a = self.addr.load(Ordering::Relaxed);
+        if a != 0 {
+            return a;
+        }
+        // SAFETY: name is NUL-terminated; RTLD_NEXT finds the definition after this library.
+        let a = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr().cast()) } as usize;
+        self.addr.store(a, Ordering::Relaxed);
+        a
+    }
+}
+
+static EPOLL_WAIT: Next = Next::new(b"epoll_wait\0");
+static EPOLL_PWAIT: Next = Next::new(b"epoll_pwait\0");
+static EPOLL_PWAIT2: Next = Next::new(b"epoll_pwait2\0");
+static POLL: Next = Next::new(b"poll\0");
+static PPOLL: Next = Next::new(b"ppoll\0");
+static POLL_CHK: Next = Next::new(b"__poll_chk\0");
+static PPOLL_CHK: Next = Next::new(b"__ppoll_chk\0");
+
+/// Resolves every wrapped symbol up front (dlsym may allocate; better at load than mid-wait).
+pub(crate) fn resolve_all() {
+    for n in [&EPOLL_WAIT, &EPOLL_PWAIT, &EPOLL_PWAIT2, &POLL, &PPOLL, &POLL_CHK, &PPOLL_CHK] {
+        n.get();
+    }
+}
+
+/// Fails like a missing syscall when no real definition exists.
+fn enosys() -> c_int {
+    // SAFETY: writing this thread's errno.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
+}
+
+macro_rules! wrap {
+    ($next:ident, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        /// Interposed: times the tick around the real call.
+        ///
+        /// # Safety
+        /// Same contract as the libc function of this name.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            let addr = $next.get();
+            if addr == 0 {
+                return enosys() as $ret;
+            }
+            // SAFETY: addr is the next definition of this very symbol, with this signature.
+            let real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(addr) };
+            crate::timed(|| unsafe { real($($arg),*) })
+        }
+    };
+}
+
+wrap!(EPOLL_WAIT, fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int) -> c_int);
+wrap!(EPOLL_PWAIT, fn epoll_pwait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int, sigmask: *const sigset_t) -> c_int);
+wrap!(EPOLL_PWAIT2, fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: *const timespec, sigmask: *const sigset_t) -> c_int);
+wrap!(POLL, fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int);
+wrap!(PPOLL, fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t) -> c_int);
+wrap!(POLL_CHK, fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int);
+wrap!(PPOLL_CHK, fn __ppoll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t, fdslen: size_t) -> c_int);

@@ -1,0 +1,8 @@
+//! Analysis: the [`Session`] consumes events and knows every loop's ticks, lag and stalls; a
+//! [`report::Report`] is what the sinks render.
+
+pub mod dist;
+pub mod report;
+mod session;
+
+pub use session::Session;

@@ -1,0 +1,234 @@
+//! The session: everything known about the observed loops, built only from events.
+
+use super::dist::TickDist;
+use super::report::{LagPercentiles, LoopReport, Report, Stall, Target, TickPercentiles, SCHEMA};
+use crate::event::{Event, LoopId, LoopTotals, ProcessInfo};
+use std::collections::BTreeMap;
+
+const MS: f64 = 1e6;
+
+/// One loop as the session knows it.
+#[derive(Debug, Clone)]
+struct LoopState {
+    name: String,
+    start_ns: u64,
+    /// When the loop ended, and whether on its own (see [`Event::LoopEnded`]).
+    ended: Option<(u64, bool)>,
+    totals: Option<LoopTotals>,
+    /// The totals before those, for utilization over the last interval.
+    prev_totals: Option<LoopTotals>,
+    /// Completed ticks at least the source's floor long: (start, busy) ns.
+    stalls: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone)]
+struct ProcState {
+    info: ProcessInfo,
+    exited_ns: Option<u64>,
+}
+
+/// Consumes events; answers with a [`Report`].
+#[derive(Debug, Clone)]
+pub struct Session {
+    threshold_ns: u64,
+    origin_ns: u64,
+    processes: BTreeMap<u32, ProcState>,
+    loops: BTreeMap<LoopId, LoopState>,
+    dropped: u64,
+}
+
+impl Session {
+    /// A session whose times count from `origin_ns`, with this stall threshold.
+    pub fn new(origin_ns: u64, threshold_ns: u64) -> Self {
+        Session { threshold_ns, origin_ns, processes: BTreeMap::new(), loops: BTreeMap::new(), dropped: 0 }
+    }
+
+    /// Takes one event into account.
+    pub fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Process(info) => {
+                self.processes.insert(info.pid, ProcState { info, exited_ns: None });
+            }
+            Event::LoopStarted { id, name, start_ns } => {
+                self.loops.entry(id).or_insert(LoopState {
+                    name,
+                    start_ns,
+                    ended: None,
+                    totals: None,
+                    prev_totals: None,
+                    stalls: Vec::new(),
+                });
+            }
+            Event::Totals { id, totals } => {
+                if let Some(l) = self.loops.get_mut(&id) {
+                    l.prev_totals = l.totals.replace(totals);
+                }
+            }
+            Event::Stall { id, start_ns, duration_ns } => {
+                if let Some(l) = self.loops.get_mut(&id) {
+                    l.stalls.push((start_ns, duration_ns));
+                }
+            }
+            Event::LoopEnded { id, at_ns, clean } => {
+                if let Some(l) = self.loops.get_mut(&id) {
+                    l.ended.get_or_insert((at_ns, clean));
+                }
+            }
+            Event::ProcessExited { pid, at_ns, clean: _ } => {
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.exited_ns.get_or_insert(at_ns);
+                }
+            }
+            Event::Dropped { count } => self.dropped += count,
+        }
+    }
+
+    /// Number of loops seen.
+    pub fn loop_count(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Number of processes seen.
+    pub fn process_count(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Stalls seen so far (completed, at or over the threshold).
+    pub fn stall_count(&self) -> usize {
+        self.loops.values().flat_map(|l| &l.stalls).filter(|s| s.1 >= self.threshold_ns).count()
+    }
+
+    /// What the session knows of a process.
+    pub fn process(&self, pid: u32) -> Option<&ProcessInfo> {
+        self.processes.get(&pid).map(|p| &p.info)
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&self, pid: u32) -> bool {
+        self.processes.get(&pid).is_some_and(|p| p.exited_ns.is_some())
+    }
+
+    /// Loops of `pid` whose thread still runs.
+    pub fn live_loops(&self, pid: u32) -> usize {
+        self.loops.iter().filter(|(id, l)| id.pid == pid && l.ended.is_none()).count()
+    }
+
+    /// Utilization of the busiest live loop of `pid` between the last two reads (0 when the
+    /// loop was read only once).
+    pub fn recent_utilization(&self, pid: u32) -> f64 {
+        let busy = |t: &LoopTotals| {
+            let cur = if t.busy_since_ns != 0 { t.at_ns.saturating_sub(t.busy_since_ns) } else { 0 };
+            (t.busy_ns + cur) as f64
+        };
+        self.loops
+            .iter()
+            .filter(|(id, l)| id.pid == pid && l.ended.is_none())
+            .filter_map(|(_, l)| {
+                let (a, b) = (l.prev_totals.as_ref()?, l.totals.as_ref()?);
+                let wall = b.at_ns.checked_sub(a.at_ns).filter(|&w| w > 0)? as f64;
+                Some(((busy(b) - busy(a)) / wall).clamp(0.0, 1.0))
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// The runtime of the observed program: that of the first process that ran a loop.
+    pub fn runtime(&self) -> &'static str {
+        let pid = self.loops.keys().next().map(|id| id.pid);
+        let p = pid.and_then(|pid| self.processes.get(&pid)).or_else(|| self.processes.values().next());
+        p.map_or("native", |p| crate::target::proc::runtime_of(&p.info.exe, &p.info.command))
+    }
+
+    /// The report as of `now_ns`.
+    pub fn report(&self, target: Target, now_ns: u64) -> Report {
+        let loops = self.loops.iter().map(|(id, l)| self.loop_report(id, l, now_ns)).collect();
+        Report {
+            schema: SCHEMA,
+            target,
+            mode: "agent",
+            wall_ms: now_ns.saturating_sub(self.origin_ns) as f64 / MS,
+            stall_threshold_ms: self.threshold_ns as f64 / MS,
+            loops,
+            gc: None,
+            pool: None,
+            alloc: None,
+            blockers: Vec::new(),
+            dropped_events: self.dropped,
+        }
+    }
+
+    fn loop_report(&self, id: &LoopId, l: &LoopState, now_ns: u64) -> LoopReport {
+        let exited = self.processes.get(&id.pid).and_then(|p| p.exited_ns);
+        let alive = l.ended.is_none() && exited.is_none();
+        let (mut end, clean) = match l.ended {
+            Some((at, clean)) => (at, clean),
+            None => (exited.unwrap_or(now_ns), false),
+        };
+        end = end.max(l.start_ns);
+        let empty = LoopTotals {
+            at_ns: now_ns,
+            ticks: 0,
+            busy_ns: 0,
+            idle_ns: 0,
+            max_busy_ns: 0,
+            busy_since_ns: 0,
+            hist: Box::new([]),
+        };
+        let t = l.totals.as_ref().unwrap_or(&empty);
+        let mut dist = TickDist::from_hist(&t.hist, l.stalls.iter().map(|s| s.1));
+        let mut stalls: Vec<Stall> = l
+            .stalls
+            .iter()
+            .filter(|s| s.1 >= self.threshold_ns)
+            .map(|&(start, dur)| self.stall(start, dur, false))
+            .collect();
+        // The tick under way. A loop that ended on its own (thread exit, exit(), exec) never
+        // came back to wait: its open tail is not a tick and not part of its life. A tick cut
+        // short by a signal (Ctrl-C on a stuck server) is the stall the user came for: it counts.
+        let mut busy = t.busy_ns as f64;
+        if t.busy_since_ns != 0 && end > t.busy_since_ns {
+            if clean {
+                end = t.busy_since_ns.max(l.start_ns);
+            } else {
+                let cur = end - t.busy_since_ns;
+                dist.push(cur as f64, 1);
+                busy += cur as f64;
+                if cur >= self.threshold_ns {
+                    stalls.push(self.stall(t.busy_since_ns, cur, alive));
+                }
+            }
+        }
+        stalls.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+        let wall = (end - l.start_ns) as f64;
+        let ms = |ns: f64| ns / MS;
+        LoopReport {
+            pid: id.pid,
+            tid: id.tid,
+            name: l.name.clone(),
+            ticks: t.ticks,
+            utilization: if wall > 0.0 { (busy / wall).min(1.0) } else { 0.0 },
+            tick_ms: TickPercentiles {
+                p50: ms(dist.tick_percentile(0.5)),
+                p90: ms(dist.tick_percentile(0.9)),
+                p99: ms(dist.tick_percentile(0.99)),
+                max: ms(dist.max()),
+            },
+            lag_ms: LagPercentiles {
+                p50: ms(dist.lag_percentile(0.5, wall)),
+                p90: ms(dist.lag_percentile(0.9, wall)),
+                p99: ms(dist.lag_percentile(0.99, wall)),
+                p999: ms(dist.lag_percentile(0.999, wall)),
+                max: ms(dist.max()),
+            },
+            stalls,
+        }
+    }
+
+    fn stall(&self, start_ns: u64, duration_ns: u64, in_progress: bool) -> Stall {
+        Stall {
+            start_ms: (start_ns as f64 - self.origin_ns as f64) / MS,
+            duration_ms: duration_ns as f64 / MS,
+            in_progress,
+            blocker: None,
+        }
+    }
+}

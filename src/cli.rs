@@ -1,0 +1,147 @@
+//! The command line (clap derive). Also the single source of `--help`, the man pages in `man/`
+//! and shell completions. No clap type leaves this file: [`crate::plan`] turns these into plans.
+
+use crate::units::parse_duration;
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Examples:
+  looptop demo                               a bundled Node server with real blockers
+  looptop run -- node server.js              every loop's ticks, lag and stalls at exit
+  looptop run --json -o report.json -- npm start
+  LD_PRELOAD=$(looptop agent path) node server.js   preload the agent in production
+  looptop ps                                 processes running the agent
+
+Exit codes: 0 success; 1 a budget failed; 2 usage or configuration error; 3 could not observe
+the target. `looptop run` exits with the target's own status (3 when it could not observe).";
+
+/// looptop shows why an event loop is slow: it times every loop iteration (tick) of a program
+/// and reports lag, stalls and what blocked the loop.
+#[derive(Debug, Parser)]
+#[command(name = "looptop", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Launch a command with the agent and report every loop's ticks, lag and stalls when it exits
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
+    /// List processes that run the looptop agent, with their loops, utilization and stalls
+    Ps(PsArgs),
+    /// Run a bundled Node server with real blockers, under looptop, with built-in load
+    Demo(DemoArgs),
+    /// The agent library built into looptop
+    Agent {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Print a shell completion script (e.g. `looptop completions bash > /etc/bash_completion.d/looptop`)
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+const RUN_AFTER_HELP: &str = "\
+The command starts with LD_PRELOAD carrying the agent (appended to any LD_PRELOAD you already
+set). Every descendant that loads the agent is followed (npm start -> sh -> node). SIGINT,
+SIGTERM and SIGHUP are passed on to the command; when it exits, looptop prints the summary to
+stderr (like time(1)) or, with --json, the looptop.report/1 object to stdout (or to -o FILE), and
+exits with the command's own status.
+
+A tick is one loop iteration: from the return of epoll_wait/poll to the next wait call. A stall
+is a tick whose busy time is at least --stall-threshold. Lag percentiles are time-weighted: the
+share of time an event arriving then would wait that long.";
+
+/// Options of every command that observes loops.
+#[derive(Debug, Clone, Args)]
+pub struct ObserveArgs {
+    /// A tick at least this long is a stall (e.g. 50ms, 0.2s)
+    #[arg(long, value_name = "DUR", default_value = "50ms", value_parser = parse_duration)]
+    pub stall_threshold: Duration,
+    /// No colour (also when NO_COLOR is set or output is not a terminal)
+    #[arg(long)]
+    pub no_color: bool,
+    /// Print only the report: no progress or notes
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `looptop run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Print the looptop.report/1 JSON object instead of the text summary
+    #[arg(long)]
+    pub json: bool,
+    /// Write the report to FILE instead of stdout/stderr
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The command to run, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// `looptop ps`.
+#[derive(Debug, Clone, Args)]
+pub struct PsArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Print a JSON array instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// How long to watch for the utilization column
+    #[arg(long, value_name = "DUR", default_value = "250ms", value_parser = parse_duration)]
+    pub window: Duration,
+}
+
+/// `looptop demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// How long to run
+    #[arg(short, long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Print the looptop.report/1 JSON object instead of the text summary
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `looptop agent …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AgentCommand {
+    /// Print the agent library's path (written on first use), for LD_PRELOAD in production
+    Path,
+}
+
+/// The clap command, for man pages, completions and tests.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Parses the process arguments (clap exits with 2 on a usage error, 0 for --help).
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_consistent() {
+        super::command().debug_assert();
+    }
+}

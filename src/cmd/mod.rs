@@ -1,0 +1,34 @@
+//! Commands: each wires a target, a source, the session and a sink together.
+
+mod demo;
+mod observe;
+mod ps;
+mod run;
+
+use crate::plan::Plan;
+use anyhow::Result;
+use std::io::Write;
+
+/// Runs a plan; the result is the process exit code.
+pub fn execute(plan: Plan) -> Result<u8> {
+    match plan {
+        Plan::Run(p) => run::execute(p),
+        Plan::Ps(p) => ps::execute(p),
+        Plan::Demo(p) => demo::execute(p),
+        Plan::AgentPath => {
+            let path = crate::target::embedded::agent_path()?;
+            writeln!(std::io::stdout(), "{}", path.display())?;
+            Ok(crate::error::exit::OK)
+        }
+        Plan::Completions(shell) => {
+            clap_complete::generate(shell, &mut crate::cli::command(), "looptop", &mut std::io::stdout());
+            Ok(crate::error::exit::OK)
+        }
+    }
+}
+
+/// Whether the stream is a terminal.
+fn is_tty(fd: i32) -> bool {
+    // SAFETY: isatty has no preconditions.
+    unsafe { libc::isatty(fd) == 1 }
+}

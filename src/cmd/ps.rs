@@ -1,0 +1,98 @@
+//! `looptop ps`: processes with a live agent segment.
+
+use crate::analysis::Session;
+use crate::event::Event;
+use crate::plan::PsPlan;
+use crate::source::agent::{remove_dead_segments, AgentSource, Selector};
+use crate::source::{now_ns, segment};
+use anyhow::Result;
+use serde::Serialize;
+use std::io::Write;
+
+/// One row of `looptop ps`.
+#[derive(Debug, Serialize)]
+struct Row {
+    pid: u32,
+    runtime: &'static str,
+    loops: usize,
+    utilization: f64,
+    stalls: usize,
+    uptime_s: f64,
+    command: Vec<String>,
+}
+
+/// Runs `looptop ps`.
+pub fn execute(plan: PsPlan) -> Result<u8> {
+    remove_dead_segments();
+    let threshold = plan.observe.stall_threshold.as_nanos() as u64;
+    let mut watched: Vec<(u32, AgentSource, Session)> = segment::list(&segment::shm_dir())
+        .into_iter()
+        .map(|(pid, _)| (pid, AgentSource::new(Selector::Pid(pid)), Session::new(now_ns(), threshold)))
+        .collect();
+    let mut events: Vec<Event> = Vec::new();
+    let mut read_all = |watched: &mut Vec<(u32, AgentSource, Session)>| {
+        for (_, source, session) in watched.iter_mut() {
+            source.poll(now_ns(), &mut events);
+            events.drain(..).for_each(|e| session.handle(e));
+        }
+    };
+    read_all(&mut watched);
+    std::thread::sleep(plan.window);
+    read_all(&mut watched);
+    let now = now_ns();
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (pid, source, session) in &watched {
+        errors.extend(source.errors.iter().map(|e| e.to_string()));
+        let Some(info) = session.process(*pid) else { continue };
+        if session.exited(*pid) {
+            continue;
+        }
+        rows.push(Row {
+            pid: *pid,
+            runtime: crate::target::proc::runtime_of(&info.exe, &info.command),
+            loops: session.live_loops(*pid),
+            utilization: session.recent_utilization(*pid),
+            stalls: session.stall_count(),
+            uptime_s: now.saturating_sub(info.start_ns) as f64 / 1e9,
+            command: info.command.clone(),
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    for e in &errors {
+        eprintln!("looptop: warning: {e}");
+    }
+    if plan.json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(crate::error::exit::OK);
+    }
+    if rows.is_empty() {
+        if !plan.observe.quiet {
+            eprintln!(
+                "looptop: no process runs the looptop agent (start one with `looptop run -- CMD`, or \
+                 LD_PRELOAD=$(looptop agent path) CMD)"
+            );
+        }
+        return Ok(crate::error::exit::OK);
+    }
+    writeln!(
+        out,
+        "{:>8}  {:<7} {:>5} {:>6} {:>7} {:>9}  COMMAND",
+        "PID", "RUNTIME", "LOOPS", "UTIL", "STALLS", "UPTIME"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:>8}  {:<7} {:>5} {:>5.1}% {:>7} {:>9}  {}",
+            r.pid,
+            r.runtime,
+            r.loops,
+            r.utilization * 100.0,
+            r.stalls,
+            crate::units::fmt_ms(r.uptime_s * 1000.0),
+            r.command.join(" ")
+        )?;
+    }
+    Ok(crate::error::exit::OK)
+}

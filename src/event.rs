@@ -1,0 +1,105 @@
+//! The events every source produces and [`crate::analysis::Session`] consumes.
+//!
+//! Times are nanoseconds of `CLOCK_MONOTONIC`, the clock of the agent's segment, so events from
+//! different processes and sources line up.
+
+/// One loop: a thread of a process, and when it first waited (a tid can be reused, and a process
+/// that `exec`s starts its loops again under the same pid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LoopId {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// When the thread first waited (ns).
+    pub since_ns: u64,
+}
+
+/// Cumulative counters of one loop, as the agent keeps them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopTotals {
+    /// When these totals were read (ns).
+    pub at_ns: u64,
+    /// Completed ticks.
+    pub ticks: u64,
+    /// Σ busy time of completed ticks (ns).
+    pub busy_ns: u64,
+    /// Σ time inside wait calls (ns).
+    pub idle_ns: u64,
+    /// Longest completed tick (ns).
+    pub max_busy_ns: u64,
+    /// Start of the current tick while busy, 0 while waiting.
+    pub busy_since_ns: u64,
+    /// Completed ticks by busy time, in the agent's log-linear buckets
+    /// ([`looptop_abi::hist_bucket`]).
+    pub hist: Box<[u64]>,
+}
+
+/// A process looptop observes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Command line (from `/proc`), or the executable when the process is gone.
+    pub command: Vec<String>,
+    /// Executable path.
+    pub exe: String,
+    /// When its agent started (ns).
+    pub start_ns: u64,
+}
+
+/// Something a source saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A process with an agent appeared.
+    Process(ProcessInfo),
+    /// A thread waited for the first time: a loop.
+    LoopStarted {
+        /// Which loop.
+        id: LoopId,
+        /// Thread name.
+        name: String,
+        /// When it first waited (ns).
+        start_ns: u64,
+    },
+    /// The loop's cumulative counters now (supersede earlier totals).
+    Totals {
+        /// Which loop.
+        id: LoopId,
+        /// The counters.
+        totals: LoopTotals,
+    },
+    /// A completed tick at least as long as the source's stall floor.
+    Stall {
+        /// Which loop.
+        id: LoopId,
+        /// Tick start (ns).
+        start_ns: u64,
+        /// Busy time (ns).
+        duration_ns: u64,
+    },
+    /// The loop's thread ended.
+    LoopEnded {
+        /// Which loop.
+        id: LoopId,
+        /// When (ns).
+        at_ns: u64,
+        /// The thread left on its own (thread exit, `exit()`, `exec`); false when its process
+        /// died without running exit handlers (a signal, `_exit`).
+        clean: bool,
+    },
+    /// The process ended.
+    ProcessExited {
+        /// Process id.
+        pid: u32,
+        /// When (ns).
+        at_ns: u64,
+        /// Its exit handlers ran (`exit()`); false when killed by a signal or `_exit`.
+        clean: bool,
+    },
+    /// Events the source could not deliver (a reader that fell behind a ring).
+    Dropped {
+        /// How many.
+        count: u64,
+    },
+}

@@ -1,0 +1,4 @@
+//! Sinks: each renders a [`crate::analysis::report::Report`]; none reads `/proc` or a segment.
+
+pub mod json;
+pub mod summary;

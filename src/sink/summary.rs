@@ -1,0 +1,115 @@
+//! The text summary: per loop, ticks, utilization, tick and lag percentiles, and every stall.
+
+use crate::analysis::report::{LoopReport, Report};
+use crate::units::fmt_ms;
+use std::io::{self, Write};
+
+/// How to render.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// ANSI colours (off for `NO_COLOR`, `--no-color`, or not a terminal).
+    pub color: bool,
+    /// Stalls listed per loop at most; the rest are counted.
+    pub max_stalls: usize,
+}
+
+impl Options {
+    /// Default options with colour on or off.
+    pub fn new(color: bool) -> Self {
+        Options { color, max_stalls: 50 }
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+/// Writes the summary.
+pub fn write(report: &Report, opts: &Options, mut out: impl Write) -> io::Result<()> {
+    let t = &report.target;
+    let status = match t.exit_code {
+        Some(c) => format!("exited {c} after {}", fmt_ms(report.wall_ms)),
+        None => format!("observed for {}", fmt_ms(report.wall_ms)),
+    };
+    writeln!(out, "{} {} — {status} (pid {}, {})", opts.paint("1", "looptop:"), t.command.join(" "), t.pid, t.runtime)?;
+    let stalls = report.stalls().count();
+    writeln!(
+        out,
+        "  {} loop{}, {} stall{} at or over {}",
+        report.loops.len(),
+        plural(report.loops.len()),
+        stalls,
+        plural(stalls),
+        fmt_ms(report.stall_threshold_ms)
+    )?;
+    if report.dropped_events > 0 {
+        writeln!(out, "  {} events dropped (looptop fell behind)", report.dropped_events)?;
+    }
+    // Loops that did nearly nothing (runtime helper threads) are named, not detailed.
+    let (quiet, busy): (Vec<&LoopReport>, Vec<&LoopReport>) =
+        report.loops.iter().partition(|l| l.stalls.is_empty() && l.ticks < 10 && l.utilization < 0.01);
+    for l in busy {
+        write_loop(l, opts, &mut out)?;
+    }
+    if !quiet.is_empty() {
+        let names: Vec<String> = quiet.iter().map(|l| format!("{}/{} {}", l.pid, l.tid, l.name)).collect();
+        writeln!(out, "\n{} idle loop{}: {}", quiet.len(), plural(quiet.len()), names.join(", "))?;
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{}  ticks {}  utilization {:.1}%",
+        opts.paint("1", &format!("loop {}/{} {}", l.pid, l.tid, l.name)),
+        l.ticks,
+        l.utilization * 100.0
+    )?;
+    let k = &l.tick_ms;
+    writeln!(
+        out,
+        "  tick  p50 {}  p90 {}  p99 {}  max {}",
+        fmt_ms(k.p50),
+        fmt_ms(k.p90),
+        fmt_ms(k.p99),
+        fmt_ms(k.max)
+    )?;
+    let g = &l.lag_ms;
+    writeln!(
+        out,
+        "  lag   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        fmt_ms(g.p50),
+        fmt_ms(g.p90),
+        fmt_ms(g.p99),
+        fmt_ms(g.p999),
+        fmt_ms(g.max)
+    )?;
+    if l.stalls.is_empty() {
+        return writeln!(out, "  no stalls");
+    }
+    writeln!(out, "  {}", opts.paint("31;1", &format!("stalls ({}):", l.stalls.len())))?;
+    for s in l.stalls.iter().take(opts.max_stalls) {
+        let dur = opts.paint("31", &format!("{:>9}", fmt_ms(s.duration_ms)));
+        let note = if s.in_progress { "  (in progress)" } else { "" };
+        writeln!(out, "    at {:>9}  {dur}{note}", fmt_ms(s.start_ms.max(0.0)))?;
+    }
+    if l.stalls.len() > opts.max_stalls {
+        writeln!(out, "    … {} more", l.stalls.len() - opts.max_stalls)?;
+    }
+    Ok(())
+}

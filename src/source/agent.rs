@@ -1,0 +1,209 @@
+//! The agent source: watches the segments of a session (`looptop run`) or of one pid, and turns
+//! their slots into events. Needs no privileges.
+
+use super::segment::{self, Segment, SegmentError};
+use crate::event::{Event, LoopId, LoopTotals, ProcessInfo};
+use crate::target::proc;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+/// Which segments to follow.
+#[derive(Debug, Clone, Copy)]
+pub enum Selector {
+    /// Every process started under this `looptop run` session, descendants included.
+    Session(u64),
+    /// One process.
+    Pid(u32),
+}
+
+/// What the source knows of one loop slot.
+struct SlotTrack {
+    id: LoopId,
+    next_stall: u64,
+    ended: bool,
+}
+
+/// One mapped process image.
+struct Image {
+    seg: Segment,
+    inode: u64,
+    exited: bool,
+    slots: BTreeMap<usize, SlotTrack>,
+}
+
+/// Follows agent segments and yields events.
+pub struct AgentSource {
+    dir: PathBuf,
+    selector: Selector,
+    images: BTreeMap<u32, Image>,
+    /// Segments that could not be read, with why (reported once each).
+    pub errors: Vec<SegmentError>,
+}
+
+impl AgentSource {
+    /// A source over the segment folder.
+    pub fn new(selector: Selector) -> Self {
+        AgentSource { dir: segment::shm_dir(), selector, images: BTreeMap::new(), errors: Vec::new() }
+    }
+
+    /// Number of processes seen so far.
+    pub fn processes_seen(&self) -> usize {
+        self.images.len()
+    }
+
+    /// Reads every followed segment once and appends what changed to `out`.
+    pub fn poll(&mut self, now: u64, out: &mut Vec<Event>) {
+        self.discover(now, out);
+        for (&pid, img) in self.images.iter_mut() {
+            poll_image(pid, img, now, out);
+        }
+    }
+
+    fn discover(&mut self, now: u64, out: &mut Vec<Event>) {
+        let candidates = segment::list(&self.dir);
+        for (pid, path) in candidates {
+            if let Selector::Pid(p) = self.selector {
+                if p != pid {
+                    continue;
+                }
+            }
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if self.images.get(&pid).is_some_and(|img| img.inode == meta.ino()) {
+                continue;
+            }
+            let seg = match Segment::open(&path) {
+                Ok(s) => s,
+                Err(SegmentError::NotSegment { .. }) => continue,
+                Err(e) => {
+                    if !self.errors.iter().any(|k| k.to_string() == e.to_string()) {
+                        self.errors.push(e);
+                    }
+                    continue;
+                }
+            };
+            let h = seg.header();
+            let ours = match self.selector {
+                Selector::Session(s) => h.session == s,
+                Selector::Pid(p) => h.pid == p,
+            };
+            if !ours || h.pid != pid {
+                continue;
+            }
+            // A new image under a pid we follow: the process called exec.
+            if let Some(mut old) = self.images.remove(&pid) {
+                poll_image(pid, &mut old, now, out);
+                end_loops(&mut old, h.created_ns, true, out);
+            }
+            let exe = seg.exe();
+            let mut command = proc::cmdline(pid);
+            if command.is_empty() {
+                command = vec![exe.clone()];
+            }
+            out.push(Event::Process(ProcessInfo { pid, command, exe, start_ns: h.created_ns }));
+            self.images.insert(pid, Image { seg, inode: meta.ino(), exited: false, slots: BTreeMap::new() });
+        }
+    }
+
+    /// Removes the segments this source kept alive for its last read (`LOOPTOP_KEEP_SEGMENT`)
+    /// once their processes are gone.
+    pub fn remove_finished(&self) {
+        for (&pid, img) in &self.images {
+            let h = img.seg.header();
+            if img.exited || !proc::is_alive(pid, h.start_time_ticks) {
+                let path = img.seg.path();
+                if std::fs::metadata(path).is_ok_and(|m| m.ino() == img.inode) {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+fn end_loops(img: &mut Image, at_ns: u64, clean: bool, out: &mut Vec<Event>) {
+    for t in img.slots.values_mut().filter(|t| !t.ended) {
+        t.ended = true;
+        out.push(Event::LoopEnded { id: t.id, at_ns, clean });
+    }
+}
+
+fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) {
+    if img.exited {
+        return;
+    }
+    let h = img.seg.header();
+    let exited_ns = h.exited_ns.load(std::sync::atomic::Ordering::Acquire);
+    let exited_at = if exited_ns != 0 {
+        Some((exited_ns, true))
+    } else if !proc::is_alive(pid, h.start_time_ticks) {
+        Some((now, false))
+    } else {
+        None
+    };
+    for (i, snap) in img.seg.snapshots() {
+        let id = LoopId { pid, tid: snap.tid, since_ns: snap.claimed_ns };
+        if img.slots.get(&i).is_some_and(|t| t.id != id) {
+            // The slot was reused by another thread: the one we knew has ended.
+            let old = img.slots.remove(&i).expect("checked");
+            if !old.ended {
+                out.push(Event::LoopEnded { id: old.id, at_ns: snap.claimed_ns, clean: true });
+            }
+        }
+        let track = img.slots.entry(i).or_insert_with(|| {
+            let name = proc::thread_name(pid, snap.tid).unwrap_or_else(|| snap.name.clone());
+            out.push(Event::LoopStarted { id, name, start_ns: snap.claimed_ns });
+            SlotTrack { id, next_stall: 0, ended: false }
+        });
+        if track.ended {
+            continue;
+        }
+        let (stalls, lost) = img.seg.stalls(i, track.next_stall, snap.stall_count);
+        track.next_stall = snap.stall_count;
+        if lost > 0 {
+            out.push(Event::Dropped { count: lost });
+        }
+        for (start_ns, duration_ns) in stalls {
+            out.push(Event::Stall { id, start_ns, duration_ns });
+        }
+        out.push(Event::Totals {
+            id,
+            totals: LoopTotals {
+                at_ns: now,
+                ticks: snap.ticks,
+                busy_ns: snap.busy_ns,
+                idle_ns: snap.idle_ns,
+                max_busy_ns: snap.max_busy_ns,
+                busy_since_ns: snap.busy_since_ns,
+                hist: snap.hist,
+            },
+        });
+        if snap.ended_ns != 0 {
+            track.ended = true;
+            out.push(Event::LoopEnded { id, at_ns: snap.ended_ns, clean: true });
+        }
+    }
+    if let Some((at_ns, clean)) = exited_at {
+        end_loops(img, at_ns, clean, out);
+        img.exited = true;
+        out.push(Event::ProcessExited { pid, at_ns, clean });
+    }
+}
+
+/// Removes segments whose process is gone (killed before it could remove its own, or kept for a
+/// launcher that died). Segments of other users are left alone.
+pub fn remove_dead_segments() {
+    for (pid, path) in segment::list(&segment::shm_dir()) {
+        let dead = match Segment::open(&path) {
+            Ok(seg) => {
+                let h = seg.header();
+                h.pid == pid && !proc::is_alive(pid, h.start_time_ticks)
+            }
+            // Half-created by a process that died, or of an unknown layout: judge by the pid.
+            Err(SegmentError::NotSegment { .. } | SegmentError::Version { .. }) => !proc::is_alive(pid, 0),
+            Err(SegmentError::Io { .. }) => false,
+        };
+        if dead {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}

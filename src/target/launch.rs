@@ -1,0 +1,181 @@
+//! Launching a command with the agent: `LD_PRELOAD` (appended, never clobbered), a session id
+//! that every descendant inherits, and forwarding of SIGINT/SIGTERM/SIGHUP.
+
+use crate::error::UserError;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+/// What to launch and how.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    /// Program and arguments.
+    pub command: Vec<OsString>,
+    /// Ticks at least this long are kept individually by the agent (ns).
+    pub stall_floor_ns: u64,
+    /// Where the program's stdout goes (inherited unless the caller needs it).
+    pub stdout: Output,
+    /// Where the program's stderr goes.
+    pub stderr: Output,
+}
+
+/// Where a stream of the target goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Same as looptop's.
+    Inherit,
+    /// A pipe to looptop.
+    Piped,
+    /// Discarded.
+    Null,
+}
+
+impl Output {
+    fn stdio(self) -> Stdio {
+        match self {
+            Output::Inherit => Stdio::inherit(),
+            Output::Piped => Stdio::piped(),
+            Output::Null => Stdio::null(),
+        }
+    }
+}
+
+/// A running target.
+pub struct Launched {
+    /// The direct child.
+    pub child: Child,
+    /// Session id in every descendant's segment header.
+    pub session: u64,
+    /// Private folder where agents report why they could not set up; removed on drop.
+    pub run_dir: PathBuf,
+}
+
+/// Set once a SIGINT/SIGTERM/SIGHUP reached looptop.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Pid to forward signals to (0: none yet).
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// True once the user asked looptop to stop (Ctrl-C, SIGTERM, SIGHUP).
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
+
+/// Blocks the forwarded signals in every thread and starts one thread that receives them with
+/// `sigwaitinfo` and passes them on. Call before any other thread starts.
+///
+/// A signal the terminal sent (Ctrl-C) already reached the target, which shares our process
+/// group, so it is not sent twice; one sent by a process (`kill`) is forwarded.
+pub fn forward_signals() {
+    // SAFETY: plain signal-mask calls on a local sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::Builder::new()
+            .name("looptop-signals".into())
+            .spawn(move || loop {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let sig = libc::sigwaitinfo(&set, &mut info);
+                if sig < 0 {
+                    continue;
+                }
+                INTERRUPTED.store(true, Ordering::Relaxed);
+                let from_terminal = info.si_code == libc::SI_KERNEL;
+                let pid = FORWARD_TO.load(Ordering::Relaxed);
+                if pid > 0 && !from_terminal {
+                    libc::kill(pid, sig);
+                }
+            })
+            .ok();
+    }
+}
+
+/// A fresh session id: unique enough among the launches on one machine.
+fn new_session() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    let x = (ts.tv_sec as u64).wrapping_mul(1_000_000_007) ^ (ts.tv_nsec as u64) ^ ((std::process::id() as u64) << 40);
+    // splitmix64 finaliser, and never 0 (0 means "no session").
+    let mut z = x.wrapping_add(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    (z ^ (z >> 31)) | 1
+}
+
+/// `LD_PRELOAD` with the agent appended to what the user already preloads.
+fn preload_value(agent: &Path) -> OsString {
+    let mut v = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()).unwrap_or_default();
+    if !v.is_empty() {
+        v.push(":");
+    }
+    v.push(agent.as_os_str());
+    v
+}
+
+/// Starts the command with the agent preloaded.
+pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
+    let (program, args) = plan.command.split_first().ok_or_else(|| UserError::usage("no command to run"))?;
+    let session = new_session();
+    let run_dir = std::env::temp_dir().join(format!("looptop-run-{}-{:x}", std::process::id(), session));
+    std::fs::create_dir_all(&run_dir)
+        .map_err(|e| UserError::observe(format!("cannot create the run folder {}: {e}", run_dir.display())))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env("LD_PRELOAD", preload_value(agent))
+        .env(looptop_abi::ENV_SESSION, session.to_string())
+        .env(looptop_abi::ENV_RUN_DIR, &run_dir)
+        .env(looptop_abi::ENV_KEEP_SEGMENT, "1")
+        .env(looptop_abi::ENV_STALL_FLOOR_NS, plan.stall_floor_ns.to_string())
+        .stdin(Stdio::inherit())
+        .stdout(plan.stdout.stdio())
+        .stderr(plan.stderr.stdio());
+    let child = cmd.spawn().map_err(|e| {
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let name = program.to_string_lossy();
+        match e.kind() {
+            std::io::ErrorKind::NotFound => UserError::observe(format!("no such command '{name}'"))
+                .hint("check the spelling, or give the full path (it is looked up on PATH)"),
+            std::io::ErrorKind::PermissionDenied => UserError::observe(format!("'{name}' cannot be executed: {e}"))
+                .hint(format!("make it executable (chmod +x {name}) or run it through its interpreter")),
+            _ => UserError::observe(format!("cannot start '{name}': {e}")),
+        }
+    })?;
+    FORWARD_TO.store(child.id() as i32, Ordering::Relaxed);
+    Ok(Launched { child, session, run_dir })
+}
+
+/// Exit code of a finished target, as a shell reports it (128 + signal when killed).
+pub fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
+}
+
+/// Why agents in this run could not set up, one sentence each.
+pub fn agent_errors(run_dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(run_dir) else { return Vec::new() };
+    let mut out: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.strip_prefix("agent-error-")?.to_string();
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let mut parts = text.trim_end().splitn(3, '\t');
+            let (step, errno, path) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+            let err = std::io::Error::from_raw_os_error(errno.parse().ok()?);
+            Some(format!("the agent in process {pid} could not {step} its segment {path}: {err}"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}

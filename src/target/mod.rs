@@ -1,0 +1,6 @@
+//! Targets: launching a command with the agent, finding what a pid is, and the embedded agent
+//! library itself.
+
+pub mod embedded;
+pub mod launch;
+pub mod proc;
