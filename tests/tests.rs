@@ -1,0 +1,10 @@
+//! Integration tests: every test drives the real looptop binary against real programs (node,
+//! python3, C) with the real agent and segment. Fixtures write their own ground truth.
+
+mod util;
+
+mod cli;
+mod errors;
+mod man;
+mod ps;
+mod run;

@@ -1,0 +1,168 @@
+//! Helpers: the binary, fixtures, temp folders, ground truth and the report.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The looptop binary under test.
+pub fn looptop() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_looptop"));
+    c.env_remove("LD_PRELOAD").env_remove("LOOPTOP_AGENT").env("NO_COLOR", "1");
+    c
+}
+
+/// A fixture's absolute path.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("looptop-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The C epoll fixture, compiled once per test run.
+pub fn c_epoll_loop() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("looptop-test-c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("epoll_loop");
+        let st = Command::new("cc")
+            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+            .arg(&out)
+            .arg(fixture("c/epoll_loop.c"))
+            .status()
+            .expect("cc (gcc) is needed for the C fixtures");
+        assert!(st.success(), "compiling fixtures/c/epoll_loop.c failed");
+        out
+    })
+    .clone()
+}
+
+/// One deliberate blocking episode a fixture reports about itself.
+#[derive(Debug, Clone)]
+pub struct Truth {
+    pub loop_name: String,
+    pub kind: String,
+    pub ms: f64,
+}
+
+/// Reads a fixture's ground truth (JSON lines).
+pub fn read_truth(path: &Path) -> Vec<Truth> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("bad truth line {l:?}: {e}"));
+            Truth {
+                loop_name: v["loop"].as_str().unwrap_or("main").to_string(),
+                kind: v["kind"].as_str().unwrap_or("busy").to_string(),
+                ms: v["ms"].as_f64().expect("ms"),
+            }
+        })
+        .collect()
+}
+
+/// The outcome of `looptop run --json -- CMD` on a fixture.
+pub struct Run {
+    pub out: Output,
+    pub report: Value,
+    pub truth: Vec<Truth>,
+}
+
+/// Runs a command under `looptop run --json` with ground truth collected.
+pub fn run_json(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
+    let dir = TempDir::new("run");
+    let truth = dir.path("truth.jsonl");
+    let out = looptop()
+        .arg("run")
+        .arg("--json")
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .env("FIXTURE_TRUTH", &truth)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run looptop");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json_start = stdout.find("{\n").unwrap_or_else(|| {
+        panic!("no report on stdout; stderr:\n{}\nstdout:\n{stdout}", String::from_utf8_lossy(&out.stderr))
+    });
+    let report: Value = serde_json::from_str(&stdout[json_start..]).expect("report JSON");
+    Run { truth: read_truth(&truth), out, report }
+}
+
+/// Tolerance for a stall's duration: max(5 ms, 5 %).
+pub fn tolerance(ms: f64) -> f64 {
+    (ms * 0.05).max(5.0)
+}
+
+/// All stalls of loops matching `pred`, as durations in ms by start.
+pub fn stalls_of(report: &Value, pred: impl Fn(&Value) -> bool) -> Vec<f64> {
+    let mut v: Vec<(f64, f64)> = report["loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| pred(l))
+        .flat_map(|l| l["stalls"].as_array().unwrap().iter())
+        .map(|s| (s["start_ms"].as_f64().unwrap(), s["duration_ms"].as_f64().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v.into_iter().map(|s| s.1).collect()
+}
+
+/// Asserts the reported stalls are exactly the truth episodes at or over the threshold, in order,
+/// each within tolerance.
+pub fn assert_stalls_match(reported: &[f64], truth: &[f64], threshold_ms: f64, what: &str) {
+    let expected: Vec<f64> = truth.iter().copied().filter(|&t| t >= threshold_ms).collect();
+    assert_eq!(
+        reported.len(),
+        expected.len(),
+        "{what}: reported stalls {reported:?}, expected (truth over {threshold_ms} ms) {expected:?}, all truth {truth:?}"
+    );
+    for (r, t) in reported.iter().zip(&expected) {
+        assert!(
+            (r - t).abs() <= tolerance(*t),
+            "{what}: stall of {r} ms, truth {t} ms (reported {reported:?}, truth {truth:?})"
+        );
+    }
+}
+
+/// The loop object whose tid equals its pid (the main thread).
+pub fn main_loop(report: &Value) -> &Value {
+    report["loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["tid"] == l["pid"])
+        .max_by_key(|l| l["ticks"].as_u64().unwrap_or(0))
+        .unwrap_or_else(|| panic!("no main-thread loop in {report:#}"))
+}
+
+/// stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
