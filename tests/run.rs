@@ -227,3 +227,19 @@ fn ctrl_c_on_a_stuck_loop_reports_the_stall_it_interrupted() {
     assert_eq!(stalls.len(), 1, "{report:#}");
     assert!(stalls[0] >= 550.0 && stalls[0] <= stuck_ms + 200.0, "stall {} ms, stuck about {stuck_ms} ms", stalls[0]);
 }
+
+#[test]
+fn an_existing_ld_preload_is_kept() {
+    let lib = "/lib/x86_64-linux-gnu/libm.so.6";
+    if !std::path::Path::new(lib).exists() {
+        eprintln!("SKIP: {lib} not on this machine");
+        return;
+    }
+    let out = looptop()
+        .args(["run", "-q", "-o", "/dev/null", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
+        .env("LD_PRELOAD", lib)
+        .output()
+        .unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.starts_with(&format!("{lib}:")) && seen.contains("liblooptop_agent-"), "{seen}");
+}

@@ -42,9 +42,12 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     let progress = interactive.then(|| {
         let bar = indicatif::ProgressBar::new(plan.duration.as_millis() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} demo {elapsed:>3} / {len_s}  [{bar:30}]  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{spinner}} demo {{elapsed:>3}} / {}  [{{bar:30}}]  {{msg}}",
+                indicatif::HumanDuration(plan.duration)
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar
     });
