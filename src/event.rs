@@ -97,9 +97,122 @@ pub enum Event {
         /// Its exit handlers ran (`exit()`); false when killed by a signal or `_exit`.
         clean: bool,
     },
+    /// A runtime probe started in a process: its GC pauses are visible from now on.
+    ProbeReady {
+        /// Process id.
+        pid: u32,
+    },
+    /// A stop-the-world GC pause.
+    Gc {
+        /// Process id.
+        pid: u32,
+        /// Runtime thread: Node's `threadId` (0 = main thread) or the OS thread id (Python).
+        thread: u32,
+        /// Start (ns).
+        start_ns: u64,
+        /// Duration (ns).
+        duration_ns: u64,
+        /// What kind of collection.
+        kind: GcKind,
+    },
+    /// A slow allocator call on a loop thread.
+    Alloc {
+        /// Process id.
+        pid: u32,
+        /// Thread id.
+        tid: u32,
+        /// Start (ns).
+        start_ns: u64,
+        /// Duration (ns).
+        duration_ns: u64,
+        /// `mmap`, `munmap`, `madvise`, `mremap`, `brk` or `sbrk`.
+        call: &'static str,
+        /// Bytes asked for or released.
+        size: u64,
+    },
+    /// Which thread pool a process has, and its size.
+    PoolKind {
+        /// Process id.
+        pid: u32,
+        /// `libuv` or `python-executor`.
+        kind: &'static str,
+        /// Workers.
+        size: u64,
+    },
+    /// Thread-pool state at an instant.
+    PoolSample {
+        /// Process id.
+        pid: u32,
+        /// When (ns).
+        at_ns: u64,
+        /// Workers.
+        size: u64,
+        /// Items submitted and not completed.
+        in_flight: u64,
+        /// Most items waiting for a worker since the previous sample.
+        queued_max: u64,
+    },
+    /// Thread-pool items that waited between `low_ns` and `high_ns` for a worker.
+    PoolWaits {
+        /// Process id.
+        pid: u32,
+        /// Bucket start (ns).
+        low_ns: u64,
+        /// Bucket end (ns).
+        high_ns: u64,
+        /// Items.
+        count: u64,
+        /// Longest wait among them (ns).
+        max_ns: u64,
+    },
     /// Events the source could not deliver (a reader that fell behind a ring).
     Dropped {
         /// How many.
         count: u64,
     },
+}
+
+/// Kinds of GC pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcKind {
+    /// V8 scavenge.
+    Minor,
+    /// V8 mark-compact.
+    Major,
+    /// V8 incremental marking step.
+    Incremental,
+    /// V8 weak callbacks processing.
+    WeakCallbacks,
+    /// CPython collection of a generation.
+    Generation(u8),
+    /// Not told.
+    Unknown,
+}
+
+impl GcKind {
+    /// From a probe record's code ([`looptop_abi::record_kind::GC`]).
+    pub fn from_code(code: u64) -> Self {
+        match code {
+            1 => GcKind::Minor,
+            2 => GcKind::Major,
+            4 => GcKind::Incremental,
+            8 => GcKind::WeakCallbacks,
+            16..=18 => GcKind::Generation((code - 16) as u8),
+            _ => GcKind::Unknown,
+        }
+    }
+
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            GcKind::Minor => "minor",
+            GcKind::Major => "major",
+            GcKind::Incremental => "incremental",
+            GcKind::WeakCallbacks => "weakcb",
+            GcKind::Generation(0) => "gen0",
+            GcKind::Generation(1) => "gen1",
+            GcKind::Generation(_) => "gen2",
+            GcKind::Unknown => "unknown",
+        }
+    }
 }

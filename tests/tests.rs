@@ -8,3 +8,4 @@ mod errors;
 mod man;
 mod ps;
 mod run;
+mod runtime;

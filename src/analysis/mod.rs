@@ -3,6 +3,7 @@
 
 pub mod dist;
 pub mod report;
+pub mod runtime;
 mod session;
 
 pub use session::Session;

@@ -21,11 +21,11 @@ pub struct Report {
     /// Every loop seen.
     pub loops: Vec<LoopReport>,
     /// GC pauses; `null` where the source cannot see them.
-    pub gc: Option<serde_json::Value>,
+    pub gc: Option<GcReport>,
     /// Thread pool; `null` where the source cannot see it.
-    pub pool: Option<serde_json::Value>,
+    pub pool: Option<PoolReport>,
     /// Allocator pauses; `null` where the source cannot see them.
-    pub alloc: Option<serde_json::Value>,
+    pub alloc: Option<AllocReport>,
     /// Stalls aggregated by (kind, location), worst first.
     pub blockers: Vec<serde_json::Value>,
     /// Events lost (a reader that fell behind a ring).
@@ -103,8 +103,94 @@ pub struct Stall {
     pub duration_ms: f64,
     /// Still running when the report was made.
     pub in_progress: bool,
+    /// Milliseconds of the stall spent in GC pauses; `null` where GC is not visible.
+    pub gc_ms: Option<f64>,
     /// What blocked the loop; `null` where no stack was captured.
     pub blocker: Option<serde_json::Value>,
+}
+
+/// GC pauses (`gc`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    /// Pauses.
+    pub count: u64,
+    /// Σ pause time (ms).
+    pub total_ms: f64,
+    /// Longest pause (ms).
+    pub max_ms: f64,
+    /// Every pause.
+    pub pauses: Vec<GcPause>,
+}
+
+/// One GC pause.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcPause {
+    /// Start (ms since looptop began observing).
+    pub start_ms: f64,
+    /// Duration (ms).
+    pub duration_ms: f64,
+    /// `minor`, `major`, `incremental`, `weakcb` (V8) or `gen0`..`gen2` (CPython).
+    pub kind: &'static str,
+    /// Process.
+    pub pid: u32,
+}
+
+/// The thread pool (`pool`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolReport {
+    /// `libuv` or `python-executor`.
+    pub kind: &'static str,
+    /// Workers.
+    pub size: u64,
+    /// Most workers busy at once.
+    pub busy_max: u64,
+    /// Most items waiting for a worker at once.
+    pub queued_max: u64,
+    /// How long items waited for a worker (ms).
+    pub wait_ms: PoolWaitMs,
+    /// Items seen.
+    pub items: u64,
+}
+
+/// Pool wait percentiles (ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolWaitMs {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Longest.
+    pub max: f64,
+}
+
+/// Allocator pauses (`alloc`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocReport {
+    /// Pauses.
+    pub count: u64,
+    /// Σ (ms).
+    pub total_ms: f64,
+    /// Longest (ms).
+    pub max_ms: f64,
+    /// Every pause.
+    pub pauses: Vec<AllocPause>,
+}
+
+/// One allocator pause.
+#[derive(Debug, Clone, Serialize)]
+pub struct AllocPause {
+    /// Process.
+    pub pid: u32,
+    /// Thread.
+    pub tid: u32,
+    /// Start (ms since looptop began observing).
+    pub start_ms: f64,
+    /// Duration (ms).
+    pub duration_ms: f64,
+    /// The call.
+    pub call: &'static str,
+    /// Bytes.
+    pub size: u64,
 }
 
 impl Report {

@@ -34,17 +34,26 @@ pub struct Session {
     origin_ns: u64,
     processes: BTreeMap<u32, ProcState>,
     loops: BTreeMap<LoopId, LoopState>,
+    runtime: super::runtime::Runtime,
     dropped: u64,
 }
 
 impl Session {
     /// A session whose times count from `origin_ns`, with this stall threshold.
     pub fn new(origin_ns: u64, threshold_ns: u64) -> Self {
-        Session { threshold_ns, origin_ns, processes: BTreeMap::new(), loops: BTreeMap::new(), dropped: 0 }
+        Session {
+            threshold_ns,
+            origin_ns,
+            processes: BTreeMap::new(),
+            loops: BTreeMap::new(),
+            runtime: Default::default(),
+            dropped: 0,
+        }
     }
 
     /// Takes one event into account.
     pub fn handle(&mut self, ev: Event) {
+        let Some(ev) = self.runtime.handle(ev) else { return };
         match ev {
             Event::Process(info) => {
                 self.processes.insert(info.pid, ProcState { info, exited_ns: None });
@@ -80,6 +89,8 @@ impl Session {
                 }
             }
             Event::Dropped { count } => self.dropped += count,
+            // Runtime events were taken above.
+            _ => {}
         }
     }
 
@@ -148,9 +159,9 @@ impl Session {
             wall_ms: now_ns.saturating_sub(self.origin_ns) as f64 / MS,
             stall_threshold_ms: self.threshold_ns as f64 / MS,
             loops,
-            gc: None,
-            pool: None,
-            alloc: None,
+            gc: self.runtime.gc_report(self.origin_ns),
+            pool: self.runtime.pool_report(),
+            alloc: Some(self.runtime.alloc_report(self.origin_ns)),
             blockers: Vec::new(),
             dropped_events: self.dropped,
         }
@@ -179,7 +190,7 @@ impl Session {
             .stalls
             .iter()
             .filter(|s| s.1 >= self.threshold_ns)
-            .map(|&(start, dur)| self.stall(start, dur, false))
+            .map(|&(start, dur)| self.stall(id, start, dur, false))
             .collect();
         // The tick under way. A loop that ended on its own (thread exit, exit(), exec) never
         // came back to wait: its open tail is not a tick and not part of its life. A tick cut
@@ -193,7 +204,7 @@ impl Session {
                 dist.push(cur as f64, 1);
                 busy += cur as f64;
                 if cur >= self.threshold_ns {
-                    stalls.push(self.stall(t.busy_since_ns, cur, alive));
+                    stalls.push(self.stall(id, t.busy_since_ns, cur, alive));
                 }
             }
         }
@@ -223,8 +234,9 @@ impl Session {
         }
     }
 
-    fn stall(&self, start_ns: u64, duration_ns: u64, in_progress: bool) -> Stall {
+    fn stall(&self, id: &LoopId, start_ns: u64, duration_ns: u64, in_progress: bool) -> Stall {
         Stall {
+            gc_ms: self.runtime.gc_overlap_ms(id.pid, id.tid, start_ns, duration_ns),
             start_ms: (start_ns as f64 - self.origin_ns as f64) / MS,
             duration_ms: duration_ns as f64 / MS,
             in_progress,

@@ -50,6 +50,7 @@ pub fn write(report: &Report, opts: &Options, mut out: impl Write) -> io::Result
     if report.dropped_events > 0 {
         writeln!(out, "  {} events dropped (looptop fell behind)", report.dropped_events)?;
     }
+    write_runtime(report, opts, &mut out)?;
     // Loops that did nearly nothing (runtime helper threads) are named, not detailed.
     let (quiet, busy): (Vec<&LoopReport>, Vec<&LoopReport>) =
         report.loops.iter().partition(|l| l.stalls.is_empty() && l.ticks < 10 && l.utilization < 0.01);
@@ -59,6 +60,48 @@ pub fn write(report: &Report, opts: &Options, mut out: impl Write) -> io::Result
     if !quiet.is_empty() {
         let names: Vec<String> = quiet.iter().map(|l| format!("{}/{} {}", l.pid, l.tid, l.name)).collect();
         writeln!(out, "\n{} idle loop{}: {}", quiet.len(), plural(quiet.len()), names.join(", "))?;
+    }
+    Ok(())
+}
+
+/// GC, thread pool and allocator lines, where the source sees them.
+fn write_runtime(report: &Report, opts: &Options, out: &mut impl Write) -> io::Result<()> {
+    if let Some(gc) = &report.gc {
+        let majors = gc.pauses.iter().filter(|p| p.kind == "major" || p.kind == "gen2").count();
+        writeln!(
+            out,
+            "  {} {} pauses ({majors} major), {} in all, longest {}",
+            opts.paint("1", "gc  "),
+            gc.count,
+            fmt_ms(gc.total_ms),
+            fmt_ms(gc.max_ms)
+        )?;
+    }
+    if let Some(p) = &report.pool {
+        writeln!(
+            out,
+            "  {} {} of {} workers busy at most, {} queued at most; {} items waited p50 {}  p99 {}  max {}",
+            opts.paint("1", "pool"),
+            p.busy_max,
+            p.size,
+            p.queued_max,
+            p.items,
+            fmt_ms(p.wait_ms.p50),
+            fmt_ms(p.wait_ms.p99),
+            fmt_ms(p.wait_ms.max)
+        )?;
+    }
+    if let Some(a) = report.alloc.as_ref().filter(|a| a.count > 0) {
+        let worst = a.pauses.iter().max_by(|x, y| x.duration_ms.total_cmp(&y.duration_ms));
+        let what = worst.map(|w| format!(" ({} of {} bytes)", w.call, w.size)).unwrap_or_default();
+        writeln!(
+            out,
+            "  {} {} allocator pauses, {} in all, longest {}{what}",
+            opts.paint("1", "alloc"),
+            a.count,
+            fmt_ms(a.total_ms),
+            fmt_ms(a.max_ms)
+        )?;
     }
     Ok(())
 }
@@ -105,7 +148,13 @@ fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Resul
     writeln!(out, "  {}", opts.paint("31;1", &format!("stalls ({}):", l.stalls.len())))?;
     for s in l.stalls.iter().take(opts.max_stalls) {
         let dur = opts.paint("31", &format!("{:>9}", fmt_ms(s.duration_ms)));
-        let note = if s.in_progress { "  (in progress)" } else { "" };
+        let mut note = String::new();
+        if let Some(gc) = s.gc_ms.filter(|&g| g >= 0.05) {
+            note += &format!("  (GC {}, {:.0}%)", fmt_ms(gc), 100.0 * gc / s.duration_ms.max(1e-9));
+        }
+        if s.in_progress {
+            note += "  (in progress)";
+        }
         writeln!(out, "    at {:>9}  {dur}{note}", fmt_ms(s.start_ms.max(0.0)))?;
     }
     if l.stalls.len() > opts.max_stalls {

@@ -1,9 +1,11 @@
 //! The agent source: watches the segments of a session (`looptop run`) or of one pid, and turns
 //! their slots into events. Needs no privileges.
 
+use super::segment::RecordCopy;
 use super::segment::{self, Segment, SegmentError};
-use crate::event::{Event, LoopId, LoopTotals, ProcessInfo};
+use crate::event::{Event, GcKind, LoopId, LoopTotals, ProcessInfo};
 use crate::target::proc;
+use looptop_abi::{alloc_call, record_kind, PROBE_CHANNELS};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -30,6 +32,8 @@ struct Image {
     inode: u64,
     exited: bool,
     slots: BTreeMap<usize, SlotTrack>,
+    next_event: u64,
+    next_probe: [u64; PROBE_CHANNELS],
 }
 
 /// Follows agent segments and yields events.
@@ -101,7 +105,17 @@ impl AgentSource {
                 command = vec![exe.clone()];
             }
             out.push(Event::Process(ProcessInfo { pid, command, exe, start_ns: h.created_ns }));
-            self.images.insert(pid, Image { seg, inode: meta.ino(), exited: false, slots: BTreeMap::new() });
+            self.images.insert(
+                pid,
+                Image {
+                    seg,
+                    inode: meta.ino(),
+                    exited: false,
+                    slots: BTreeMap::new(),
+                    next_event: 0,
+                    next_probe: [0; PROBE_CHANNELS],
+                },
+            );
         }
     }
 
@@ -182,11 +196,54 @@ fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) {
             out.push(Event::LoopEnded { id, at_ns: snap.ended_ns, clean: true });
         }
     }
+    read_records(pid, img, out);
     if let Some((at_ns, clean)) = exited_at {
         end_loops(img, at_ns, clean, out);
         img.exited = true;
         out.push(Event::ProcessExited { pid, at_ns, clean });
     }
+}
+
+/// Reads new agent and probe records (allocator pauses, GC pauses, pool state).
+fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) {
+    let (recs, lost, next) = img.seg.events(img.next_event);
+    img.next_event = next;
+    let mut dropped = lost;
+    let mut all = recs;
+    for ch in 0..img.seg.probe_channels() {
+        let (recs, lost, next) = img.seg.probe_records(ch, img.next_probe[ch]);
+        img.next_probe[ch] = next;
+        dropped += lost;
+        all.extend(recs);
+    }
+    if dropped > 0 {
+        out.push(Event::Dropped { count: dropped });
+    }
+    out.extend(all.into_iter().filter_map(|r| record_event(pid, r)));
+}
+
+/// The event a record stands for.
+fn record_event(pid: u32, r: RecordCopy) -> Option<Event> {
+    Some(match r.kind {
+        record_kind::ALLOC => Event::Alloc {
+            pid,
+            tid: r.thread,
+            start_ns: r.t_ns,
+            duration_ns: r.dur_ns,
+            call: alloc_call::name(r.a),
+            size: r.b,
+        },
+        record_kind::GC => {
+            Event::Gc { pid, thread: r.thread, start_ns: r.t_ns, duration_ns: r.dur_ns, kind: GcKind::from_code(r.a) }
+        }
+        record_kind::POOL_KIND => {
+            Event::PoolKind { pid, kind: if r.a == 2 { "python-executor" } else { "libuv" }, size: r.b }
+        }
+        record_kind::PROBE => Event::ProbeReady { pid },
+        record_kind::POOL => Event::PoolSample { pid, at_ns: r.t_ns, size: r.a, in_flight: r.b, queued_max: r.c },
+        record_kind::POOL_WAIT => Event::PoolWaits { pid, low_ns: r.a, high_ns: r.b, count: r.c, max_ns: r.d },
+        _ => return None,
+    })
 }
 
 /// Removes segments whose process is gone (killed before it could remove its own, or kept for a

@@ -2,8 +2,8 @@
 //! layout, and taking consistent snapshots of loop slots without ever blocking the writer.
 
 use looptop_abi::{
-    slot_state, Header, LoopSlot, HIST_BUCKETS, LAYOUT_VERSION, LOOP_SLOTS, MAGIC, SEGMENT_PREFIX, SEGMENT_SIZE,
-    STALL_RING,
+    slot_state, Header, LoopSlot, Record, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS, LAYOUT_VERSION, LOOP_SLOTS, MAGIC,
+    PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SEGMENT_PREFIX, SEGMENT_SIZE, STALL_RING,
 };
 use memmap2::Mmap;
 use std::fs::File;
@@ -193,6 +193,99 @@ impl Segment {
             }
         }
         (out, lost)
+    }
+}
+
+/// A copy of one [`Record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCopy {
+    /// [`looptop_abi::record_kind`].
+    pub kind: u32,
+    /// Thread id (agent) or runtime thread number (probe).
+    pub thread: u32,
+    /// When (ns).
+    pub t_ns: u64,
+    /// Duration (ns).
+    pub dur_ns: u64,
+    /// Kind-specific fields.
+    pub a: u64,
+    /// Kind-specific.
+    pub b: u64,
+    /// Kind-specific.
+    pub c: u64,
+    /// Kind-specific.
+    pub d: u64,
+}
+
+/// Copies record `index` if the entry still holds it.
+fn copy_record(r: &Record, index: u64) -> Option<RecordCopy> {
+    let before = r.seq.load(Ordering::Acquire);
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let c = RecordCopy {
+        kind: r.kind.load(Ordering::Relaxed),
+        thread: r.thread.load(Ordering::Relaxed),
+        t_ns: ld(&r.t_ns),
+        dur_ns: ld(&r.dur_ns),
+        a: ld(&r.a),
+        b: ld(&r.b),
+        c: ld(&r.c),
+        d: ld(&r.d),
+    };
+    fence(Ordering::Acquire);
+    (before == index + 1 && r.seq.load(Ordering::Relaxed) == index + 1).then_some(c)
+}
+
+impl Segment {
+    fn ring(&self, offset: usize, len: usize) -> &[Record] {
+        debug_assert!(offset + len * RECORD_SIZE <= SEGMENT_SIZE);
+        // SAFETY: open checked the map holds SEGMENT_SIZE bytes; records are 8-byte aligned.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset) as *const Record, len) }
+    }
+
+    /// Agent records (allocator pauses) from index `from`; returns them, how many were lost, and
+    /// the next index to read.
+    pub fn events(&self, from: u64) -> (Vec<RecordCopy>, u64, u64) {
+        let ring = self.ring(EVENT_OFFSET, EVENT_RING);
+        let head = self.header().event_head.load(Ordering::Acquire);
+        let first = from.max(head.saturating_sub(EVENT_RING as u64));
+        let mut lost = first - from;
+        let mut out = Vec::new();
+        for i in first..head {
+            match copy_record(&ring[(i % EVENT_RING as u64) as usize], i) {
+                Some(c) => out.push(c),
+                None => lost += 1,
+            }
+        }
+        (out, lost, head)
+    }
+
+    /// Records of probe channel `ch` from index `from` (probes keep no head counter: the reader
+    /// follows the sequence numbers); returns them, how many were lost, and the next index.
+    pub fn probe_records(&self, ch: usize, from: u64) -> (Vec<RecordCopy>, u64, u64) {
+        let ring = self.ring(PROBE_OFFSET + ch * PROBE_RING * RECORD_SIZE, PROBE_RING);
+        let (mut next, mut lost, mut out) = (from, 0, Vec::new());
+        for _ in 0..PROBE_RING {
+            let r = &ring[(next % PROBE_RING as u64) as usize];
+            let seq = r.seq.load(Ordering::Acquire);
+            // The writer lapped us: skip to the record that now sits where we looked.
+            if seq > next + 1 && (seq - 1) % PROBE_RING as u64 == next % PROBE_RING as u64 {
+                lost += seq - 1 - next;
+                next = seq - 1;
+            }
+            match copy_record(r, next) {
+                Some(c) => {
+                    out.push(c);
+                    next += 1;
+                }
+                None => break,
+            }
+        }
+        (out, lost, next)
+    }
+
+    /// Number of probe channels.
+    pub fn probe_channels(&self) -> usize {
+        PROBE_CHANNELS
     }
 }
 

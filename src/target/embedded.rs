@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 /// The agent built for this looptop (see build.rs).
 static AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/liblooptop_agent.so"));
 
+/// The Node probe, written next to the agent as `<agent>.node.js`.
+static NODE_PROBE: &[u8] = include_bytes!("../../probes/node/probe.js");
+/// The Python probe, written next to the agent in the folder `<agent>.python`.
+static PYTHON_PROBE: [(&str, &[u8]); 2] = [
+    ("sitecustomize.py", include_bytes!("../../probes/python/sitecustomize.py")),
+    ("looptop_probe.py", include_bytes!("../../probes/python/looptop_probe.py")),
+];
+
 /// The `looptop demo` server.
 static DEMO_SERVER: &[u8] = include_bytes!("../../fixtures/demo/server.js");
 
@@ -31,9 +39,25 @@ pub fn agent_path() -> Result<PathBuf, UserError> {
         }
         return Ok(p);
     }
-    cached("liblooptop_agent", "so", AGENT, 0o755).map_err(|e| {
+    let agent = cached("liblooptop_agent", "so", AGENT, 0o755).map_err(|e| {
         e.hint(format!("make ~/.cache writable, set XDG_CACHE_HOME, or point {ENV_AGENT} at a copy of the agent"))
-    })
+    })?;
+    install_probes(&agent)
+        .map_err(|e| UserError::observe(format!("cannot write the runtime probes next to {}: {e}", agent.display())))?;
+    Ok(agent)
+}
+
+/// Writes the runtime probes where the agent looks for them (next to itself).
+fn install_probes(agent: &Path) -> std::io::Result<()> {
+    let stem = agent.with_extension("");
+    let dir = stem.parent().unwrap_or(Path::new("."));
+    let name = |ext: &str| stem.with_extension(ext).file_name().unwrap_or_default().to_string_lossy().into_owned();
+    install(dir, &name("node.js"), NODE_PROBE, 0o644)?;
+    let py = stem.with_extension("python");
+    for (file, bytes) in PYTHON_PROBE {
+        install(&py, file, bytes, 0o644)?;
+    }
+    Ok(())
 }
 
 /// The demo server's path.

@@ -20,6 +20,12 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub const LOOP_SLOTS: usize = 64;
 /// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
 pub const STALL_RING: usize = 1024;
+/// Records in the agent's event ring (allocator pauses), shared by all threads of the process.
+pub const EVENT_RING: usize = 4096;
+/// Probe channels: one per runtime thread with a probe (Node: `threadId % PROBE_CHANNELS`).
+pub const PROBE_CHANNELS: usize = 8;
+/// Records per probe channel.
+pub const PROBE_RING: usize = 1024;
 /// Length of the executable path field, NUL-padded (truncated if longer).
 pub const EXE_LEN: usize = 256;
 /// Length of a thread name field (Linux `comm` is at most 15 bytes plus NUL).
@@ -40,6 +46,13 @@ pub const ENV_SESSION: &str = "LOOPTOP_SESSION";
 pub const ENV_RUN_DIR: &str = "LOOPTOP_RUN_DIR";
 /// Environment: stall ring floor in nanoseconds (decimal).
 pub const ENV_STALL_FLOOR_NS: &str = "LOOPTOP_STALL_FLOOR_NS";
+/// Environment: allocator calls at least this long (ns) on a loop thread are allocator pauses.
+pub const ENV_ALLOC_THRESHOLD_NS: &str = "LOOPTOP_ALLOC_THRESHOLD_NS";
+/// Default allocator pause threshold: 1 ms.
+pub const DEFAULT_ALLOC_THRESHOLD_NS: u64 = 1_000_000;
+/// Environment: `0` stops the agent from arranging the runtime probe (Node `--require`, Python
+/// `sitecustomize`).
+pub const ENV_PROBE: &str = "LOOPTOP_PROBE";
 /// Environment: when set to `1`, the agent leaves its segment at exit (the launcher removes it
 /// after its last read, so a short-lived process is never missed).
 pub const ENV_KEEP_SEGMENT: &str = "LOOPTOP_KEEP_SEGMENT";
@@ -123,11 +136,103 @@ pub struct Header {
     pub slot_size: u32,
     /// Threads that found no free slot (their ticks are not recorded).
     pub slots_exhausted: AtomicU64,
+    /// Allocator pause threshold (ns).
+    pub alloc_threshold_ns: u64,
+    /// Records written to the event ring so far (the next index).
+    pub event_head: AtomicU64,
+    /// Byte offset of the event ring ([`EVENT_RING`] [`Record`]s).
+    pub event_offset: u64,
+    /// Byte offset of the probe channels ([`PROBE_CHANNELS`] × [`PROBE_RING`] [`Record`]s);
+    /// probes write them with `pwrite` on the segment file, seq word first zeroed, last set.
+    pub probe_offset: u64,
+    /// Number of probe channels.
+    pub probe_channels: u32,
+    /// Records per probe channel.
+    pub probe_ring: u32,
+    /// Size of one [`Record`] in bytes.
+    pub record_size: u32,
+    /// Reserved (zero).
+    pub _pad: u32,
     /// Executable path, NUL-padded.
     pub exe: [u8; EXE_LEN],
     /// Reserved for later fields of the same version (zero).
     pub reserved: [u64; 16],
 }
+
+/// Kinds of [`Record`].
+pub mod record_kind {
+    /// An allocator pause (agent): `a` = call ([`super::alloc_call`]), `b` = size in bytes.
+    pub const ALLOC: u32 = 1;
+    /// A GC pause (probe): `a` = kind (V8: 1 minor, 2 major, 4 incremental, 8 weak callbacks;
+    /// CPython: 16 + generation), `b` = flags.
+    pub const GC: u32 = 2;
+    /// Thread-pool state (probe), sampled: `a` = pool size, `b` = items in flight (submitted −
+    /// completed), `c` = most items queued since the previous sample, `d` = items submitted so far.
+    pub const POOL: u32 = 3;
+    /// Thread-pool waits (probe): `c` items waited at least `a` ns and less than `b` ns (a
+    /// histogram bucket); `d` = longest wait in the bucket (ns).
+    pub const POOL_WAIT: u32 = 4;
+    /// Which pool the probe sees (probe, once): `a` = 1 libuv, 2 Python default executor,
+    /// `b` = size.
+    pub const POOL_KIND: u32 = 5;
+    /// A probe started (probe, once per runtime thread): `a` = 1 Node, 2 Python.
+    pub const PROBE: u32 = 6;
+}
+
+/// Allocator calls ([`record_kind::ALLOC`] `a`).
+pub mod alloc_call {
+    /// `mmap`.
+    pub const MMAP: u64 = 1;
+    /// `munmap`.
+    pub const MUNMAP: u64 = 2;
+    /// `madvise`.
+    pub const MADVISE: u64 = 3;
+    /// `mremap`.
+    pub const MREMAP: u64 = 4;
+    /// `brk`.
+    pub const BRK: u64 = 5;
+    /// `sbrk`.
+    pub const SBRK: u64 = 6;
+    /// Names, by code.
+    pub fn name(code: u64) -> &'static str {
+        match code {
+            MMAP => "mmap",
+            MUNMAP => "munmap",
+            MADVISE => "madvise",
+            MREMAP => "mremap",
+            BRK => "brk",
+            SBRK => "sbrk",
+            _ => "?",
+        }
+    }
+}
+
+/// One event: an allocator pause from the agent, or a GC pause / pool sample from a probe.
+/// Valid when `seq` is its index + 1 (written first as 0, last as index + 1).
+#[repr(C)]
+pub struct Record {
+    /// Index + 1 of the record held; 0 while being written.
+    pub seq: AtomicU64,
+    /// One of [`record_kind`].
+    pub kind: AtomicU32,
+    /// Thread id (agent) or runtime thread number (probe).
+    pub thread: AtomicU32,
+    /// When (ns, `CLOCK_MONOTONIC`).
+    pub t_ns: AtomicU64,
+    /// Duration (ns), 0 for samples.
+    pub dur_ns: AtomicU64,
+    /// Kind-specific.
+    pub a: AtomicU64,
+    /// Kind-specific.
+    pub b: AtomicU64,
+    /// Kind-specific.
+    pub c: AtomicU64,
+    /// Kind-specific.
+    pub d: AtomicU64,
+}
+
+/// Size of a [`Record`].
+pub const RECORD_SIZE: usize = core::mem::size_of::<Record>();
 
 /// One stall: a tick whose busy time was at least the header's floor.
 #[repr(C)]
@@ -180,11 +285,16 @@ pub struct LoopSlot {
     pub hist: [AtomicU64; HIST_BUCKETS],
 }
 
+/// Byte offset of the event ring.
+pub const EVENT_OFFSET: usize = core::mem::size_of::<Header>() + LOOP_SLOTS * core::mem::size_of::<LoopSlot>();
+/// Byte offset of the probe channels.
+pub const PROBE_OFFSET: usize = EVENT_OFFSET + EVENT_RING * RECORD_SIZE;
 /// Total size of a segment.
-pub const SEGMENT_SIZE: usize = core::mem::size_of::<Header>() + LOOP_SLOTS * core::mem::size_of::<LoopSlot>();
+pub const SEGMENT_SIZE: usize = PROBE_OFFSET + PROBE_CHANNELS * PROBE_RING * RECORD_SIZE;
 
 // The segment is bounded and every slot stays 8-byte aligned.
 const _: () = assert!(SEGMENT_SIZE < 8 << 20);
+const _: () = assert!(RECORD_SIZE == 64);
 const _: () =
     assert!(core::mem::size_of::<Header>().is_multiple_of(8) && core::mem::size_of::<LoopSlot>().is_multiple_of(8));
 
@@ -235,6 +345,25 @@ impl LoopSlot {
             e.seq.store(n + 1, Ordering::Release);
             self.stall_count.store(n + 1, Ordering::Release);
         }
+    }
+}
+
+impl Record {
+    /// Writes this record as entry `index` of its ring (any number of writers, each with its own
+    /// index): seq cleared, fields, then seq = index + 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write(&self, index: u64, kind: u32, thread: u32, t_ns: u64, dur_ns: u64, a: u64, b: u64) {
+        self.seq.store(0, Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
+        self.kind.store(kind, Ordering::Relaxed);
+        self.thread.store(thread, Ordering::Relaxed);
+        self.t_ns.store(t_ns, Ordering::Relaxed);
+        self.dur_ns.store(dur_ns, Ordering::Relaxed);
+        self.a.store(a, Ordering::Relaxed);
+        self.b.store(b, Ordering::Relaxed);
+        self.c.store(0, Ordering::Relaxed);
+        self.d.store(0, Ordering::Relaxed);
+        self.seq.store(index + 1, Ordering::Release);
     }
 }
 
@@ -290,6 +419,23 @@ mod tests {
             assert!(((hi - lo) as f64) / (lo as f64) <= 0.01, "bucket of {ns}: [{lo},{hi})");
             ns = ns * 11 / 10 + 1;
         }
+    }
+
+    /// The Node and Python probes read these header offsets directly (probes/node/probe.js,
+    /// probes/python/looptop_probe.py): moving a field breaks them.
+    #[test]
+    fn header_offsets_the_probes_read() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(Header, magic), 0);
+        assert_eq!(offset_of!(Header, version), 8);
+        assert_eq!(offset_of!(Header, probe_offset), 112);
+        assert_eq!(offset_of!(Header, probe_channels), 120);
+        assert_eq!(offset_of!(Header, probe_ring), 124);
+        assert_eq!(offset_of!(Header, record_size), 128);
+        assert_eq!(offset_of!(Record, seq), 0);
+        assert_eq!(offset_of!(Record, kind), 8);
+        assert_eq!(offset_of!(Record, t_ns), 16);
+        assert_eq!(offset_of!(Record, d), 56);
     }
 
     #[test]

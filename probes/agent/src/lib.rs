@@ -11,6 +11,8 @@
 //!   panic disables the agent instead of reaching the target.
 #![deny(missing_docs)]
 
+mod alloc;
+mod probe;
 mod segment;
 mod wrappers;
 
@@ -73,7 +75,7 @@ pub(crate) fn now_ns() -> u64 {
 }
 
 /// The slot this thread owns in the current generation, without claiming one.
-fn owned_slot() -> Option<&'static LoopSlot> {
+pub(crate) fn owned_slot() -> Option<&'static LoopSlot> {
     LOCAL
         .try_with(|l| {
             if l.generation.get() != GENERATION.load(Ordering::Relaxed) {
@@ -285,7 +287,9 @@ extern "C" fn agent_init() {
             STALL_FLOOR_NS.store(floor, Ordering::Relaxed);
         }
         wrappers::resolve_all();
+        alloc::configure_from_env();
         segment::configure_from_env();
+        probe::arrange();
         // SAFETY: registering plain extern "C" callbacks.
         unsafe {
             libc::pthread_atfork(None, None, Some(after_fork_child));

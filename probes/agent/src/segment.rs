@@ -37,6 +37,17 @@ impl Segment {
         unsafe { &*(self.0 as *const Header) }
     }
 
+    /// The agent's event ring.
+    pub(crate) fn events(self) -> &'static [looptop_abi::Record] {
+        // SAFETY: the ring lies inside the mapping, 8-byte aligned.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.add(looptop_abi::EVENT_OFFSET) as *const looptop_abi::Record,
+                looptop_abi::EVENT_RING,
+            )
+        }
+    }
+
     /// The loop slots.
     pub(crate) fn slots(self) -> &'static [LoopSlot] {
         // SAFETY: as above; slots follow the header, 8-byte aligned.
@@ -67,6 +78,11 @@ pub(crate) fn configure_from_env() {
 
 fn path_for(pid: u32) -> Option<PathBuf> {
     Some(CONFIG.get()?.dir.join(format!("{SEGMENT_PREFIX}{pid}")))
+}
+
+/// The segment if it exists (never creates one).
+pub(crate) fn existing() -> Option<Segment> {
+    (STATE.load(Ordering::Acquire) == READY).then(|| Segment(BASE.load(Ordering::Acquire)))
 }
 
 /// The segment, creating it if this process has none yet.
@@ -150,6 +166,12 @@ fn init_header(h: &mut Header, pid: u32) {
     h.stall_floor_ns = super::STALL_FLOOR_NS.load(Ordering::Relaxed);
     h.created_ns = super::now_ns();
     h.loop_slots = LOOP_SLOTS as u32;
+    h.alloc_threshold_ns = super::alloc::threshold_ns();
+    h.event_offset = looptop_abi::EVENT_OFFSET as u64;
+    h.probe_offset = looptop_abi::PROBE_OFFSET as u64;
+    h.probe_channels = looptop_abi::PROBE_CHANNELS as u32;
+    h.probe_ring = looptop_abi::PROBE_RING as u32;
+    h.record_size = looptop_abi::RECORD_SIZE as u32;
     h.slot_size = std::mem::size_of::<LoopSlot>() as u32;
     if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
         let b = exe.as_os_str().as_bytes();

@@ -5,19 +5,19 @@ use libc::{c_int, epoll_event, nfds_t, pollfd, sigset_t, size_t, timespec};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A lazily resolved pointer to the next definition of a symbol.
-struct Next {
+pub(crate) struct Next {
     name: &'static [u8],
     addr: AtomicUsize,
 }
 
 impl Next {
-    const fn new(name: &'static [u8]) -> Self {
+    pub(crate) const fn new(name: &'static [u8]) -> Self {
         Next { name, addr: AtomicUsize::new(0) }
     }
 
     /// The real function's address, or 0 when no later object defines it.
     #[inline]
-    fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         let a = self.addr.load(Ordering::Relaxed);
         if a != 0 {
             return a;
@@ -39,7 +39,10 @@ static PPOLL_CHK: Next = Next::new(b"__ppoll_chk\0");
 
 /// Resolves every wrapped symbol up front (dlsym may allocate; better at load than mid-wait).
 pub(crate) fn resolve_all() {
-    for n in [&EPOLL_WAIT, &EPOLL_PWAIT, &EPOLL_PWAIT2, &POLL, &PPOLL, &POLL_CHK, &PPOLL_CHK] {
+    for n in [&EPOLL_WAIT, &EPOLL_PWAIT, &EPOLL_PWAIT2, &POLL, &PPOLL, &POLL_CHK, &PPOLL_CHK]
+        .into_iter()
+        .chain(crate::alloc::ALL)
+    {
         n.get();
     }
 }

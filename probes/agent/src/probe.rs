@@ -1,0 +1,73 @@
+//! Arranges the runtime probe, so that preloading the agent alone is enough: in a Node process
+//! it appends `--require <probe>` to `NODE_OPTIONS`; in a Python process it puts the folder with
+//! looptop's `sitecustomize` first on `PYTHONPATH` (which then loads the user's own). Runs in the
+//! constructor, before the runtime reads its environment. The probe files sit next to the agent
+//! library (`looptop agent path` writes them): `<agent>.node.js` and the folder `<agent>.python`.
+//! `LOOPTOP_PROBE=0` turns this off; a missing probe file means no probe.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+/// The agent library's own path.
+fn agent_path() -> Option<PathBuf> {
+    // SAFETY: dladdr fills `info` for an address inside this library; dli_fname stays valid
+    // while the library is loaded.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        if libc::dladdr(arrange as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            return None;
+        }
+        Some(PathBuf::from(OsStr::from_bytes(CStr::from_ptr(info.dli_fname).to_bytes())))
+    }
+}
+
+/// Adds the probe for the runtime this process runs, if any.
+pub(crate) fn arrange() {
+    if std::env::var_os(looptop_abi::ENV_PROBE).is_some_and(|v| v == "0") {
+        return;
+    }
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else { return };
+    let name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let Some(agent) = agent_path() else { return };
+    let stem = agent.with_extension("");
+    if name.starts_with("node") {
+        let probe = stem.with_extension("node.js");
+        let p = probe.as_os_str().as_bytes();
+        // NODE_OPTIONS splits on spaces; a path that would need quoting is left alone.
+        if probe.is_file() && !p.iter().any(|b| b.is_ascii_whitespace() || *b == b'"' || *b == b'\\') {
+            add_to_env("NODE_OPTIONS", OsStr::new(" "), &[b"--require ".as_slice(), p].concat(), false);
+        }
+    } else if name.starts_with("python") {
+        let dir = stem.with_extension("python");
+        if dir.join("sitecustomize.py").is_file() {
+            add_to_env("PYTHONPATH", OsStr::new(":"), dir.as_os_str().as_bytes(), true);
+        }
+    }
+}
+
+/// Adds `item` to a list variable (first or last), once.
+fn add_to_env(var: &str, sep: &OsStr, item: &[u8], first: bool) {
+    let old = std::env::var_os(var).unwrap_or_default();
+    if old.as_bytes().windows(item.len()).any(|w| w == item) {
+        return;
+    }
+    let mut v = OsString::new();
+    let item = OsStr::from_bytes(item);
+    match (old.is_empty(), first) {
+        (true, _) => v.push(item),
+        (false, true) => {
+            v.push(item);
+            v.push(sep);
+            v.push(&old);
+        }
+        (false, false) => {
+            v.push(&old);
+            v.push(sep);
+            v.push(item);
+        }
+    }
+    let (Ok(k), Ok(val)) = (CString::new(var), CString::new(v.into_vec())) else { return };
+    // SAFETY: the constructor runs before the program starts threads; setenv copies both strings.
+    unsafe { libc::setenv(k.as_ptr(), val.as_ptr(), 1) };
+}

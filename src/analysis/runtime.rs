@@ -1,0 +1,173 @@
+//! What the runtime probes and the agent's allocator watch report: GC pauses, the thread pool,
+//! allocator pauses; and how much of a stall was GC.
+
+use super::report::{AllocPause, AllocReport, GcPause, GcReport, PoolReport, PoolWaitMs};
+use crate::event::{Event, GcKind};
+use std::collections::{BTreeMap, BTreeSet};
+
+const MS: f64 = 1e6;
+
+#[derive(Debug, Clone)]
+struct Gc {
+    pid: u32,
+    thread: u32,
+    start_ns: u64,
+    duration_ns: u64,
+    kind: GcKind,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pool {
+    kind: &'static str,
+    size: u64,
+    busy_max: u64,
+    queued_max: u64,
+    /// Wait buckets: low ns → (high ns, items, longest ns).
+    waits: BTreeMap<u64, (u64, u64, u64)>,
+}
+
+/// GC, pool and allocator figures from events.
+#[derive(Debug, Clone, Default)]
+pub struct Runtime {
+    probes: BTreeSet<u32>,
+    gc: Vec<Gc>,
+    alloc: Vec<AllocPause>,
+    alloc_raw: Vec<(u64, u64)>,
+    pools: BTreeMap<u32, Pool>,
+}
+
+impl Runtime {
+    /// Takes the runtime events; returns the others.
+    pub fn handle(&mut self, ev: Event) -> Option<Event> {
+        match ev {
+            Event::ProbeReady { pid } => {
+                self.probes.insert(pid);
+            }
+            Event::Gc { pid, thread, start_ns, duration_ns, kind } => {
+                self.probes.insert(pid);
+                self.gc.push(Gc { pid, thread, start_ns, duration_ns, kind });
+            }
+            Event::Alloc { pid, tid, start_ns, duration_ns, call, size } => {
+                self.alloc_raw.push((start_ns, duration_ns));
+                self.alloc.push(AllocPause {
+                    pid,
+                    tid,
+                    start_ms: start_ns as f64,
+                    duration_ms: duration_ns as f64 / MS,
+                    call,
+                    size,
+                });
+            }
+            Event::PoolKind { pid, kind, size } => {
+                let p = self.pools.entry(pid).or_default();
+                p.kind = kind;
+                p.size = size;
+            }
+            Event::PoolSample { pid, size, in_flight, queued_max, .. } => {
+                let p = self.pools.entry(pid).or_default();
+                p.size = size;
+                p.busy_max = p.busy_max.max(in_flight.min(size));
+                p.queued_max = p.queued_max.max(queued_max);
+            }
+            Event::PoolWaits { pid, low_ns, high_ns, count, max_ns } => {
+                let b = self.pools.entry(pid).or_default().waits.entry(low_ns).or_insert((high_ns, 0, 0));
+                b.1 += count;
+                b.2 = b.2.max(max_ns);
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Whether GC pauses of `pid` are visible (a probe runs there).
+    pub fn sees_gc(&self, pid: u32) -> bool {
+        self.probes.contains(&pid)
+    }
+
+    /// Milliseconds of GC inside `[start, start + dur)` on the loop `(pid, tid)`. A probe names
+    /// threads by runtime number: Node's main thread is 0, CPython gives the OS thread id.
+    pub fn gc_overlap_ms(&self, pid: u32, tid: u32, start_ns: u64, dur_ns: u64) -> Option<f64> {
+        if !self.sees_gc(pid) {
+            return None;
+        }
+        let end = start_ns + dur_ns;
+        let ns: u64 = self
+            .gc
+            .iter()
+            .filter(|g| g.pid == pid && (g.thread == tid || (g.thread == 0 && tid == pid)))
+            .map(|g| end.min(g.start_ns + g.duration_ns).saturating_sub(start_ns.max(g.start_ns)))
+            .sum();
+        Some(ns as f64 / MS)
+    }
+
+    /// The `gc` object: `None` where no probe ran.
+    pub fn gc_report(&self, origin_ns: u64) -> Option<GcReport> {
+        if self.probes.is_empty() {
+            return None;
+        }
+        let total: u64 = self.gc.iter().map(|g| g.duration_ns).sum();
+        let max = self.gc.iter().map(|g| g.duration_ns).max().unwrap_or(0);
+        Some(GcReport {
+            count: self.gc.len() as u64,
+            total_ms: total as f64 / MS,
+            max_ms: max as f64 / MS,
+            pauses: self
+                .gc
+                .iter()
+                .map(|g| GcPause {
+                    start_ms: (g.start_ns as f64 - origin_ns as f64) / MS,
+                    duration_ms: g.duration_ns as f64 / MS,
+                    kind: g.kind.name(),
+                    pid: g.pid,
+                })
+                .collect(),
+        })
+    }
+
+    /// The `pool` object of the process whose pool did the most work; `None` if no probe saw one.
+    pub fn pool_report(&self) -> Option<PoolReport> {
+        let p = self
+            .pools
+            .values()
+            .filter(|p| !p.kind.is_empty())
+            .max_by_key(|p| p.waits.values().map(|w| w.1).sum::<u64>())?;
+        let n: u64 = p.waits.values().map(|w| w.1).sum();
+        let pct = |q: f64| {
+            let rank = ((q * n as f64).ceil() as u64).clamp(1, n.max(1));
+            let mut seen = 0;
+            for (&low, &(high, count, max)) in &p.waits {
+                seen += count;
+                if seen >= rank {
+                    // The bucket's middle, but never past its longest wait.
+                    return ((low + high) as f64 / 2.0).min(max as f64) / MS;
+                }
+            }
+            0.0
+        };
+        let max = p.waits.values().map(|w| w.2).max().unwrap_or(0);
+        Some(PoolReport {
+            kind: p.kind,
+            size: p.size,
+            busy_max: p.busy_max,
+            queued_max: p.queued_max,
+            wait_ms: PoolWaitMs { p50: pct(0.5), p99: pct(0.99), max: max as f64 / MS },
+            items: n,
+        })
+    }
+
+    /// The `alloc` object (the agent always watches allocator calls).
+    pub fn alloc_report(&self, origin_ns: u64) -> AllocReport {
+        let total: u64 = self.alloc_raw.iter().map(|a| a.1).sum();
+        let max = self.alloc_raw.iter().map(|a| a.1).max().unwrap_or(0);
+        AllocReport {
+            count: self.alloc.len() as u64,
+            total_ms: total as f64 / MS,
+            max_ms: max as f64 / MS,
+            pauses: self
+                .alloc
+                .iter()
+                .map(|a| AllocPause { start_ms: (a.start_ms - origin_ns as f64) / MS, ..a.clone() })
+                .collect(),
+        }
+    }
+}
