@@ -60,7 +60,12 @@ exits with the command's own status.
 
 A tick is one loop iteration: from the return of epoll_wait/poll to the next wait call. A stall
 is a tick whose busy time is at least --stall-threshold. Lag percentiles are time-weighted: the
-share of time an event arriving then would wait that long.";
+share of time an event arriving then would wait that long.
+
+In Node and Python processes the agent also loads a runtime probe that reports GC pauses and the
+thread pool (libuv's, or asyncio's default executor): size, queued items and how long items
+wait. Slow mmap/munmap/madvise/mremap/brk calls on loop threads are allocator pauses.
+LOOPTOP_PROBE=0 turns the probe off.";
 
 /// Options of every command that observes loops.
 #[derive(Debug, Clone, Args)]

@@ -124,34 +124,38 @@
     }
   }
 
+  let activeSinceFlush = false;
+
   function flush() {
     const t = nowNs();
     write(KIND.POOL, t, 0, size, running + queue.length, queuedMax, submitted);
     for (const [b, [count, max]] of waits) write(KIND.POOL_WAIT, t, 0, bucketLow(b), bucketLow(b + 1), count, max);
     waits = new Map();
     queuedMax = queue.length;
-    if (running + queue.length === 0 && flushTimer) {
+    // Stop sampling after a whole quiet interval, so a busy server does not create and clear a
+    // timer per request, and an idle one has no timer from us at all.
+    if (!activeSinceFlush && running + queue.length === 0 && flushTimer) {
       clearInterval(flushTimer);
       flushTimer = null;
     }
+    activeSinceFlush = false;
   }
 
   function submit() {
-    const t = nowNs();
     submitted++;
+    activeSinceFlush = true;
     if (running < size) {
       running++;
       recordWait(0);
     } else {
-      queue.push(t);
+      // Only a queued item needs its submit time (a clock read allocates a BigInt).
+      queue.push(nowNs());
       if (queue.length > queuedMax) queuedMax = queue.length;
     }
-    // Sample only while the pool has work: an idle program gets no timer from us.
     if (!flushTimer) {
       flushTimer = setInterval(flush, 100);
       flushTimer.unref();
     }
-    return t;
   }
 
   function complete() {

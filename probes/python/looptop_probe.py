@@ -31,8 +31,10 @@ class _Channel:
         self.index = 0
         self.base = 0
         self.ring = 0
+        self.tried_ns = 0
 
     def _open(self):
+        self.tried_ns = time.monotonic_ns()
         self.pid = os.getpid()
         self.fd = None
         self.index = 0
@@ -58,6 +60,9 @@ class _Channel:
                         os.close(self.fd)
                     except OSError:
                         pass
+                self._open()
+            elif self.fd is None and time.monotonic_ns() - self.tried_ns > 100_000_000:
+                # A forked child's segment appears at its first wait: look again now and then.
                 self._open()
             if self.fd is None:
                 return
