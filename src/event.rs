@@ -165,6 +165,8 @@ pub enum Event {
         /// Longest wait among them (ns).
         max_ns: u64,
     },
+    /// A stack sampled from a thread.
+    Sample(Sample),
     /// Events the source could not deliver (a reader that fell behind a ring).
     Dropped {
         /// How many.
@@ -216,3 +218,50 @@ impl GcKind {
         }
     }
 }
+
+/// Which mechanism took a [`Sample`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleOrigin {
+    /// The agent's watchdog, during a stall in progress (signal and frame-pointer walk, or a
+    /// stack scan of a thread that sleeps).
+    Watchdog,
+    /// A perf `cpu-clock` sample: the thread was on a CPU.
+    PerfCpu,
+    /// A perf `sched_switch`: the thread left the CPU to wait.
+    PerfOffCpu,
+}
+
+/// Why a thread was off-CPU when sampled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffCpu {
+    /// The system call it waits in (x86_64 number), when known.
+    pub syscall: Option<i64>,
+    /// The kernel function it sleeps in (`/proc/.../wchan`, e.g. `futex_wait_queue`), when known.
+    pub wchan: Option<String>,
+}
+
+/// One stack of one thread at an instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// When (ns).
+    pub t_ns: u64,
+    /// What took it.
+    pub origin: SampleOrigin,
+    /// Time this sample stands for (ns): the sampling period for on-CPU samples, how long the
+    /// thread stayed off the CPU for an off-CPU one.
+    pub weight_ns: u64,
+    /// Start of the tick it was taken in (ns) when the source knows it (the watchdog), else 0.
+    pub tick_ns: u64,
+    /// Set when the thread was off-CPU.
+    pub off_cpu: Option<OffCpu>,
+    /// Instruction addresses, innermost first: kernel addresses (at or above
+    /// [`KERNEL_ADDRESS_MIN`]) come before user ones when both are present.
+    pub ips: Vec<u64>,
+}
+
+/// Addresses at or above this are kernel addresses (x86_64 and aarch64 higher half).
+pub const KERNEL_ADDRESS_MIN: u64 = 0xffff_8000_0000_0000;

@@ -13,5 +13,6 @@ pub mod event;
 pub mod plan;
 pub mod sink;
 pub mod source;
+pub mod symbolize;
 pub mod target;
 pub mod units;

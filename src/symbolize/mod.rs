@@ -1,0 +1,6 @@
+//! Symbols: native frames (blazesym), V8 perf maps, source lines. Turns the addresses of a
+//! [`crate::event::Sample`] into [`Frame`]s.
+
+mod frame;
+
+pub use frame::{Frame, FrameKind, JsTier};
