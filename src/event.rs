@@ -1,11 +1,14 @@
 //! The events every source produces and [`crate::analysis::Session`] consumes.
 //!
 //! Times are nanoseconds of `CLOCK_MONOTONIC`, the clock of the agent's segment, so events from
-//! different processes and sources line up.
+//! different processes and sources line up. Events serialize as one JSON object each (the lines of
+//! a recording, `source::recording`).
+
+use serde::{Deserialize, Serialize};
 
 /// One loop: a thread of a process, and when it first waited (a tid can be reused, and a process
 /// that `exec`s starts its loops again under the same pid).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LoopId {
     /// Process id.
     pub pid: u32,
@@ -16,7 +19,7 @@ pub struct LoopId {
 }
 
 /// Cumulative counters of one loop, as the agent keeps them.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoopTotals {
     /// When these totals were read (ns).
     pub at_ns: u64,
@@ -32,11 +35,12 @@ pub struct LoopTotals {
     pub busy_since_ns: u64,
     /// Completed ticks by busy time, in the agent's log-linear buckets
     /// ([`looptop_abi::hist_bucket`]).
+    #[serde(with = "sparse")]
     pub hist: Box<[u64]>,
 }
 
 /// A process looptop observes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     /// Process id.
     pub pid: u32,
@@ -49,7 +53,8 @@ pub struct ProcessInfo {
 }
 
 /// Something a source saw.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
 pub enum Event {
     /// A process with an agent appeared.
     Process(ProcessInfo),
@@ -126,7 +131,7 @@ pub enum Event {
         /// Duration (ns).
         duration_ns: u64,
         /// `mmap`, `munmap`, `madvise`, `mremap`, `brk` or `sbrk`.
-        call: &'static str,
+        call: String,
         /// Bytes asked for or released.
         size: u64,
     },
@@ -135,7 +140,7 @@ pub enum Event {
         /// Process id.
         pid: u32,
         /// `libuv` or `python-executor`.
-        kind: &'static str,
+        kind: String,
         /// Workers.
         size: u64,
     },
@@ -175,7 +180,7 @@ pub enum Event {
 }
 
 /// Kinds of GC pause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GcKind {
     /// V8 scavenge.
     Minor,
@@ -220,7 +225,8 @@ impl GcKind {
 }
 
 /// Which mechanism took a [`Sample`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SampleOrigin {
     /// The agent's watchdog, during a stall in progress (signal and frame-pointer walk, or a
     /// stack scan of a thread that sleeps).
@@ -232,7 +238,7 @@ pub enum SampleOrigin {
 }
 
 /// Why a thread was off-CPU when sampled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OffCpu {
     /// The system call it waits in (x86_64 number), when known.
     pub syscall: Option<i64>,
@@ -241,7 +247,7 @@ pub struct OffCpu {
 }
 
 /// One stack of one thread at an instant.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Process id.
     pub pid: u32,
@@ -265,3 +271,24 @@ pub struct Sample {
 
 /// Addresses at or above this are kernel addresses (x86_64 and aarch64 higher half).
 pub const KERNEL_ADDRESS_MIN: u64 = 0xffff_8000_0000_0000;
+
+/// A histogram as `[[bucket, count], …]` for its non-zero buckets.
+mod sparse {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(hist: &[u64], s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(usize, u64)> = hist.iter().enumerate().filter(|(_, &c)| c != 0).map(|(i, &c)| (i, c)).collect();
+        pairs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[u64]>, D::Error> {
+        let pairs = Vec::<(usize, u64)>::deserialize(d)?;
+        let mut hist = vec![0u64; looptop_abi::HIST_BUCKETS];
+        for (i, c) in pairs {
+            if let Some(h) = hist.get_mut(i) {
+                *h = c;
+            }
+        }
+        Ok(hist.into_boxed_slice())
+    }
+}

@@ -1,9 +1,12 @@
 //! Analysis: the [`Session`] consumes events and knows every loop's ticks, lag and stalls; a
 //! [`report::Report`] is what the sinks render.
 
+pub mod classify;
 pub mod dist;
 pub mod report;
+pub mod rules;
 pub mod runtime;
 mod session;
+pub mod stacks;
 
 pub use session::Session;

@@ -27,7 +27,11 @@ pub struct Report {
     /// Allocator pauses; `null` where the source cannot see them.
     pub alloc: Option<AllocReport>,
     /// Stalls aggregated by (kind, location), worst first.
-    pub blockers: Vec<serde_json::Value>,
+    pub blockers: Vec<BlockerSummary>,
+    /// Stack samples taken (agent watchdog and perf).
+    pub samples: u64,
+    /// Stack samples the sources lost (a ring overrun, a signal not delivered in time).
+    pub lost_samples: u64,
     /// Events lost (a reader that fell behind a ring).
     pub dropped_events: u64,
 }
@@ -106,7 +110,43 @@ pub struct Stall {
     /// Milliseconds of the stall spent in GC pauses; `null` where GC is not visible.
     pub gc_ms: Option<f64>,
     /// What blocked the loop; `null` where no stack was captured.
-    pub blocker: Option<serde_json::Value>,
+    pub blocker: Option<Blocker>,
+}
+
+/// What a stall was doing, from the stacks sampled during it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocker {
+    /// Blocker kind (`regex`, `json-parse`, … `cpu`).
+    pub kind: &'static str,
+    /// Share of the stall's samples of that kind.
+    pub confidence: f64,
+    /// The first user frame (JS function, Python function or native symbol).
+    pub frame: String,
+    /// Its `file:line:col`, where known.
+    pub location: Option<String>,
+    /// The source line there, where the file was readable.
+    pub source: Option<String>,
+    /// Samples taken during the stall.
+    pub samples: u64,
+}
+
+/// Stalls with the same blocker (kind and location).
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockerSummary {
+    /// Blocker kind.
+    pub kind: &'static str,
+    /// Stalls.
+    pub count: u64,
+    /// Σ their durations (ms).
+    pub total_ms: f64,
+    /// Longest (ms).
+    pub max_ms: f64,
+    /// The frame.
+    pub frame: String,
+    /// Its location, where known.
+    pub location: Option<String>,
+    /// The source line, where known.
+    pub source: Option<String>,
 }
 
 /// GC pauses (`gc`).
@@ -139,7 +179,7 @@ pub struct GcPause {
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolReport {
     /// `libuv` or `python-executor`.
-    pub kind: &'static str,
+    pub kind: String,
     /// Workers.
     pub size: u64,
     /// Most workers busy at once.
@@ -188,7 +228,7 @@ pub struct AllocPause {
     /// Duration (ms).
     pub duration_ms: f64,
     /// The call.
-    pub call: &'static str,
+    pub call: String,
     /// Bytes.
     pub size: u64,
 }
@@ -197,5 +237,38 @@ impl Report {
     /// All stalls of all loops, with their loop.
     pub fn stalls(&self) -> impl Iterator<Item = (&LoopReport, &Stall)> {
         self.loops.iter().flat_map(|l| l.stalls.iter().map(move |s| (l, s)))
+    }
+
+    /// The report with its `blockers` filled in.
+    pub fn with_blockers(mut self) -> Self {
+        self.aggregate_blockers();
+        self
+    }
+
+    /// Aggregates the stalls' blockers by (kind, location), worst (most total time) first.
+    pub fn aggregate_blockers(&mut self) {
+        let mut out: Vec<BlockerSummary> = Vec::new();
+        for (_, s) in self.stalls() {
+            let Some(b) = &s.blocker else { continue };
+            let key = b.location.as_ref().unwrap_or(&b.frame);
+            match out.iter_mut().find(|o| o.kind == b.kind && o.location.as_ref().unwrap_or(&o.frame) == key) {
+                Some(o) => {
+                    o.count += 1;
+                    o.total_ms += s.duration_ms;
+                    o.max_ms = o.max_ms.max(s.duration_ms);
+                }
+                None => out.push(BlockerSummary {
+                    kind: b.kind,
+                    count: 1,
+                    total_ms: s.duration_ms,
+                    max_ms: s.duration_ms,
+                    frame: b.frame.clone(),
+                    location: b.location.clone(),
+                    source: b.source.clone(),
+                }),
+            }
+        }
+        out.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        self.blockers = out;
     }
 }

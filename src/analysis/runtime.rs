@@ -18,7 +18,7 @@ struct Gc {
 
 #[derive(Debug, Clone, Default)]
 struct Pool {
-    kind: &'static str,
+    kind: String,
     size: u64,
     busy_max: u64,
     queued_max: u64,
@@ -146,7 +146,7 @@ impl Runtime {
         };
         let max = p.waits.values().map(|w| w.2).max().unwrap_or(0);
         Some(PoolReport {
-            kind: p.kind,
+            kind: p.kind.clone(),
             size: p.size,
             busy_max: p.busy_max,
             queued_max: p.queued_max,

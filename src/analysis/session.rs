@@ -1,8 +1,10 @@
 //! The session: everything known about the observed loops, built only from events.
 
+use super::classify::{self, ClassSample};
 use super::dist::TickDist;
-use super::report::{LagPercentiles, LoopReport, Report, Stall, Target, TickPercentiles, SCHEMA};
-use crate::event::{Event, LoopId, LoopTotals, ProcessInfo};
+use super::report::{Blocker, LagPercentiles, LoopReport, Report, Stall, Target, TickPercentiles, SCHEMA};
+use super::stacks::Stacks;
+use crate::event::{Event, LoopId, LoopTotals, ProcessInfo, Sample};
 use std::collections::BTreeMap;
 
 const MS: f64 = 1e6;
@@ -35,7 +37,10 @@ pub struct Session {
     processes: BTreeMap<u32, ProcState>,
     loops: BTreeMap<LoopId, LoopState>,
     runtime: super::runtime::Runtime,
+    stacks: Stacks,
     dropped: u64,
+    lost_samples: u64,
+    mode: &'static str,
 }
 
 impl Session {
@@ -47,8 +52,60 @@ impl Session {
             processes: BTreeMap::new(),
             loops: BTreeMap::new(),
             runtime: Default::default(),
+            stacks: Stacks::default(),
             dropped: 0,
+            lost_samples: 0,
+            mode: "agent",
         }
+    }
+
+    /// Sets the report's `mode` (`agent`, `perf`, `agent+perf`).
+    pub fn set_mode(&mut self, mode: &'static str) {
+        self.mode = mode;
+    }
+
+    /// The sampled stacks.
+    pub fn stacks(&self) -> &Stacks {
+        &self.stacks
+    }
+
+    /// The sampled stacks, to intern frames into.
+    pub fn stacks_mut(&mut self) -> &mut Stacks {
+        &mut self.stacks
+    }
+
+    /// Takes a sample whose frames were interned as `stack` (innermost first).
+    pub fn add_sample(&mut self, sample: &Sample, stack: Vec<u32>) {
+        self.stacks.push(sample, stack);
+    }
+
+    /// Counts stack samples a source lost.
+    pub fn lose_samples(&mut self, n: u64) {
+        self.lost_samples += n;
+    }
+
+    /// The stall threshold (ns).
+    pub fn threshold_ns(&self) -> u64 {
+        self.threshold_ns
+    }
+
+    /// When observation began (ns).
+    pub fn origin_ns(&self) -> u64 {
+        self.origin_ns
+    }
+
+    /// Every stall at or over the threshold: (pid, tid, start, duration) ns, including one in
+    /// progress at `now_ns` (and the tick cut short by a signal).
+    pub fn stall_spans(&self, now_ns: u64) -> Vec<(u32, u32, u64, u64)> {
+        let mut out = Vec::new();
+        for (id, l) in &self.loops {
+            let r = self.loop_report(id, l, now_ns);
+            for s in r.stalls {
+                let start = (s.start_ms * MS + self.origin_ns as f64).round() as u64;
+                out.push((id.pid, id.tid, start, (s.duration_ms * MS) as u64));
+            }
+        }
+        out
     }
 
     /// Takes one event into account.
@@ -155,7 +212,7 @@ impl Session {
         Report {
             schema: SCHEMA,
             target,
-            mode: "agent",
+            mode: self.mode,
             wall_ms: now_ns.saturating_sub(self.origin_ns) as f64 / MS,
             stall_threshold_ms: self.threshold_ns as f64 / MS,
             loops,
@@ -163,8 +220,11 @@ impl Session {
             pool: self.runtime.pool_report(),
             alloc: Some(self.runtime.alloc_report(self.origin_ns)),
             blockers: Vec::new(),
+            samples: self.stacks.len(),
+            lost_samples: self.lost_samples,
             dropped_events: self.dropped,
         }
+        .with_blockers()
     }
 
     fn loop_report(&self, id: &LoopId, l: &LoopState, now_ns: u64) -> LoopReport {
@@ -240,7 +300,31 @@ impl Session {
             start_ms: (start_ns as f64 - self.origin_ns as f64) / MS,
             duration_ms: duration_ns as f64 / MS,
             in_progress,
-            blocker: None,
+            blocker: self.blocker(id, start_ns, duration_ns),
         }
+    }
+
+    /// Classifies a stall from the samples of its thread taken during it.
+    fn blocker(&self, id: &LoopId, start_ns: u64, duration_ns: u64) -> Option<Blocker> {
+        let native_is_user = self.processes.get(&id.pid).is_some_and(|p| classify::native_is_user(&p.info.exe));
+        let samples: Vec<ClassSample> = self
+            .stacks
+            .during(id.pid, id.tid, start_ns, start_ns + duration_ns)
+            .map(|s| ClassSample {
+                frames: s.stack.iter().map(|&f| self.stacks.frame(f)).collect(),
+                off_cpu: s.off_cpu.as_ref(),
+                native_is_user,
+            })
+            .collect();
+        let verdict = classify::classify(&samples)?;
+        let source = self.stacks.id_of(&verdict.frame).and_then(|i| self.stacks.source(i));
+        Some(Blocker {
+            kind: verdict.kind.name(),
+            confidence: (verdict.confidence * 100.0).round() / 100.0,
+            location: verdict.frame.location(),
+            source: source.map(str::to_string),
+            frame: verdict.frame.name,
+            samples: samples.len() as u64,
+        })
     }
 }

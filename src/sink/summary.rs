@@ -61,6 +61,37 @@ pub fn write(report: &Report, opts: &Options, mut out: impl Write) -> io::Result
         let names: Vec<String> = quiet.iter().map(|l| format!("{}/{} {}", l.pid, l.tid, l.name)).collect();
         writeln!(out, "\n{} idle loop{}: {}", quiet.len(), plural(quiet.len()), names.join(", "))?;
     }
+    write_blockers(report, opts, &mut out)
+}
+
+/// The stalls' blockers, aggregated by kind and location, worst first.
+fn write_blockers(report: &Report, opts: &Options, out: &mut impl Write) -> io::Result<()> {
+    let unnamed = report.stalls().filter(|(_, s)| s.blocker.is_none()).count();
+    if report.blockers.is_empty() {
+        if unnamed > 0 {
+            writeln!(out, "\nno stack was captured during the stalls: blockers unknown")?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "\n{}", opts.paint("1", "blockers (worst first):"))?;
+    for b in &report.blockers {
+        writeln!(
+            out,
+            "  {} {:>3}× {:>9} in all, max {:>9}  {}{}",
+            opts.paint("33;1", &format!("{:<14}", b.kind)),
+            b.count,
+            fmt_ms(b.total_ms),
+            fmt_ms(b.max_ms),
+            b.frame,
+            b.location.as_ref().map(|l| format!("  {l}")).unwrap_or_default()
+        )?;
+        if let Some(src) = &b.source {
+            writeln!(out, "      {}", opts.paint("2", &format!("│ {src}")))?;
+        }
+    }
+    if unnamed > 0 {
+        writeln!(out, "  {unnamed} stall{} without a stack", plural(unnamed))?;
+    }
     Ok(())
 }
 
@@ -156,6 +187,21 @@ fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Resul
             note += "  (in progress)";
         }
         writeln!(out, "    at {:>9}  {dur}{note}", fmt_ms(s.start_ms.max(0.0)))?;
+        if let Some(b) = &s.blocker {
+            writeln!(
+                out,
+                "      {} {}{}  ({:.0}% of {} sample{})",
+                opts.paint("33;1", b.kind),
+                b.frame,
+                b.location.as_ref().map(|l| format!("  {l}")).unwrap_or_default(),
+                b.confidence * 100.0,
+                b.samples,
+                plural(b.samples as usize)
+            )?;
+            if let Some(src) = &b.source {
+                writeln!(out, "        {}", opts.paint("2", &format!("│ {src}")))?;
+            }
+        }
     }
     if l.stalls.len() > opts.max_stalls {
         writeln!(out, "    … {} more", l.stalls.len() - opts.max_stalls)?;

@@ -3,9 +3,9 @@
 
 use super::segment::RecordCopy;
 use super::segment::{self, Segment, SegmentError};
-use crate::event::{Event, GcKind, LoopId, LoopTotals, ProcessInfo};
+use crate::event::{Event, GcKind, LoopId, LoopTotals, OffCpu, ProcessInfo, Sample, SampleOrigin};
 use crate::target::proc;
-use looptop_abi::{alloc_call, record_kind, PROBE_CHANNELS};
+use looptop_abi::{alloc_call, record_kind, sample_flags, PROBE_CHANNELS};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -34,6 +34,9 @@ struct Image {
     slots: BTreeMap<usize, SlotTrack>,
     next_event: u64,
     next_probe: [u64; PROBE_CHANNELS],
+    next_sample: u64,
+    /// The previous watchdog sample per thread: (tick, time), for sample weights.
+    last_sample: BTreeMap<u32, (u64, u64)>,
 }
 
 /// Follows agent segments and yields events.
@@ -114,6 +117,8 @@ impl AgentSource {
                     slots: BTreeMap::new(),
                     next_event: 0,
                     next_probe: [0; PROBE_CHANNELS],
+                    next_sample: 0,
+                    last_sample: BTreeMap::new(),
                 },
             );
         }
@@ -216,10 +221,35 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) {
         dropped += lost;
         all.extend(recs);
     }
+    out.extend(all.into_iter().filter_map(|r| record_event(pid, r)));
+    let (samples, lost, next) = img.seg.samples(img.next_sample);
+    img.next_sample = next;
+    dropped += lost;
     if dropped > 0 {
         out.push(Event::Dropped { count: dropped });
     }
-    out.extend(all.into_iter().filter_map(|r| record_event(pid, r)));
+    let interval = img.seg.header().watch_interval_ns;
+    for s in samples {
+        if s.flags & sample_flags::MISSED != 0 || s.frames.is_empty() {
+            continue;
+        }
+        // A sample stands for the time since the previous one of the same tick.
+        let weight_ns = match img.last_sample.insert(s.tid, (s.tick_ns, s.t_ns)) {
+            Some((tick, t)) if tick == s.tick_ns && s.t_ns > t => s.t_ns - t,
+            _ => interval,
+        };
+        let off = s.flags & sample_flags::OFF_CPU != 0;
+        out.push(Event::Sample(Sample {
+            pid,
+            tid: s.tid,
+            t_ns: s.t_ns,
+            origin: SampleOrigin::Watchdog,
+            weight_ns,
+            tick_ns: s.tick_ns,
+            off_cpu: off.then_some(OffCpu { syscall: s.syscall, wchan: s.wchan }),
+            ips: s.frames,
+        }));
+    }
 }
 
 /// The event a record stands for.
@@ -230,14 +260,14 @@ fn record_event(pid: u32, r: RecordCopy) -> Option<Event> {
             tid: r.thread,
             start_ns: r.t_ns,
             duration_ns: r.dur_ns,
-            call: alloc_call::name(r.a),
+            call: alloc_call::name(r.a).to_string(),
             size: r.b,
         },
         record_kind::GC => {
             Event::Gc { pid, thread: r.thread, start_ns: r.t_ns, duration_ns: r.dur_ns, kind: GcKind::from_code(r.a) }
         }
         record_kind::POOL_KIND => {
-            Event::PoolKind { pid, kind: if r.a == 2 { "python-executor" } else { "libuv" }, size: r.b }
+            Event::PoolKind { pid, kind: if r.a == 2 { "python-executor" } else { "libuv" }.to_string(), size: r.b }
         }
         record_kind::PROBE => Event::ProbeReady { pid },
         record_kind::POOL => Event::PoolSample { pid, at_ns: r.t_ns, size: r.a, in_flight: r.b, queued_max: r.c },

@@ -2,8 +2,9 @@
 //! layout, and taking consistent snapshots of loop slots without ever blocking the writer.
 
 use looptop_abi::{
-    slot_state, Header, LoopSlot, Record, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS, LAYOUT_VERSION, LOOP_SLOTS, MAGIC,
-    PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SEGMENT_PREFIX, SEGMENT_SIZE, STALL_RING,
+    slot_state, Header, LoopSlot, Record, SampleEntry, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS, LAYOUT_VERSION,
+    LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SAMPLE_FRAMES, SAMPLE_OFFSET,
+    SAMPLE_RING, SEGMENT_PREFIX, SEGMENT_SIZE, STALL_RING,
 };
 use memmap2::Mmap;
 use std::fs::File;
@@ -287,6 +288,73 @@ impl Segment {
     pub fn probe_channels(&self) -> usize {
         PROBE_CHANNELS
     }
+
+    /// Watchdog stack samples from index `from`; returns them, how many were lost, and the next
+    /// index. The newest entries may still be being written (the handler has not run yet): the
+    /// reader stops there and reads them next time.
+    pub fn samples(&self, from: u64) -> (Vec<SampleCopy>, u64, u64) {
+        // SAFETY: open checked the map holds SEGMENT_SIZE bytes; entries are 8-byte aligned.
+        let ring = unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr().add(SAMPLE_OFFSET) as *const SampleEntry, SAMPLE_RING)
+        };
+        let head = self.header().sample_head.load(Ordering::Acquire);
+        let first = from.max(head.saturating_sub(SAMPLE_RING as u64));
+        let (mut lost, mut out) = (first - from, Vec::new());
+        for i in first..head {
+            match copy_sample(&ring[(i % SAMPLE_RING as u64) as usize], i) {
+                Some(c) => out.push(c),
+                None if i + 2 >= head => return (out, lost, i),
+                None => lost += 1,
+            }
+        }
+        (out, lost, head)
+    }
+}
+
+/// A copy of one watchdog [`SampleEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleCopy {
+    /// Thread id.
+    pub tid: u32,
+    /// When (ns).
+    pub t_ns: u64,
+    /// Start of the tick it was taken in (ns).
+    pub tick_ns: u64,
+    /// [`looptop_abi::sample_flags`].
+    pub flags: u64,
+    /// System call the thread waited in, when off-CPU.
+    pub syscall: Option<i64>,
+    /// Kernel function it slept in, when off-CPU.
+    pub wchan: Option<String>,
+    /// Addresses, innermost first.
+    pub frames: Vec<u64>,
+}
+
+/// Copies sample `index` if the entry holds it, complete.
+fn copy_sample(e: &SampleEntry, index: u64) -> Option<SampleCopy> {
+    let before = e.seq.load(Ordering::Acquire);
+    if before != index + 1 {
+        return None;
+    }
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let n = (e.nframes.load(Ordering::Relaxed) as usize).min(SAMPLE_FRAMES);
+    let mut wchan = Vec::with_capacity(32);
+    for w in &e.wchan {
+        wchan.extend_from_slice(&ld(w).to_ne_bytes());
+    }
+    let wchan = String::from_utf8_lossy(&wchan[..wchan.iter().position(|&b| b == 0).unwrap_or(32)]).into_owned();
+    let syscall = ld(&e.syscall);
+    let c = SampleCopy {
+        tid: e.tid.load(Ordering::Relaxed),
+        t_ns: ld(&e.t_ns),
+        tick_ns: ld(&e.tick_ns),
+        flags: ld(&e.flags),
+        syscall: (syscall != u64::MAX).then_some(syscall as i64),
+        wchan: (!wchan.is_empty()).then_some(wchan),
+        frames: e.frames[..n].iter().map(ld).collect(),
+    };
+    fence(Ordering::Acquire);
+    (e.seq.load(Ordering::Relaxed) == index + 1).then_some(c)
 }
 
 fn read_slot(slot: &LoopSlot) -> SlotSnapshot {

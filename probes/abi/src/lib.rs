@@ -15,13 +15,17 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LOOPTOP\0";
 /// Layout version; bump on any change of the structures below.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Number of loop slots per process: bounded, so the segment size is fixed.
 pub const LOOP_SLOTS: usize = 64;
 /// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
 pub const STALL_RING: usize = 1024;
 /// Records in the agent's event ring (allocator pauses), shared by all threads of the process.
 pub const EVENT_RING: usize = 4096;
+/// Stack samples kept by the watchdog, newest overwrite oldest.
+pub const SAMPLE_RING: usize = 512;
+/// Frames kept per stack sample (deeper stacks are cut at the root end).
+pub const SAMPLE_FRAMES: usize = 120;
 /// Probe channels: one per runtime thread with a probe (Node: `threadId % PROBE_CHANNELS`).
 pub const PROBE_CHANNELS: usize = 8;
 /// Records per probe channel.
@@ -53,6 +57,14 @@ pub const DEFAULT_ALLOC_THRESHOLD_NS: u64 = 1_000_000;
 /// Environment: `0` stops the agent from arranging the runtime probe (Node `--require`, Python
 /// `sitecustomize`).
 pub const ENV_PROBE: &str = "LOOPTOP_PROBE";
+/// Environment: `0` turns the watchdog off (no stacks of stalls in progress).
+pub const ENV_WATCHDOG: &str = "LOOPTOP_WATCHDOG";
+/// Environment: how often (ns) the watchdog looks at the loops and samples a stalled one.
+pub const ENV_WATCH_INTERVAL_NS: &str = "LOOPTOP_WATCH_INTERVAL_NS";
+/// Default watchdog interval: 5 ms.
+pub const DEFAULT_WATCH_INTERVAL_NS: u64 = 5_000_000;
+/// Most stack samples the watchdog takes of one stall.
+pub const SAMPLES_PER_STALL: u64 = 200;
 /// Environment: when set to `1`, the agent leaves its segment at exit (the launcher removes it
 /// after its last read, so a short-lived process is never missed).
 pub const ENV_KEEP_SEGMENT: &str = "LOOPTOP_KEEP_SEGMENT";
@@ -155,8 +167,26 @@ pub struct Header {
     pub _pad: u32,
     /// Executable path, NUL-padded.
     pub exe: [u8; EXE_LEN],
+    /// Byte offset of the stack sample ring ([`SAMPLE_RING`] [`SampleEntry`]s).
+    pub sample_offset: u64,
+    /// Number of entries in the sample ring.
+    pub sample_ring: u32,
+    /// Size of one [`SampleEntry`] in bytes.
+    pub sample_size: u32,
+    /// Samples written so far (the next index); entry `i` lives at `i % sample_ring`.
+    pub sample_head: AtomicU64,
+    /// The watchdog samples a tick once it has been busy this long (ns); 0 = no watchdog.
+    pub watch_threshold_ns: AtomicU64,
+    /// The watchdog's sampling interval (ns).
+    pub watch_interval_ns: u64,
+    /// Real-time signal the watchdog uses, 0 when it cannot signal (only off-CPU stacks).
+    pub watch_signal: AtomicU32,
+    /// Reserved (zero).
+    pub _pad2: u32,
+    /// Samples the watchdog asked for and did not get (signal blocked or not delivered in time).
+    pub samples_missed: AtomicU64,
     /// Reserved for later fields of the same version (zero).
-    pub reserved: [u64; 16],
+    pub reserved: [u64; 9],
 }
 
 /// Kinds of [`Record`].
@@ -246,6 +276,44 @@ pub struct StallEntry {
     pub duration_ns: AtomicU64,
 }
 
+/// Sample flags ([`SampleEntry::flags`]).
+pub mod sample_flags {
+    /// The thread was off-CPU (sleeping in a syscall): the stack comes from a scan, `syscall` and
+    /// `wchan` say where it waits.
+    pub const OFF_CPU: u64 = 1;
+    /// Frames after the first come from scanning the stack for return addresses (no usable frame
+    /// pointers): may hold stale frames.
+    pub const SCANNED: u64 = 2;
+    /// The stack had more than [`super::SAMPLE_FRAMES`] frames.
+    pub const TRUNCATED: u64 = 4;
+    /// Abandoned: the signal was not delivered in time; no frames.
+    pub const MISSED: u64 = 8;
+}
+
+/// One stack of a loop thread, taken by the watchdog during a stall in progress.
+/// Valid when `seq` is its index + 1 (written first as 0, last as index + 1).
+#[repr(C)]
+pub struct SampleEntry {
+    /// Index + 1 of the sample held; 0 while being written.
+    pub seq: AtomicU64,
+    /// Thread id.
+    pub tid: AtomicU32,
+    /// Frames in use.
+    pub nframes: AtomicU32,
+    /// When (ns, `CLOCK_MONOTONIC`).
+    pub t_ns: AtomicU64,
+    /// Start of the tick in progress (ns): ties the sample to its stall.
+    pub tick_ns: AtomicU64,
+    /// [`sample_flags`].
+    pub flags: AtomicU64,
+    /// System call the thread waits in (x86_64 number), -1 when none or unknown.
+    pub syscall: AtomicU64,
+    /// Kernel function it sleeps in (`wchan`), NUL-padded.
+    pub wchan: [AtomicU64; 4],
+    /// Instruction addresses, innermost first; after the first, return addresses.
+    pub frames: [AtomicU64; SAMPLE_FRAMES],
+}
+
 /// One loop: a thread that waits in `epoll_wait`/`poll`.
 #[repr(C)]
 pub struct LoopSlot {
@@ -277,6 +345,10 @@ pub struct LoopSlot {
     pub busy_since_ns: AtomicU64,
     /// Start of the current wait (ns) while the thread waits; 0 while it is busy.
     pub wait_since_ns: AtomicU64,
+    /// Lowest address of the thread's stack (for the watchdog's stack walk).
+    pub stack_lo: AtomicU64,
+    /// Highest address (exclusive) of the thread's stack.
+    pub stack_hi: AtomicU64,
     /// Stalls written so far; entry `i` lives at `stalls[i % STALL_RING]`.
     pub stall_count: AtomicU64,
     /// Recent stalls.
@@ -289,12 +361,17 @@ pub struct LoopSlot {
 pub const EVENT_OFFSET: usize = core::mem::size_of::<Header>() + LOOP_SLOTS * core::mem::size_of::<LoopSlot>();
 /// Byte offset of the probe channels.
 pub const PROBE_OFFSET: usize = EVENT_OFFSET + EVENT_RING * RECORD_SIZE;
+/// Byte offset of the stack sample ring.
+pub const SAMPLE_OFFSET: usize = PROBE_OFFSET + PROBE_CHANNELS * PROBE_RING * RECORD_SIZE;
+/// Size of a [`SampleEntry`].
+pub const SAMPLE_SIZE: usize = core::mem::size_of::<SampleEntry>();
 /// Total size of a segment.
-pub const SEGMENT_SIZE: usize = PROBE_OFFSET + PROBE_CHANNELS * PROBE_RING * RECORD_SIZE;
+pub const SEGMENT_SIZE: usize = SAMPLE_OFFSET + SAMPLE_RING * SAMPLE_SIZE;
 
 // The segment is bounded and every slot stays 8-byte aligned.
 const _: () = assert!(SEGMENT_SIZE < 8 << 20);
 const _: () = assert!(RECORD_SIZE == 64);
+const _: () = assert!(SAMPLE_SIZE.is_multiple_of(8));
 const _: () =
     assert!(core::mem::size_of::<Header>().is_multiple_of(8) && core::mem::size_of::<LoopSlot>().is_multiple_of(8));
 
@@ -436,6 +513,11 @@ mod tests {
         assert_eq!(offset_of!(Record, kind), 8);
         assert_eq!(offset_of!(Record, t_ns), 16);
         assert_eq!(offset_of!(Record, d), 56);
+        // The probes check the layout version themselves.
+        let node = include_str!("../../node/probe.js");
+        assert!(node.contains(&std::format!("readUInt32LE(8) !== {LAYOUT_VERSION} ")));
+        let python = include_str!("../../python/looptop_probe.py");
+        assert!(python.contains(&std::format!("unpack_from(\"<I\", h, 8)[0] != {LAYOUT_VERSION} ")));
     }
 
     #[test]

@@ -14,6 +14,8 @@
 mod alloc;
 mod probe;
 mod segment;
+mod stack;
+mod watchdog;
 mod wrappers;
 
 use looptop_abi::{slot_state, LoopSlot};
@@ -112,6 +114,7 @@ fn current_slot() -> Option<&'static LoopSlot> {
                     let slot = claim(seg)?;
                     l.slot.set(slot);
                     let _ = EXIT_GUARD.try_with(|_| {});
+                    watchdog::ensure_started(seg);
                     Some(slot)
                 }
                 segment::Ready::Never => {
@@ -159,6 +162,7 @@ fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
     let mut name = [0u8; 16];
     unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
     slot.tid.store(tid, Ordering::Relaxed);
+    watchdog::note_stack(slot);
     looptop_abi::name_to_words(&name, &slot.name);
     slot.claimed_ns.store(now, Ordering::Relaxed);
     slot.generation.fetch_add(1, Ordering::Relaxed);
@@ -179,6 +183,8 @@ fn reset_slot(slot: &LoopSlot) {
         &slot.busy_since_ns,
         &slot.wait_since_ns,
         &slot.stall_count,
+        &slot.stack_lo,
+        &slot.stack_hi,
     ] {
         z(a);
     }
@@ -288,6 +294,7 @@ extern "C" fn agent_init() {
         }
         wrappers::resolve_all();
         alloc::configure_from_env();
+        watchdog::configure_from_env();
         segment::configure_from_env();
         probe::arrange();
         // SAFETY: registering plain extern "C" callbacks.
@@ -308,6 +315,7 @@ extern "C" fn agent_init() {
 /// fresh one lazily at this process's first wait.
 extern "C" fn after_fork_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    watchdog::after_fork();
     segment::forget_after_fork();
 }
 

@@ -30,6 +30,9 @@ const FAILED: u32 = 3;
 #[derive(Clone, Copy)]
 pub(crate) struct Segment(*mut u8);
 
+// SAFETY: the mapping is shared by every thread of the process and only accessed through atomics.
+unsafe impl Send for Segment {}
+
 impl Segment {
     /// The header.
     pub(crate) fn header(self) -> &'static Header {
@@ -44,6 +47,17 @@ impl Segment {
             std::slice::from_raw_parts(
                 self.0.add(looptop_abi::EVENT_OFFSET) as *const looptop_abi::Record,
                 looptop_abi::EVENT_RING,
+            )
+        }
+    }
+
+    /// The watchdog's stack sample ring.
+    pub(crate) fn samples(self) -> &'static [looptop_abi::SampleEntry] {
+        // SAFETY: the ring lies inside the mapping, 8-byte aligned.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.add(looptop_abi::SAMPLE_OFFSET) as *const looptop_abi::SampleEntry,
+                looptop_abi::SAMPLE_RING,
             )
         }
     }
@@ -173,6 +187,10 @@ fn init_header(h: &mut Header, pid: u32) {
     h.probe_ring = looptop_abi::PROBE_RING as u32;
     h.record_size = looptop_abi::RECORD_SIZE as u32;
     h.slot_size = std::mem::size_of::<LoopSlot>() as u32;
+    h.sample_offset = looptop_abi::SAMPLE_OFFSET as u64;
+    h.sample_ring = looptop_abi::SAMPLE_RING as u32;
+    h.sample_size = looptop_abi::SAMPLE_SIZE as u32;
+    h.watch_interval_ns = super::watchdog::interval_ns();
     if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
         let b = exe.as_os_str().as_bytes();
         let n = b.len().min(h.exe.len() - 1);

@@ -1,0 +1,338 @@
+//! The watchdog: a thread of the agent that notices a tick running past the threshold (a stall
+//! in progress) and takes the loop thread's stack every interval until the tick ends, bounded per
+//! stall, into the segment's sample ring.
+//!
+//! A thread on the CPU gets a real-time signal (never SIGPROF: V8's profiler owns it) and walks
+//! its own frame pointers in [`crate::stack::on_signal`]. A thread that sleeps in a system call
+//! is not signalled (that would cut a `nanosleep` short): the watchdog reads where it waits from
+//! `/proc/self/task/TID/{syscall,wchan}` and scans a copy of its stack.
+
+use crate::segment::Segment;
+use crate::stack;
+use looptop_abi::{sample_flags, slot_state, LoopSlot, LOOP_SLOTS, SAMPLES_PER_STALL, SAMPLE_FRAMES, SAMPLE_RING};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+static INTERVAL_NS: AtomicU64 = AtomicU64::new(looptop_abi::DEFAULT_WATCH_INTERVAL_NS);
+/// The fork generation whose watchdog runs (0 = none yet).
+static STARTED: AtomicU32 = AtomicU32::new(0);
+/// The signal in use, 0 = none.
+static SIGNAL: AtomicU32 = AtomicU32::new(0);
+
+/// After this many samples of one stall, sample ten times less often.
+const DENSE_SAMPLES: u64 = 100;
+/// How long to wait for the handler to run.
+const HANDLER_WAIT: Duration = Duration::from_millis(20);
+/// Consecutive missed samples of a loop after which it is not signalled again in this stall.
+const MAX_MISSES: u32 = 3;
+
+/// Reads `LOOPTOP_WATCHDOG` and `LOOPTOP_WATCH_INTERVAL_NS`.
+pub(crate) fn configure_from_env() {
+    if std::env::var(looptop_abi::ENV_WATCHDOG).is_ok_and(|v| v == "0") {
+        ENABLED.store(false, Ordering::Relaxed);
+    }
+    if let Some(i) = std::env::var(looptop_abi::ENV_WATCH_INTERVAL_NS).ok().and_then(|v| v.parse::<u64>().ok()) {
+        INTERVAL_NS.store(i.clamp(1_000_000, 1_000_000_000), Ordering::Relaxed);
+    }
+}
+
+/// The interval in force (ns).
+pub(crate) fn interval_ns() -> u64 {
+    INTERVAL_NS.load(Ordering::Relaxed)
+}
+
+/// Starts this process image's watchdog once it has a loop (called after a slot is claimed).
+pub(crate) fn ensure_started(seg: Segment) {
+    let generation = crate::GENERATION.load(Ordering::Relaxed);
+    if !ENABLED.load(Ordering::Relaxed) || STARTED.swap(generation, Ordering::AcqRel) == generation {
+        return;
+    }
+    let threshold = crate::STALL_FLOOR_NS.load(Ordering::Relaxed);
+    if SIGNAL.load(Ordering::Relaxed) == 0 {
+        SIGNAL.store(install_handler().unwrap_or(0) as u32, Ordering::Relaxed);
+    }
+    seg.header().watch_signal.store(SIGNAL.load(Ordering::Relaxed), Ordering::Relaxed);
+    let spawned = std::thread::Builder::new().name("looptop-watch".into()).stack_size(256 * 1024).spawn(move || {
+        block_all_signals();
+        let _ = std::panic::catch_unwind(move || run(seg, threshold));
+    });
+    if spawned.is_ok() {
+        seg.header().watch_threshold_ns.store(threshold, Ordering::Release);
+    }
+}
+
+/// In a fork child: the watchdog thread was not copied; the next claim starts a new one.
+pub(crate) fn after_fork() {
+    STARTED.store(0, Ordering::Relaxed);
+    stack::reset();
+}
+
+/// Records the calling thread's stack bounds in its slot (for the handler's walk).
+pub(crate) fn note_stack(slot: &LoopSlot) {
+    // SAFETY: pthread_getattr_np fills an attr for the calling thread, destroyed below.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        if libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0 {
+            slot.stack_lo.store(addr as u64, Ordering::Relaxed);
+            slot.stack_hi.store(addr as u64 + size as u64, Ordering::Relaxed);
+        }
+        libc::pthread_attr_destroy(&mut attr);
+    }
+}
+
+/// Installs the handler on a free real-time signal (one nobody handles); returns it.
+fn install_handler() -> Option<i32> {
+    let (lo, hi) = (libc::SIGRTMIN() + 4, libc::SIGRTMAX() - 1);
+    (lo..=hi).rev().find(|&sig| {
+        // SAFETY: querying and setting a signal disposition with valid sigaction structs.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 || old.sa_sigaction != libc::SIG_DFL {
+                return false;
+            }
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = stack::on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut()) == 0
+        }
+    })
+}
+
+/// Whether our handler still owns the signal (the program may have taken it since).
+fn handler_in_place(sig: i32) -> bool {
+    // SAFETY: querying a disposition.
+    unsafe {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut cur) == 0
+            && cur.sa_sigaction == stack::on_signal as *const () as usize
+    }
+}
+
+fn block_all_signals() {
+    // SAFETY: a full set blocks every signal for this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// What the watchdog remembers of one slot.
+#[derive(Clone, Copy, Default)]
+struct Watch {
+    tick: u64,
+    taken: u64,
+    next_ns: u64,
+    misses: u32,
+}
+
+/// Scratch space, allocated once.
+struct Scratch {
+    maps_at: u64,
+    ranges: Vec<(u64, u64)>,
+    stack: Vec<u64>,
+    text: Vec<u8>,
+}
+
+fn run(seg: Segment, threshold: u64) {
+    let interval = interval_ns();
+    let mut watch = [Watch::default(); LOOP_SLOTS];
+    let mut scratch = Scratch {
+        maps_at: 0,
+        ranges: Vec::with_capacity(stack::EXEC_MAX),
+        stack: vec![0; (stack::SCAN_BYTES / 8) as usize],
+        text: Vec::with_capacity(1 << 16),
+    };
+    loop {
+        std::thread::sleep(Duration::from_nanos(interval));
+        if !crate::ENABLED.load(Ordering::Relaxed) || seg.header().exited_ns.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        for (i, slot) in seg.slots().iter().enumerate() {
+            if slot.state.load(Ordering::Acquire) != slot_state::ACTIVE {
+                continue;
+            }
+            let since = slot.busy_since_ns.load(Ordering::Acquire);
+            let now = crate::now_ns();
+            let w = &mut watch[i];
+            if since == 0 || now.saturating_sub(since) < threshold {
+                continue;
+            }
+            if w.tick != since {
+                *w = Watch { tick: since, taken: 0, next_ns: 0, misses: 0 };
+            }
+            if w.taken >= SAMPLES_PER_STALL || now < w.next_ns {
+                continue;
+            }
+            if now.saturating_sub(scratch.maps_at) > 100_000_000 || w.taken == 0 {
+                refresh_exec_ranges(&mut scratch, now);
+            }
+            sample(seg, i, slot, since, w, &mut scratch);
+            w.taken += 1;
+            let step = if w.taken >= DENSE_SAMPLES { interval * 10 } else { interval };
+            w.next_ns = now + step - step / 4;
+        }
+    }
+}
+
+/// Takes one sample of the loop in slot `i`, busy since `tick`.
+fn sample(seg: Segment, i: usize, slot: &LoopSlot, tick: u64, w: &mut Watch, scratch: &mut Scratch) {
+    let tid = slot.tid.load(Ordering::Relaxed);
+    let status = read_proc(&format!("/proc/self/task/{tid}/status"), &mut scratch.text)
+        .map(ThreadStatus::parse)
+        .unwrap_or_default();
+    let index = seg.header().sample_head.fetch_add(1, Ordering::AcqRel);
+    let Some(entry) = seg.samples().get((index % SAMPLE_RING as u64) as usize) else { return };
+    entry.seq.store(0, Ordering::Relaxed);
+    entry.tid.store(tid, Ordering::Relaxed);
+    entry.t_ns.store(crate::now_ns(), Ordering::Relaxed);
+    entry.tick_ns.store(tick, Ordering::Relaxed);
+    let sig = SIGNAL.load(Ordering::Relaxed) as i32;
+    if status.sleeping && off_cpu(slot, tid, entry, index, scratch) {
+        return;
+    }
+    let blocked = sig != 0 && status.blocked & (1u64 << (sig - 1)) != 0;
+    if sig == 0 || blocked || w.misses >= MAX_MISSES || !handler_in_place(sig) {
+        miss(seg, entry, index);
+        return;
+    }
+    stack::post(tid, i, index);
+    // SAFETY: tgkill to a thread of our own process with our own handler installed.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::c_long, sig as libc::c_long) };
+    let deadline = crate::now_ns() + HANDLER_WAIT.as_nanos() as u64;
+    while entry.seq.load(Ordering::Acquire) != index + 1 {
+        if crate::now_ns() > deadline {
+            if stack::withdraw() {
+                w.misses += 1;
+                miss(seg, entry, index);
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    w.misses = 0;
+}
+
+/// Marks a sample that could not be taken.
+fn miss(seg: Segment, entry: &looptop_abi::SampleEntry, index: u64) {
+    seg.header().samples_missed.fetch_add(1, Ordering::Relaxed);
+    stack::write_entry(entry, index + 1, &[], sample_flags::MISSED, u64::MAX, &[0; 32]);
+}
+
+/// A sleeping thread: where it waits, and a scan of a copy of its stack. False when it turned
+/// out to be running (then it gets the signal).
+fn off_cpu(slot: &LoopSlot, tid: u32, entry: &looptop_abi::SampleEntry, index: u64, s: &mut Scratch) -> bool {
+    let Some(text) = read_proc(&format!("/proc/self/task/{tid}/syscall"), &mut s.text) else { return false };
+    let fields: Vec<&str> = std::str::from_utf8(text).unwrap_or("").split_whitespace().collect();
+    if fields.first().is_none_or(|f| *f == "running") || fields.len() < 3 {
+        return false;
+    }
+    let hex = |f: &str| u64::from_str_radix(f.trim_start_matches("0x"), 16).ok();
+    let nr: i64 = fields[0].parse().unwrap_or(-1);
+    let (Some(sp), Some(pc)) = (hex(fields[fields.len() - 2]), hex(fields[fields.len() - 1])) else { return false };
+    let mut wchan = [0u8; 32];
+    if let Some(w) = read_proc(&format!("/proc/self/task/{tid}/wchan"), &mut s.text) {
+        let n = w.len().min(31);
+        wchan[..n].copy_from_slice(&w[..n]);
+        if &wchan[..2] == b"0\0" {
+            wchan = [0; 32];
+        }
+    }
+    let hi = slot.stack_hi.load(Ordering::Relaxed);
+    let len = copy_stack(sp, hi, &mut s.stack);
+    let mem = stack::CopiedStack { base: sp, words: &s.stack[..len] };
+    let mut frames = [0u64; SAMPLE_FRAMES];
+    let (n, flags) = stack::scan_copy(&mem, pc, sp, &mut frames);
+    stack::write_entry(entry, index + 1, &frames[..n], flags, nr as u64, &wchan);
+    true
+}
+
+/// Copies `[sp, min(hi, sp + buffer))` of our own memory without risking a fault; returns words.
+fn copy_stack(sp: u64, hi: u64, buf: &mut [u64]) -> usize {
+    let want = (hi.saturating_sub(sp) as usize).min(buf.len() * 8) & !7;
+    if want == 0 {
+        return 0;
+    }
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: want };
+    let remote = libc::iovec { iov_base: sp as *mut libc::c_void, iov_len: want };
+    // SAFETY: process_vm_readv on our own pid reports EFAULT instead of faulting.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        0
+    } else {
+        n as usize / 8
+    }
+}
+
+/// State and blocked signals of a thread, from `/proc/self/task/TID/status`.
+#[derive(Default)]
+struct ThreadStatus {
+    sleeping: bool,
+    blocked: u64,
+}
+
+impl ThreadStatus {
+    fn parse(text: &[u8]) -> Self {
+        let mut st = ThreadStatus::default();
+        for line in std::str::from_utf8(text).unwrap_or("").lines() {
+            if let Some(v) = line.strip_prefix("State:") {
+                st.sleeping = matches!(v.trim_start().as_bytes().first(), Some(b'S' | b'D'));
+            } else if let Some(v) = line.strip_prefix("SigBlk:") {
+                st.blocked = u64::from_str_radix(v.trim(), 16).unwrap_or(0);
+            }
+        }
+        st
+    }
+}
+
+/// Re-reads the executable mappings for the stack scan (at most every 100 ms, and at the first
+/// sample of each stall).
+fn refresh_exec_ranges(s: &mut Scratch, now: u64) {
+    s.maps_at = now;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    s.ranges.clear();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        if !perms.starts_with("r-x") && !perms.starts_with("rwx") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+            s.ranges.push((a, b));
+        }
+    }
+    s.ranges.sort_unstable();
+    stack::set_exec_ranges(&s.ranges);
+}
+
+/// Reads a small /proc file into `buf`; the bytes read.
+fn read_proc<'a>(path: &str, buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    use std::io::Read;
+    buf.clear();
+    std::fs::File::open(path).ok()?.read_to_end(buf).ok()?;
+    while buf.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        buf.pop();
+    }
+    Some(&buf[..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_parsed() {
+        let st = ThreadStatus::parse(b"Name:\tnode\nState:\tS (sleeping)\nSigBlk:\t0000000000010000\n");
+        assert!(st.sleeping);
+        assert_eq!(st.blocked, 1 << 16);
+        assert!(!ThreadStatus::parse(b"State:\tR (running)\n").sleeping);
+    }
+}

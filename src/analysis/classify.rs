@@ -1,0 +1,243 @@
+//! Naming the blocker of a stall from the stacks sampled during it: each sample gets the kind of
+//! the innermost frame that matches a row of [`super::rules::RULES`]; the stall gets the most
+//! common kind, the share of samples that agree (confidence) and the first user frame.
+
+use super::rules::{BlockerKind, RULES, SYSCALLS};
+use crate::event::OffCpu;
+use crate::symbolize::{Frame, FrameKind};
+
+/// The kind of one sample: innermost matching frame, then the syscall it sleeps in, then `cpu`
+/// (on-CPU) or `sync-wait` (off-CPU). `frames` are innermost first.
+pub fn sample_kind(frames: &[&Frame], off_cpu: Option<&OffCpu>) -> (BlockerKind, bool) {
+    for f in frames {
+        if let Some(rule) = RULES.iter().find(|r| r.matches(f)) {
+            return (rule.kind, true);
+        }
+    }
+    match off_cpu {
+        Some(off) => {
+            let kind = off
+                .syscall
+                .and_then(|nr| SYSCALLS.iter().find(|(n, _)| *n == nr))
+                .map_or(BlockerKind::SyncWait, |(_, k)| *k);
+            (kind, true)
+        }
+        None => (BlockerKind::Cpu, false),
+    }
+}
+
+/// Whether a frame is the user's code rather than the runtime's: a JS function outside Node's
+/// own `node:` modules, a Python function, or native code of a program that is not a runtime.
+pub fn is_user_frame(f: &Frame, native_is_user: bool) -> bool {
+    match f.kind {
+        FrameKind::Js => f.file.as_deref().is_some_and(|file| {
+            !file.is_empty() && !file.starts_with("node:") && !file.starts_with("internal/") && f.line.is_some()
+        }),
+        FrameKind::Python => true,
+        FrameKind::Native => {
+            native_is_user
+                && !f.name.starts_with('[')
+                && !matches!(f.name.as_str(), "main" | "_start" | "__libc_start_main" | "__libc_start_call_main")
+        }
+        _ => false,
+    }
+}
+
+/// Whether native code counts as the user's in a process running `exe`: not for runtimes whose
+/// own frames are the interpreter (node, python, ruby …).
+pub fn native_is_user(exe: &str) -> bool {
+    let base = exe.rsplit('/').next().unwrap_or(exe);
+    !["node", "nodejs", "python", "pypy", "ruby", "deno", "bun", "java"].iter().any(|r| base.starts_with(r))
+}
+
+/// A sample as the stall classifier sees it.
+pub struct ClassSample<'a> {
+    /// Frames, innermost first.
+    pub frames: Vec<&'a Frame>,
+    /// Set when the thread was off-CPU.
+    pub off_cpu: Option<&'a OffCpu>,
+    /// The frame module that counts as user native code (the program's executable), if any.
+    pub native_is_user: bool,
+}
+
+/// What a stall was doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The blocker kind.
+    pub kind: BlockerKind,
+    /// Share of the stall's samples of that kind.
+    pub confidence: f64,
+    /// The frame to show: the first user frame of the samples of that kind, or the innermost frame
+    /// that matched the rule, or the leaf.
+    pub frame: Frame,
+}
+
+/// Classifies a stall from its samples; `None` without samples (never a guess).
+pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
+    if samples.is_empty() {
+        return None;
+    }
+    let kinds: Vec<(BlockerKind, bool)> = samples.iter().map(|s| sample_kind(&s.frames, s.off_cpu)).collect();
+    let mut counts: Vec<(BlockerKind, usize)> = Vec::new();
+    for (k, _) in &kinds {
+        match counts.iter_mut().find(|(c, _)| c == k) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((*k, 1)),
+        }
+    }
+    // Most samples wins; on a tie the specific kind (not cpu) wins, then table order.
+    counts.sort_by(|a, b| {
+        b.1.cmp(&a.1).then((a.0 == BlockerKind::Cpu).cmp(&(b.0 == BlockerKind::Cpu))).then(a.0.cmp(&b.0))
+    });
+    let (kind, n) = counts[0];
+    let chosen: Vec<&ClassSample> = samples.iter().zip(&kinds).filter(|(_, k)| k.0 == kind).map(|(s, _)| s).collect();
+    let frame = representative_frame(&chosen, kind)?;
+    Some(Verdict { kind, confidence: n as f64 / samples.len() as f64, frame })
+}
+
+/// The most common first user frame among `samples`; else the most common innermost frame that
+/// matched a rule; else the most common leaf.
+fn representative_frame(samples: &[&ClassSample], kind: BlockerKind) -> Option<Frame> {
+    let user = samples.iter().filter_map(|s| s.frames.iter().find(|f| is_user_frame(f, s.native_is_user)).copied());
+    if let Some(f) = most_common(user) {
+        return Some(f.clone());
+    }
+    let matched = samples
+        .iter()
+        .filter_map(|s| s.frames.iter().find(|f| RULES.iter().any(|r| r.kind == kind && r.matches(f))).copied());
+    if let Some(f) = most_common(matched) {
+        return Some(f.clone());
+    }
+    most_common(samples.iter().filter_map(|s| s.frames.first().copied())).cloned()
+}
+
+fn most_common<'a>(frames: impl Iterator<Item = &'a Frame>) -> Option<&'a Frame> {
+    let mut counts: Vec<(&Frame, usize)> = Vec::new();
+    for f in frames {
+        match counts.iter_mut().find(|(c, _)| *c == f) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((f, 1)),
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n).map(|(f, _)| f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::rules::{On, Pat};
+
+    fn frame(kind: FrameKind, name: &str) -> Frame {
+        Frame { name: name.into(), kind, module: None, file: None, line: None, col: None, tier: None }
+    }
+
+    fn js(name: &str, file: &str, line: u32) -> Frame {
+        Frame { file: Some(file.into()), line: Some(line), col: Some(1), ..frame(FrameKind::Js, name) }
+    }
+
+    /// A frame each rule must match: built from the row's own pattern.
+    fn example_for(rule: &crate::analysis::rules::Rule) -> Frame {
+        let name = match rule.pat {
+            Pat::Prefix(p) => format!("{p}Something"),
+            Pat::Contains(p) => format!("ns::{p}Thing(int)"),
+            Pat::Exact(p) => format!("{p} [clone .cold]"),
+        };
+        let kind = match rule.on {
+            On::Js => FrameKind::Js,
+            On::Code if name.starts_with("RegExp:") || name.starts_with("Builtin:") => FrameKind::V8Code,
+            On::Code => FrameKind::Native,
+            On::Kernel => FrameKind::Kernel,
+            On::Python => FrameKind::Python,
+        };
+        Frame { file: Some("/app/x.js".into()), line: Some(1), ..frame(kind, &name) }
+    }
+
+    /// Every row of the table classifies a sample whose only frame it matches, and no row matches
+    /// a frame of another sort (JS rows never match native frames and vice versa).
+    #[test]
+    fn every_rule_row_classifies_its_frame() {
+        for rule in RULES {
+            let f = example_for(rule);
+            let (kind, matched) = sample_kind(&[&f], None);
+            let first = RULES.iter().find(|r| r.matches(&f)).unwrap();
+            assert!(matched, "{rule:?} did not match {f:?}");
+            assert_eq!(kind, first.kind, "{rule:?}: an earlier row of another kind took {f:?}");
+            assert_eq!(kind, rule.kind, "{rule:?} is shadowed by {first:?}");
+            let other = Frame { kind: if f.kind == FrameKind::Js { FrameKind::Native } else { FrameKind::Js }, ..f };
+            if rule.on != On::Js && rule.on != On::Code {
+                continue;
+            }
+            assert!(!rule.matches(&other) || rule.on == On::Code && other.kind == FrameKind::V8Code);
+        }
+    }
+
+    #[test]
+    fn exact_rows_do_not_match_longer_names() {
+        let f = frame(FrameKind::Native, "deflateInit2_");
+        assert_eq!(sample_kind(&[&f], None), (BlockerKind::Cpu, false));
+        let f = frame(FrameKind::Native, "deflate");
+        assert_eq!(sample_kind(&[&f], None).0, BlockerKind::SyncZlib);
+    }
+
+    #[test]
+    fn innermost_matching_frame_decides() {
+        let gc = frame(FrameKind::Native, "v8::internal::Heap::CollectGarbage(v8::internal::AllocationSpace)");
+        let parse = frame(FrameKind::Native, "v8::internal::JsonParser<unsigned char>::ParseJson()");
+        assert_eq!(sample_kind(&[&gc, &parse], None).0, BlockerKind::Gc);
+        assert_eq!(sample_kind(&[&parse, &gc], None).0, BlockerKind::JsonParse);
+    }
+
+    #[test]
+    fn off_cpu_samples_fall_back_to_their_syscall() {
+        let leaf = frame(FrameKind::Native, "[unknown]");
+        let futex = OffCpu { syscall: Some(202), wchan: None };
+        assert_eq!(sample_kind(&[&leaf], Some(&futex)).0, BlockerKind::SyncWait);
+        let read = OffCpu { syscall: Some(0), wchan: None };
+        assert_eq!(sample_kind(&[&leaf], Some(&read)).0, BlockerKind::SyncFs);
+        let unknown = OffCpu { syscall: None, wchan: None };
+        assert_eq!(sample_kind(&[&leaf], Some(&unknown)).0, BlockerKind::SyncWait);
+    }
+
+    #[test]
+    fn a_stall_takes_the_majority_kind_and_the_first_user_frame() {
+        let regex = frame(FrameKind::Native, "v8::internal::IrregexpInterpreter::MatchInternal");
+        let user = js("validateEmail", "/srv/app.js", 12);
+        let internal = js("listOnTimeout", "node:internal/timers", 500);
+        let busy = js("spin", "/srv/app.js", 3);
+        let gc = frame(FrameKind::Native, "v8::internal::Scavenger::Process");
+        let mut samples = Vec::new();
+        for _ in 0..8 {
+            samples.push(ClassSample { frames: vec![&regex, &user, &internal], off_cpu: None, native_is_user: false });
+        }
+        samples.push(ClassSample { frames: vec![&gc, &busy], off_cpu: None, native_is_user: false });
+        samples.push(ClassSample { frames: vec![&busy, &internal], off_cpu: None, native_is_user: false });
+        let v = classify(&samples).unwrap();
+        assert_eq!(v.kind, BlockerKind::Regex);
+        assert!((v.confidence - 0.8).abs() < 1e-9);
+        assert_eq!(v.frame.name, "validateEmail");
+        assert!(classify(&[]).is_none());
+    }
+
+    #[test]
+    fn a_busy_loop_with_a_little_gc_is_cpu() {
+        let busy = js("spin", "/srv/app.js", 3);
+        let gc = frame(FrameKind::Native, "v8::internal::Scavenger::Process");
+        let mut samples = vec![ClassSample { frames: vec![&gc, &busy], off_cpu: None, native_is_user: false }];
+        for _ in 0..5 {
+            samples.push(ClassSample { frames: vec![&busy], off_cpu: None, native_is_user: false });
+        }
+        let v = classify(&samples).unwrap();
+        assert_eq!(v.kind, BlockerKind::Cpu);
+        assert_eq!(v.frame.name, "spin");
+    }
+
+    #[test]
+    fn native_programs_name_their_own_function() {
+        let leaf = Frame { module: Some("/srv/loop".into()), ..frame(FrameKind::Native, "burn_cpu") };
+        let main = frame(FrameKind::Native, "main");
+        let s = ClassSample { frames: vec![&leaf, &main], off_cpu: None, native_is_user: native_is_user("/srv/loop") };
+        let v = classify(&[s]).unwrap();
+        assert_eq!((v.kind, v.frame.name.as_str()), (BlockerKind::Cpu, "burn_cpu"));
+        assert!(!native_is_user("/usr/bin/node") && !native_is_user("/usr/bin/python3.11"));
+    }
+}
