@@ -2,5 +2,7 @@
 //! [`crate::event::Sample`] into [`Frame`]s.
 
 mod frame;
+mod perfmap;
+mod v8name;
 
 pub use frame::{Frame, FrameKind, JsTier};
