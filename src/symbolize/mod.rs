@@ -2,7 +2,10 @@
 //! [`crate::event::Sample`] into [`Frame`]s.
 
 mod frame;
+mod kernel;
+mod maps;
 mod perfmap;
+mod source;
 mod v8name;
 
 pub use frame::{Frame, FrameKind, JsTier};
