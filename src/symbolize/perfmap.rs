@@ -43,6 +43,8 @@ pub(crate) struct PerfMap {
     offset: u64,
     /// Non-overlapping ranges by start address.
     entries: BTreeMap<u64, Entry>,
+    /// Entries removed by newer ones so far: names looked up before may be stale.
+    replaced: u64,
 }
 
 impl PerfMap {
@@ -87,6 +89,7 @@ impl PerfMap {
         if len < self.offset {
             // Truncated: a new file under the same name. Start over.
             self.entries.clear();
+            self.replaced += 1;
             self.offset = 0;
         }
         let mut added = false;
@@ -135,13 +138,21 @@ impl PerfMap {
         if let Some((&s, e)) = self.entries.range(..start).next_back() {
             if e.end > start {
                 self.entries.remove(&s);
+                self.replaced += 1;
             }
         }
         let inside: Vec<u64> = self.entries.range(start..end).map(|(&s, _)| s).collect();
+        self.replaced += inside.len() as u64;
         for s in inside {
             self.entries.remove(&s);
         }
         self.entries.insert(start, Entry { end, name: name.into() });
+    }
+
+    /// How many entries newer ones replaced so far: when it changes, names looked up earlier may
+    /// be stale.
+    pub(crate) fn replaced(&self) -> u64 {
+        self.replaced
     }
 
     /// The name of the code at `addr`.
@@ -189,7 +200,9 @@ mod tests {
         assert_eq!(m.lookup(0x0fff), None);
         assert_eq!(m.lookup(0x1200), None);
         // Overlaps the tail of `a` and all of `c`: both go.
+        assert_eq!(m.replaced(), 0);
         m.apply(b"10f0 20 JS:*d /d.js:1:1\n");
+        assert_eq!(m.replaced(), 2);
         assert_eq!(m.lookup(0x1000), None);
         assert_eq!(m.lookup(0x10f0), Some("JS:*d /d.js:1:1"));
         assert_eq!(m.lookup(0x110f), Some("JS:*d /d.js:1:1"));

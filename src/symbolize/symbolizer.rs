@@ -22,11 +22,27 @@ use std::sync::Arc;
 pub struct Symbolizer {
     native: Native,
     procs: HashMap<u32, Process>,
-    /// Every user address named, by process.
-    cache: HashMap<(u32, u64), Frame>,
-    kernel: Option<Kallsyms>,
-    kernel_cache: HashMap<u64, Frame>,
+    kernel: Kernel,
     sources: SourceCache,
+}
+
+/// Kernel symbols, read on the first kernel address, and the kernel addresses named.
+#[derive(Debug, Default)]
+struct Kernel {
+    syms: Option<Kallsyms>,
+    named: HashMap<u64, Frame>,
+}
+
+impl Kernel {
+    fn frame(&mut self, ip: u64) -> Frame {
+        if let Some(f) = self.named.get(&ip) {
+            return f.clone();
+        }
+        let f = self.syms.get_or_insert_with(Kallsyms::load).frame(ip);
+        debug_assert_eq!(f.module.as_deref(), Some(KERNEL_MODULE));
+        self.named.insert(ip, f.clone());
+        f
+    }
 }
 
 impl Default for Symbolizer {
@@ -47,6 +63,12 @@ struct Process {
     /// How to open each mapped ELF file from here, by its path in the process (or its mapping's
     /// start for a deleted file); `None` when it cannot be opened.
     files: HashMap<FileKey, Option<Arc<ElfFile>>>,
+    /// Addresses named from files (or known to be unnameable).
+    named: HashMap<u64, Frame>,
+    /// Addresses named by the perf map; dropped when newer entries replace older ones.
+    jit: HashMap<u64, Frame>,
+    /// [`PerfMap::replaced`] when `jit` was last known current.
+    jit_replaced: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,16 +107,15 @@ impl Symbolizer {
         Symbolizer {
             native: Native::new(lines),
             procs: HashMap::new(),
-            cache: HashMap::new(),
-            kernel: None,
-            kernel_cache: HashMap::new(),
+            kernel: Kernel::default(),
             sources: SourceCache::default(),
         }
     }
 
     /// Remembers what naming `pid`'s addresses needs, so they can be named after it exits: its
     /// executable mappings (read again on every call, as new code gets mapped), the files behind
-    /// them and its perf map. Does nothing for a process that is gone.
+    /// them and its perf map (opened, and read up to date). Does nothing for a process that is
+    /// gone.
     pub fn observe(&mut self, pid: u32) {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let start_time = read_start_time(&proc_dir);
@@ -102,7 +123,6 @@ impl Symbolizer {
             if p.start_time.is_some_and(|then| then != now) {
                 // The pid was reused: forget the old process.
                 self.procs.remove(&pid);
-                self.cache.retain(|&(p, _), _| p != pid);
             }
         }
         let p = self.procs.entry(pid).or_insert_with(|| Process::new(pid, &proc_dir, start_time));
@@ -110,7 +130,9 @@ impl Symbolizer {
             p.maps.update(&text);
             p.open_files(&proc_dir);
         }
-        p.perf_map.open();
+        if p.perf_map.open() {
+            p.refresh_perf_map();
+        }
     }
 
     /// One frame per address of `ips` (innermost first, as in a [`crate::event::Sample`]), in
@@ -119,23 +141,25 @@ impl Symbolizer {
         if !self.procs.contains_key(&pid) && ips.iter().any(|&ip| ip < KERNEL_ADDRESS_MIN) {
             self.observe(pid);
         }
+        let Symbolizer { native, procs, kernel, .. } = self;
+        let mut process = procs.get_mut(&pid);
         let mut out: Vec<Option<Frame>> = vec![None; ips.len()];
         // Addresses to look up in ELF files, one batch per file.
         let mut batches: HashMap<PathBuf, Batch> = HashMap::new();
         let mut refreshed = false;
         for (i, &ip) in ips.iter().enumerate() {
             if ip >= KERNEL_ADDRESS_MIN {
-                out[i] = Some(self.kernel_frame(ip));
+                out[i] = Some(kernel.frame(ip));
                 continue;
             }
-            if let Some(f) = self.cache.get(&(pid, ip)) {
-                out[i] = Some(f.clone());
-                continue;
-            }
-            let Some(p) = self.procs.get_mut(&pid) else {
+            let Some(p) = process.as_deref_mut() else {
                 out[i] = Some(Frame::unknown(None));
                 continue;
             };
+            if let Some(f) = p.named.get(&ip).or_else(|| p.jit.get(&ip)) {
+                out[i] = Some(f.clone());
+                continue;
+            }
             match p.maps.find(ip) {
                 Some(m @ Mapping { backing: Backing::File(path) | Backing::Deleted(path), .. }) => {
                     let key = match &m.backing {
@@ -155,27 +179,26 @@ impl Symbolizer {
                         }
                         None => {
                             let f = Frame::unknown(Some(path.to_string()));
-                            self.cache.insert((pid, ip), f.clone());
+                            p.named.insert(ip, f.clone());
                             out[i] = Some(f);
                         }
                     }
                 }
                 Some(Mapping { backing: Backing::Special(name), .. }) => {
                     let f = Frame::unknown(Some(name.to_string()));
-                    self.cache.insert((pid, ip), f.clone());
+                    p.named.insert(ip, f.clone());
                     out[i] = Some(f);
                 }
                 // Anonymous memory, or no mapping known (yet): JIT code, named by the perf map.
                 Some(Mapping { backing: Backing::Anon, .. }) | None => {
                     if !refreshed {
-                        // An unreadable map names nothing; the address stays unknown.
-                        let _ = p.perf_map.refresh();
+                        p.refresh_perf_map();
                         refreshed = true;
                     }
                     match p.perf_map.lookup(ip) {
                         Some(name) => {
                             let f = v8name::parse(name, Some(p.perf_map.name()));
-                            self.cache.insert((pid, ip), f.clone());
+                            p.jit.insert(ip, f.clone());
                             out[i] = Some(f);
                         }
                         // Not cached: the map may name it later.
@@ -186,10 +209,11 @@ impl Symbolizer {
         }
         for Batch { elf, module, addrs } in batches.into_values() {
             let offsets: Vec<u64> = addrs.iter().map(|a| a.1).collect();
-            let frames = self.native.symbolize(&elf.path, &module, &offsets);
+            let frames = native.symbolize(&elf.path, &module, &offsets);
+            let Some(p) = process.as_deref_mut() else { break };
             for ((ip, _, i), f) in addrs.into_iter().zip(frames) {
                 let f = f.unwrap_or_else(|| Frame::unknown(Some(module.to_string())));
-                self.cache.insert((pid, ip), f.clone());
+                p.named.insert(ip, f.clone());
                 out[i] = Some(f);
             }
         }
@@ -200,17 +224,6 @@ impl Symbolizer {
     /// to 160 characters; `None` for Node's built-in modules, unreadable or huge files.
     pub fn source_line(&mut self, file: &str, line: u32) -> Option<String> {
         self.sources.line(file, line)
-    }
-
-    fn kernel_frame(&mut self, ip: u64) -> Frame {
-        if let Some(f) = self.kernel_cache.get(&ip) {
-            return f.clone();
-        }
-        let k = self.kernel.get_or_insert_with(Kallsyms::load);
-        let f = k.frame(ip);
-        debug_assert_eq!(f.module.as_deref(), Some(KERNEL_MODULE));
-        self.kernel_cache.insert(ip, f.clone());
-        f
     }
 }
 
@@ -234,6 +247,19 @@ impl Process {
             perf_map: PerfMap::new(format!("/tmp/perf-{nspid}.map"), candidates),
             same_root,
             files: HashMap::new(),
+            named: HashMap::new(),
+            jit: HashMap::new(),
+            jit_replaced: 0,
+        }
+    }
+
+    /// Reads what the perf map gained; forgets names looked up in it when entries were replaced.
+    fn refresh_perf_map(&mut self) {
+        // An unreadable map names nothing more: its addresses stay unknown.
+        let _ = self.perf_map.refresh();
+        if self.perf_map.replaced() != self.jit_replaced {
+            self.jit.clear();
+            self.jit_replaced = self.perf_map.replaced();
         }
     }
 

@@ -226,13 +226,21 @@ fn a_new_perf_map_line_is_read_on_the_next_lookup() {
     assert_eq!(f.module, Some(path.clone()));
     // The partial last line is not read yet; it is once complete.
     assert_eq!(s.symbolize(pid, &[addr + 0x100])[0], Frame::unknown(None));
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map(|mut f| std::io::Write::write_all(&mut f, b"\n"))
-        .unwrap()
-        .unwrap();
+    let append = |b: &[u8]| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, b).unwrap();
+    };
+    append(b"\n");
     assert_eq!(s.symbolize(pid, &[addr + 0x100])[0].name, "Builtin:Part");
+    // New code over old: the next observation (or lookup of an unknown address) reads it, and
+    // the name cached for the old code is forgotten.
+    append(format!("{:x} 80 JS:^newer /n.js:1:1\n", addr - 0x10).as_bytes());
+    assert_eq!(s.symbolize(pid, &[addr + 1])[0].name, "late", "not read yet");
+    s.observe(pid);
+    assert_eq!(s.symbolize(pid, &[addr + 1])[0].name, "newer");
+    append(format!("{addr:x} 10 JS:*newest /n.js:1:1\n").as_bytes());
+    assert_eq!(s.symbolize(pid, &[addr + 0x200])[0], Frame::unknown(None), "an unknown address reads the map");
+    assert_eq!(s.symbolize(pid, &[addr + 1])[0].name, "newest");
     p.end();
 }
 
