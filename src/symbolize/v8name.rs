@@ -35,7 +35,6 @@ const SCRIPT_STARTS: &[&str] = &[
     "[eval",
     "[worker eval",
     "symbol(",
-    "<",
     "./",
     "../",
 ];
@@ -305,6 +304,10 @@ mod tests {
         assert_eq!(
             p("JS:~f symbol(hash 1a2b):3:4"),
             js_frame("f", Some("symbol(hash 1a2b)"), Some(3), Some(4), Some(Interpreted))
+        );
+        assert_eq!(
+            p("JS:~get <instance_members_initializer> /c.js:1:2"),
+            js_frame("get <instance_members_initializer>", Some("/c.js"), Some(1), Some(2), Some(Interpreted))
         );
         assert_eq!(p("JS:~justname"), js_frame("justname", None, None, None, Some(Interpreted)));
         assert_eq!(p("JS:"), js_frame("(anonymous)", None, None, None, None));
