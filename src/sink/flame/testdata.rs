@@ -1,0 +1,89 @@
+//! Profiles for the flame tests, shaped like what looptop sees of a Node server.
+
+use super::Profile;
+use crate::symbolize::{Frame, FrameKind, JsTier};
+
+/// A frame of `kind` with only a name.
+pub fn frame(name: &str, kind: FrameKind) -> Frame {
+    Frame { name: name.into(), kind, module: None, file: None, line: None, col: None, tier: None }
+}
+
+/// A native frame in the node executable.
+pub fn native_frame(name: &str) -> Frame {
+    Frame { module: Some("/usr/bin/node".into()), ..frame(name, FrameKind::Native) }
+}
+
+/// A JS function at `file:line:col`, as V8's perf map names it.
+pub fn js_frame(name: &str, file: &str, line: u32, col: u32) -> Frame {
+    Frame {
+        module: Some("/tmp/perf-4242.map".into()),
+        file: Some(file.into()),
+        line: Some(line),
+        col: Some(col),
+        tier: Some(JsTier::Interpreted),
+        ..frame(name, FrameKind::Js)
+    }
+}
+
+/// A profile titled like `looptop flame` titles one.
+pub fn profile(frames: Vec<Frame>, stacks: Vec<(Vec<u32>, u64)>) -> Profile {
+    Profile {
+        title: "looptop: node server.js".into(),
+        subtitle: "5.0 s · 151 samples · 1 stall (stalls only)".into(),
+        frames,
+        stacks,
+    }
+}
+
+/// A ReDoS stall of a Node HTTP server: the stacks perf sees (root first) for ~150 ms at 997 Hz
+/// while `validateEmail` backtracks, with a timer interrupt, a scavenge and a `JSON.parse` beside.
+pub fn node_stall() -> Profile {
+    let frames = vec![
+        native_frame("_start"), // 0
+        Frame { module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()), ..native_frame("__libc_start_main") }, // 1
+        native_frame("node::Start"), // 2
+        native_frame("node::NodeMainInstance::Run"), // 3
+        native_frame("node::SpinEventLoop"), // 4
+        native_frame("uv_run"), // 5
+        native_frame("uv__io_poll"), // 6
+        native_frame("uv__stream_io"), // 7
+        native_frame("node::LibuvStreamWrap::OnUvRead"), // 8
+        native_frame("node::InternalMakeCallback"), // 9
+        frame("Builtin:JSEntry", FrameKind::V8Code), // 10
+        js_frame("onStreamRead", "node:internal/stream_base_commons", 166, 20), // 11
+        js_frame("socketOnData", "node:_http_server", 837, 22), // 12
+        native_frame("node::(anonymous namespace)::Parser::Execute"), // 13
+        js_frame("parserOnHeadersComplete", "node:_http_common", 72, 35), // 14
+        js_frame("parserOnIncoming", "node:_http_server", 1047, 26), // 15
+        js_frame("emit", "node:events", 509, 44), // 16
+        js_frame("(anonymous)", "/srv/app/server.js", 30, 25), // 17
+        js_frame("handleSignup", "/srv/app/server.js", 20, 22), // 18
+        js_frame("validateEmail", "/srv/app/server.js", 12, 17), // 19
+        frame("Builtin:RegExpPrototypeTest", FrameKind::V8Code), // 20
+        frame("RegExp:^([a-z0-9]+)+@", FrameKind::V8Code), // 21
+        native_frame("v8::internal::IrregexpInterpreter::MatchInternal"), // 22
+        frame("asm_sysvec_apic_timer_interrupt", FrameKind::Kernel), // 23
+        frame("__sysvec_apic_timer_interrupt", FrameKind::Kernel), // 24
+        native_frame("v8::internal::Heap::CollectGarbage"), // 25
+        native_frame("v8::internal::ScavengerCollector::CollectGarbage"), // 26
+        js_frame("importUsers", "/srv/app/server.js", 50, 21), // 27
+        frame("Builtin:JsonParse", FrameKind::V8Code), // 28
+        native_frame("v8::internal::JsonParser<unsigned char>::ParseJson"), // 29
+        Frame::unknown(Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into())), // 30
+    ];
+    let request: Vec<u32> = (0..=18).collect();
+    let with = |tail: &[u32]| request.iter().chain(tail).copied().collect::<Vec<u32>>();
+    let mut json: Vec<u32> = request[..=17].to_vec();
+    json.extend([27, 28, 29]);
+    let stacks = vec![
+        (with(&[19, 20, 21]), 88),
+        (with(&[19, 20, 22]), 41),
+        (with(&[19, 20, 21, 23, 24]), 3),
+        (with(&[19]), 2),
+        (with(&[19, 20, 21]), 5), // the same stack again: merged in the folded output
+        (with(&[19, 20, 25, 26]), 4),
+        (json.clone(), 6),
+        ([json, vec![30]].concat(), 2),
+    ];
+    profile(frames, stacks)
+}
