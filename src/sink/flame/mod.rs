@@ -1,10 +1,12 @@
-//! Flamegraphs of sampled stacks: an SVG drawn by inferno, or Brendan Gregg's folded text.
+//! Flamegraphs of sampled stacks: an SVG drawn by inferno, Brendan Gregg's folded text, or a
+//! speedscope JSON file.
 //!
 //! The input is a [`Profile`]: a frame table and weighted stacks of indices into it. Every format
 //! is written by [`write`] with [`Options`]; the folded lines are the common ground (the SVG is
 //! inferno drawing them), so a frame looks the same in the folded file and in the SVG.
 
 mod folded;
+mod speedscope;
 mod svg;
 
 use crate::symbolize::Frame;
@@ -53,14 +55,17 @@ pub enum Format {
     Svg,
     /// Folded stacks, one `frame;frame;frame count` line per unique stack (Brendan Gregg).
     Folded,
+    /// A speedscope JSON file (<https://www.speedscope.app>).
+    Speedscope,
 }
 
 impl Format {
-    /// The name used on the command line: `svg` or `folded`.
+    /// The name used on the command line: `svg`, `folded` or `speedscope`.
     pub fn name(self) -> &'static str {
         match self {
             Format::Svg => "svg",
             Format::Folded => "folded",
+            Format::Speedscope => "speedscope",
         }
     }
 }
@@ -71,16 +76,16 @@ impl fmt::Display for Format {
     }
 }
 
-/// A format name that is neither `svg` nor `folded`.
+/// A format name that is none of `svg`, `folded`, `speedscope`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown flamegraph format '{0}': expected svg or folded")]
+#[error("unknown flamegraph format '{0}': expected svg, folded or speedscope")]
 pub struct UnknownFormat(pub String);
 
 impl FromStr for Format {
     type Err = UnknownFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Format::Svg, Format::Folded]
+        [Format::Svg, Format::Folded, Format::Speedscope]
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| UnknownFormat(s.to_string()))
@@ -131,6 +136,7 @@ pub fn write(profile: &Profile, options: &Options, out: impl Write) -> anyhow::R
     match options.format {
         Format::Folded => folded::write(profile, &mut out),
         Format::Svg => svg::write(profile, options, &mut out),
+        Format::Speedscope => speedscope::write(profile, &mut out),
     }
     .with_context(|| format!("writing the {} flamegraph", options.format))?;
     out.flush().with_context(|| format!("writing the {} flamegraph", options.format))?;
@@ -147,19 +153,19 @@ mod tests {
 
     #[test]
     fn format_names_round_trip() {
-        for f in [Format::Svg, Format::Folded] {
+        for f in [Format::Svg, Format::Folded, Format::Speedscope] {
             assert_eq!(f.name().parse::<Format>(), Ok(f));
             assert_eq!(f.to_string(), f.name());
         }
         assert_eq!("SVG".parse::<Format>(), Ok(Format::Svg));
         let err = "png".parse::<Format>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown flamegraph format 'png': expected svg or folded");
+        assert_eq!(err.to_string(), "unknown flamegraph format 'png': expected svg, folded or speedscope");
     }
 
     #[test]
     fn a_stack_naming_a_missing_frame_is_refused_in_every_format() {
         let p = profile(vec![js_frame("main", "/srv/a.js", 1, 1)], vec![(vec![0, 3], 2)]);
-        for format in [Format::Svg, Format::Folded] {
+        for format in [Format::Svg, Format::Folded, Format::Speedscope] {
             let mut out = Vec::new();
             let err = write(&p, &Options::new(format), &mut out).unwrap_err();
             assert_eq!(err.to_string(), "stack 0 refers to frame 3, but the profile has only 1 frames");
