@@ -227,4 +227,27 @@ mod tests {
         assert!(titles.iter().any(|t| t.starts_with("<anonymous> /srv/a&b.js:1:1 (1 samples")), "{titles:?}");
         assert!(texts(&doc, "text").contains(&"line break"));
     }
+
+    #[test]
+    fn thirty_thousand_samples_in_thousands_of_stacks() {
+        // Not a timing assertion (DESIGN.md: speed goals live in benches/): the time is printed,
+        // for `cargo test --release --lib thirty_thousand -- --nocapture`.
+        let p = testdata::large(30_000, 3_000);
+        assert_eq!(p.sample_count(), 30_000);
+        let start = std::time::Instant::now();
+        let mut out = Vec::new();
+        super::super::write(&p, &Options::default(), &mut out).unwrap();
+        let took = start.elapsed();
+        eprintln!(
+            "SVG of {} samples in {} stacks over {} frames: {} KiB in {:.1} ms",
+            p.sample_count(),
+            p.stacks.len(),
+            p.frames.len(),
+            out.len() / 1024,
+            took.as_secs_f64() * 1e3
+        );
+        let svg = String::from_utf8(out).unwrap();
+        parse(&svg);
+        assert!(svg.contains(r#"total_samples="30000""#));
+    }
 }

@@ -87,3 +87,59 @@ pub fn node_stall() -> Profile {
     ];
     profile(frames, stacks)
 }
+
+/// `samples` samples over thousands of distinct stacks: a loop's native base, then random walks
+/// through a tree of JS functions (three callees each) ending in JS, V8, native or kernel code.
+/// Deterministic: the same arguments give the same profile.
+pub fn large(samples: u64, stacks: usize) -> Profile {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        // xorshift64*
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut frames: Vec<Frame> =
+        ["_start", "__libc_start_main", "node::Start", "node::SpinEventLoop", "uv_run", "uv__io_poll"]
+            .into_iter()
+            .map(native_frame)
+            .collect();
+    let base = frames.len() as u32;
+    let js = 2000u32;
+    for i in 0..js {
+        frames.push(js_frame(
+            &format!("handler{i}"),
+            &format!("/srv/app/lib/module{}.js", i % 40),
+            i % 700 + 1,
+            i % 60 + 1,
+        ));
+    }
+    let leaves = frames.len() as u32;
+    for name in ["Builtin:RegExpPrototypeTest", "Builtin:JsonParse", "Builtin:ArrayPrototypeMap"] {
+        frames.push(frame(name, FrameKind::V8Code));
+    }
+    for name in ["v8::internal::Heap::CollectGarbage", "v8::internal::JsonParser<unsigned char>::ParseJson", "memcpy"] {
+        frames.push(native_frame(name));
+    }
+    for name in ["asm_exc_page_fault", "do_syscall_64", "asm_sysvec_apic_timer_interrupt"] {
+        frames.push(frame(name, FrameKind::Kernel));
+    }
+    let leaf_count = frames.len() as u32 - leaves;
+    let per_stack = samples / stacks as u64;
+    let mut out = Vec::with_capacity(stacks);
+    for s in 0..stacks {
+        let mut stack: Vec<u32> = (0..base).collect();
+        let depth = 4 + next() % 28;
+        // Node n of the call tree calls 3n+1 … 3n+3; the tree is wider than the functions.
+        let mut node = next() % 8;
+        for _ in 0..depth {
+            stack.push(base + (node % js as u64) as u32);
+            node = node * 3 + 1 + next() % 3;
+        }
+        stack.push(leaves + (next() % leaf_count as u64) as u32);
+        let weight = if s == 0 { samples - per_stack * (stacks as u64 - 1) } else { per_stack };
+        out.push((stack, weight));
+    }
+    Profile { frames, stacks: out, ..profile(Vec::new(), Vec::new()) }
+}
