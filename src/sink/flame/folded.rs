@@ -248,4 +248,20 @@ mod tests {
         assert!(svg.contains(r#"total_samples="5""#), "{svg}");
         assert!(svg.contains("Builtin:\u{a0}3 (5 samples, 100.00%)"));
     }
+
+    #[test]
+    fn a_real_node_profile_folds_into_parseable_lines_with_every_sample() {
+        let p = testdata::node_demo();
+        let lines = lines(&p);
+        assert_eq!(lines.len(), p.stacks.len(), "node's call tree has no duplicate paths");
+        let total: u64 = lines.iter().map(|l| parse(l).1).sum();
+        assert_eq!(total, 2075);
+        assert_eq!(total, p.sample_count());
+        let regex = lines
+            .iter()
+            .find(|l| l.contains(";validateSearch /tmp/flame-demo/server.js:47:24_[j];RegExp: ^(a+)+$_[j] "))
+            .expect("the ReDoS stack");
+        assert!(regex.contains(";/search /tmp/flame-demo/server.js:66:14_[j];"), "{regex}");
+        assert!(lines.iter().any(|l| l.starts_with("(garbage collector)_[j] ")), "{lines:#?}");
+    }
 }

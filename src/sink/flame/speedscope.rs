@@ -174,4 +174,17 @@ mod tests {
         doc["shared"]["frames"][0].as_object_mut().unwrap().remove("name");
         assert!(!validator().is_valid(&doc));
     }
+
+    #[test]
+    fn a_real_node_profile_validates_against_the_speedscope_schema() {
+        let p = testdata::node_demo();
+        let doc = speedscope(&p);
+        assert_valid(&doc);
+        assert_eq!(doc["profiles"][0]["endValue"], 2075);
+        let frames = doc["shared"]["frames"].as_array().unwrap();
+        assert!(frames.contains(
+            &serde_json::json!({"name": "validateSearch", "file": "/tmp/flame-demo/server.js", "line": 47, "col": 24})
+        ));
+        assert!(frames.contains(&serde_json::json!({"name": "(garbage collector)"})));
+    }
 }

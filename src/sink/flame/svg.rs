@@ -250,4 +250,33 @@ mod tests {
         parse(&svg);
         assert!(svg.contains(r#"total_samples="30000""#));
     }
+
+    #[test]
+    fn a_real_node_profile_draws_every_blocker_with_its_sample_count() {
+        let p = testdata::node_demo();
+        let svg = svg(&p, &Options::default());
+        let doc = parse(&svg);
+        let titles = texts_of_titles(&doc);
+        assert!(texts(&doc, "text").contains(&"looptop: node server.js"));
+        for name in ["validateSearch", "importUsers", "checkPassword", "buildReport"] {
+            let id = p.frames.iter().position(|f| f.name == name).unwrap() as u32;
+            let samples: u64 = p.stacks.iter().filter(|(s, _)| s.contains(&id)).map(|(_, w)| w).sum();
+            let frame = &p.frames[id as usize];
+            let expected = format!("{name} {} ({} samples, ", frame.location().unwrap(), thousands(samples));
+            assert!(titles.iter().any(|t| t.starts_with(&expected)), "no {expected:?} in {titles:#?}");
+        }
+    }
+
+    /// 1404 → `1,404`, as inferno writes counts.
+    fn thousands(n: u64) -> String {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
 }

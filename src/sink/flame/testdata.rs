@@ -143,3 +143,10 @@ pub fn large(samples: u64, stacks: usize) -> Profile {
     }
     Profile { frames, stacks: out, ..profile(Vec::new(), Vec::new()) }
 }
+
+/// A real profile: `node --cpu-prof` of the demo server (fixtures/demo/server.js) answering each
+/// blocking route twice, converted by tests/data/cpuprofile-to-profile.js (tests/data/README.md).
+pub fn node_demo() -> Profile {
+    let json = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/node-demo.profile.json"));
+    serde_json::from_str(json).expect("tests/data/node-demo.profile.json is a Profile")
+}
