@@ -83,23 +83,29 @@ fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
+/// A character a folded line or an SVG cannot carry: control characters (a newline ends a
+/// line; XML 1.0 forbids most of them even escaped) and the two non-characters XML excludes.
+pub(super) fn unfit(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{fffe}' | '\u{ffff}')
+}
+
 /// Makes `text` safe as one frame of a folded line, whichever parser reads it (inferno's,
 /// flamegraph.pl's, or a split on the last space):
 /// - `;` separates frames, so it becomes `:` (what inferno's own collapsers do);
-/// - control characters (newlines above all) become spaces: a line stays one line, and the SVG
-///   stays valid XML (XML 1.0 forbids most of them even escaped);
+/// - [`unfit`] characters (newlines above all) become spaces: a line stays one line, and the
+///   SVG stays valid XML;
 /// - a label whose last space-separated word is a number (`Builtin: 3`) would, as the leaf,
 ///   read as a second (differential) count: that space becomes a no-break space;
 /// - a label starting `# ` would, as the root, make the line a comment: same fix.
 fn sanitize(text: &mut String) {
     const NBSP: char = '\u{a0}';
-    if text.contains(|c: char| c == ';' || c.is_control()) {
+    if text.contains(|c: char| c == ';' || unfit(c)) {
         *text = text
             .chars()
             .map(|c| {
                 if c == ';' {
                     ':'
-                } else if c.is_control() {
+                } else if unfit(c) {
                     ' '
                 } else {
                     c
@@ -217,7 +223,7 @@ mod tests {
     fn separators_and_newlines_inside_names_are_escaped() {
         let frames = vec![
             native_frame("std::array<int; 3>::at"),
-            frame("RegExp:a;b\nc\r\td", FrameKind::V8Code),
+            frame("RegExp:a;b\nc\r\td\u{ffff}", FrameKind::V8Code),
             native_frame("  "),
             native_frame("Builtin: 3"),
             native_frame("# not a comment"),

@@ -6,7 +6,7 @@ use inferno::flamegraph::color::{MultiPalette, Palette};
 use inferno::flamegraph::{self, Direction};
 use std::io::Write;
 
-/// Width of the "no samples" SVG, and of a fluid flamegraph before its script runs.
+/// Width of the "no samples" SVG when none is asked for (inferno's initial width too).
 const FALLBACK_WIDTH: usize = 1200;
 
 /// Writes `profile` as an SVG flamegraph; an empty profile gets a small SVG that says so.
@@ -58,9 +58,9 @@ fn write_empty(profile: &Profile, options: &Options, out: &mut impl Write) -> an
     Ok(())
 }
 
-/// Text for the SVG: control characters (which XML 1.0 cannot carry at all) become spaces.
+/// Text for the SVG: characters XML 1.0 cannot carry at all become spaces.
 fn text(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
+    s.chars().map(|c| if folded::unfit(c) { ' ' } else { c }).collect::<String>().trim().to_string()
 }
 
 fn escape(s: &str) -> String {
@@ -208,7 +208,7 @@ mod tests {
     #[test]
     fn markup_and_control_characters_in_names_keep_the_xml_valid() {
         let p = Profile {
-            title: "looptop: node -e '<a>&\u{7}'".into(),
+            title: "looptop: node -e '<a>&\u{7}\u{fffe}'".into(),
             subtitle: "line\nbreak".into(),
             ..profile(
                 vec![
