@@ -2,7 +2,7 @@
 //! speedscope JSON file.
 //!
 //! The input is a [`Profile`]: a frame table and weighted stacks of indices into it. Every format
-//! is written by [`write`] with [`Options`]; the folded lines are the common ground (the SVG is
+//! is written by [`write()`] with [`Options`]; the folded lines are the common ground (the SVG is
 //! inferno drawing them), so a frame looks the same in the folded file and in the SVG.
 
 mod folded;
@@ -47,7 +47,7 @@ impl Profile {
     }
 }
 
-/// The file format [`write`] produces.
+/// The file format [`write()`] produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Format {
     /// An interactive SVG flamegraph (inferno).
