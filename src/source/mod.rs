@@ -2,6 +2,7 @@
 //! formats output.
 
 pub mod agent;
+pub mod perf;
 pub mod segment;
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock of every event.
