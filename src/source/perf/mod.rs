@@ -19,6 +19,9 @@ mod sys;
 mod thread;
 mod tracefs;
 
+#[cfg(test)]
+mod tests;
+
 
 pub use error::{Missing, PerfError, PARANOID_PATH};
 
