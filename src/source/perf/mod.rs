@@ -22,7 +22,6 @@ mod tracefs;
 #[cfg(test)]
 mod tests;
 
-
 pub use error::{Missing, PerfError, PARANOID_PATH};
 
 use crate::event::Event;
@@ -138,7 +137,8 @@ impl PerfSource {
         }
     }
 
-    /// Samples the kernel lost because a ring was full (`PERF_RECORD_LOST`), so far.
+    /// Records the kernel could not write because a ring was full (`PERF_RECORD_LOST`), so far:
+    /// samples and, with off-CPU stacks on, switch records (three per wait).
     pub fn lost(&self) -> u64 {
         self.lost
     }

@@ -165,3 +165,90 @@ fn a_missing_pid_is_no_such_process() {
     assert!(matches!(err, PerfError::NoSuchProcess(pid) if pid == 1 << 23), "{err:?}");
     assert_eq!(err.to_string(), "no process with pid 8388608");
 }
+
+/// Polls every 20 ms for up to 2 s until `done`.
+fn poll_until(src: &mut PerfSource, events: &mut Vec<Event>, mut done: impl FnMut(&PerfSource) -> bool) -> bool {
+    for _ in 0..100 {
+        src.poll(events);
+        if done(src) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn an_exited_thread_is_drained_then_closed() {
+    let Some(mut src) = source(PerfOptions::default()) else { return };
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, threading, time
+def busy():
+    end = time.monotonic() + 0.2
+    while time.monotonic() < end: pass
+t = threading.Thread(target=busy); t.start()
+print(t.native_id, flush=True)
+t.join()
+sys.stdin.read()",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let tid: u32 = line.trim().parse().unwrap();
+    src.add_process(pid).expect("add_process");
+    let mut events = Vec::new();
+    let gone = |tid| !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
+    assert!(poll_until(&mut src, &mut events, |_| gone(tid)), "thread {tid} did not exit");
+    src.poll(&mut events);
+    let n = events.iter().filter(|e| matches!(e, Event::Sample(s) if s.tid == tid)).count();
+    assert!(src.processes[&pid].threads.contains_key(&pid), "main thread still sampled");
+    assert!(!src.processes[&pid].threads.contains_key(&tid), "exited thread closed");
+    // Started before add_process, busy ~200 ms: most of its samples arrive, drained before closing.
+    println!("exited thread: {n} samples");
+    assert!(n >= 50, "{n} samples of the exited thread");
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    src.poll(&mut events);
+    assert!(src.processes.is_empty());
+}
+
+#[test]
+fn a_full_ring_is_counted_as_lost_and_dropped() {
+    let Some(mut src) = source(PerfOptions::default()) else { return };
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import time
+print('ready', flush=True)
+for _ in range(20000): time.sleep(1e-6)
+print('overflowed', flush=True)
+time.sleep(0.2)
+for _ in range(50): time.sleep(0.001)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    src.add_process(child.id()).expect("add_process");
+    // Not polling while it switches 20 000 times: the off-CPU ring fills up. The kernel writes
+    // the LOST record once there is room again, after the next poll.
+    stdout.read_line(&mut line).unwrap();
+    let mut events = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        src.poll(&mut events);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    src.poll(&mut events);
+    let dropped: u64 = events.iter().map(|e| if let Event::Dropped { count } = e { *count } else { 0 }).sum();
+    println!("lost {} records, {dropped} reported as Dropped", src.lost());
+    assert!(src.lost() > 0);
+    assert_eq!(dropped, src.lost());
+}
