@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod recording;
+pub mod perf;
 pub mod segment;
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock of every event.

@@ -1,0 +1,197 @@
+//! The perf events of one thread and how their records become [`Sample`]s.
+//!
+//! Each thread has a `cpu-clock` sampler and, for off-CPU stacks, a `sched:sched_switch` sampler
+//! that also carries the thread's switch records (`attr.context_switch`). Both live in the
+//! thread's own ring, so a switch-out sample and the switch-in that ends it arrive in order.
+
+use super::sys;
+use super::tracefs::SchedSwitch;
+use crate::event::{Event, OffCpu, Sample, SampleOrigin};
+use perf_event::data::Record;
+use perf_event::events::{Software, Tracepoint};
+use perf_event::{Builder, Clock, SampleFlag, Sampler};
+use std::io;
+
+/// Ring size of each sampler. At 997 Hz a 60-frame stack is ~0.5 KiB, so 128 KiB holds about a
+/// quarter second of samples: poll at least every 100 ms.
+const RING_BYTES: usize = 128 * 1024;
+
+/// How the events of every thread are set up.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Setup {
+    /// cpu-clock samples per second of CPU time.
+    pub rate_hz: u64,
+    /// Kernel frames in callchains (and cpu-clock samples taken while in the kernel).
+    pub kernel: bool,
+    /// Off-CPU stacks, from this tracepoint.
+    pub sched_switch: Option<SchedSwitch>,
+}
+
+/// A failure to open one of the thread's events, and which.
+pub(super) struct OpenError {
+    /// `"cpu-clock"` or `"sched_switch"`.
+    pub what: &'static str,
+    /// From `perf_event_open` or the ring's `mmap`.
+    pub source: io::Error,
+    /// The `mmap` of the ring failed (rather than `perf_event_open`).
+    pub mmap: bool,
+}
+
+/// A thread that left the CPU to wait and has not come back yet.
+struct Away {
+    t_ns: u64,
+    ips: Vec<u64>,
+}
+
+/// The perf events of one thread.
+pub(super) struct Thread {
+    pid: u32,
+    tid: u32,
+    cpu: Sampler,
+    off: Option<(Sampler, SchedSwitch)>,
+    away: Option<Away>,
+}
+
+impl Thread {
+    /// Opens and enables the thread's events.
+    pub fn open(pid: u32, tid: u32, setup: &Setup) -> Result<Thread, OpenError> {
+        let mut cpu = Builder::new(Software::CPU_CLOCK);
+        cpu.observe_pid(tid as i32)
+            .any_cpu()
+            .sample_frequency(setup.rate_hz)
+            .clockid(Clock::MONOTONIC)
+            .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::PERIOD)
+            .exclude_kernel(!setup.kernel);
+        let cpu = sampler(&cpu, "cpu-clock")?;
+
+        let off = match setup.sched_switch {
+            None => None,
+            Some(sched_switch) => {
+                let mut off = Builder::new(Tracepoint::with_id(sched_switch.id));
+                off.observe_pid(tid as i32)
+                    .any_cpu()
+                    .sample_period(1)
+                    .clockid(Clock::MONOTONIC)
+                    .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::RAW)
+                    // Switch records carry the time the thread comes back.
+                    .context_switch(true)
+                    .sample_id_all(true)
+                    // The tracepoint fires in the kernel, so it must count kernel events; only
+                    // its callchain leaves the kernel part out when we may not see it.
+                    .exclude_kernel(false)
+                    .exclude_callchain_kernel(!setup.kernel);
+                Some((sampler(&off, "sched_switch")?, sched_switch))
+            }
+        };
+        let mut thread = Thread { pid, tid, cpu, off, away: None };
+        let enable = |s: &mut Sampler, what| s.enable().map_err(|source| OpenError { what, source, mmap: false });
+        enable(&mut thread.cpu, "cpu-clock")?;
+        if let Some((off, _)) = &mut thread.off {
+            enable(off, "sched_switch")?;
+        }
+        Ok(thread)
+    }
+
+    /// Moves every record in the thread's rings into `out`; returns the records the kernel lost.
+    pub fn drain(&mut self, out: &mut Vec<Event>) -> u64 {
+        let mut lost = 0;
+        while let Some(record) = self.cpu.next_record() {
+            match record.parse_record() {
+                Ok(Record::Sample(s)) => out.push(Event::Sample(Sample {
+                    pid: s.pid().unwrap_or(self.pid),
+                    tid: s.tid().unwrap_or(self.tid),
+                    t_ns: s.time().unwrap_or(0),
+                    origin: SampleOrigin::PerfCpu,
+                    // cpu-clock counts nanoseconds, so its period is the time a sample stands for.
+                    weight_ns: s.period().unwrap_or(0),
+                    tick_ns: 0,
+                    off_cpu: None,
+                    ips: addresses(s.callchain().unwrap_or_default()),
+                })),
+                Ok(Record::Lost(l)) => lost += l.lost,
+                _ => {}
+            }
+        }
+        let Some((off, sched_switch)) = &mut self.off else { return lost };
+        while let Some(record) = off.next_record() {
+            if record.ty() == sys::PERF_RECORD_SWITCH {
+                if record.misc() & sys::PERF_RECORD_MISC_SWITCH_OUT != 0 {
+                    continue;
+                }
+                // Back on a CPU: the wait that began at the switch-out is over.
+                let (Some(away), Some(t_in)) = (self.away.take(), switch_time(&record.to_contiguous())) else {
+                    continue;
+                };
+                if t_in >= away.t_ns {
+                    out.push(Event::Sample(Sample {
+                        pid: self.pid,
+                        tid: self.tid,
+                        t_ns: away.t_ns,
+                        origin: SampleOrigin::PerfOffCpu,
+                        weight_ns: t_in - away.t_ns,
+                        tick_ns: 0,
+                        off_cpu: Some(OffCpu { syscall: None, wchan: None }),
+                        ips: away.ips,
+                    }));
+                }
+                continue;
+            }
+            match record.parse_record() {
+                // A preemption (still runnable) is not a wait; only a sleep starts one.
+                Ok(Record::Sample(s)) if sched_switch.is_voluntary_switch_of(self.tid, s.raw().unwrap_or_default()) => {
+                    let ips = addresses(s.callchain().unwrap_or_default());
+                    self.away = Some(Away { t_ns: s.time().unwrap_or(0), ips });
+                }
+                Ok(Record::Lost(l)) => {
+                    lost += l.lost;
+                    // The switch-in may be among the lost: no honest duration for this wait.
+                    self.away = None;
+                }
+                _ => {}
+            }
+        }
+        lost
+    }
+}
+
+/// Builds the event and maps its ring, still disabled.
+fn sampler(builder: &Builder, what: &'static str) -> Result<Sampler, OpenError> {
+    let counter = builder.build().map_err(|source| OpenError { what, source, mmap: false })?;
+    counter.sampled(RING_BYTES).map_err(|source| OpenError { what, source, mmap: true })
+}
+
+/// The callchain without its `PERF_CONTEXT_*` markers, nor the 0 that ends a frame-pointer walk
+/// at a null return address: innermost first, kernel before user.
+fn addresses(callchain: &[u64]) -> Vec<u64> {
+    callchain.iter().copied().filter(|&ip| ip != 0 && ip < sys::PERF_CONTEXT_MAX).collect()
+}
+
+/// The time in a switch record's `sample_id` trailer (`pid, tid: u32; time: u64` for our
+/// sample type); perf-event-data parses switch records to a bare `Record::Switch`.
+fn switch_time(body: &[u8]) -> Option<u64> {
+    Some(u64::from_ne_bytes(body.get(8..16)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_markers_are_stripped_and_order_kept() {
+        const KERNEL: u64 = -128i64 as u64;
+        const USER: u64 = -512i64 as u64;
+        let chain = [KERNEL, 0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100, USER, 0x40_1000, 0x40_2000, 0];
+        assert_eq!(addresses(&chain), vec![0xffff_ffff_8100_0000, 0xffff_ffff_8100_0100, 0x40_1000, 0x40_2000]);
+        assert!(addresses(&[USER]).is_empty());
+    }
+
+    #[test]
+    fn switch_time_reads_the_trailer() {
+        let mut body = vec![0u8; 16];
+        body[..4].copy_from_slice(&7u32.to_ne_bytes());
+        body[4..8].copy_from_slice(&8u32.to_ne_bytes());
+        body[8..].copy_from_slice(&123_456_789u64.to_ne_bytes());
+        assert_eq!(switch_time(&body), Some(123_456_789));
+        assert_eq!(switch_time(&body[..12]), None);
+    }
+}
