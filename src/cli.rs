@@ -38,6 +38,14 @@ pub enum Command {
     Ps(PsArgs),
     /// Run a bundled Node server with real blockers, under looptop, with built-in load
     Demo(DemoArgs),
+    /// Write a recording (ticks, stalls, stacks, GC, pool, symbols) for `report` and `flame --from`
+    #[command(after_help = RECORD_AFTER_HELP)]
+    Record(RecordArgs),
+    /// Print the summary (or --json report) of a recording
+    Report(ReportArgs),
+    /// Write a flamegraph (SVG, folded stacks or speedscope JSON), of everything or of the stalls only
+    #[command(after_help = FLAME_AFTER_HELP)]
+    Flame(FlameArgs),
     /// The agent library built into looptop
     Agent {
         /// What to do with it.
@@ -87,6 +95,9 @@ pub struct RunArgs {
     /// Shared options.
     #[command(flatten)]
     pub observe: ObserveArgs,
+    /// Stack sampling.
+    #[command(flatten)]
+    pub stacks: StackArgs,
     /// Print the looptop.report/1 JSON object instead of the text summary
     #[arg(long)]
     pub json: bool,
@@ -96,6 +107,125 @@ pub struct RunArgs {
     /// The command to run, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// How stacks are sampled.
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// perf stack samples per second when perf is permitted (root or CAP_PERFMON); 0 turns perf off
+    #[arg(long, value_name = "HZ", default_value_t = 997)]
+    pub rate: u64,
+}
+
+/// What to observe: a command to launch, a running pid, or (where allowed) a recording.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Attach to this running process (it needs the agent preloaded, or perf permissions)
+    #[arg(long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// Stop after this long (a launched command is then sent SIGTERM)
+    #[arg(short, long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// The command to run, after `--`
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+const RECORD_AFTER_HELP: &str = "\
+A recording is a stream of JSON lines (format looptop.recording/1, documented in the README):
+a header, then every event as it happened (loops, ticks, stalls, GC, thread pool, allocator
+pauses), the symbolized frame table and every stack sample. It is flushed as it goes, so a
+recording cut short by a kill or crash keeps everything up to the last flush; `looptop report`
+loads it with a warning.
+
+Examples:
+  looptop record -o api.rec -d 30s -- node server.js
+  LD_PRELOAD=$(looptop agent path) node server.js &  looptop record -o api.rec --pid $!
+  looptop report api.rec
+  looptop flame --from api.rec --stalls-only -o stalls.svg";
+
+/// `looptop record`.
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Stack sampling.
+    #[command(flatten)]
+    pub stacks: StackArgs,
+    /// The recording to write
+    #[arg(short, long, value_name = "FILE", default_value = "looptop.rec")]
+    pub output: PathBuf,
+    /// What to record.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `looptop report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// A tick at least this long is a stall (default: the recording's own threshold; stalls
+    /// shorter than the recorder's floor, 10ms, were not kept individually)
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub stall_threshold: Option<Duration>,
+    /// No colour (also when NO_COLOR is set or output is not a terminal)
+    #[arg(long)]
+    pub no_color: bool,
+    /// Print the looptop.report/1 JSON object instead of the text summary
+    #[arg(long)]
+    pub json: bool,
+    /// The recording
+    #[arg(value_name = "REC")]
+    pub recording: PathBuf,
+}
+
+const FLAME_AFTER_HELP: &str = "\
+Stacks come from perf (cpu-clock samples at --rate, off-CPU stacks from sched_switch) when
+permitted, and from the agent's watchdog during stalls in any case. --stalls-only keeps only
+samples taken inside stalls: the flamegraph of what blocked the loop. JavaScript frames are
+named from V8's perf map (looptop starts Node with --perf-basic-prof).
+
+Examples:
+  looptop flame -o cpu.svg -d 30s -- node server.js
+  looptop flame --stalls-only -o stalls.svg -- node server.js
+  looptop flame --format speedscope -o app.speedscope.json --from api.rec
+  looptop flame --format folded --from api.rec | grep validateEmail";
+
+/// `looptop flame`.
+#[derive(Debug, Clone, Args)]
+pub struct FlameArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Stack sampling.
+    #[command(flatten)]
+    pub stacks: StackArgs,
+    /// Where to write (default flame.svg, flame.folded or flame.speedscope.json; `-` for stdout)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Output format (default: from the -o extension, else svg)
+    #[arg(long, value_enum)]
+    pub format: Option<FlameFormat>,
+    /// Keep only samples taken inside stalls
+    #[arg(long)]
+    pub stalls_only: bool,
+    /// Draw a recording instead of observing a process
+    #[arg(long, value_name = "REC", conflicts_with_all = ["pid", "command", "duration"])]
+    pub from: Option<PathBuf>,
+    /// What to observe.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// Flamegraph formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlameFormat {
+    /// An interactive SVG (inferno)
+    Svg,
+    /// Brendan Gregg's folded stacks: `frame;frame;frame count` per line
+    Folded,
+    /// speedscope JSON (https://www.speedscope.app)
+    Speedscope,
 }
 
 /// `looptop ps`.
@@ -118,6 +248,9 @@ pub struct DemoArgs {
     /// Shared options.
     #[command(flatten)]
     pub observe: ObserveArgs,
+    /// Stack sampling.
+    #[command(flatten)]
+    pub stacks: StackArgs,
     /// How long to run
     #[arg(short, long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,

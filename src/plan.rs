@@ -1,7 +1,7 @@
 //! Plans: the parsed command line turned into plain settings with real types. Nothing here
 //! knows clap's parse types; the commands in [`crate::cmd`] take these.
 
-use crate::cli::{AgentCommand, Cli, Command, ObserveArgs};
+use crate::cli::{AgentCommand, Cli, Command, FlameFormat, ObserveArgs, TargetArgs};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,12 +22,74 @@ pub struct Observe {
 pub struct RunPlan {
     /// Shared settings.
     pub observe: Observe,
+    /// perf sample rate (0: no perf).
+    pub rate_hz: u64,
     /// Program and arguments.
     pub command: Vec<OsString>,
     /// JSON instead of text.
     pub json: bool,
     /// Report file instead of stdout (JSON) / stderr (text).
     pub output: Option<PathBuf>,
+}
+
+/// What a command observes.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// Launch this command with the agent.
+    Launch(Vec<OsString>),
+    /// Attach to a running process.
+    Pid(u32),
+    /// Replay a recording.
+    Recording(PathBuf),
+    /// Nothing was given (a usage error when the command runs).
+    Missing,
+}
+
+/// `looptop record`.
+#[derive(Debug, Clone)]
+pub struct RecordPlan {
+    /// Shared settings.
+    pub observe: Observe,
+    /// perf sample rate (0: no perf).
+    pub rate_hz: u64,
+    /// The recording to write.
+    pub output: PathBuf,
+    /// What to record.
+    pub target: TargetSpec,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// `looptop report`.
+#[derive(Debug, Clone)]
+pub struct ReportPlan {
+    /// The stall threshold, when not the recording's own.
+    pub stall_threshold: Option<Duration>,
+    /// Colour allowed.
+    pub color: bool,
+    /// JSON instead of text.
+    pub json: bool,
+    /// The recording.
+    pub recording: PathBuf,
+}
+
+/// `looptop flame`.
+#[derive(Debug, Clone)]
+pub struct FlamePlan {
+    /// Shared settings.
+    pub observe: Observe,
+    /// perf sample rate (0: no perf).
+    pub rate_hz: u64,
+    /// Where to write (`-` = stdout).
+    pub output: PathBuf,
+    /// The format.
+    pub format: FlameFormat,
+    /// Only samples inside stalls.
+    pub stalls_only: bool,
+    /// What to draw.
+    pub target: TargetSpec,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
 }
 
 /// `looptop ps`.
@@ -46,6 +108,8 @@ pub struct PsPlan {
 pub struct DemoPlan {
     /// Shared settings.
     pub observe: Observe,
+    /// perf sample rate (0: no perf).
+    pub rate_hz: u64,
     /// How long to run.
     pub duration: Duration,
     /// JSON instead of text.
@@ -61,6 +125,12 @@ pub enum Plan {
     Ps(PsPlan),
     /// The bundled demo.
     Demo(DemoPlan),
+    /// Write a recording.
+    Record(RecordPlan),
+    /// Report on a recording.
+    Report(ReportPlan),
+    /// Write a flamegraph.
+    Flame(FlamePlan),
     /// Print the agent library's path.
     AgentPath,
     /// Print a completion script.
@@ -72,15 +142,82 @@ fn observe(a: ObserveArgs) -> Observe {
     Observe { stall_threshold: a.stall_threshold, color: !a.no_color && !no_color_env, quiet: a.quiet }
 }
 
+fn target(t: &TargetArgs, from: Option<PathBuf>) -> TargetSpec {
+    match (from, t.pid, t.command.is_empty()) {
+        (Some(rec), _, _) => TargetSpec::Recording(rec),
+        (None, Some(pid), _) => TargetSpec::Pid(pid),
+        (None, None, false) => TargetSpec::Launch(t.command.clone()),
+        (None, None, true) => TargetSpec::Missing,
+    }
+}
+
+/// The flamegraph format: as asked, else from the output's extension, else SVG; and the output.
+fn flame_output(format: Option<FlameFormat>, output: Option<PathBuf>) -> (FlameFormat, PathBuf) {
+    let from_ext = output.as_ref().and_then(|o| {
+        let name = o.to_string_lossy();
+        if name.ends_with(".svg") {
+            Some(FlameFormat::Svg)
+        } else if name.ends_with(".folded") || name.ends_with(".txt") {
+            Some(FlameFormat::Folded)
+        } else if name.ends_with(".json") {
+            Some(FlameFormat::Speedscope)
+        } else {
+            None
+        }
+    });
+    let format = format.or(from_ext).unwrap_or(FlameFormat::Svg);
+    let output = output.unwrap_or_else(|| {
+        PathBuf::from(match format {
+            FlameFormat::Svg => "flame.svg",
+            FlameFormat::Folded => "flame.folded",
+            FlameFormat::Speedscope => "flame.speedscope.json",
+        })
+    });
+    (format, output)
+}
+
 impl From<Cli> for Plan {
     fn from(cli: Cli) -> Plan {
         match cli.command {
-            Command::Run(a) => {
-                Plan::Run(RunPlan { observe: observe(a.observe), command: a.command, json: a.json, output: a.output })
-            }
+            Command::Run(a) => Plan::Run(RunPlan {
+                observe: observe(a.observe),
+                rate_hz: a.stacks.rate,
+                command: a.command,
+                json: a.json,
+                output: a.output,
+            }),
             Command::Ps(a) => Plan::Ps(PsPlan { observe: observe(a.observe), json: a.json, window: a.window }),
-            Command::Demo(a) => {
-                Plan::Demo(DemoPlan { observe: observe(a.observe), duration: a.duration, json: a.json })
+            Command::Demo(a) => Plan::Demo(DemoPlan {
+                observe: observe(a.observe),
+                rate_hz: a.stacks.rate,
+                duration: a.duration,
+                json: a.json,
+            }),
+            Command::Record(a) => Plan::Record(RecordPlan {
+                observe: observe(a.observe),
+                rate_hz: a.stacks.rate,
+                output: a.output,
+                target: target(&a.target, None),
+                duration: a.target.duration,
+            }),
+            Command::Report(a) => Plan::Report(ReportPlan {
+                stall_threshold: a.stall_threshold,
+                color: observe(ObserveArgs { stall_threshold: Duration::ZERO, no_color: a.no_color, quiet: false })
+                    .color,
+                json: a.json,
+                recording: a.recording,
+            }),
+            Command::Flame(a) => {
+                let (format, output) = flame_output(a.format, a.output);
+                Plan::Flame(FlamePlan {
+                    observe: observe(a.observe),
+                    rate_hz: a.stacks.rate,
+                    output,
+                    format,
+                    stalls_only: a.stalls_only,
+                    target: target(&a.target, a.from),
+                    duration: a.target.duration,
+                })
             }
             Command::Agent { command: AgentCommand::Path } => Plan::AgentPath,
             Command::Completions { shell } => Plan::Completions(shell),

@@ -3,9 +3,11 @@
 
 mod util;
 
+mod blockers;
 mod cli;
 mod errors;
 mod man;
 mod ps;
+mod record;
 mod run;
 mod runtime;

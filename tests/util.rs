@@ -68,6 +68,10 @@ pub struct Truth {
     pub loop_name: String,
     pub kind: String,
     pub ms: f64,
+    /// The fixture function that blocked (blocker fixtures).
+    pub func: Option<String>,
+    /// Its line in the fixture file.
+    pub line: Option<u64>,
 }
 
 /// Reads a fixture's ground truth (JSON lines).
@@ -81,6 +85,8 @@ pub fn read_truth(path: &Path) -> Vec<Truth> {
                 loop_name: v["loop"].as_str().unwrap_or("main").to_string(),
                 kind: v["kind"].as_str().unwrap_or("busy").to_string(),
                 ms: v["ms"].as_f64().expect("ms"),
+                func: v["fn"].as_str().map(str::to_string),
+                line: v["line"].as_u64(),
             }
         })
         .collect()
@@ -165,4 +171,63 @@ pub fn main_loop(report: &Value) -> &Value {
 /// stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Whether perf may be used here; prints `SKIP: <reason>` and returns false when not, unless
+/// `LOOPTOP_REQUIRE_PERF=1` (CI, as root), where a skip is a failure.
+pub fn perf_permitted(test: &str) -> bool {
+    let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let why = if !root && paranoid > 1 {
+        Some(format!("perf_event_paranoid is {paranoid} and we are not root"))
+    } else if !Path::new("/sys/kernel/tracing/events/sched").exists()
+        && !Path::new("/sys/kernel/debug/tracing/events/sched").exists()
+    {
+        Some("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)".to_string())
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var("LOOPTOP_REQUIRE_PERF").is_ok_and(|v| v == "1") => {
+            panic!("{test}: perf is required (LOOPTOP_REQUIRE_PERF=1) but {why}")
+        }
+        Some(why) => {
+            println!("SKIP: {test}: {why}");
+            false
+        }
+    }
+}
+
+/// The stalls of the main loop, in order, with their blockers.
+pub fn main_stalls(report: &Value) -> Vec<Value> {
+    let mut v = main_loop(report)["stalls"].as_array().cloned().unwrap_or_default();
+    v.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
+    v
+}
+
+/// Asserts that each truth episode's stall (in order) names the right kind and, where the truth
+/// says, the right function in `file`.
+pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, check_location: bool) {
+    let stalls = main_stalls(report);
+    let dump = || serde_json::to_string_pretty(&stalls).unwrap();
+    assert_eq!(stalls.len(), truth.len(), "one stall per blocker expected; truth {truth:?}; stalls {}", dump());
+    for (s, t) in stalls.iter().zip(truth) {
+        let b = &s["blocker"];
+        assert!(!b.is_null(), "{}: no blocker for the stall {s}", t.kind);
+        assert_eq!(b["kind"], t.kind.as_str(), "{}: wrong kind; stalls {}", t.kind, dump());
+        if !check_location {
+            continue;
+        }
+        let func = t.func.as_deref().unwrap();
+        assert_eq!(b["frame"], func, "{}: wrong frame; stalls {}", t.kind, dump());
+        let loc = b["location"].as_str().unwrap_or_default();
+        let want = format!("{file}:{}:", t.line.unwrap());
+        assert!(loc.contains(&want), "{}: location {loc} should contain {want}", t.kind);
+        assert!(b["source"].as_str().is_some_and(|s| s.contains(func)), "{}: source line {b}", t.kind);
+    }
 }

@@ -27,15 +27,21 @@ pub fn sample_kind(frames: &[&Frame], off_cpu: Option<&OffCpu>) -> (BlockerKind,
 }
 
 /// Whether a frame is the user's code rather than the runtime's: a JS function outside Node's
-/// own `node:` modules, a Python function, or native code of a program that is not a runtime.
-pub fn is_user_frame(f: &Frame, native_is_user: bool) -> bool {
+/// own `node:` modules, a Python function, or native code in `user_module` (the executable of a
+/// program that is not a runtime; its libraries are not the user's code).
+pub fn is_user_frame(f: &Frame, user_module: Option<&str>) -> bool {
     match f.kind {
         FrameKind::Js => f.file.as_deref().is_some_and(|file| {
-            !file.is_empty() && !file.starts_with("node:") && !file.starts_with("internal/") && f.line.is_some()
+            !file.is_empty()
+                && !file.starts_with("node:")
+                && !file.starts_with("internal/")
+                // looptop's own runtime probe, which wraps the pool entry points.
+                && !file.contains("liblooptop_agent")
+                && f.line.is_some()
         }),
         FrameKind::Python => true,
         FrameKind::Native => {
-            native_is_user
+            user_module.is_some_and(|m| f.module.as_deref() == Some(m))
                 && !f.name.starts_with('[')
                 && !matches!(f.name.as_str(), "main" | "_start" | "__libc_start_main" | "__libc_start_call_main")
         }
@@ -56,8 +62,11 @@ pub struct ClassSample<'a> {
     pub frames: Vec<&'a Frame>,
     /// Set when the thread was off-CPU.
     pub off_cpu: Option<&'a OffCpu>,
-    /// The frame module that counts as user native code (the program's executable), if any.
-    pub native_is_user: bool,
+    /// The module whose native frames are the user's code (the program's executable, unless it
+    /// is a runtime such as node or python).
+    pub user_module: Option<&'a str>,
+    /// Time the sample stands for (ns): kinds are weighed by time, not by sample count.
+    pub weight_ns: u64,
 }
 
 /// What a stall was doing.
@@ -65,7 +74,7 @@ pub struct ClassSample<'a> {
 pub struct Verdict {
     /// The blocker kind.
     pub kind: BlockerKind,
-    /// Share of the stall's samples of that kind.
+    /// Share of the stall's sampled time of that kind.
     pub confidence: f64,
     /// The frame to show: the first user frame of the samples of that kind, or the innermost frame
     /// that matched the rule, or the leaf.
@@ -78,13 +87,15 @@ pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
         return None;
     }
     let kinds: Vec<(BlockerKind, bool)> = samples.iter().map(|s| sample_kind(&s.frames, s.off_cpu)).collect();
-    let mut counts: Vec<(BlockerKind, usize)> = Vec::new();
-    for (k, _) in &kinds {
+    let mut counts: Vec<(BlockerKind, u64)> = Vec::new();
+    for (s, (k, _)) in samples.iter().zip(&kinds) {
+        let w = s.weight_ns.max(1);
         match counts.iter_mut().find(|(c, _)| c == k) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((*k, 1)),
+            Some((_, n)) => *n += w,
+            None => counts.push((*k, w)),
         }
     }
+    let total: u64 = counts.iter().map(|c| c.1).sum();
     // Most samples wins; on a tie the specific kind (not cpu) wins, then table order.
     counts.sort_by(|a, b| {
         b.1.cmp(&a.1).then((a.0 == BlockerKind::Cpu).cmp(&(b.0 == BlockerKind::Cpu))).then(a.0.cmp(&b.0))
@@ -92,13 +103,13 @@ pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
     let (kind, n) = counts[0];
     let chosen: Vec<&ClassSample> = samples.iter().zip(&kinds).filter(|(_, k)| k.0 == kind).map(|(s, _)| s).collect();
     let frame = representative_frame(&chosen, kind)?;
-    Some(Verdict { kind, confidence: n as f64 / samples.len() as f64, frame })
+    Some(Verdict { kind, confidence: n as f64 / total as f64, frame })
 }
 
 /// The most common first user frame among `samples`; else the most common innermost frame that
-/// matched a rule; else the most common leaf.
+/// matched a rule; else the most common innermost named frame (or the leaf).
 fn representative_frame(samples: &[&ClassSample], kind: BlockerKind) -> Option<Frame> {
-    let user = samples.iter().filter_map(|s| s.frames.iter().find(|f| is_user_frame(f, s.native_is_user)).copied());
+    let user = samples.iter().filter_map(|s| s.frames.iter().find(|f| is_user_frame(f, s.user_module)).copied());
     if let Some(f) = most_common(user) {
         return Some(f.clone());
     }
@@ -108,7 +119,8 @@ fn representative_frame(samples: &[&ClassSample], kind: BlockerKind) -> Option<F
     if let Some(f) = most_common(matched) {
         return Some(f.clone());
     }
-    most_common(samples.iter().filter_map(|s| s.frames.first().copied())).cloned()
+    let named = samples.iter().filter_map(|s| s.frames.iter().find(|f| !f.name.starts_with('[')).copied());
+    most_common(named).or_else(|| most_common(samples.iter().filter_map(|s| s.frames.first().copied()))).cloned()
 }
 
 fn most_common<'a>(frames: impl Iterator<Item = &'a Frame>) -> Option<&'a Frame> {
@@ -207,10 +219,15 @@ mod tests {
         let gc = frame(FrameKind::Native, "v8::internal::Scavenger::Process");
         let mut samples = Vec::new();
         for _ in 0..8 {
-            samples.push(ClassSample { frames: vec![&regex, &user, &internal], off_cpu: None, native_is_user: false });
+            samples.push(ClassSample {
+                frames: vec![&regex, &user, &internal],
+                off_cpu: None,
+                user_module: None,
+                weight_ns: 1,
+            });
         }
-        samples.push(ClassSample { frames: vec![&gc, &busy], off_cpu: None, native_is_user: false });
-        samples.push(ClassSample { frames: vec![&busy, &internal], off_cpu: None, native_is_user: false });
+        samples.push(ClassSample { frames: vec![&gc, &busy], off_cpu: None, user_module: None, weight_ns: 1 });
+        samples.push(ClassSample { frames: vec![&busy, &internal], off_cpu: None, user_module: None, weight_ns: 1 });
         let v = classify(&samples).unwrap();
         assert_eq!(v.kind, BlockerKind::Regex);
         assert!((v.confidence - 0.8).abs() < 1e-9);
@@ -222,9 +239,10 @@ mod tests {
     fn a_busy_loop_with_a_little_gc_is_cpu() {
         let busy = js("spin", "/srv/app.js", 3);
         let gc = frame(FrameKind::Native, "v8::internal::Scavenger::Process");
-        let mut samples = vec![ClassSample { frames: vec![&gc, &busy], off_cpu: None, native_is_user: false }];
+        let mut samples =
+            vec![ClassSample { frames: vec![&gc, &busy], off_cpu: None, user_module: None, weight_ns: 1 }];
         for _ in 0..5 {
-            samples.push(ClassSample { frames: vec![&busy], off_cpu: None, native_is_user: false });
+            samples.push(ClassSample { frames: vec![&busy], off_cpu: None, user_module: None, weight_ns: 1 });
         }
         let v = classify(&samples).unwrap();
         assert_eq!(v.kind, BlockerKind::Cpu);
@@ -233,9 +251,11 @@ mod tests {
 
     #[test]
     fn native_programs_name_their_own_function() {
+        let libc = Frame { module: Some("/lib/libc.so.6".into()), ..frame(FrameKind::Native, "clock_gettime") };
         let leaf = Frame { module: Some("/srv/loop".into()), ..frame(FrameKind::Native, "burn_cpu") };
-        let main = frame(FrameKind::Native, "main");
-        let s = ClassSample { frames: vec![&leaf, &main], off_cpu: None, native_is_user: native_is_user("/srv/loop") };
+        let main = Frame { module: Some("/srv/loop".into()), ..frame(FrameKind::Native, "main") };
+        let exe = native_is_user("/srv/loop").then_some("/srv/loop");
+        let s = ClassSample { frames: vec![&libc, &leaf, &main], off_cpu: None, user_module: exe, weight_ns: 1 };
         let v = classify(&[s]).unwrap();
         assert_eq!((v.kind, v.frame.name.as_str()), (BlockerKind::Cpu, "burn_cpu"));
         assert!(!native_is_user("/usr/bin/node") && !native_is_user("/usr/bin/python3.11"));

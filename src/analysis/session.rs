@@ -84,6 +84,11 @@ impl Session {
         self.lost_samples += n;
     }
 
+    /// Changes the stall threshold (a report of a recording with another threshold).
+    pub fn set_threshold(&mut self, threshold_ns: u64) {
+        self.threshold_ns = threshold_ns;
+    }
+
     /// The stall threshold (ns).
     pub fn threshold_ns(&self) -> u64 {
         self.threshold_ns
@@ -306,14 +311,16 @@ impl Session {
 
     /// Classifies a stall from the samples of its thread taken during it.
     fn blocker(&self, id: &LoopId, start_ns: u64, duration_ns: u64) -> Option<Blocker> {
-        let native_is_user = self.processes.get(&id.pid).is_some_and(|p| classify::native_is_user(&p.info.exe));
+        let user_module =
+            self.processes.get(&id.pid).map(|p| p.info.exe.as_str()).filter(|exe| classify::native_is_user(exe));
         let samples: Vec<ClassSample> = self
             .stacks
             .during(id.pid, id.tid, start_ns, start_ns + duration_ns)
             .map(|s| ClassSample {
                 frames: s.stack.iter().map(|&f| self.stacks.frame(f)).collect(),
                 off_cpu: s.off_cpu.as_ref(),
-                native_is_user,
+                user_module,
+                weight_ns: s.weight_ns,
             })
             .collect();
         let verdict = classify::classify(&samples)?;

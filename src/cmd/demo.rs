@@ -1,7 +1,7 @@
 //! `looptop demo`: the bundled Node server with real blockers, under the agent, driven by a
 //! built-in load loop; the summary at the end shows the stalls each blocker caused.
 
-use super::observe::launch_and_observe;
+use super::observe::{launch_and_observe, Collect};
 use crate::error::UserError;
 use crate::plan::DemoPlan;
 use crate::sink::{json, summary};
@@ -55,9 +55,10 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     let load = Arc::new(Load::default());
     let started = Instant::now();
     let mut load_threads = Vec::new();
+    let collect = Collect { rate_hz: plan.rate_hz, ..Collect::ticks(plan.observe.stall_threshold) };
     let observed = launch_and_observe(
         &launch,
-        plan.observe.stall_threshold,
+        &collect,
         |launched| {
             let addr = read_port(launched);
             match addr {

@@ -1,8 +1,11 @@
 //! Commands: each wires a target, a source, the session and a sink together.
 
 mod demo;
+mod flame;
 mod observe;
+mod pipeline;
 mod ps;
+mod record;
 mod run;
 
 use crate::plan::Plan;
@@ -15,6 +18,9 @@ pub fn execute(plan: Plan) -> Result<u8> {
         Plan::Run(p) => run::execute(p),
         Plan::Ps(p) => ps::execute(p),
         Plan::Demo(p) => demo::execute(p),
+        Plan::Record(p) => record::execute(p),
+        Plan::Report(p) => record::report(p),
+        Plan::Flame(p) => flame::execute(p),
         Plan::AgentPath => {
             let path = crate::target::embedded::agent_path()?;
             writeln!(std::io::stdout(), "{}", path.display())?;

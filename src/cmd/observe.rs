@@ -1,73 +1,348 @@
-//! Observing a launched target until it exits: the poll loop shared by `run` and `demo`, and the
+//! Observing a target until it exits (or for a while): the poll loop shared by `run`, `demo`,
+//! `record` and `flame`, for a command looptop launches or a pid it attaches to, and the
 //! diagnosis when nothing could be observed.
 
+use super::pipeline::Pipeline;
 use crate::analysis::report::{Report, Target};
 use crate::analysis::Session;
 use crate::error::UserError;
 use crate::event::Event;
+use crate::sink::record::{Header, Recorder};
 use crate::source::agent::{AgentSource, Selector};
 use crate::source::now_ns;
+use crate::source::perf::{PerfOptions, PerfSource};
 use crate::target::launch::{self, LaunchPlan, Launched};
 use anyhow::{Context, Result};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// How often segments are read while the target runs.
+/// How often sources are read while the target runs.
 const POLL: Duration = Duration::from_millis(20);
+/// How long a launched target gets to exit after SIGTERM when the duration is over.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// What to collect besides ticks.
+#[derive(Debug, Clone)]
+pub struct Collect {
+    /// A tick at least this long is a stall.
+    pub threshold: Duration,
+    /// Stop after this long (a launched target is then asked to exit with SIGTERM).
+    pub duration: Option<Duration>,
+    /// Write a recording here.
+    pub record: Option<PathBuf>,
+    /// perf `cpu-clock` samples at this rate when permitted (0: no perf).
+    pub rate_hz: u64,
+}
+
+impl Collect {
+    /// Ticks and the agent's stall stacks only.
+    pub fn ticks(threshold: Duration) -> Self {
+        Collect { threshold, duration: None, record: None, rate_hz: 0 }
+    }
+}
 
 /// A finished observation.
 pub struct Observed {
     /// The report.
     pub report: Report,
-    /// Things the user should know (no loop seen, unreadable segments).
+    /// Things the user should know (no loop seen, unreadable segments, no perf).
     pub warnings: Vec<String>,
+    /// The session behind the report (stacks for flamegraphs).
+    pub session: Session,
+    /// The recording written, and its number of lines.
+    pub recorded: Option<(PathBuf, u64)>,
+}
+
+/// perf next to the agent, when permitted.
+struct Perf {
+    source: Option<PerfSource>,
+    added: std::collections::BTreeSet<u32>,
+    note: Option<String>,
+    lost: u64,
+}
+
+impl Perf {
+    fn new(rate_hz: u64) -> Perf {
+        if rate_hz == 0 {
+            return Perf { source: None, added: Default::default(), note: None, lost: 0 };
+        }
+        let opts = PerfOptions { rate_hz, ..PerfOptions::default() };
+        match PerfSource::permitted().and_then(|_| PerfSource::new(opts)) {
+            Ok(s) => Perf { source: Some(s), added: Default::default(), note: None, lost: 0 },
+            Err(e) => Perf {
+                source: None,
+                added: Default::default(),
+                lost: 0,
+                note: Some(format!(
+                    "perf stack sampling is off ({e}); stacks come from the agent's watchdog, during stalls only"
+                )),
+            },
+        }
+    }
+
+    /// Samples every process the pipeline has seen.
+    fn follow(&mut self, pids: &std::collections::BTreeSet<u32>) {
+        let Some(src) = &mut self.source else { return };
+        for &pid in pids {
+            if self.added.insert(pid) {
+                if let Err(e) = src.add_process(pid) {
+                    self.note.get_or_insert_with(|| format!("perf could not sample process {pid}: {e}"));
+                }
+            }
+        }
+    }
+
+    fn poll(&mut self, out: &mut Vec<Event>) {
+        if let Some(src) = &mut self.source {
+            src.poll(out);
+        }
+    }
+}
+
+/// The thing being observed.
+enum Observee<'a> {
+    Launched(&'a mut Launched),
+    Attached(u32),
 }
 
 /// Launches `plan` with the agent, calls `on_poll` after each read, and reports once the
-/// target exits. Fails (exit 3) when no agent reported from the target at all.
+/// target exits (or the duration is over). Fails (exit 3) when no agent reported from the
+/// target at all.
 pub fn launch_and_observe(
     plan: &LaunchPlan,
-    threshold: Duration,
+    collect: &Collect,
     mut on_start: impl FnMut(&mut Launched),
-    mut on_poll: impl FnMut(&Session),
+    on_poll: impl FnMut(&Session),
 ) -> Result<Observed> {
     crate::source::agent::remove_dead_segments();
     let agent = crate::target::embedded::agent_path()?;
     let origin = now_ns();
+    let shown: Vec<String> = plan.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let mut launched = launch::spawn(plan, &agent)?;
     on_start(&mut launched);
-    let mut source = AgentSource::new(Selector::Session(launched.session));
-    let mut session = Session::new(origin, threshold.as_nanos() as u64);
-    let mut events: Vec<Event> = Vec::new();
-    let status = loop {
-        source.poll(now_ns(), &mut events);
-        events.drain(..).for_each(|e| session.handle(e));
-        on_poll(&session);
-        if let Some(status) = launched.child.try_wait().context("waiting for the target")? {
-            break status;
-        }
-        std::thread::sleep(POLL);
-    };
-    let end = now_ns();
-    source.poll(end, &mut events);
-    events.drain(..).for_each(|e| session.handle(e));
-    source.remove_finished();
-    let exit_code = launch::exit_code(status);
-    let shown: Vec<String> = plan.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    if source.processes_seen() == 0 {
-        return Err(not_observed(&launched, &shown.join(" "), exit_code).into());
+    let pid = launched.child.id();
+    let source = AgentSource::new(Selector::Session(launched.session));
+    let mut run = Run::start(collect, origin, pid, &shown)?;
+    run.pipeline.watch(pid);
+    let status = run.poll_until(source, collect, Observee::Launched(&mut launched), on_poll)?;
+    let exit_code = status.map(launch::exit_code);
+    if run.source.processes_seen() == 0 {
+        return Err(not_observed(&launched, &shown.join(" "), exit_code.unwrap_or(0)).into());
     }
-    let mut warnings: Vec<String> = source.errors.iter().map(|e| e.to_string()).collect();
+    let mut warnings = run.warnings();
     warnings.extend(launch::agent_errors(&launched.run_dir));
-    if session.loop_count() == 0 {
-        warnings.push(format!(
-            "no event loop seen: '{}' never waited in epoll_wait, epoll_pwait, epoll_pwait2, poll or ppoll",
-            shown.join(" ")
-        ));
+    run.finish(Target { pid, command: shown, runtime: "native", exit_code }, warnings)
+}
+
+/// Attaches to a running process: its agent segment if it has one, perf stacks when permitted.
+pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&Session)) -> Result<Observed> {
+    let command = crate::target::proc::cmdline(pid);
+    if command.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(UserError::observe(format!("no process with pid {pid}"))
+            .hint("list candidates with `looptop ps` (processes with the agent) or `ps aux`")
+            .into());
     }
-    let target =
-        Target { pid: launched.child.id(), command: shown, runtime: session.runtime(), exit_code: Some(exit_code) };
-    let report = session.report(target, end);
-    Ok(Observed { report, warnings })
+    let origin = now_ns();
+    let mut run = Run::start(collect, origin, pid, &command)?;
+    run.pipeline.watch(pid);
+    let has_agent = crate::source::segment::list(&crate::source::segment::shm_dir()).iter().any(|(p, _)| *p == pid);
+    if !has_agent && run.perf.source.is_none() {
+        let why = run.perf.note.clone().unwrap_or_default();
+        return Err(UserError::observe(format!(
+            "process {pid} has no looptop agent and perf cannot sample it, so there is nothing to observe ({why})"
+        ))
+        .hint(format!(
+            "restart it under `looptop run -- {}` or with LD_PRELOAD=$(looptop agent path), or run looptop as root",
+            if command.is_empty() { "CMD".to_string() } else { command.join(" ") }
+        ))
+        .into());
+    }
+    let source = AgentSource::new(Selector::Pid(pid));
+    run.poll_until(source, collect, Observee::Attached(pid), on_poll)?;
+    let warnings = run.warnings();
+    run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings)
+}
+
+/// Reads the agent's segments on a thread of its own, every [`POLL`], so that tick and exit
+/// times stay exact however long symbolizing a batch of stacks takes on the main thread.
+struct Collector {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rx: std::sync::mpsc::Receiver<Vec<Event>>,
+    handle: std::thread::JoinHandle<AgentSource>,
+}
+
+impl Collector {
+    fn spawn(mut source: AgentSource) -> Result<Collector> {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("looptop-collect".into())
+            .spawn(move || loop {
+                let last = flag.load(Ordering::Acquire);
+                let mut events = Vec::new();
+                source.poll(now_ns(), &mut events);
+                if !events.is_empty() && tx.send(events).is_err() {
+                    return source;
+                }
+                if last {
+                    return source;
+                }
+                std::thread::sleep(POLL);
+            })
+            .context("starting the collector thread")?;
+        Ok(Collector { stop, rx, handle })
+    }
+
+    /// Everything read so far.
+    fn drain(&self, out: &mut Vec<Event>) {
+        while let Ok(batch) = self.rx.try_recv() {
+            out.extend(batch);
+        }
+    }
+
+    /// Reads a last time, stops, and gives the source back with what it read.
+    fn finish(self, out: &mut Vec<Event>) -> AgentSource {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let Collector { rx, handle, .. } = self;
+        let source = handle.join().unwrap_or_else(|_| AgentSource::new(Selector::Pid(0)));
+        while let Ok(batch) = rx.try_recv() {
+            out.extend(batch);
+        }
+        source
+    }
+}
+
+/// One observation under way.
+struct Run {
+    pipeline: Pipeline,
+    perf: Perf,
+    source: AgentSource,
+    collector: Option<Collector>,
+    origin: u64,
+    end: u64,
+}
+
+impl Run {
+    fn start(collect: &Collect, origin: u64, pid: u32, command: &[String]) -> Result<Run> {
+        let session = Session::new(origin, collect.threshold.as_nanos() as u64);
+        let mut pipeline = Pipeline::new(session);
+        let perf = Perf::new(collect.rate_hz);
+        if let Some(path) = &collect.record {
+            let header = Header {
+                schema: crate::sink::record::SCHEMA.into(),
+                looptop: env!("CARGO_PKG_VERSION").into(),
+                origin_ns: origin,
+                stall_threshold_ns: collect.threshold.as_nanos() as u64,
+                pid,
+                command: command.to_vec(),
+                rate_hz: if perf.source.is_some() { collect.rate_hz } else { 0 },
+            };
+            let rec = Recorder::create(path, &header).map_err(|e| {
+                UserError::usage(format!("cannot write the recording {}: {e}", path.display()))
+                    .hint("choose a writable path with -o FILE")
+            })?;
+            pipeline.record_to(rec);
+        }
+        Ok(Run { pipeline, perf, source: AgentSource::new(Selector::Pid(0)), collector: None, origin, end: origin })
+    }
+
+    /// Reads the sources until the target is gone, the duration is over or the user stops us.
+    /// Returns the exit status of a launched target.
+    fn poll_until(
+        &mut self,
+        source: AgentSource,
+        collect: &Collect,
+        mut observee: Observee,
+        mut on_poll: impl FnMut(&Session),
+    ) -> Result<Option<std::process::ExitStatus>> {
+        self.collector = Some(Collector::spawn(source)?);
+        let deadline = collect.duration.map(|d| self.origin + d.as_nanos() as u64);
+        let mut events: Vec<Event> = Vec::new();
+        let mut termed: Option<u64> = None;
+        let status = loop {
+            self.read(&mut events)?;
+            on_poll(&self.pipeline.session);
+            let now = now_ns();
+            match &mut observee {
+                Observee::Launched(l) => {
+                    if let Some(status) = l.child.try_wait().context("waiting for the target")? {
+                        break Some(status);
+                    }
+                    if deadline.is_some_and(|d| now >= d) {
+                        // Time is up: ask the target to exit, then insist.
+                        match termed {
+                            None => {
+                                termed = Some(now);
+                                // SAFETY: signalling our own child.
+                                unsafe { libc::kill(l.child.id() as i32, libc::SIGTERM) };
+                            }
+                            Some(t) if now - t > TERM_GRACE.as_nanos() as u64 => {
+                                let _ = l.child.kill();
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Observee::Attached(pid) => {
+                    let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+                    if gone || launch::interrupted() || deadline.is_some_and(|d| now >= d) {
+                        break None;
+                    }
+                }
+            }
+            std::thread::sleep(POLL);
+        };
+        self.end = now_ns();
+        if let Some(c) = self.collector.take() {
+            self.source = c.finish(&mut events);
+        }
+        self.read(&mut events)?;
+        self.source.remove_finished();
+        Ok(status)
+    }
+
+    fn read(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        if let Some(c) = &self.collector {
+            c.drain(events);
+        }
+        self.perf.poll(events);
+        self.pipeline.feed(events)?;
+        self.perf.follow(self.pipeline.pids());
+        if let Some(p) = &self.perf.source {
+            let lost = p.lost();
+            self.pipeline.lose_samples(lost.saturating_sub(self.perf.lost))?;
+            self.perf.lost = lost;
+        }
+        Ok(())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = self.source.errors.iter().map(|e| e.to_string()).collect();
+        w.extend(self.perf.note.clone());
+        if self.pipeline.session.loop_count() == 0 {
+            w.push(
+                "no event loop seen: the target never waited in epoll_wait, epoll_pwait, epoll_pwait2, poll or ppoll"
+                    .into(),
+            );
+        }
+        w
+    }
+
+    fn finish(mut self, mut target: Target, warnings: Vec<String>) -> Result<Observed> {
+        target.runtime = self.pipeline.session.runtime();
+        let report = self.pipeline.session.report(target.clone(), self.end);
+        let recorded = match self.pipeline.take_recorder() {
+            Some(rec) => {
+                let path = rec.path().to_path_buf();
+                let lines = rec.finish(self.end, &target).context("finishing the recording")?;
+                Some((path, lines))
+            }
+            None => None,
+        };
+        Ok(Observed { report, warnings, session: self.pipeline.session, recorded })
+    }
 }
 
 /// Why nothing was observed, as one sentence and the fix.

@@ -1,7 +1,7 @@
 //! `looptop run -- CMD`: launch with the agent, report when the command exits, exit with its
 //! status.
 
-use super::observe::launch_and_observe;
+use super::observe::{launch_and_observe, Collect};
 use crate::plan::RunPlan;
 use crate::sink::{json, summary};
 use crate::target::launch::{self, LaunchPlan, Output};
@@ -19,9 +19,10 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
         stderr: Output::Inherit,
     };
     let quiet = plan.observe.quiet;
+    let collect = Collect { rate_hz: plan.rate_hz, ..Collect::ticks(threshold) };
     let observed = launch_and_observe(
         &launch,
-        threshold,
+        &collect,
         |l| {
             if !quiet && super::is_tty(2) {
                 eprintln!("looptop: watching pid {}; the report follows when it exits (Ctrl-C stops it)", l.child.id());
@@ -33,7 +34,30 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
         eprintln!("looptop: warning: {w}");
     }
     let report = &observed.report;
-    match (&plan.output, plan.json) {
+    emit(report, plan.json, plan.output.as_deref(), plan.observe.color, plan.observe.quiet, Stream::Stderr)?;
+    // Like time(1): the target's own status.
+    Ok(report.target.exit_code.unwrap_or(0).clamp(0, 255) as u8)
+}
+
+/// Where a text summary goes when there is no output file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stream {
+    /// stdout (`report`: the summary is the output).
+    Stdout,
+    /// stderr (`run`: stdout belongs to the target, like time(1)).
+    Stderr,
+}
+
+/// Writes a report: JSON to stdout or FILE, or the text summary to `text_to` or FILE.
+pub(super) fn emit(
+    report: &crate::analysis::report::Report,
+    as_json: bool,
+    output: Option<&std::path::Path>,
+    color: bool,
+    quiet: bool,
+    text_to: Stream,
+) -> Result<()> {
+    match (output, as_json) {
         (Some(path), json_out) => {
             let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
             if json_out {
@@ -41,20 +65,23 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
             } else {
                 summary::write(report, &summary::Options::new(false), &mut f)?;
             }
-            if !plan.observe.quiet {
+            if !quiet {
                 eprintln!("looptop: wrote {}", path.display());
             }
         }
         (None, true) => json::write(report, std::io::stdout().lock())?,
-        (None, false) => {
-            let color = plan.observe.color && super::is_tty(2);
+        (None, false) if text_to == Stream::Stderr => {
             let mut err = std::io::stderr().lock();
-            summary::write(report, &summary::Options::new(color), &mut err)?;
+            summary::write(report, &summary::Options::new(color && super::is_tty(2)), &mut err)?;
             err.flush()?;
         }
+        (None, false) => {
+            let mut out = std::io::stdout().lock();
+            summary::write(report, &summary::Options::new(color && super::is_tty(1)), &mut out)?;
+            out.flush()?;
+        }
     }
-    // Like time(1): the target's own status.
-    Ok(report.target.exit_code.unwrap_or(0).clamp(0, 255) as u8)
+    Ok(())
 }
 
 /// The agent keeps every tick at least this long individually: the threshold, or lower so a

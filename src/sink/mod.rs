@@ -1,4 +1,5 @@
-//! Sinks: each renders a [`crate::analysis::report::Report`]; none reads `/proc` or a segment.
+//! Sinks: each renders what the analysis made (a report, a flamegraph profile, a recording);
+//! none reads `/proc` or a segment.
 
 pub mod flame;
 pub mod json;

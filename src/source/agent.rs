@@ -35,6 +35,8 @@ struct Image {
     next_event: u64,
     next_probe: [u64; PROBE_CHANNELS],
     next_sample: u64,
+    /// When the process was last seen alive (ns).
+    alive_ns: u64,
     /// The previous watchdog sample per thread: (tick, time), for sample weights.
     last_sample: BTreeMap<u32, (u64, u64)>,
 }
@@ -118,6 +120,7 @@ impl AgentSource {
                     next_event: 0,
                     next_probe: [0; PROBE_CHANNELS],
                     next_sample: 0,
+                    alive_ns: 0,
                     last_sample: BTreeMap::new(),
                 },
             );
@@ -155,8 +158,11 @@ fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) {
     let exited_at = if exited_ns != 0 {
         Some((exited_ns, true))
     } else if !proc::is_alive(pid, h.start_time_ticks) {
-        Some((now, false))
+        // Died without exit handlers (a signal, `_exit`): it was last seen alive at the previous
+        // read, the latest instant known to be inside its life (now, if never seen alive).
+        Some((if img.alive_ns == 0 { now } else { img.alive_ns }, false))
     } else {
+        img.alive_ns = now;
         None
     };
     for (i, snap) in img.seg.snapshots() {

@@ -2,8 +2,8 @@
 //! formats output.
 
 pub mod agent;
-pub mod recording;
 pub mod perf;
+pub mod recording;
 pub mod segment;
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock of every event.

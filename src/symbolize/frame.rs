@@ -74,6 +74,11 @@ impl Frame {
         }
     }
 
+    /// The same frame under another name.
+    pub fn renamed(self, name: String) -> Self {
+        Frame { name, ..self }
+    }
+
     /// `file:line:col` (as much of it as is known), or `None` without a file.
     pub fn location(&self) -> Option<String> {
         let file = self.file.as_deref()?;

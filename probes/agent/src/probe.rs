@@ -4,6 +4,10 @@
 //! constructor, before the runtime reads its environment. The probe files sit next to the agent
 //! library (`looptop agent path` writes them): `<agent>.node.js` and the folder `<agent>.python`.
 //! `LOOPTOP_PROBE=0` turns this off; a missing probe file means no probe.
+//!
+//! For Node it also adds `--perf-basic-prof --interpreted-frames-native-stack`, so that V8 writes
+//! `/tmp/perf-<pid>.map` (JS function names for stacks) and interpreted JS functions keep a frame
+//! of their own on the native stack; `LOOPTOP_PERF_MAP=0` leaves them out.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -32,6 +36,11 @@ pub(crate) fn arrange() {
     let Some(agent) = agent_path() else { return };
     let stem = agent.with_extension("");
     if name.starts_with("node") {
+        if std::env::var_os("LOOPTOP_PERF_MAP").is_none_or(|v| v != "0") {
+            for flag in ["--perf-basic-prof", "--interpreted-frames-native-stack"] {
+                add_to_env("NODE_OPTIONS", OsStr::new(" "), flag.as_bytes(), false);
+            }
+        }
         let probe = stem.with_extension("node.js");
         let p = probe.as_os_str().as_bytes();
         // NODE_OPTIONS splits on spaces; a path that would need quoting is left alone.

@@ -245,7 +245,17 @@ unsafe fn fill(r: u64, ctx: *mut libc::c_void) {
     let (mut n, mut flags) = (1, 0);
     if lo <= sp && sp < hi {
         let mem = LiveStack { sp, hi };
-        let (walked, cut) = walk(&mem, fp, &mut frames, 1);
+        // A leaf that set up no frame of its own (a V8 builtin, a libc wrapper) leaves its
+        // caller's return address at the stack pointer, where the frame-pointer walk misses it.
+        let mut start = 1;
+        if let Some(ret) = mem.word(sp).filter(|&r| after_call(r)) {
+            let next_ret = mem.word(fp.wrapping_add(8));
+            if next_ret != Some(ret) {
+                frames[1] = ret;
+                start = 2;
+            }
+        }
+        let (walked, cut) = walk(&mem, fp, &mut frames, start);
         n = walked;
         if cut {
             flags |= sample_flags::TRUNCATED;
@@ -258,6 +268,7 @@ unsafe fn fill(r: u64, ctx: *mut libc::c_void) {
             }
         }
     }
+    entry.t_ns.store(crate::now_ns(), Ordering::Relaxed);
     write_entry(entry, r, &frames[..n], flags, u64::MAX, &[0; 32]);
 }
 

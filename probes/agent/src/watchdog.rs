@@ -24,6 +24,8 @@ static SIGNAL: AtomicU32 = AtomicU32::new(0);
 const DENSE_SAMPLES: u64 = 100;
 /// How long to wait for the handler to run.
 const HANDLER_WAIT: Duration = Duration::from_millis(20);
+/// How long a posted request may wait for a thread stuck in a system call.
+const PENDING_MAX: Duration = Duration::from_secs(2);
 /// Consecutive missed samples of a loop after which it is not signalled again in this stall.
 const MAX_MISSES: u32 = 3;
 
@@ -131,6 +133,8 @@ struct Watch {
     taken: u64,
     next_ns: u64,
     misses: u32,
+    /// A request the handler has not answered yet: (sample index, since).
+    pending: Option<(u64, u64)>,
 }
 
 /// Scratch space, allocated once.
@@ -155,6 +159,11 @@ fn run(seg: Segment, threshold: u64) {
         if !crate::ENABLED.load(Ordering::Relaxed) || seg.header().exited_ns.load(Ordering::Relaxed) != 0 {
             return;
         }
+        // One request at a time: while one waits for a thread in a long system call, no
+        // other loop is signalled.
+        if watch.iter_mut().any(|w| still_pending(seg, w, crate::now_ns())) {
+            continue;
+        }
         for (i, slot) in seg.slots().iter().enumerate() {
             if slot.state.load(Ordering::Acquire) != slot_state::ACTIVE {
                 continue;
@@ -166,7 +175,7 @@ fn run(seg: Segment, threshold: u64) {
                 continue;
             }
             if w.tick != since {
-                *w = Watch { tick: since, taken: 0, next_ns: 0, misses: 0 };
+                *w = Watch { tick: since, ..Watch::default() };
             }
             if w.taken >= SAMPLES_PER_STALL || now < w.next_ns {
                 continue;
@@ -206,18 +215,42 @@ fn sample(seg: Segment, i: usize, slot: &LoopSlot, tick: u64, w: &mut Watch, scr
     stack::post(tid, i, index);
     // SAFETY: tgkill to a thread of our own process with our own handler installed.
     unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::c_long, sig as libc::c_long) };
+    wait_for_handler(entry, index, w);
+}
+
+/// Waits for the handler to fill sample `index`. A thread inside a long system call (a big
+/// `read`) takes the signal only when the call returns: the request then stays posted (and no
+/// other is sent) until it does, or the tick is over for long.
+fn wait_for_handler(entry: &looptop_abi::SampleEntry, index: u64, w: &mut Watch) {
     let deadline = crate::now_ns() + HANDLER_WAIT.as_nanos() as u64;
     while entry.seq.load(Ordering::Acquire) != index + 1 {
         if crate::now_ns() > deadline {
-            if stack::withdraw() {
-                w.misses += 1;
-                miss(seg, entry, index);
-            }
+            w.pending = Some((index, crate::now_ns()));
             return;
         }
         std::thread::sleep(Duration::from_micros(50));
     }
     w.misses = 0;
+}
+
+/// A request still posted from an earlier round: done, still waiting (true), or given up.
+fn still_pending(seg: Segment, w: &mut Watch, now: u64) -> bool {
+    let Some((index, since)) = w.pending else { return false };
+    let Some(entry) = seg.samples().get((index % SAMPLE_RING as u64) as usize) else { return false };
+    if entry.seq.load(Ordering::Acquire) == index + 1 {
+        w.pending = None;
+        w.misses = 0;
+        return false;
+    }
+    if now.saturating_sub(since) < PENDING_MAX.as_nanos() as u64 {
+        return true;
+    }
+    w.pending = None;
+    if stack::withdraw() {
+        w.misses += 1;
+        miss(seg, entry, index);
+    }
+    false
 }
 
 /// Marks a sample that could not be taken.

@@ -1,0 +1,154 @@
+//! `looptop flame`: a flamegraph of a launched process, a running one or a recording — of every
+//! sample, or (`--stalls-only`) of the samples taken while a loop was stalled.
+
+use super::observe::Collect;
+use crate::analysis::stacks::StoredSample;
+use crate::analysis::Session;
+use crate::cli::FlameFormat;
+use crate::event::SampleOrigin;
+use crate::plan::{FlamePlan, TargetSpec};
+use crate::sink::flame::{self, Format, Profile};
+use crate::symbolize::{Frame, FrameKind};
+use anyhow::{Context, Result};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+
+/// Runs `looptop flame`.
+pub fn execute(plan: FlamePlan) -> Result<u8> {
+    let (session, command, end_ns, rate_hz) = match &plan.target {
+        TargetSpec::Recording(path) => {
+            let replay = super::record::load(path, None)?;
+            let end = replay.end_ns();
+            let rate = replay.header.rate_hz;
+            (replay.session, replay.header.command.clone(), end, rate)
+        }
+        target => {
+            let collect = Collect {
+                threshold: plan.observe.stall_threshold,
+                duration: plan.duration,
+                record: None,
+                rate_hz: plan.rate_hz,
+            };
+            let observed = super::record::observe_target(target, &collect, plan.observe.quiet, "flame")?;
+            for w in &observed.warnings {
+                eprintln!("looptop: warning: {w}");
+            }
+            let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
+            let rate = if observed
+                .session
+                .stacks()
+                .threads()
+                .any(|t| t.2.iter().any(|s| s.origin != SampleOrigin::Watchdog))
+            {
+                plan.rate_hz
+            } else {
+                0
+            };
+            (observed.session, observed.report.target.command, end, rate)
+        }
+    };
+    let profile = build_profile(&session, &command, end_ns, rate_hz, plan.stalls_only);
+    let format = match plan.format {
+        FlameFormat::Svg => Format::Svg,
+        FlameFormat::Folded => Format::Folded,
+        FlameFormat::Speedscope => Format::Speedscope,
+    };
+    let options = flame::Options { format, ..flame::Options::default() };
+    let samples: u64 = profile.stacks.iter().map(|s| s.1).sum();
+    if plan.output.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        flame::write(&profile, &options, &mut out)?;
+        out.flush()?;
+    } else {
+        let file = std::fs::File::create(&plan.output)
+            .with_context(|| format!("cannot write the flamegraph {}", plan.output.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        flame::write(&profile, &options, &mut out)?;
+        out.flush()?;
+        if !plan.observe.quiet {
+            eprintln!("looptop: wrote {} ({})", plan.output.display(), profile.subtitle);
+        }
+    }
+    if samples == 0 && !plan.observe.quiet {
+        let why = if plan.stalls_only {
+            "no stack was sampled inside a stall (no stall, or no stack source during it)"
+        } else {
+            "no stack was sampled: perf is not permitted and no stall happened (the agent samples stalls only)"
+        };
+        eprintln!("looptop: warning: the flamegraph is empty: {why}");
+    }
+    Ok(crate::error::exit::OK)
+}
+
+/// The stacks of a session as a flamegraph profile. Where perf sampled a process, its samples
+/// are drawn and the watchdog's (taken during stalls only) are left out, so stalls are not
+/// counted twice; elsewhere the watchdog's are what there is.
+pub fn build_profile(session: &Session, command: &[String], end_ns: u64, rate_hz: u64, stalls_only: bool) -> Profile {
+    let stacks = session.stacks();
+    let spans = session.stall_spans(end_ns);
+    let mut by_thread: BTreeMap<(u32, u32), Vec<(u64, u64)>> = BTreeMap::new();
+    for &(pid, tid, start, dur) in &spans {
+        by_thread.entry((pid, tid)).or_default().push((start, start + dur));
+    }
+    let perf_pids: BTreeSet<u32> =
+        stacks.threads().filter(|t| t.2.iter().any(|s| s.origin != SampleOrigin::Watchdog)).map(|t| t.0).collect();
+    let mut frames: Vec<Frame> = stacks.frames().to_vec();
+    let mut extra: HashMap<String, u32> = HashMap::new();
+    let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
+    for (pid, tid, samples) in stacks.threads() {
+        let spans = by_thread.get(&(pid, tid)).map_or(&[][..], |v| v.as_slice());
+        for s in samples {
+            if s.origin == SampleOrigin::Watchdog && perf_pids.contains(&pid) {
+                continue;
+            }
+            if stalls_only && !in_stall(s, spans) {
+                continue;
+            }
+            let mut stack: Vec<u32> = s.stack.iter().rev().copied().collect();
+            if let Some(off) = &s.off_cpu {
+                let name = match (&off.wchan, off.syscall) {
+                    (Some(w), _) => format!("[off-CPU: {w}]"),
+                    (None, Some(nr)) => format!("[off-CPU: syscall {nr}]"),
+                    _ => "[off-CPU]".to_string(),
+                };
+                let id = *extra.entry(name.clone()).or_insert_with(|| {
+                    frames.push(Frame { kind: FrameKind::Kernel, ..Frame::unknown(None) }.renamed(name));
+                    frames.len() as u32 - 1
+                });
+                stack.push(id);
+            }
+            *merged.entry(stack).or_default() += weight(s, rate_hz);
+        }
+    }
+    let samples: u64 = merged.values().sum();
+    let mut stacks_out: Vec<(Vec<u32>, u64)> = merged.into_iter().collect();
+    stacks_out.sort();
+    let wall_s = end_ns.saturating_sub(session.origin_ns()) as f64 / 1e9;
+    let stalls = spans.iter().filter(|s| s.3 >= session.threshold_ns()).count();
+    Profile {
+        title: format!("looptop: {}", command.join(" ")),
+        subtitle: format!(
+            "{wall_s:.1} s · {samples} samples · {stalls} stall{}{}",
+            if stalls == 1 { "" } else { "s" },
+            if stalls_only { " (stalls only)" } else { "" }
+        ),
+        frames,
+        stacks: stacks_out,
+    }
+}
+
+/// Whether a sample lies inside one of its thread's stalls (the watchdog's by its tick).
+fn in_stall(s: &StoredSample, spans: &[(u64, u64)]) -> bool {
+    match s.origin {
+        SampleOrigin::Watchdog => spans.iter().any(|&(start, _)| start == s.tick_ns),
+        _ => spans.iter().any(|&(start, end)| s.t_ns >= start && s.t_ns <= end),
+    }
+}
+
+/// Samples a stored sample counts for: 1, or its off-CPU time in sampling periods.
+fn weight(s: &StoredSample, rate_hz: u64) -> u64 {
+    match s.origin {
+        SampleOrigin::PerfOffCpu if rate_hz > 0 => ((s.weight_ns as f64 * rate_hz as f64 / 1e9).round() as u64).max(1),
+        _ => 1,
+    }
+}

@@ -1,0 +1,103 @@
+//! `looptop record` and `looptop report`: write a recording of a launched or running process,
+//! and print the summary of one.
+
+use super::observe::{attach_and_observe, launch_and_observe, Collect, Observed};
+use super::run::{emit, Stream};
+use crate::error::UserError;
+use crate::plan::{RecordPlan, ReportPlan, TargetSpec};
+use crate::source::recording::{self, RecordingError};
+use crate::target::launch::{self, LaunchPlan, Output};
+use anyhow::Result;
+use std::time::Duration;
+
+/// Runs `looptop record`.
+pub fn execute(plan: RecordPlan) -> Result<u8> {
+    let collect = Collect {
+        threshold: plan.observe.stall_threshold,
+        duration: plan.duration,
+        record: Some(plan.output.clone()),
+        rate_hz: plan.rate_hz,
+    };
+    let observed = observe_target(&plan.target, &collect, plan.observe.quiet, "record")?;
+    for w in &observed.warnings {
+        eprintln!("looptop: warning: {w}");
+    }
+    if !plan.observe.quiet {
+        let r = &observed.report;
+        let (path, lines) = observed.recorded.as_ref().map(|(p, l)| (p.display().to_string(), *l)).unwrap_or_default();
+        eprintln!(
+            "looptop: wrote {path} ({:.1} s, {} loops, {} stalls, {} stack samples, {lines} lines); read it with `looptop report {path}`",
+            r.wall_ms / 1000.0,
+            r.loops.len(),
+            r.stalls().count(),
+            r.samples
+        );
+    }
+    Ok(crate::error::exit::OK)
+}
+
+/// Observes what `target` names (a command or a pid) with `collect`.
+pub(super) fn observe_target(target: &TargetSpec, collect: &Collect, quiet: bool, verb: &str) -> Result<Observed> {
+    launch::forward_signals();
+    match target {
+        TargetSpec::Launch(command) => {
+            let launch = LaunchPlan {
+                command: command.clone(),
+                stall_floor_ns: super::run::stall_floor(collect.threshold),
+                stdout: Output::Inherit,
+                stderr: Output::Inherit,
+            };
+            launch_and_observe(&launch, collect, |l| note_start(quiet, l.child.id(), collect.duration), |_| {})
+        }
+        TargetSpec::Pid(pid) => {
+            note_start(quiet, *pid, collect.duration);
+            attach_and_observe(*pid, collect, |_| {})
+        }
+        TargetSpec::Recording(_) | TargetSpec::Missing => {
+            Err(UserError::usage(format!("looptop {verb} needs a target: a command after `--` or --pid PID"))
+                .hint(format!("e.g. looptop {verb} -- node server.js, or looptop {verb} --pid 4242"))
+                .into())
+        }
+    }
+}
+
+fn note_start(quiet: bool, pid: u32, duration: Option<Duration>) {
+    if quiet || !super::is_tty(2) {
+        return;
+    }
+    match duration {
+        Some(d) => eprintln!(
+            "looptop: watching pid {pid} for {}; Ctrl-C stops early",
+            crate::units::fmt_ms(d.as_secs_f64() * 1000.0)
+        ),
+        None => eprintln!("looptop: watching pid {pid} until it exits; Ctrl-C stops"),
+    }
+}
+
+/// Loads a recording, turning format errors into usage errors (exit 2) and printing warnings.
+pub(super) fn load(path: &std::path::Path, threshold: Option<Duration>) -> Result<recording::Replay> {
+    let mut replay = recording::load(path).map_err(|e| match e {
+        RecordingError::Io { .. } => UserError::usage(e.to_string()).hint("check the path"),
+        RecordingError::NotRecording { .. } => {
+            UserError::usage(e.to_string()).hint("give a file written by `looptop record -o FILE`")
+        }
+        RecordingError::Version { .. } => {
+            UserError::usage(e.to_string()).hint("read it with the looptop version that wrote it")
+        }
+    })?;
+    if let Some(w) = replay.warning(path) {
+        eprintln!("looptop: warning: {w}");
+    }
+    if let Some(t) = threshold {
+        replay.session.set_threshold(t.as_nanos() as u64);
+    }
+    Ok(replay)
+}
+
+/// Runs `looptop report`.
+pub fn report(plan: ReportPlan) -> Result<u8> {
+    let replay = load(&plan.recording, plan.stall_threshold)?;
+    let report = replay.session.report(replay.target(), replay.end_ns());
+    emit(&report, plan.json, None, plan.color, false, Stream::Stdout)?;
+    Ok(crate::error::exit::OK)
+}

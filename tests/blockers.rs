@@ -1,0 +1,65 @@
+//! Naming the blocker: real programs with one known blocker per tick, classified from the stacks
+//! the agent's watchdog (and perf, when permitted) took during each stall.
+
+use crate::util::*;
+
+#[test]
+fn node_blockers_are_classified_with_function_and_file() {
+    let file = fixture("node/blockers.js");
+    let run = run_json(&["--rate", "0"], &["node", "--expose-gc", file.to_str().unwrap()], &[]);
+    assert_eq!(run.truth.len(), 9, "{}", stderr(&run.out));
+    assert_blockers(&run.report, &run.truth, "blockers.js", true);
+    let blockers = run.report["blockers"].as_array().unwrap();
+    assert_eq!(blockers.len(), 9, "aggregated blockers: {blockers:?}");
+    let worst = blockers.iter().map(|b| b["total_ms"].as_f64().unwrap()).collect::<Vec<_>>();
+    assert!(worst.windows(2).all(|w| w[0] >= w[1]), "blockers are worst first: {worst:?}");
+}
+
+#[test]
+fn node_blockers_with_perf_stacks_too() {
+    if !perf_permitted("node_blockers_with_perf_stacks_too") {
+        return;
+    }
+    let file = fixture("node/blockers.js");
+    let only = [("FIXTURE_ONLY", "regex,json-parse,sync-wait,cpu")];
+    let run = run_json(&[], &["node", "--expose-gc", file.to_str().unwrap()], &only);
+    assert_eq!(run.truth.len(), 4, "{}", stderr(&run.out));
+    assert_blockers(&run.report, &run.truth, "blockers.js", true);
+    // perf samples at 997 Hz outnumber the watchdog's 200 Hz by far.
+    let samples = run.report["samples"].as_u64().unwrap();
+    assert!(samples > 600, "perf samples expected, got {samples}");
+}
+
+#[test]
+fn python_blockers_are_classified() {
+    let file = fixture("python/blockers.py");
+    let run = run_json(&["--rate", "0"], &["python3", file.to_str().unwrap()], &[]);
+    assert_eq!(run.truth.len(), 4, "{}", stderr(&run.out));
+    assert_blockers(&run.report, &run.truth, "blockers.py", false);
+}
+
+#[test]
+fn c_busy_tick_names_the_c_function() {
+    let bin = c_epoll_loop();
+    let run = run_json(&["--rate", "0"], &[bin.to_str().unwrap()], &[]);
+    let stalls = main_stalls(&run.report);
+    assert_eq!(stalls.len(), 2, "{stalls:?}");
+    assert_eq!(stalls[0]["blocker"]["kind"], "cpu", "{stalls:?}");
+    assert_eq!(stalls[0]["blocker"]["frame"], "busy_spin", "{stalls:?}");
+    assert_eq!(stalls[1]["blocker"]["kind"], "sync-wait", "{stalls:?}");
+}
+
+#[test]
+fn the_summary_names_blockers() {
+    let file = fixture("node/blockers.js");
+    let out = looptop()
+        .args(["run", "--rate", "0", "--", "node", file.to_str().unwrap()])
+        .env("FIXTURE_ONLY", "regex,cpu")
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert!(text.contains("blockers (worst first):"), "{text}");
+    assert!(text.contains("regex") && text.contains("validateName") && text.contains("blockers.js:"), "{text}");
+    assert!(text.contains("spinHot"), "{text}");
+    assert!(text.contains("│ function validateName(s) {"), "source line expected:\n{text}");
+}
