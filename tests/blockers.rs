@@ -63,3 +63,16 @@ fn the_summary_names_blockers() {
     assert!(text.contains("spinHot"), "{text}");
     assert!(text.contains("│ function validateName(s) {"), "source line expected:\n{text}");
 }
+
+#[test]
+fn the_perf_map_flag_leaves_no_v8_log_behind() {
+    let dir = TempDir::new("v8log");
+    let out = looptop()
+        .args(["run", "-q", "-o", "/dev/null", "--", "node", "-e", "setTimeout(() => {}, 50)"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "files left in the working directory: {left:?}");
+}

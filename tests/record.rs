@@ -137,8 +137,11 @@ fn flame_of_everything_uses_perf_samples() {
         .filter(|l| l.contains("spinHot"))
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
         .sum();
-    // 250 ms at 997 Hz: ~250 perf samples (the watchdog alone takes ~48).
-    assert!(spin > 80, "spinHot samples: {spin}\n{folded}");
+    assert!(spin > 0, "spinHot missing:\n{folded}");
+    // perf samples all of node's CPU time at 997 Hz (the 250 ms spin alone is ~250); the watchdog
+    // alone takes at most ~50 of the one stall.
+    let total: u64 = folded.lines().map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap()).sum();
+    assert!(total > 150, "{total} samples:\n{folded}");
     // Code outside any stall is in the flamegraph of everything (the payload setup is not a
     // stall, but node's startup runs JS).
     assert!(folded.lines().count() > 5, "{folded}");

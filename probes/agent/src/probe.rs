@@ -37,8 +37,16 @@ pub(crate) fn arrange() {
     let stem = agent.with_extension("");
     if name.starts_with("node") {
         if std::env::var_os("LOOPTOP_PERF_MAP").is_none_or(|v| v != "0") {
+            let had = std::env::var_os("NODE_OPTIONS").is_some_and(|v| {
+                let v = v.to_string_lossy();
+                v.contains("--perf-basic-prof") || v.contains("--perf-prof")
+            });
             for flag in ["--perf-basic-prof", "--interpreted-frames-native-stack"] {
                 add_to_env("NODE_OPTIONS", OsStr::new(" "), flag.as_bytes(), false);
+            }
+            if !had {
+                // The probe removes the isolate log V8 opens for this flag (see probe.js).
+                set_env("LOOPTOP_V8_LOG_UNWANTED", b"1");
             }
         }
         let probe = stem.with_extension("node.js");
@@ -76,7 +84,12 @@ fn add_to_env(var: &str, sep: &OsStr, item: &[u8], first: bool) {
             v.push(item);
         }
     }
-    let (Ok(k), Ok(val)) = (CString::new(var), CString::new(v.into_vec())) else { return };
+    set_env(var, &v.into_vec());
+}
+
+/// Sets an environment variable (from the constructor, before the program starts threads).
+fn set_env(var: &str, value: &[u8]) {
+    let (Ok(k), Ok(val)) = (CString::new(var), CString::new(value)) else { return };
     // SAFETY: the constructor runs before the program starts threads; setenv copies both strings.
     unsafe { libc::setenv(k.as_ptr(), val.as_ptr(), 1) };
 }
