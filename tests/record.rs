@@ -146,3 +146,32 @@ fn flame_of_everything_uses_perf_samples() {
     // stall, but node's startup runs JS).
     assert!(folded.lines().count() > 5, "{folded}");
 }
+
+#[test]
+fn record_attaches_to_a_process_with_the_agent_preloaded() {
+    let dir = TempDir::new("rec-pid");
+    let agent = looptop().args(["agent", "path"]).output().unwrap();
+    let agent = String::from_utf8_lossy(&agent.stdout).trim().to_string();
+    let file = fixture("node/blockers.js");
+    // Started without looptop; its setup (payloads) takes a while before the first blocker.
+    let mut node = std::process::Command::new("node")
+        .arg(&file)
+        .env("LD_PRELOAD", &agent)
+        .env("FIXTURE_ONLY", "regex,cpu")
+        .spawn()
+        .unwrap();
+    let rec = dir.path("pid.rec");
+    let out = looptop()
+        .args(["record", "--rate", "0", "-o"])
+        .arg(&rec)
+        .args(["--pid", &node.id().to_string()])
+        .output()
+        .unwrap();
+    let _ = node.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (out, report) = report_json(&rec);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stalls = main_stalls(&report);
+    let frames: Vec<&str> = stalls.iter().filter_map(|s| s["blocker"]["frame"].as_str()).collect();
+    assert!(frames.contains(&"validateName") && frames.contains(&"spinHot"), "{report:#}");
+}

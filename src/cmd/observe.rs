@@ -145,9 +145,15 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&Sess
     let origin = now_ns();
     let mut run = Run::start(collect, origin, pid, &command)?;
     run.pipeline.watch(pid);
-    let has_agent = crate::source::segment::list(&crate::source::segment::shm_dir()).iter().any(|(p, _)| *p == pid);
+    // A process started a moment ago may not have created its segment yet.
+    let has_agent = (0..50).any(|i| {
+        if i > 0 {
+            std::thread::sleep(POLL);
+        }
+        crate::source::segment::list(&crate::source::segment::shm_dir()).iter().any(|(p, _)| *p == pid)
+    });
     if !has_agent && run.perf.source.is_none() {
-        let why = run.perf.note.clone().unwrap_or_default();
+        let why = run.perf.note.clone().unwrap_or_else(|| "perf is off: --rate 0".to_string());
         return Err(UserError::observe(format!(
             "process {pid} has no looptop agent and perf cannot sample it, so there is nothing to observe ({why})"
         ))
@@ -286,7 +292,8 @@ impl Run {
                     }
                 }
                 Observee::Attached(pid) => {
-                    let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+                    // A zombie is gone too (its parent has not reaped it yet).
+                    let gone = !crate::target::proc::is_alive(*pid, 0);
                     if gone || launch::interrupted() || deadline.is_some_and(|d| now >= d) {
                         break None;
                     }

@@ -47,6 +47,10 @@ pub fn write(report: &Report, opts: &Options, mut out: impl Write) -> io::Result
         plural(stalls),
         fmt_ms(report.stall_threshold_ms)
     )?;
+    if report.samples > 0 || report.lost_samples > 0 {
+        let lost = if report.lost_samples > 0 { format!(", {} lost", report.lost_samples) } else { String::new() };
+        writeln!(out, "  {} stack samples{lost}", report.samples)?;
+    }
     if report.dropped_events > 0 {
         writeln!(out, "  {} events dropped (looptop fell behind)", report.dropped_events)?;
     }
