@@ -22,7 +22,7 @@ fn node_blockers_with_perf_stacks_too() {
     }
     let file = fixture("node/blockers.js");
     let only = [("FIXTURE_ONLY", "regex,json-parse,sync-wait,cpu")];
-    let run = run_json(&[], &["node", "--expose-gc", file.to_str().unwrap()], &only);
+    let run = run_json(&["--rate", "997"], &["node", "--expose-gc", file.to_str().unwrap()], &only);
     assert_eq!(run.truth.len(), 4, "{}", stderr(&run.out));
     assert_blockers(&run.report, &run.truth, "blockers.js", true);
     // perf samples at 997 Hz outnumber the watchdog's 200 Hz by far.

@@ -103,9 +103,13 @@ pub struct Run {
 pub fn run_json(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
     let dir = TempDir::new("run");
     let truth = dir.path("truth.jsonl");
+    // Timing tests compare ticks with what fixtures measure themselves on a 2-core machine shared
+    // with other tests: perf stays off unless a test asks for it with --rate.
+    let perf_off: &[&str] = if extra.contains(&"--rate") { &[] } else { &["--rate", "0"] };
     let out = looptop()
         .arg("run")
         .arg("--json")
+        .args(perf_off)
         .args(extra)
         .arg("--")
         .args(cmd)
