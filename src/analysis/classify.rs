@@ -1,18 +1,21 @@
 //! Naming the blocker of a stall from the stacks sampled during it: each sample gets the kind of
-//! the innermost frame that matches a row of [`super::rules::RULES`]; the stall gets the most
-//! common kind, the share of samples that agree (confidence) and the first user frame.
+//! the innermost frame that matches a row of [`super::rules::RULES`] — unless that is work done on
+//! behalf of an enclosing operation (a GC or allocator pause inside `JSON.parse` belongs to the
+//! parse) — and the stall gets the most common kind, the share of samples that agree
+//! (confidence) and the first user frame.
 
 use super::rules::{BlockerKind, RULES, SYSCALLS};
 use crate::event::OffCpu;
 use crate::symbolize::{Frame, FrameKind};
 
-/// The kind of one sample: innermost matching frame, then the syscall it sleeps in, then `cpu`
-/// (on-CPU) or `sync-wait` (off-CPU). `frames` are innermost first.
+/// The kind of one sample: the matching frame of the most specific rank (innermost among equals;
+/// see [`rank`]), then the syscall it sleeps in, then `cpu` (on-CPU) or `sync-wait` (off-CPU).
+/// `frames` are innermost first.
 pub fn sample_kind(frames: &[&Frame], off_cpu: Option<&OffCpu>) -> (BlockerKind, bool) {
-    for f in frames {
-        if let Some(rule) = RULES.iter().find(|r| r.matches(f)) {
-            return (rule.kind, true);
-        }
+    let matched = frames.iter().filter_map(|f| RULES.iter().find(|r| r.matches(f))).map(|r| r.kind);
+    // `min_by_key` keeps the first (innermost) of equal ranks.
+    if let Some(kind) = matched.min_by_key(|k| rank(*k)) {
+        return (kind, true);
     }
     match off_cpu {
         Some(off) => {
@@ -23,6 +26,19 @@ pub fn sample_kind(frames: &[&Frame], off_cpu: Option<&OffCpu>) -> (BlockerKind,
             (kind, true)
         }
         None => (BlockerKind::Cpu, false),
+    }
+}
+
+/// How a kind ranks when frames of several kinds are on one stack (lower wins). An operation the
+/// program asked for (regex, JSON, sync crypto/zlib/fs) is the blocker even when the sample
+/// caught the GC it triggered by allocating, the allocator under it, or a lock the GC waits on;
+/// a GC is the blocker of the allocator work and helper-thread waits inside it.
+fn rank(kind: BlockerKind) -> u8 {
+    match kind {
+        BlockerKind::Gc => 1,
+        BlockerKind::Alloc => 2,
+        BlockerKind::SyncWait => 3,
+        _ => 0,
     }
 }
 
@@ -192,11 +208,23 @@ mod tests {
     }
 
     #[test]
-    fn innermost_matching_frame_decides() {
+    fn the_operation_owns_the_gc_it_triggers() {
         let gc = frame(FrameKind::Native, "v8::internal::Heap::CollectGarbage(v8::internal::AllocationSpace)");
         let parse = frame(FrameKind::Native, "v8::internal::JsonParser<unsigned char>::ParseJson()");
-        assert_eq!(sample_kind(&[&gc, &parse], None).0, BlockerKind::Gc);
+        let lock = frame(FrameKind::Native, "__futex_abstimed_wait_common64");
+        let busy = js("churn", "/srv/app.js", 3);
+        assert_eq!(sample_kind(&[&gc, &parse], None).0, BlockerKind::JsonParse);
         assert_eq!(sample_kind(&[&parse, &gc], None).0, BlockerKind::JsonParse);
+        assert_eq!(sample_kind(&[&lock, &gc, &busy], None).0, BlockerKind::Gc);
+        assert_eq!(sample_kind(&[&lock, &gc, &parse], None).0, BlockerKind::JsonParse);
+    }
+
+    #[test]
+    fn innermost_of_two_operations_decides() {
+        let regex = frame(FrameKind::Native, "v8::internal::IrregexpInterpreter::MatchInternal");
+        let parse = frame(FrameKind::Native, "v8::internal::JsonParser<unsigned char>::ParseJson()");
+        assert_eq!(sample_kind(&[&regex, &parse], None).0, BlockerKind::Regex);
+        assert_eq!(sample_kind(&[&parse, &regex], None).0, BlockerKind::JsonParse);
     }
 
     #[test]
