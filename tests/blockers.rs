@@ -10,7 +10,9 @@ fn node_blockers_are_classified_with_function_and_file() {
     assert_eq!(run.truth.len(), 9, "{}", stderr(&run.out));
     assert_blockers(&run.report, &run.truth, "blockers.js", true);
     let blockers = run.report["blockers"].as_array().unwrap();
-    assert_eq!(blockers.len(), 9, "aggregated blockers: {blockers:?}");
+    // Besides the nine, V8 may have had GC or page-release work of its own to do between two ticks.
+    let named = blockers.iter().filter(|b| !matches!(b["kind"].as_str(), Some("gc" | "alloc"))).count();
+    assert_eq!(named, 9, "aggregated blockers: {blockers:?}");
     let worst = blockers.iter().map(|b| b["total_ms"].as_f64().unwrap()).collect::<Vec<_>>();
     assert!(worst.windows(2).all(|w| w[0] >= w[1]), "blockers are worst first: {worst:?}");
 }

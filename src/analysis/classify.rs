@@ -103,15 +103,19 @@ pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
         return None;
     }
     let kinds: Vec<(BlockerKind, bool)> = samples.iter().map(|s| sample_kind(&s.frames, s.off_cpu)).collect();
+    let total: u64 = samples.iter().map(|s| s.weight_ns.max(1)).sum();
+    // A broken stack that matched nothing cannot tell `cpu` from an operation whose frames were
+    // cut off: it votes only when no sample could tell.
+    let tells = |(s, (_, matched)): &(&ClassSample, &(BlockerKind, bool))| *matched || !is_truncated(&s.frames);
+    let all_vote = !samples.iter().zip(&kinds).any(|v| tells(&v));
     let mut counts: Vec<(BlockerKind, u64)> = Vec::new();
-    for (s, (k, _)) in samples.iter().zip(&kinds) {
+    for (s, (k, _)) in samples.iter().zip(&kinds).filter(|v| all_vote || tells(v)) {
         let w = s.weight_ns.max(1);
         match counts.iter_mut().find(|(c, _)| c == k) {
             Some((_, n)) => *n += w,
             None => counts.push((*k, w)),
         }
     }
-    let total: u64 = counts.iter().map(|c| c.1).sum();
     // Most samples wins; on a tie the specific kind (not cpu) wins, then table order.
     counts.sort_by(|a, b| {
         b.1.cmp(&a.1).then((a.0 == BlockerKind::Cpu).cmp(&(b.0 == BlockerKind::Cpu))).then(a.0.cmp(&b.0))
@@ -120,6 +124,18 @@ pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
     let chosen: Vec<&ClassSample> = samples.iter().zip(&kinds).filter(|(_, k)| k.0 == kind).map(|(s, _)| s).collect();
     let frame = representative_frame(&chosen, kind)?;
     Some(Verdict { kind, confidence: n as f64 / total as f64, frame })
+}
+
+/// Whether a stack was cut short: the frame-pointer walk ended at an address in no mapping, or
+/// after a few frames without reaching a thread's start (code built without frame pointers).
+fn is_truncated(frames: &[&Frame]) -> bool {
+    const ROOTS: [&str; 7] =
+        ["_start", "__libc_start_main", "__libc_start_call_main", "start_thread", "clone", "clone3", "__clone"];
+    let Some(outer) = frames.last() else { return true };
+    let root = ROOTS
+        .iter()
+        .any(|r| outer.name.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '@', '.'])));
+    (outer.name == "[unknown]" && outer.module.is_none()) || (!root && frames.len() < 8)
 }
 
 /// The most common first user frame among `samples`; else the most common innermost frame that
@@ -267,14 +283,41 @@ mod tests {
     fn a_busy_loop_with_a_little_gc_is_cpu() {
         let busy = js("spin", "/srv/app.js", 3);
         let gc = frame(FrameKind::Native, "v8::internal::Scavenger::Process");
+        let start = frame(FrameKind::Native, "_start");
         let mut samples =
-            vec![ClassSample { frames: vec![&gc, &busy], off_cpu: None, user_module: None, weight_ns: 1 }];
+            vec![ClassSample { frames: vec![&gc, &busy, &start], off_cpu: None, user_module: None, weight_ns: 1 }];
         for _ in 0..5 {
-            samples.push(ClassSample { frames: vec![&busy], off_cpu: None, user_module: None, weight_ns: 1 });
+            samples.push(ClassSample { frames: vec![&busy, &start], off_cpu: None, user_module: None, weight_ns: 1 });
         }
         let v = classify(&samples).unwrap();
         assert_eq!(v.kind, BlockerKind::Cpu);
         assert_eq!(v.frame.name, "spin");
+    }
+
+    /// Without frame pointers (CPython 3.11) a walk stops after a frame or two: those samples
+    /// show where the CPU was, not for whom, and only the ones that match a rule decide.
+    #[test]
+    fn broken_stacks_that_match_nothing_do_not_vote_for_cpu() {
+        let scan = frame(FrameKind::Native, "scan_once_unicode");
+        let garbage = frame(FrameKind::Native, "[unknown]");
+        let dict = frame(FrameKind::Native, "insertdict");
+        let sample = |frames| ClassSample { frames, off_cpu: None, user_module: None, weight_ns: 1 };
+        let mut samples = vec![sample(vec![&scan, &garbage]), sample(vec![&scan, &garbage])];
+        for _ in 0..5 {
+            samples.push(sample(vec![&dict, &garbage]));
+            samples.push(sample(vec![&dict]));
+        }
+        let v = classify(&samples).unwrap();
+        assert_eq!(v.kind, BlockerKind::JsonParse);
+        assert!((v.confidence - 2.0 / 12.0).abs() < 1e-9, "a share of every sample: {}", v.confidence);
+        // Only broken stacks and none matched: cpu, as before.
+        let v = classify(&samples[2..]).unwrap();
+        assert_eq!(v.kind, BlockerKind::Cpu);
+        // A whole stack that matched nothing is plain CPU work and votes.
+        let start = frame(FrameKind::Native, "__libc_start_call_main");
+        let deep: Vec<&Frame> = vec![&dict, &dict, &dict, &start];
+        samples.extend((0..3).map(|_| sample(deep.clone())));
+        assert_eq!(classify(&samples).unwrap().kind, BlockerKind::Cpu);
     }
 
     #[test]
