@@ -122,7 +122,7 @@ pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
     });
     let (kind, n) = counts[0];
     let chosen: Vec<&ClassSample> = samples.iter().zip(&kinds).filter(|(_, k)| k.0 == kind).map(|(s, _)| s).collect();
-    let frame = representative_frame(&chosen, kind)?;
+    let frame = representative_frame(&chosen, samples, kind)?;
     Some(Verdict { kind, confidence: n as f64 / total as f64, frame })
 }
 
@@ -138,11 +138,18 @@ fn is_truncated(frames: &[&Frame]) -> bool {
     (outer.name == "[unknown]" && outer.module.is_none()) || (!root && frames.len() < 8)
 }
 
-/// The most common first user frame among `samples`; else the most common innermost frame that
-/// matched a rule; else the most common innermost named frame (or the leaf).
-fn representative_frame(samples: &[&ClassSample], kind: BlockerKind) -> Option<Frame> {
-    let user = samples.iter().filter_map(|s| s.frames.iter().find(|f| is_user_frame(f, s.user_module)).copied());
-    if let Some(f) = most_common(user) {
+/// The most common first user frame among `samples` (named after its callee when V8 ran that
+/// callee unnamed, see [`named_callee`]); else the most common innermost frame that matched a
+/// rule; else the most common innermost named frame (or the leaf). `all`: the stall's samples.
+fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: BlockerKind) -> Option<Frame> {
+    let user: Vec<(&Frame, bool)> = samples.iter().filter_map(|s| first_user(s)).collect();
+    if let Some(f) = most_common(user.iter().map(|u| u.0)) {
+        let hiding = user.iter().filter(|u| u.0 == f && u.1).count();
+        if hiding * 2 > user.iter().filter(|u| u.0 == f).count() {
+            if let Some(callee) = named_callee(all, f) {
+                return Some(callee.clone());
+            }
+        }
         return Some(f.clone());
     }
     let matched = samples
@@ -153,6 +160,36 @@ fn representative_frame(samples: &[&ClassSample], kind: BlockerKind) -> Option<F
     }
     let named = samples.iter().filter_map(|s| s.frames.iter().find(|f| !f.name.starts_with('[')).copied());
     most_common(named).or_else(|| most_common(samples.iter().filter_map(|s| s.frames.first().copied()))).cloned()
+}
+
+/// The first user frame of a sample, and whether V8 ran JavaScript without a name inside it.
+fn first_user<'a>(s: &ClassSample<'a>) -> Option<(&'a Frame, bool)> {
+    let i = s.frames.iter().position(|f| is_user_frame(f, s.user_module))?;
+    Some((s.frames[i], s.frames[..i].iter().any(|f| is_unnamed_js(f))))
+}
+
+/// A frame of V8's generic interpreter: an interpreted function it resumed after a
+/// deoptimization (or entered before its named trampoline copy existed) runs there, and the perf
+/// map cannot say which.
+fn is_unnamed_js(f: &Frame) -> bool {
+    const GENERIC: [&str; 3] =
+        ["InterpreterEntryTrampoline", "InterpreterEnterAtBytecode", "InterpreterEnterAtNextBytecode"];
+    let name = f.name.strip_prefix("Builtins_").or_else(|| f.name.strip_prefix("Builtin:")).unwrap_or("");
+    GENERIC.iter().any(|g| name.starts_with(g))
+}
+
+/// The function that ran unnamed inside `caller`, from the other samples of the stall: the most
+/// common named user function they show called directly from `caller`.
+fn named_callee<'a>(all: &[ClassSample<'a>], caller: &Frame) -> Option<&'a Frame> {
+    let callees = all.iter().filter_map(|s| {
+        let i = s.frames.iter().position(|f| is_user_frame(f, s.user_module))?;
+        if s.frames[..i].iter().any(|f| is_unnamed_js(f)) {
+            return None;
+        }
+        let outer = s.frames[i + 1..].iter().find(|f| is_user_frame(f, s.user_module))?;
+        (*outer == caller && s.frames[i] != caller).then_some(s.frames[i])
+    });
+    most_common(callees)
 }
 
 fn most_common<'a>(frames: impl Iterator<Item = &'a Frame>) -> Option<&'a Frame> {
@@ -318,6 +355,25 @@ mod tests {
         let deep: Vec<&Frame> = vec![&dict, &dict, &dict, &start];
         samples.extend((0..3).map(|_| sample(deep.clone())));
         assert_eq!(classify(&samples).unwrap().kind, BlockerKind::Cpu);
+    }
+
+    /// V8 resumes a deoptimized function in its generic interpreter, which the perf map cannot
+    /// name: the stall's other samples tell which function its caller was running.
+    #[test]
+    fn an_unnamed_interpreted_frame_is_named_by_the_stall_s_other_samples() {
+        let gc = frame(FrameKind::Native, "v8::internal::Heap::CollectGarbage(v8::internal::AllocationSpace)");
+        let trampoline = frame(FrameKind::V8Code, "Builtins_InterpreterEntryTrampoline");
+        let caller = js("BLOCKERS", "/srv/app.js", 85);
+        let churn = js("churn", "/srv/app.js", 63);
+        let timers = js("listOnTimeout", "node:internal/timers", 500);
+        let sample = |frames| ClassSample { frames, off_cpu: None, user_module: None, weight_ns: 1 };
+        let mut samples: Vec<ClassSample> = (0..6).map(|_| sample(vec![&gc, &trampoline, &caller, &timers])).collect();
+        samples.extend((0..2).map(|_| sample(vec![&churn, &caller, &timers])));
+        let v = classify(&samples).unwrap();
+        assert_eq!(v.kind, BlockerKind::Gc);
+        assert_eq!(v.frame.name, "churn");
+        // Without another sample to tell, the caller is the best there is.
+        assert_eq!(classify(&samples[..6]).unwrap().frame.name, "BLOCKERS");
     }
 
     #[test]
