@@ -14,6 +14,7 @@ Examples:
   looptop run --json -o report.json -- npm start
   LD_PRELOAD=$(looptop agent path) node server.js   preload the agent in production
   looptop ps                                 processes running the agent
+  sudo looptop record -d 10s --pid 4242      attach to a server started with nothing (perf mode)
 
 Exit codes: 0 success; 1 a budget failed; 2 usage or configuration error; 3 could not observe
 the target. `looptop run` exits with the target's own status (3 when it could not observe).";
@@ -115,6 +116,21 @@ pub struct StackArgs {
     /// perf stack samples per second when perf is permitted (root or CAP_PERFMON); 0 turns perf off
     #[arg(long, value_name = "HZ", default_value_t = 997)]
     pub rate: u64,
+    /// How to observe a --pid: its agent's segment, or agentless through perf (ticks from the
+    /// wait calls' tracepoints; needs root or CAP_PERFMON). auto prefers the agent
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Auto)]
+    pub mode: Mode,
+}
+
+/// How a running process is observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The agent's segment when the process has one (plus perf stacks when permitted), else perf
+    Auto,
+    /// Only the agent's segment: no privileges needed, the process must have the agent preloaded
+    Agent,
+    /// Agentless: perf tracepoints, samples and uprobes (root or CAP_PERFMON)
+    Perf,
 }
 
 /// What to observe: a command to launch, a running pid, or (where allowed) a recording.
@@ -138,9 +154,15 @@ pauses), the symbolized frame table and every stack sample. It is flushed as it 
 recording cut short by a kill or crash keeps everything up to the last flush; `looptop report`
 loads it with a warning.
 
+--pid attaches to a running process: through its agent's segment when it was started under
+`looptop run` or with the agent preloaded (no privileges), else agentless in perf mode (root or
+CAP_PERFMON): ticks from the wait calls' tracepoints, stacks from cpu-clock and sched_switch, the
+libuv pool and V8 GC pauses from uprobes. --mode chooses; see the README.
+
 Examples:
   looptop record -o api.rec -d 30s -- node server.js
   LD_PRELOAD=$(looptop agent path) node server.js &  looptop record -o api.rec --pid $!
+  sudo looptop record -o api.rec -d 10s --pid $(pgrep -f server.js)   no agent: perf mode
   looptop report api.rec
   looptop flame --from api.rec --stalls-only -o stalls.svg";
 
@@ -188,6 +210,7 @@ named from V8's perf map (looptop starts Node with --perf-basic-prof).
 Examples:
   looptop flame -o cpu.svg -d 30s -- node server.js
   looptop flame --stalls-only -o stalls.svg -- node server.js
+  sudo looptop flame --stalls-only -d 10s -o stalls.svg --pid 4242   attach, no agent needed
   looptop flame --format speedscope -o app.speedscope.json --from api.rec
   looptop flame --format folded --from api.rec | grep validateEmail";
 

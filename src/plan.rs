@@ -1,6 +1,7 @@
 //! Plans: the parsed command line turned into plain settings with real types. Nothing here
 //! knows clap's parse types; the commands in [`crate::cmd`] take these.
 
+pub use crate::cli::Mode;
 use crate::cli::{AgentCommand, Cli, Command, FlameFormat, ObserveArgs, TargetArgs};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,8 +23,10 @@ pub struct Observe {
 pub struct RunPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf).
+    /// perf sample rate (0: no perf stacks).
     pub rate_hz: u64,
+    /// How a pid is observed.
+    pub mode: Mode,
     /// Program and arguments.
     pub command: Vec<OsString>,
     /// JSON instead of text.
@@ -50,8 +53,10 @@ pub enum TargetSpec {
 pub struct RecordPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf).
+    /// perf sample rate (0: no perf stacks).
     pub rate_hz: u64,
+    /// How a pid is observed.
+    pub mode: Mode,
     /// The recording to write.
     pub output: PathBuf,
     /// What to record.
@@ -78,8 +83,10 @@ pub struct ReportPlan {
 pub struct FlamePlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf).
+    /// perf sample rate (0: no perf stacks).
     pub rate_hz: u64,
+    /// How a pid is observed.
+    pub mode: Mode,
     /// Where to write (`-` = stdout).
     pub output: PathBuf,
     /// The format.
@@ -108,8 +115,10 @@ pub struct PsPlan {
 pub struct DemoPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf).
+    /// perf sample rate (0: no perf stacks).
     pub rate_hz: u64,
+    /// How a pid is observed.
+    pub mode: Mode,
     /// How long to run.
     pub duration: Duration,
     /// JSON instead of text.
@@ -182,6 +191,7 @@ impl From<Cli> for Plan {
             Command::Run(a) => Plan::Run(RunPlan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
+                mode: a.stacks.mode,
                 command: a.command,
                 json: a.json,
                 output: a.output,
@@ -190,12 +200,14 @@ impl From<Cli> for Plan {
             Command::Demo(a) => Plan::Demo(DemoPlan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
+                mode: a.stacks.mode,
                 duration: a.duration,
                 json: a.json,
             }),
             Command::Record(a) => Plan::Record(RecordPlan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
+                mode: a.stacks.mode,
                 output: a.output,
                 target: target(&a.target, None),
                 duration: a.target.duration,
@@ -212,6 +224,7 @@ impl From<Cli> for Plan {
                 Plan::Flame(FlamePlan {
                     observe: observe(a.observe),
                     rate_hz: a.stacks.rate,
+                    mode: a.stacks.mode,
                     output,
                     format,
                     stalls_only: a.stalls_only,

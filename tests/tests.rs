@@ -3,6 +3,7 @@
 
 mod util;
 
+mod attach;
 mod blockers;
 mod cli;
 mod errors;

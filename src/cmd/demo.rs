@@ -55,7 +55,7 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     let load = Arc::new(Load::default());
     let started = Instant::now();
     let mut load_threads = Vec::new();
-    let collect = Collect { rate_hz: plan.rate_hz, ..Collect::ticks(plan.observe.stall_threshold) };
+    let collect = Collect { rate_hz: plan.rate_hz, mode: plan.mode, ..Collect::ticks(plan.observe.stall_threshold) };
     let observed = launch_and_observe(
         &launch,
         &collect,

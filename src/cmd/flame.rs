@@ -28,11 +28,10 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
                 duration: plan.duration,
                 record: None,
                 rate_hz: plan.rate_hz,
+                mode: plan.mode,
             };
             let observed = super::record::observe_target(target, &collect, plan.observe.quiet, "flame")?;
-            for w in &observed.warnings {
-                eprintln!("looptop: warning: {w}");
-            }
+            observed.tell();
             let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
             let rate = if observed
                 .session

@@ -7,10 +7,11 @@ use crate::analysis::report::{Report, Target};
 use crate::analysis::Session;
 use crate::error::UserError;
 use crate::event::Event;
+use crate::plan::Mode;
 use crate::sink::record::{Header, Recorder};
 use crate::source::agent::{AgentSource, Selector};
 use crate::source::now_ns;
-use crate::source::perf::{PerfOptions, PerfSource};
+use crate::source::perf::{PerfError, PerfOptions, PerfSource};
 use crate::target::launch::{self, LaunchPlan, Launched};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -30,14 +31,16 @@ pub struct Collect {
     pub duration: Option<Duration>,
     /// Write a recording here.
     pub record: Option<PathBuf>,
-    /// perf `cpu-clock` samples at this rate when permitted (0: no perf).
+    /// perf `cpu-clock` samples at this rate when permitted (0: no perf stacks).
     pub rate_hz: u64,
+    /// How a pid is observed (a launched command always gets the agent).
+    pub mode: Mode,
 }
 
 impl Collect {
     /// Ticks and the agent's stall stacks only.
     pub fn ticks(threshold: Duration) -> Self {
-        Collect { threshold, duration: None, record: None, rate_hz: 0 }
+        Collect { threshold, duration: None, record: None, rate_hz: 0, mode: Mode::Auto }
     }
 }
 
@@ -47,10 +50,24 @@ pub struct Observed {
     pub report: Report,
     /// Things the user should know (no loop seen, unreadable segments, no perf).
     pub warnings: Vec<String>,
+    /// How it ended, when worth saying ("process 4242 exited after 3.2 s").
+    pub notes: Vec<String>,
     /// The session behind the report (stacks for flamegraphs).
     pub session: Session,
     /// The recording written, and its number of lines.
     pub recorded: Option<(PathBuf, u64)>,
+}
+
+impl Observed {
+    /// Prints the warnings and notes to stderr.
+    pub fn tell(&self) {
+        for w in &self.warnings {
+            eprintln!("looptop: warning: {w}");
+        }
+        for n in &self.notes {
+            eprintln!("looptop: {n}");
+        }
+    }
 }
 
 /// perf next to the agent, when permitted.
@@ -114,6 +131,13 @@ pub fn launch_and_observe(
     mut on_start: impl FnMut(&mut Launched),
     on_poll: impl FnMut(&Session),
 ) -> Result<Observed> {
+    if collect.mode == Mode::Perf {
+        return Err(UserError::usage(
+            "--mode perf attaches to a running process; a command looptop starts gets the agent",
+        )
+        .hint("start the program yourself and give --pid PID, or drop --mode perf")
+        .into());
+    }
     crate::source::agent::remove_dead_segments();
     let agent = crate::target::embedded::agent_path()?;
     let origin = now_ns();
@@ -122,9 +146,9 @@ pub fn launch_and_observe(
     on_start(&mut launched);
     let pid = launched.child.id();
     let source = AgentSource::new(Selector::Session(launched.session));
-    let mut run = Run::start(collect, origin, pid, &shown)?;
+    let mut run = Run::start(collect, Mode::Agent, origin, pid, &shown)?;
     run.pipeline.watch(pid);
-    let status = run.poll_until(source, collect, Observee::Launched(&mut launched), on_poll)?;
+    let status = run.poll_until(Polled::Agent(source), collect, Observee::Launched(&mut launched), on_poll)?;
     let exit_code = status.map(launch::exit_code);
     if run.source.processes_seen() == 0 {
         return Err(not_observed(&launched, &shown.join(" "), exit_code.unwrap_or(0)).into());
@@ -134,51 +158,142 @@ pub fn launch_and_observe(
     run.finish(Target { pid, command: shown, runtime: "native", exit_code }, warnings)
 }
 
-/// Attaches to a running process: its agent segment if it has one, perf stacks when permitted.
+/// Attaches to a running process: its agent segment if it has one (plus perf stacks when
+/// permitted), or agentless through perf (ticks from tracepoints), as `collect.mode` says.
 pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&Session)) -> Result<Observed> {
-    let command = crate::target::proc::cmdline(pid);
+    let command = settled_cmdline(pid);
     if command.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(UserError::observe(format!("no process with pid {pid}"))
             .hint("list candidates with `looptop ps` (processes with the agent) or `ps aux`")
             .into());
     }
-    let origin = now_ns();
-    let mut run = Run::start(collect, origin, pid, &command)?;
-    run.pipeline.watch(pid);
-    // A process started a moment ago may not have created its segment yet.
-    let has_agent = (0..50).any(|i| {
-        if i > 0 {
-            std::thread::sleep(POLL);
-        }
-        crate::source::segment::list(&crate::source::segment::shm_dir()).iter().any(|(p, _)| *p == pid)
-    });
-    if !has_agent && run.perf.source.is_none() {
-        let why = run.perf.note.clone().unwrap_or_else(|| "perf is off: --rate 0".to_string());
+    let shown = if command.is_empty() { "CMD".to_string() } else { command.join(" ") };
+    let has_agent = collect.mode != Mode::Perf && has_agent(pid);
+    if collect.mode == Mode::Agent && !has_agent {
         return Err(UserError::observe(format!(
-            "process {pid} has no looptop agent and perf cannot sample it, so there is nothing to observe ({why})"
+            "process {pid} has no looptop agent, and --mode agent uses nothing else"
         ))
         .hint(format!(
-            "restart it under `looptop run -- {}` or with LD_PRELOAD=$(looptop agent path), or run looptop as root",
-            if command.is_empty() { "CMD".to_string() } else { command.join(" ") }
+            "restart it under `looptop run -- {shown}` or with LD_PRELOAD=$(looptop agent path), or attach with \
+                 --mode perf (root or CAP_PERFMON)"
         ))
         .into());
     }
-    let source = AgentSource::new(Selector::Pid(pid));
-    run.poll_until(source, collect, Observee::Attached(pid), on_poll)?;
-    let warnings = run.warnings();
+    let origin = now_ns();
+    if has_agent {
+        let mut run = Run::start(collect, Mode::Agent, origin, pid, &command)?;
+        run.pipeline.watch(pid);
+        let source = AgentSource::new(Selector::Pid(pid));
+        run.poll_until(Polled::Agent(source), collect, Observee::Attached(pid), on_poll)?;
+        let warnings = run.warnings();
+        return run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings);
+    }
+    // Agentless: perf times the ticks and samples the stacks.
+    let opts = PerfOptions {
+        rate_hz: collect.rate_hz,
+        ticks: true,
+        stall_floor_ns: super::run::stall_floor(collect.threshold),
+        ..PerfOptions::default()
+    };
+    let refused = |e: PerfError| perf_refused(pid, &shown, e);
+    let mut source = PerfSource::new(opts).map_err(refused)?;
+    source.add_process(pid).map_err(refused)?;
+    let mut run = Run::start(collect, Mode::Perf, origin, pid, &command)?;
+    run.pipeline.watch(pid);
+    run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll)?;
+    let mut warnings = run.warnings();
+    warnings.extend(unnamed_js(pid, &run.pipeline.session));
     run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings)
 }
 
-/// Reads the agent's segments on a thread of its own, every [`POLL`], so that tick and exit
-/// times stay exact however long symbolizing a batch of stacks takes on the main thread.
+/// The command line of `pid`, waiting up to a second while it is empty: a process caught in
+/// `execve` shows no command line, maps nor environment yet (a server started a moment ago).
+fn settled_cmdline(pid: u32) -> Vec<String> {
+    let mut command = crate::target::proc::cmdline(pid);
+    for _ in 0..50 {
+        if !command.is_empty() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        std::thread::sleep(POLL);
+        command = crate::target::proc::cmdline(pid);
+    }
+    command
+}
+
+/// Whether `pid` runs the agent: its segment is there, or it maps the agent library and is
+/// about to create it (a process started a moment ago).
+fn has_agent(pid: u32) -> bool {
+    let listed = || crate::source::segment::list(&crate::source::segment::shm_dir()).iter().any(|(p, _)| *p == pid);
+    if listed() {
+        return true;
+    }
+    let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+    let mentions = |bytes: Vec<u8>| bytes.windows(16).any(|w| w == b"liblooptop_agent");
+    if !mentions(read("maps")) && !mentions(read("environ")) {
+        return false;
+    }
+    (0..50).any(|_| {
+        std::thread::sleep(POLL);
+        listed()
+    })
+}
+
+/// Why perf mode cannot observe `pid`, with every way out (exit 3).
+fn perf_refused(pid: u32, shown: &str, e: PerfError) -> anyhow::Error {
+    let hint = match &e {
+        PerfError::NoSuchProcess(_) => "list candidates with `ps aux`".to_string(),
+        _ => format!(
+            "or, with no privileges at all, restart it under `looptop run -- {shown}` or with \
+             LD_PRELOAD=$(looptop agent path)"
+        ),
+    };
+    UserError::observe(format!("cannot attach to process {pid} without an agent: {e}")).hint(hint).into()
+}
+
+/// A warning when a Node process was sampled without a perf map: JS frames stay unnamed.
+fn unnamed_js(pid: u32, session: &Session) -> Option<String> {
+    if session.runtime() != "node" || session.stacks().is_empty() {
+        return None;
+    }
+    let map = format!("/proc/{pid}/root/tmp/perf-{pid}.map");
+    if std::path::Path::new(&map).exists() || std::path::Path::new(&format!("/tmp/perf-{pid}.map")).exists() {
+        return None;
+    }
+    Some(format!(
+        "JavaScript functions are unnamed: node {pid} writes no perf map (/tmp/perf-{pid}.map), so blockers are \
+         named from V8's own frames only; restart it under `looptop run` or with LD_PRELOAD=$(looptop agent path) \
+         (or node --perf-basic-prof) to get function names and lines"
+    ))
+}
+
+/// The tick source the collector thread reads.
+enum Polled {
+    /// The agents' segments.
+    Agent(AgentSource),
+    /// perf tracepoints and samples of a process without the agent.
+    Perf(Box<PerfSource>),
+}
+
+impl Polled {
+    fn poll(&mut self, out: &mut Vec<Event>) {
+        match self {
+            Polled::Agent(a) => a.poll(now_ns(), out),
+            Polled::Perf(p) => p.poll(out),
+        }
+    }
+}
+
+/// Reads the tick source on a thread of its own, every [`POLL`], so that tick and exit times
+/// stay exact (and perf rings drained) however long symbolizing a batch of stacks takes on the
+/// main thread.
 struct Collector {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     rx: std::sync::mpsc::Receiver<Vec<Event>>,
-    handle: std::thread::JoinHandle<AgentSource>,
+    handle: std::thread::JoinHandle<Polled>,
 }
 
 impl Collector {
-    fn spawn(mut source: AgentSource) -> Result<Collector> {
+    fn spawn(mut source: Polled) -> Result<Collector> {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -188,7 +303,7 @@ impl Collector {
             .spawn(move || loop {
                 let last = flag.load(Ordering::Acquire);
                 let mut events = Vec::new();
-                source.poll(now_ns(), &mut events);
+                source.poll(&mut events);
                 if !events.is_empty() && tx.send(events).is_err() {
                     return source;
                 }
@@ -209,10 +324,10 @@ impl Collector {
     }
 
     /// Reads a last time, stops, and gives the source back with what it read.
-    fn finish(self, out: &mut Vec<Event>) -> AgentSource {
+    fn finish(self, out: &mut Vec<Event>) -> Polled {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         let Collector { rx, handle, .. } = self;
-        let source = handle.join().unwrap_or_else(|_| AgentSource::new(Selector::Pid(0)));
+        let source = handle.join().unwrap_or_else(|_| Polled::Agent(AgentSource::new(Selector::Pid(0))));
         while let Ok(batch) = rx.try_recv() {
             out.extend(batch);
         }
@@ -228,13 +343,24 @@ struct Run {
     collector: Option<Collector>,
     origin: u64,
     end: u64,
+    /// Records perf mode lost (ticks, samples).
+    dropped: u64,
+    /// What perf mode could not observe (e.g. uprobes refused).
+    unseen: Vec<String>,
+    /// An attached process ended while observed.
+    gone: Option<u32>,
 }
 
 impl Run {
-    fn start(collect: &Collect, origin: u64, pid: u32, command: &[String]) -> Result<Run> {
-        let session = Session::new(origin, collect.threshold.as_nanos() as u64);
+    /// Starts the session (and recording). `ticks`: where ticks come from, [`Mode::Agent`] (perf
+    /// stacks are added when permitted) or [`Mode::Perf`] (perf samples with the ticks).
+    fn start(collect: &Collect, ticks: Mode, origin: u64, pid: u32, command: &[String]) -> Result<Run> {
+        let mut session = Session::new(origin, collect.threshold.as_nanos() as u64);
+        let perf_mode = ticks == Mode::Perf;
+        session.set_mode(if perf_mode { "perf" } else { "agent" });
         let mut pipeline = Pipeline::new(session);
-        let perf = Perf::new(collect.rate_hz);
+        // The agent's ticks get perf stacks next to them, unless --mode agent.
+        let perf = Perf::new(if perf_mode || collect.mode == Mode::Agent { 0 } else { collect.rate_hz });
         if let Some(path) = &collect.record {
             let header = Header {
                 schema: crate::sink::record::SCHEMA.into(),
@@ -243,7 +369,8 @@ impl Run {
                 stall_threshold_ns: collect.threshold.as_nanos() as u64,
                 pid,
                 command: command.to_vec(),
-                rate_hz: if perf.source.is_some() { collect.rate_hz } else { 0 },
+                rate_hz: if perf.source.is_some() || perf_mode { collect.rate_hz } else { 0 },
+                mode: if perf_mode { "perf" } else { "agent" }.into(),
             };
             let rec = Recorder::create(path, &header).map_err(|e| {
                 UserError::usage(format!("cannot write the recording {}: {e}", path.display()))
@@ -251,14 +378,24 @@ impl Run {
             })?;
             pipeline.record_to(rec);
         }
-        Ok(Run { pipeline, perf, source: AgentSource::new(Selector::Pid(0)), collector: None, origin, end: origin })
+        Ok(Run {
+            pipeline,
+            perf,
+            source: AgentSource::new(Selector::Pid(0)),
+            collector: None,
+            origin,
+            end: origin,
+            dropped: 0,
+            unseen: Vec::new(),
+            gone: None,
+        })
     }
 
     /// Reads the sources until the target is gone, the duration is over or the user stops us.
     /// Returns the exit status of a launched target.
     fn poll_until(
         &mut self,
-        source: AgentSource,
+        source: Polled,
         collect: &Collect,
         mut observee: Observee,
         mut on_poll: impl FnMut(&Session),
@@ -294,6 +431,9 @@ impl Run {
                 Observee::Attached(pid) => {
                     // A zombie is gone too (its parent has not reaped it yet).
                     let gone = !crate::target::proc::is_alive(*pid, 0);
+                    if gone {
+                        self.gone = Some(*pid);
+                    }
                     if gone || launch::interrupted() || deadline.is_some_and(|d| now >= d) {
                         break None;
                     }
@@ -303,7 +443,13 @@ impl Run {
         };
         self.end = now_ns();
         if let Some(c) = self.collector.take() {
-            self.source = c.finish(&mut events);
+            match c.finish(&mut events) {
+                Polled::Agent(a) => self.source = a,
+                Polled::Perf(p) => {
+                    self.dropped = p.lost();
+                    self.unseen = p.notes().to_vec();
+                }
+            }
         }
         self.read(&mut events)?;
         self.source.remove_finished();
@@ -328,11 +474,20 @@ impl Run {
     fn warnings(&self) -> Vec<String> {
         let mut w: Vec<String> = self.source.errors.iter().map(|e| e.to_string()).collect();
         w.extend(self.perf.note.clone());
+        w.extend(self.unseen.iter().cloned());
         if self.pipeline.session.loop_count() == 0 {
-            w.push(
-                "no event loop seen: the target never waited in epoll_wait, epoll_pwait, epoll_pwait2, poll or ppoll"
-                    .into(),
-            );
+            w.push(format!(
+                "no event loop seen in {:.1} s: the target never waited in epoll_wait, epoll_pwait, epoll_pwait2, \
+                 poll or ppoll{}",
+                self.end.saturating_sub(self.origin) as f64 / 1e9,
+                if self.pipeline.session.stacks().is_empty() { "" } else { " (its CPU stacks are still shown)" }
+            ));
+        }
+        if self.dropped > 0 {
+            w.push(format!(
+                "perf lost {} records (its rings were full): ticks or stacks around them are missing",
+                self.dropped
+            ));
         }
         w
     }
@@ -348,7 +503,12 @@ impl Run {
             }
             None => None,
         };
-        Ok(Observed { report, warnings, session: self.pipeline.session, recorded })
+        let notes = self
+            .gone
+            .map(|pid| format!("process {pid} exited after {:.1} s", self.end.saturating_sub(self.origin) as f64 / 1e9))
+            .into_iter()
+            .collect();
+        Ok(Observed { report, warnings, notes, session: self.pipeline.session, recorded })
     }
 }
 

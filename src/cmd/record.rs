@@ -17,11 +17,10 @@ pub fn execute(plan: RecordPlan) -> Result<u8> {
         duration: plan.duration,
         record: Some(plan.output.clone()),
         rate_hz: plan.rate_hz,
+        mode: plan.mode,
     };
     let observed = observe_target(&plan.target, &collect, plan.observe.quiet, "record")?;
-    for w in &observed.warnings {
-        eprintln!("looptop: warning: {w}");
-    }
+    observed.tell();
     if !plan.observe.quiet {
         let r = &observed.report;
         let (path, lines) = observed.recorded.as_ref().map(|(p, l)| (p.display().to_string(), *l)).unwrap_or_default();

@@ -19,7 +19,7 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
         stderr: Output::Inherit,
     };
     let quiet = plan.observe.quiet;
-    let collect = Collect { rate_hz: plan.rate_hz, ..Collect::ticks(threshold) };
+    let collect = Collect { rate_hz: plan.rate_hz, mode: plan.mode, ..Collect::ticks(threshold) };
     let observed = launch_and_observe(
         &launch,
         &collect,

@@ -44,6 +44,13 @@ pub struct Header {
     pub command: Vec<String>,
     /// Stack sample rate of perf (Hz), 0 without perf.
     pub rate_hz: u64,
+    /// Where ticks came from: `agent` or `perf` (absent in recordings before perf mode: agent).
+    #[serde(default = "agent_mode")]
+    pub mode: String,
+}
+
+fn agent_mode() -> String {
+    "agent".into()
 }
 
 /// The last line.

@@ -120,6 +120,7 @@ pub fn load(path: &Path) -> Result<Replay, RecordingError> {
         return Err(RecordingError::Version { path: path.to_path_buf(), found: header.schema });
     }
     let mut session = Session::new(header.origin_ns, header.stall_threshold_ns);
+    session.set_mode(if header.mode == "perf" { "perf" } else { "agent" });
     let mut ids: Vec<u32> = Vec::new();
     let mut replay = Replay { header, session: Session::new(0, 0), end: None, bad_lines: (0, None), last_ns: 0 };
     let mut n = 1u64;

@@ -39,8 +39,9 @@ pub enum PerfError {
     },
     /// tracefs is not mounted and looptop may not mount it.
     #[error(
-        "off-CPU stacks need the sched_switch tracepoint, but tracefs is not mounted at /sys/kernel/tracing; \
-         mount it as root (`mount -t tracefs nodev /sys/kernel/tracing`) or turn off-CPU stacks off"
+        "perf mode needs tracepoints (sched_switch, the wait calls), but tracefs is not mounted at \
+         /sys/kernel/tracing; mount it as root (`mount -t tracefs nodev /sys/kernel/tracing`), or preload the \
+         agent instead (`LD_PRELOAD=$(looptop agent path)`)"
     )]
     TracefsMissing,
     /// Mounting tracefs failed.
@@ -53,6 +54,16 @@ pub enum PerfError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// The kernel has no system-call tracepoints (built without `CONFIG_FTRACE_SYSCALLS`).
+    #[error(
+        "this kernel has no system-call tracepoints ({} is missing), so perf mode cannot time ticks; preload \
+         the agent instead (`LD_PRELOAD=$(looptop agent path)`) or restart under `looptop run`",
+        path.display()
+    )]
+    NoSyscallTracepoints {
+        /// Where they would be.
+        path: PathBuf,
     },
     /// No such process.
     #[error("no process with pid {0}")]
@@ -96,6 +107,8 @@ pub enum Missing {
     PerfEvents,
     /// The raw `sched_switch` tracepoint data off-CPU stacks come from (any level above -1).
     OffCpu,
+    /// The tracepoints perf mode times ticks with (tracefs is root's, and the level above -1).
+    Tracepoints,
 }
 
 /// The sentence of [`PerfError::NotPermitted`].
@@ -103,11 +116,16 @@ fn not_permitted(paranoid: i32, missing: Missing) -> String {
     let (what, why, level) = match missing {
         Missing::PerfEvents => ("perf events are", "level 3 and above let only privileged processes use them", 1),
         Missing::OffCpu => ("off-CPU stacks are", "the raw sched_switch tracepoint needs it or level -1", -1),
+        Missing::Tracepoints => (
+            "perf mode is",
+            "it times ticks with the wait calls' tracepoints, which need it or level -1, and reads tracefs",
+            -1,
+        ),
     };
     format!(
         "{what} not permitted: kernel.perf_event_paranoid is {paranoid} and looptop has no CAP_PERFMON ({why}); \
-         run looptop as root, grant it CAP_PERFMON (`sudo setcap cap_perfmon+ep \"$(command -v looptop)\"`), or \
-         lower the level (`sudo sysctl kernel.perf_event_paranoid={level}`)"
+         run looptop as root, grant it CAP_PERFMON (`sudo setcap cap_perfmon+ep \"$(command -v looptop)\"`; in a \
+         container `--cap-add PERFMON`), or lower the level (`sudo sysctl kernel.perf_event_paranoid={level}`)"
     )
 }
 
@@ -142,10 +160,15 @@ impl Access {
 
     /// The raw sched_switch tracepoint may be sampled.
     pub fn off_cpu(&self) -> Result<(), PerfError> {
+        self.tracepoints(Missing::OffCpu)
+    }
+
+    /// Tracepoints may be used (for `missing`'s purpose).
+    pub fn tracepoints(&self, missing: Missing) -> Result<(), PerfError> {
         if self.perfmon || self.paranoid <= -1 {
             Ok(())
         } else {
-            Err(PerfError::NotPermitted { paranoid: self.paranoid, missing: Missing::OffCpu })
+            Err(PerfError::NotPermitted { paranoid: self.paranoid, missing })
         }
     }
 

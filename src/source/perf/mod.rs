@@ -12,25 +12,37 @@
 //!   [`PerfSource::add_process`] is sampled from the next poll on, and an exited one is drained and
 //!   closed.
 //!
+//! - **Ticks** (perf mode, [`PerfOptions::ticks`]): the wait calls' tracepoints give each
+//!   thread's ticks (`ticks.rs`), and the source emits the process, its loops, their totals and
+//!   stalls like the agent's segment does.
+//!
+//! - **Runtime** (perf mode, a binary with libuv's and V8's symbols): uprobes give the libuv
+//!   pool's queue and waits and V8's GC pauses (`uprobes.rs`), in the same events the Node probe
+//!   emits.
+//!
 //! All times are `CLOCK_MONOTONIC` (`attr.clockid`), the clock of [`crate::source::now_ns`].
 
 mod error;
 mod sys;
 mod thread;
+mod ticks;
 mod tracefs;
+mod uprobes;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::{Missing, PerfError, PARANOID_PATH};
 
-use crate::event::Event;
+use crate::event::{Event, ProcessInfo};
 use error::{is_refusal, Access};
 use perf_event::events::Software;
 use perf_event::Builder;
 use std::collections::{BTreeMap, BTreeSet};
 use thread::{OpenError, Setup, Thread};
+use ticks::WaitTracepoints;
 use tracefs::SchedSwitch;
+use uprobes::{ProbeEvents, RuntimeClock, RuntimeProbes};
 
 /// What the perf source samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +53,21 @@ pub struct PerfOptions {
     pub off_cpu: bool,
     /// Kernel frames in callchains, when permitted (default true).
     pub kernel: bool,
+    /// Time the ticks from the wait calls' tracepoints (perf mode: no agent in the target).
+    pub ticks: bool,
+    /// With `ticks`, completed ticks at least this long become stall events.
+    pub stall_floor_ns: u64,
 }
 
 impl Default for PerfOptions {
     fn default() -> Self {
-        PerfOptions { rate_hz: 997, off_cpu: true, kernel: true }
+        PerfOptions {
+            rate_hz: 997,
+            off_cpu: true,
+            kernel: true,
+            ticks: false,
+            stall_floor_ns: looptop_abi::DEFAULT_STALL_FLOOR_NS,
+        }
     }
 }
 
@@ -55,6 +77,8 @@ struct Process {
     threads: BTreeMap<u32, Thread>,
     /// Threads whose events would not open; not retried.
     failed: BTreeSet<u32>,
+    /// Its libuv pool and GC probes (perf mode, a binary with the symbols), and their state.
+    runtime: Option<(ProbeEvents, RuntimeClock)>,
 }
 
 /// Samples the threads of processes with perf events.
@@ -62,6 +86,10 @@ pub struct PerfSource {
     setup: Setup,
     processes: BTreeMap<u32, Process>,
     lost: u64,
+    /// Events from [`PerfSource::add_process`], delivered by the next poll.
+    pending: Vec<Event>,
+    /// What could not be observed and why, for the user.
+    notes: Vec<String>,
 }
 
 impl PerfSource {
@@ -69,8 +97,15 @@ impl PerfSource {
     pub fn new(options: PerfOptions) -> Result<Self, PerfError> {
         let access = check(&options)?;
         let sched_switch = if options.off_cpu { Some(SchedSwitch::open(access.sys_admin)?) } else { None };
-        let setup = Setup { rate_hz: options.rate_hz.max(1), kernel: options.kernel && access.kernel(), sched_switch };
-        Ok(PerfSource { setup, processes: BTreeMap::new(), lost: 0 })
+        let waits = if options.ticks { Some(WaitTracepoints::open(access.sys_admin)?) } else { None };
+        let setup = Setup {
+            rate_hz: options.rate_hz,
+            kernel: options.kernel && access.kernel(),
+            sched_switch,
+            waits,
+            stall_floor_ns: options.stall_floor_ns,
+        };
+        Ok(PerfSource { setup, processes: BTreeMap::new(), lost: 0, pending: Vec::new(), notes: Vec::new() })
     }
 
     /// Whether the default options are permitted here, and if not, why (cheap: no mount).
@@ -86,8 +121,9 @@ impl PerfSource {
         }
         let tids = tasks(pid).ok_or(PerfError::NoSuchProcess(pid))?;
         let mut process = Process::default();
+        let now = crate::source::now_ns();
         for tid in tids {
-            match Thread::open(pid, tid, &self.setup) {
+            match Thread::open(pid, tid, &self.setup, Some(now)) {
                 Ok(thread) => {
                     process.threads.insert(tid, thread);
                 }
@@ -99,6 +135,28 @@ impl PerfSource {
         if process.threads.is_empty() {
             return Err(PerfError::NoSuchProcess(pid));
         }
+        if self.setup.waits.is_some() {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string());
+            let exe = exe.unwrap_or_default().trim_end_matches(" (deleted)").to_string();
+            let command = crate::target::proc::cmdline(pid);
+            self.pending.push(Event::Process(ProcessInfo { pid, command, exe, start_ns: now }));
+            if let Some(probes) = RuntimeProbes::find(pid) {
+                match ProbeEvents::open(pid, &probes) {
+                    Ok(events) => {
+                        if let Some(size) = probes.pool_size {
+                            self.pending.push(Event::PoolKind { pid, kind: "libuv".into(), size });
+                        }
+                        if probes.gc {
+                            self.pending.push(Event::ProbeReady { pid });
+                        }
+                        process.runtime = Some((events, RuntimeClock::new(pid, probes.pool_size)));
+                    }
+                    Err(e) => self.notes.push(format!(
+                        "the thread pool and GC pauses of process {pid} are not probed: uprobes would not open ({e})"
+                    )),
+                }
+            }
+        }
         self.processes.insert(pid, process);
         Ok(())
     }
@@ -107,14 +165,19 @@ impl PerfSource {
     /// exited ones (after draining them). Never blocks.
     pub fn poll(&mut self, out: &mut Vec<Event>) {
         let mut lost = 0;
+        out.append(&mut self.pending);
+        let now = crate::source::now_ns();
+        let ticks = self.setup.waits.is_some();
         self.processes.retain(|&pid, process| {
             // List first and drain after, so a thread found gone has written its last record.
-            let alive = tasks(pid).unwrap_or_default();
+            // A zombie has no threads left to observe.
+            let alive =
+                if crate::target::proc::is_alive(pid, 0) { tasks(pid).unwrap_or_default() } else { BTreeSet::new() };
             for &tid in &alive {
                 if process.threads.contains_key(&tid) || process.failed.contains(&tid) {
                     continue;
                 }
-                match Thread::open(pid, tid, &self.setup) {
+                match Thread::open(pid, tid, &self.setup, None) {
                     Ok(thread) => {
                         process.threads.insert(tid, thread);
                     }
@@ -126,15 +189,44 @@ impl PerfSource {
             }
             for thread in process.threads.values_mut() {
                 lost += thread.drain(out);
+                out.extend(thread.totals(now));
             }
-            process.threads.retain(|tid, _| alive.contains(tid));
+            if let Some((events, clock)) = &mut process.runtime {
+                let mut hits = Vec::new();
+                let lost_hits = events.drain(&mut hits);
+                if lost_hits > 0 {
+                    clock.lost();
+                    lost += lost_hits;
+                }
+                clock.feed(&mut hits, now, out);
+                clock.sample(now, out);
+            }
+            if alive.is_empty() {
+                if ticks {
+                    // Its loops end with it; a tick under way was cut short (the stall counts).
+                    out.push(Event::ProcessExited { pid, at_ns: now, clean: false });
+                }
+                return false;
+            }
+            process.threads.retain(|tid, thread| {
+                let live = alive.contains(tid);
+                if let (false, Some(id)) = (live, thread.loop_id()) {
+                    out.push(Event::LoopEnded { id, at_ns: now, clean: true });
+                }
+                live
+            });
             process.failed.retain(|tid| alive.contains(tid));
-            !alive.is_empty()
+            true
         });
         if lost > 0 {
             self.lost += lost;
             out.push(Event::Dropped { count: lost });
         }
+    }
+
+    /// What could not be observed and why (e.g. uprobes refused), one sentence each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Records the kernel could not write because a ring was full (`PERF_RECORD_LOST`), so far:
@@ -148,6 +240,9 @@ impl PerfSource {
 /// `perf_event_open` on ourselves to catch seccomp and containers.
 fn check(options: &PerfOptions) -> Result<Access, PerfError> {
     let access = Access::detect()?;
+    if options.ticks {
+        access.tracepoints(Missing::Tracepoints)?;
+    }
     if options.off_cpu {
         access.off_cpu()?;
     }

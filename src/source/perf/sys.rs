@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -27,5 +28,80 @@ pub fn mount_tracefs(path: &Path) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Maps a ring for the first of `counters` and redirects the others into it, then enables them
+/// all: one ring to read, records in the order they happened.
+pub fn one_ring(
+    counters: Vec<perf_event::Counter>,
+    bytes: usize,
+) -> io::Result<(perf_event::Sampler, Vec<perf_event::Counter>)> {
+    let mut rest = counters.into_iter();
+    let first = rest.next().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+    let mut ring = first.sampled(bytes)?;
+    let mut others: Vec<perf_event::Counter> = rest.collect();
+    for c in &others {
+        set_output(c, &ring)?;
+    }
+    for c in &mut others {
+        c.enable()?;
+    }
+    ring.enable()?;
+    Ok((ring, others))
+}
+
+/// `PERF_EVENT_IOC_SET_OUTPUT`: `_IO('$', 5)`.
+const PERF_EVENT_IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
+
+/// Sends the records of `event` into the ring of `ring` (same thread, same clock).
+pub fn set_output(event: &impl AsRawFd, ring: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: both are open perf event fds owned by the caller for the duration of the call.
+    let rc = unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_SET_OUTPUT, ring.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A uprobe or uretprobe on `path` at file offset `offset`, as a perf-event2 event (its own
+/// `UProbe` does not implement `Event` in 0.7).
+#[derive(Debug, Clone)]
+pub struct UserProbe {
+    /// The dynamic PMU type of uprobes (`/sys/bus/event_source/devices/uprobe/type`).
+    pub pmu: u32,
+    /// On return rather than on entry.
+    pub ret: bool,
+    /// The ELF file.
+    pub path: CString,
+    /// File offset of the probed instruction.
+    pub offset: u64,
+}
+
+impl UserProbe {
+    /// The uprobe PMU's type number.
+    pub fn pmu() -> io::Result<u32> {
+        let text = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")?;
+        text.trim().parse().map_err(io::Error::other)
+    }
+}
+
+impl perf_event::events::Event for UserProbe {
+    fn update_attrs(self, _: &mut perf_event_open_sys::bindings::perf_event_attr) {
+        unreachable!("Builder calls update_attrs_with_data")
+    }
+
+    fn update_attrs_with_data(
+        self,
+        attr: &mut perf_event_open_sys::bindings::perf_event_attr,
+    ) -> Option<std::sync::Arc<dyn perf_event::events::EventData>> {
+        attr.type_ = self.pmu;
+        // Bit 0 of `config`: a uretprobe (`/sys/bus/event_source/devices/uprobe/format/retprobe`).
+        attr.config = u64::from(self.ret);
+        attr.uprobe_path = self.path.as_ptr() as u64;
+        attr.probe_offset = self.offset;
+        // The path must live until the event is opened.
+        Some(std::sync::Arc::new(self.path))
     }
 }

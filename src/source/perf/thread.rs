@@ -5,6 +5,7 @@
 //! thread's own ring, so a switch-out sample and the switch-in that ends it arrive in order.
 
 use super::sys;
+use super::ticks::{in_wait_call, TickClock, WaitEvents, WaitTracepoints};
 use super::tracefs::SchedSwitch;
 use crate::event::{Event, OffCpu, Sample, SampleOrigin};
 use perf_event::data::Record;
@@ -17,19 +18,23 @@ use std::io;
 const RING_BYTES: usize = 128 * 1024;
 
 /// How the events of every thread are set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Setup {
-    /// cpu-clock samples per second of CPU time.
+    /// cpu-clock samples per second of CPU time (0: no on-CPU stacks).
     pub rate_hz: u64,
     /// Kernel frames in callchains (and cpu-clock samples taken while in the kernel).
     pub kernel: bool,
     /// Off-CPU stacks, from this tracepoint.
     pub sched_switch: Option<SchedSwitch>,
+    /// Ticks, from these tracepoints (perf mode); `None` when the agent times the ticks.
+    pub waits: Option<WaitTracepoints>,
+    /// Completed ticks at least this long become stall events.
+    pub stall_floor_ns: u64,
 }
 
 /// A failure to open one of the thread's events, and which.
 pub(super) struct OpenError {
-    /// `"cpu-clock"` or `"sched_switch"`.
+    /// `"cpu-clock"`, `"sched_switch"` or `"wait tracepoints"`.
     pub what: &'static str,
     /// From `perf_event_open` or the ring's `mmap`.
     pub source: io::Error,
@@ -47,22 +52,30 @@ struct Away {
 pub(super) struct Thread {
     pid: u32,
     tid: u32,
-    cpu: Sampler,
+    cpu: Option<Sampler>,
     off: Option<(Sampler, SchedSwitch)>,
     away: Option<Away>,
+    waits: Option<(WaitEvents, TickClock)>,
+    /// Events from opening (a loop found waiting), delivered by the first drain.
+    pending: Vec<Event>,
 }
 
 impl Thread {
-    /// Opens and enables the thread's events.
-    pub fn open(pid: u32, tid: u32, setup: &Setup) -> Result<Thread, OpenError> {
-        let mut cpu = Builder::new(Software::CPU_CLOCK);
-        cpu.observe_pid(tid as i32)
-            .any_cpu()
-            .sample_frequency(setup.rate_hz)
-            .clockid(Clock::MONOTONIC)
-            .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::PERIOD)
-            .exclude_kernel(!setup.kernel);
-        let cpu = sampler(&cpu, "cpu-clock")?;
+    /// Opens and enables the thread's events. `attach_ns`: the thread was there when looptop
+    /// attached, at that time (its tick may be under way); `None` for a thread started since.
+    pub fn open(pid: u32, tid: u32, setup: &Setup, attach_ns: Option<u64>) -> Result<Thread, OpenError> {
+        let cpu = if setup.rate_hz > 0 {
+            let mut cpu = Builder::new(Software::CPU_CLOCK);
+            cpu.observe_pid(tid as i32)
+                .any_cpu()
+                .sample_frequency(setup.rate_hz)
+                .clockid(Clock::MONOTONIC)
+                .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::PERIOD)
+                .exclude_kernel(!setup.kernel);
+            Some(sampler(&cpu, "cpu-clock")?)
+        } else {
+            None
+        };
 
         let off = match setup.sched_switch {
             None => None,
@@ -83,19 +96,58 @@ impl Thread {
                 Some((sampler(&off, "sched_switch")?, sched_switch))
             }
         };
-        let mut thread = Thread { pid, tid, cpu, off, away: None };
+        let mut pending = Vec::new();
+        let waits = match &setup.waits {
+            None => None,
+            Some(tracepoints) => {
+                let events = WaitEvents::open(tid, tracepoints).map_err(|source| OpenError {
+                    what: "wait tracepoints",
+                    source,
+                    mmap: false,
+                })?;
+                let name = crate::target::proc::thread_name(pid, tid).unwrap_or_default();
+                let now = crate::source::now_ns();
+                let mut clock = TickClock::new(pid, tid, name, attach_ns.unwrap_or(now), setup.stall_floor_ns);
+                if let Some(at) = attach_ns {
+                    // Enabled first, then looked at: a wait that ends in between still shows.
+                    if in_wait_call(pid, tid) {
+                        clock.found_waiting(at, &mut pending);
+                    } else if tid == pid {
+                        clock.assume_busy(at);
+                    }
+                }
+                Some((events, clock))
+            }
+        };
+        let mut thread = Thread { pid, tid, cpu, off, away: None, waits, pending };
         let enable = |s: &mut Sampler, what| s.enable().map_err(|source| OpenError { what, source, mmap: false });
-        enable(&mut thread.cpu, "cpu-clock")?;
+        if let Some(cpu) = &mut thread.cpu {
+            enable(cpu, "cpu-clock")?;
+        }
         if let Some((off, _)) = &mut thread.off {
             enable(off, "sched_switch")?;
         }
         Ok(thread)
     }
 
+    /// The thread's loop: its totals as of `now_ns` when they changed (perf mode).
+    pub fn totals(&mut self, now_ns: u64) -> Option<Event> {
+        self.waits.as_mut()?.1.totals(now_ns)
+    }
+
+    /// The loop this thread is, if any (perf mode).
+    pub fn loop_id(&self) -> Option<crate::event::LoopId> {
+        self.waits.as_ref()?.1.id()
+    }
+
     /// Moves every record in the thread's rings into `out`; returns the records the kernel lost.
     pub fn drain(&mut self, out: &mut Vec<Event>) -> u64 {
         let mut lost = 0;
-        while let Some(record) = self.cpu.next_record() {
+        out.append(&mut self.pending);
+        if let Some((events, clock)) = &mut self.waits {
+            lost += events.drain(clock, out);
+        }
+        while let Some(record) = self.cpu.as_mut().and_then(|c| c.next_record()) {
             match record.parse_record() {
                 Ok(Record::Sample(s)) => out.push(Event::Sample(Sample {
                     pid: s.pid().unwrap_or(self.pid),

@@ -120,6 +120,19 @@ fn find() -> Result<Option<PathBuf>, PerfError> {
     Ok(None)
 }
 
+/// The mounted tracefs (mounting it first when it is missing and `mount` is allowed).
+pub(super) fn root(mount: bool) -> Result<PathBuf, PerfError> {
+    let mounted = || TRACEFS.iter().map(Path::new).find(|r| r.join("events").is_dir()).map(Path::to_path_buf);
+    match mounted() {
+        Some(root) => Ok(root),
+        None if mount => {
+            sys::mount_tracefs(Path::new(TRACEFS[0])).map_err(PerfError::TracefsMount)?;
+            mounted().ok_or(PerfError::TracefsMissing)
+        }
+        None => Err(PerfError::TracefsMissing),
+    }
+}
+
 /// Whether the tracepoint can be had: found, or missing while we may mount tracefs. Cheap: no mount.
 pub(super) fn available(may_mount: bool) -> Result<(), PerfError> {
     match find()? {

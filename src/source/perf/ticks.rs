@@ -1,0 +1,356 @@
+//! Ticks without the agent: the `syscalls:sys_enter_*` / `sys_exit_*` tracepoints of the wait
+//! calls (`epoll_wait`, `epoll_pwait`, `epoll_pwait2`, `poll`, `ppoll`) on each thread, turned
+//! into the same loops, totals and stalls the agent's segment gives.
+//!
+//! A tick is the time from a wait call's exit to the next wait call's entry on the same thread
+//! (DESIGN.md); [`TickClock`] is that definition as a state machine over the records, kept apart
+//! from perf so that it is tested on plain numbers.
+
+use super::error::PerfError;
+use super::sys;
+use super::tracefs;
+use crate::event::{Event, LoopId, LoopTotals};
+use perf_event::events::Tracepoint;
+use perf_event::{Builder, Clock, Counter, SampleFlag, Sampler};
+use std::io;
+
+/// The wait calls that make a thread a loop, and their x86_64 numbers (to recognise a thread
+/// already waiting when we attach, from `/proc/PID/task/TID/syscall`).
+pub const WAIT_CALLS: [(&str, i64); 5] =
+    [("epoll_wait", 232), ("epoll_pwait", 281), ("epoll_pwait2", 441), ("poll", 7), ("ppoll", 271)];
+
+/// Ring size for a thread's wait records: 32 bytes a record, two a tick, so 64 KiB holds about
+/// 1000 ticks: a loop spinning at 50 000 ticks/s fills it in 20 ms, one poll.
+const RING_BYTES: usize = 64 * 1024;
+
+/// The tracepoint ids of the wait calls on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitTracepoints {
+    /// (tracepoint id, true for `sys_enter`), for each wait call the kernel has.
+    pub ids: Vec<(u64, bool)>,
+}
+
+impl WaitTracepoints {
+    /// Reads the ids from tracefs (mounting it when missing and `mount` is allowed).
+    pub fn open(mount: bool) -> Result<WaitTracepoints, PerfError> {
+        let root = tracefs::root(mount)?;
+        let mut ids = Vec::new();
+        for (call, _) in WAIT_CALLS {
+            for enter in [true, false] {
+                let dir = root.join(format!("events/syscalls/sys_{}_{call}", if enter { "enter" } else { "exit" }));
+                // An older kernel without epoll_pwait2 simply has no such tracepoint.
+                let Ok(text) = std::fs::read_to_string(dir.join("id")) else { continue };
+                let id = text.trim().parse().map_err(|_| PerfError::Tracepoint {
+                    path: dir.join("id"),
+                    reason: format!("'{}' is not a tracepoint id", text.trim()),
+                })?;
+                ids.push((id, enter));
+            }
+        }
+        if ids.is_empty() {
+            return Err(PerfError::NoSyscallTracepoints { path: root.join("events/syscalls") });
+        }
+        Ok(WaitTracepoints { ids })
+    }
+}
+
+/// The wait tracepoints of one thread, all writing into one ring.
+pub(super) struct WaitEvents {
+    ring: Sampler,
+    /// The other tracepoints, redirected into `ring` (kept open, and closed with it).
+    _others: Vec<Counter>,
+    /// Kernel event id → is an entry.
+    enters: Vec<(u64, bool)>,
+}
+
+impl WaitEvents {
+    /// Opens and enables every wait tracepoint on `tid`.
+    pub fn open(tid: u32, tracepoints: &WaitTracepoints) -> io::Result<WaitEvents> {
+        let build = |id: u64| {
+            let mut b = Builder::new(Tracepoint::with_id(id));
+            b.observe_pid(tid as i32)
+                .any_cpu()
+                .sample_period(1)
+                .clockid(Clock::MONOTONIC)
+                .sample(SampleFlag::IDENTIFIER | SampleFlag::TID | SampleFlag::TIME)
+                // The tracepoints fire in the kernel.
+                .exclude_kernel(false)
+                .enabled(false);
+            b.build()
+        };
+        let mut counters = Vec::new();
+        let mut enters = Vec::new();
+        for &(id, enter) in &tracepoints.ids {
+            let c = build(id)?;
+            enters.push((c.id(), enter));
+            counters.push(c);
+        }
+        let (ring, others) = sys::one_ring(counters, RING_BYTES)?;
+        Ok(WaitEvents { ring, _others: others, enters })
+    }
+
+    /// Feeds every record in the ring to `clock`; returns the records the kernel lost.
+    pub fn drain(&mut self, clock: &mut TickClock, out: &mut Vec<Event>) -> u64 {
+        use perf_event::data::Record;
+        let mut lost = 0;
+        while let Some(record) = self.ring.next_record() {
+            match record.parse_record() {
+                Ok(Record::Sample(s)) => {
+                    let (Some(id), Some(t)) = (s.id(), s.time()) else { continue };
+                    match self.enters.iter().find(|(i, _)| *i == id) {
+                        Some((_, true)) => clock.enter(t, out),
+                        Some((_, false)) => clock.exit(t, out),
+                        None => {}
+                    }
+                }
+                Ok(Record::Lost(l)) => {
+                    lost += l.lost;
+                    clock.lost();
+                }
+                _ => {}
+            }
+        }
+        lost
+    }
+}
+
+/// Where a thread is in its tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not known: no record yet, or records were lost. The next exit starts a tick.
+    Unknown,
+    /// Inside a wait call since this time.
+    Waiting(u64),
+    /// Running a tick since this time.
+    Busy(u64),
+}
+
+/// The tick clock of one thread, from its wait entries and exits: the agent's counters (ticks,
+/// busy, idle, histogram, stalls) rebuilt outside the process.
+#[derive(Debug, Clone)]
+pub struct TickClock {
+    pid: u32,
+    tid: u32,
+    name: String,
+    phase: Phase,
+    /// The loop, once the thread has waited (or was found waiting).
+    id: Option<LoopId>,
+    stall_floor_ns: u64,
+    totals: LoopTotals,
+    changed: bool,
+}
+
+impl TickClock {
+    /// A thread seen from `at_ns` on. `waiting`: found inside a wait call when we attached (a loop
+    /// from that moment). `busy`: a tick is taken to be under way since `at_ns` (the main thread
+    /// of a process we attach to, so that a stall in progress is not missed).
+    pub fn new(pid: u32, tid: u32, name: String, at_ns: u64, stall_floor_ns: u64) -> TickClock {
+        TickClock {
+            pid,
+            tid,
+            name,
+            phase: Phase::Unknown,
+            id: None,
+            stall_floor_ns,
+            totals: LoopTotals {
+                at_ns,
+                ticks: 0,
+                busy_ns: 0,
+                idle_ns: 0,
+                max_busy_ns: 0,
+                busy_since_ns: 0,
+                hist: vec![0; looptop_abi::HIST_BUCKETS].into_boxed_slice(),
+            },
+            changed: false,
+        }
+    }
+
+    /// The thread was found inside a wait call at `at_ns`: a loop from then on.
+    pub fn found_waiting(&mut self, at_ns: u64, out: &mut Vec<Event>) {
+        self.start_loop(at_ns, out);
+        self.phase = Phase::Waiting(at_ns);
+    }
+
+    /// The thread is taken to be running a tick since `at_ns` (until a wait entry proves or an
+    /// exit disproves it).
+    pub fn assume_busy(&mut self, at_ns: u64) {
+        if self.phase == Phase::Unknown {
+            self.phase = Phase::Busy(at_ns);
+        }
+    }
+
+    /// The loop, once there is one.
+    pub fn id(&self) -> Option<LoopId> {
+        self.id
+    }
+
+    fn start_loop(&mut self, at_ns: u64, out: &mut Vec<Event>) {
+        if self.id.is_none() {
+            let id = LoopId { pid: self.pid, tid: self.tid, since_ns: at_ns };
+            self.id = Some(id);
+            out.push(Event::LoopStarted { id, name: self.name.clone(), start_ns: at_ns });
+            self.changed = true;
+        }
+    }
+
+    /// A wait call entered at `t`: the tick under way ends.
+    pub fn enter(&mut self, t: u64, out: &mut Vec<Event>) {
+        match self.phase {
+            Phase::Busy(since) if t >= since => {
+                self.start_loop(since, out);
+                let busy = t - since;
+                let tot = &mut self.totals;
+                tot.ticks += 1;
+                tot.busy_ns += busy;
+                tot.max_busy_ns = tot.max_busy_ns.max(busy);
+                tot.hist[looptop_abi::hist_bucket(busy)] += 1;
+                if busy >= self.stall_floor_ns {
+                    if let Some(id) = self.id {
+                        out.push(Event::Stall { id, start_ns: since, duration_ns: busy });
+                    }
+                }
+            }
+            _ => self.start_loop(t, out),
+        }
+        self.phase = Phase::Waiting(t);
+        self.changed = true;
+    }
+
+    /// A wait call returned at `t`: a tick begins.
+    pub fn exit(&mut self, t: u64, out: &mut Vec<Event>) {
+        match self.phase {
+            Phase::Waiting(since) if t >= since => self.totals.idle_ns += t - since,
+            // The thread was waiting when we attached, or a record was lost.
+            _ => self.start_loop(t, out),
+        }
+        self.phase = Phase::Busy(t);
+        self.changed = true;
+    }
+
+    /// Records were lost: where the thread is is unknown until its next wait call returns.
+    pub fn lost(&mut self) {
+        self.phase = Phase::Unknown;
+    }
+
+    /// The loop's totals as of `now_ns`, when there is a loop and something changed (or a tick is
+    /// under way, whose length grows).
+    pub fn totals(&mut self, now_ns: u64) -> Option<Event> {
+        let id = self.id?;
+        let busy_since = match self.phase {
+            Phase::Busy(since) => since,
+            _ => 0,
+        };
+        if !self.changed && busy_since == 0 {
+            return None;
+        }
+        self.changed = false;
+        self.totals.at_ns = now_ns;
+        self.totals.busy_since_ns = busy_since;
+        Some(Event::Totals { id, totals: self.totals.clone() })
+    }
+}
+
+/// Whether `tid` of `pid` is inside one of the wait calls right now.
+pub fn in_wait_call(pid: u32, tid: u32) -> bool {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
+    let nr: Option<i64> = text.split_whitespace().next().and_then(|n| n.parse().ok());
+    nr.is_some_and(|nr| WAIT_CALLS.iter().any(|(_, n)| *n == nr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn clock() -> TickClock {
+        TickClock::new(10, 11, "node".into(), 0, 10 * MS)
+    }
+
+    fn stalls(out: &[Event]) -> Vec<(u64, u64)> {
+        out.iter()
+            .filter_map(|e| match e {
+                Event::Stall { start_ns, duration_ns, .. } => Some((*start_ns, *duration_ns)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ticks_run_from_a_wait_exit_to_the_next_entry() {
+        let mut c = clock();
+        let mut out = Vec::new();
+        c.enter(100 * MS, &mut out); // first record: the loop starts, no tick yet
+        c.exit(105 * MS, &mut out);
+        c.enter(106 * MS, &mut out); // 1 ms tick
+        c.exit(110 * MS, &mut out);
+        c.enter(170 * MS, &mut out); // 60 ms stall
+        let Some(Event::Totals { totals, id }) = c.totals(200 * MS) else { panic!("no totals") };
+        assert_eq!(id, LoopId { pid: 10, tid: 11, since_ns: 100 * MS });
+        assert_eq!((totals.ticks, totals.busy_ns, totals.idle_ns, totals.max_busy_ns), (2, 61 * MS, 9 * MS, 60 * MS));
+        assert_eq!(totals.busy_since_ns, 0);
+        assert_eq!(totals.hist.iter().sum::<u64>(), 2);
+        assert_eq!(stalls(&out), vec![(110 * MS, 60 * MS)]);
+        assert!(matches!(out[0], Event::LoopStarted { start_ns, .. } if start_ns == 100 * MS));
+        assert!(c.totals(201 * MS).is_none(), "nothing changed");
+    }
+
+    #[test]
+    fn a_tick_under_way_shows_in_the_totals() {
+        let mut c = clock();
+        let mut out = Vec::new();
+        c.exit(5 * MS, &mut out); // waiting when attached: the loop starts at the exit
+        let Some(Event::Totals { totals, .. }) = c.totals(300 * MS) else { panic!() };
+        assert_eq!((totals.ticks, totals.busy_since_ns), (0, 5 * MS));
+        assert!(c.totals(301 * MS).is_some(), "a growing tick is reported every time");
+    }
+
+    #[test]
+    fn a_thread_found_waiting_is_a_loop_at_once() {
+        let mut c = clock();
+        let mut out = Vec::new();
+        c.found_waiting(50 * MS, &mut out);
+        c.exit(80 * MS, &mut out);
+        c.enter(81 * MS, &mut out);
+        let Some(Event::Totals { totals, .. }) = c.totals(90 * MS) else { panic!() };
+        assert_eq!((totals.ticks, totals.idle_ns), (1, 30 * MS));
+        assert_eq!(out.iter().filter(|e| matches!(e, Event::LoopStarted { .. })).count(), 1);
+    }
+
+    #[test]
+    fn the_main_thread_assumed_busy_counts_a_stall_in_progress_from_the_attach() {
+        let mut c = clock();
+        let mut out = Vec::new();
+        c.assume_busy(0);
+        c.enter(400 * MS, &mut out);
+        assert_eq!(stalls(&out), vec![(0, 400 * MS)]);
+        assert!(matches!(out[0], Event::LoopStarted { start_ns: 0, .. }));
+        // Without the assumption, a thread's life before its first wait is not a tick.
+        let mut c = clock();
+        let mut out = Vec::new();
+        c.enter(400 * MS, &mut out);
+        assert!(stalls(&out).is_empty());
+    }
+
+    #[test]
+    fn lost_records_drop_the_tick_they_cut() {
+        let mut c = clock();
+        let mut out = Vec::new();
+        c.exit(0, &mut out);
+        c.lost();
+        c.enter(500 * MS, &mut out); // the exit that began this tick may be among the lost
+        c.exit(501 * MS, &mut out);
+        c.enter(502 * MS, &mut out);
+        let Some(Event::Totals { totals, .. }) = c.totals(600 * MS) else { panic!() };
+        assert_eq!(totals.ticks, 1);
+        assert!(stalls(&out).is_empty());
+    }
+
+    #[test]
+    fn this_kernel_has_the_wait_tracepoints_when_readable() {
+        match WaitTracepoints::open(false) {
+            Ok(t) => assert!(t.ids.len() >= 8, "{t:?}"),
+            Err(e) => println!("SKIP: {e}"),
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The libuv thread pool and V8's GC pauses of a process without the agent, from uprobes.
+//!
+//! - **Pool**: `uv__work_submit(loop, w, …)` on the submitting thread queues item `w` (its second
+//!   argument, `rsi`); a worker starts it when it enters the item's work function with `w` as its
+//!   first argument (`rdi`): `uv__fs_work`, `uv__queue_work` (crypto, zlib, `uv_queue_work`),
+//!   `uv__getaddrinfo_work`, `uv__getnameinfo_work`, `uv__random_work`; it is done when that
+//!   function returns (uretprobe). Queued = submitted and not started, exactly, for every item
+//!   submitted since the attach; the wait of an item is its start minus its submission.
+//!   `uv_queue_work` (where libuv inlines `uv__work_submit`) is probed too: its item is at a
+//!   fixed offset of the request.
+//! - **GC**: `v8::internal::Heap::PerformGarbageCollection` entry to return is a pause; the
+//!   collector it runs (`Heap::Scavenge`, `MinorMarkCompact`, `MarkCompact`) entered inside
+//!   names its kind.
+//!
+//! Symbols come from the `.symtab` of the executable or of a mapped libuv/libnode; a binary
+//! without them gets no probes (the pool is then unseen and GC shows only as GC frames in
+//! stacks). The events are CPU-wide (one ring per CPU) and hits of other processes are dropped:
+//! per-thread events would miss the pool's workers, which libuv starts at the first submission,
+//! until the next poll. So while looptop is attached, other processes running the same binary
+//! take the breakpoints too (a few µs per pool item or GC, nothing per tick); closing the events
+//! removes them all.
+
+use super::sys;
+use crate::event::{Event, GcKind};
+use perf_event::{Builder, Clock, Counter, SampleFlag, Sampler};
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+/// What reaching a probe site means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `uv__work_submit` entered: item in `rsi` queued.
+    Submit,
+    /// `uv_queue_work(loop, req, …)` entered: item `&req->work_req` queued (libuv inlines its
+    /// own `uv__work_submit` there).
+    QueueWork,
+    /// A work function entered on a worker: item in `rdi` started.
+    WorkStart,
+    /// A work function returned on a worker: its item is done.
+    WorkEnd,
+    /// `Heap::PerformGarbageCollection` entered: a pause starts.
+    GcStart,
+    /// `Heap::PerformGarbageCollection` returned: the pause ends.
+    GcEnd,
+    /// A collector entered inside a pause: the pause's kind.
+    GcKind(GcKind),
+}
+
+impl Role {
+    /// The user register (`PERF_REG_X86_*` index) carrying the argument this role needs.
+    pub fn arg_register(self) -> Option<usize> {
+        match self {
+            Role::Submit | Role::QueueWork => Some(ARG_RSI),
+            Role::WorkStart => Some(ARG_RDI),
+            _ => None,
+        }
+    }
+}
+
+/// `PERF_REG_X86_SI` and `PERF_REG_X86_DI`: the second and first integer arguments (SysV).
+const PERF_REG_X86_SI: u32 = 4;
+const PERF_REG_X86_DI: u32 = 5;
+/// The user registers every record of a thread's tick ring carries (one sample format per ring).
+pub const REGS_MASK: u64 = (1 << PERF_REG_X86_SI) | (1 << PERF_REG_X86_DI);
+/// Positions of the registers in a record's `regs` (in bit order of [`REGS_MASK`]).
+const ARG_RSI: usize = 0;
+const ARG_RDI: usize = 1;
+
+/// libuv's work functions: every item of the pool runs in one of them.
+const WORK_FUNCTIONS: [&str; 5] =
+    ["uv__fs_work", "uv__queue_work", "uv__getaddrinfo_work", "uv__getnameinfo_work", "uv__random_work"];
+const SUBMIT: &str = "uv__work_submit";
+const QUEUE_WORK: &str = "uv_queue_work";
+/// `offsetof(uv_work_t, work_req)` on 64-bit: `UV_REQ_FIELDS` (data, type, reserved[6]: 64 bytes),
+/// then `loop`, `work_cb`, `after_work_cb`. Public ABI, stable across libuv 1.x.
+const UV_WORK_REQ_OFFSET: u64 = 88;
+/// Itanium-mangled prefixes of `v8::internal::Heap::…` (their parameter lists vary by version).
+const GC_PAUSE: &str = "_ZN2v88internal4Heap24PerformGarbageCollection";
+const GC_KINDS: [(&str, GcKind); 3] = [
+    ("_ZN2v88internal4Heap8ScavengeEv", GcKind::Minor),
+    ("_ZN2v88internal4Heap16MinorMarkCompactEv", GcKind::Minor),
+    ("_ZN2v88internal4Heap11MarkCompactEv", GcKind::Major),
+];
+
+/// One place to put a uprobe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// The ELF file, through `/proc/PID/root` (the process's own mount namespace).
+    pub path: PathBuf,
+    /// File offset of the function's first instruction.
+    pub offset: u64,
+    /// A uretprobe (on return) rather than a uprobe.
+    pub ret: bool,
+    /// What reaching it means.
+    pub role: Role,
+}
+
+/// The probe sites of one process and what they give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeProbes {
+    /// Every site, to open on each thread.
+    pub sites: Vec<Site>,
+    /// Workers of the libuv pool (`UV_THREADPOOL_SIZE`, default 4); `None` without pool sites.
+    pub pool_size: Option<u64>,
+    /// GC pause sites were found.
+    pub gc: bool,
+}
+
+impl RuntimeProbes {
+    /// Finds the sites in the executable and the libuv / libnode libraries `pid` maps; `None`
+    /// when it has none of them (not a Node process, or a stripped binary).
+    pub fn find(pid: u32) -> Option<RuntimeProbes> {
+        let mut sites = Vec::new();
+        let (mut pool, mut gc) = (false, false);
+        for file in candidate_files(pid) {
+            let path = PathBuf::from(format!("/proc/{pid}/root{file}"));
+            let found = functions(&path);
+            let at = |name: &str| found.iter().find(|(n, _)| n == name).map(|(_, off)| *off);
+            if !pool {
+                if let (Some(submit), works) = (at(SUBMIT), WORK_FUNCTIONS.map(at)) {
+                    pool = true;
+                    sites.push(Site { path: path.clone(), offset: submit, ret: false, role: Role::Submit });
+                    if let Some(offset) = at(QUEUE_WORK) {
+                        sites.push(Site { path: path.clone(), offset, ret: false, role: Role::QueueWork });
+                    }
+                    for offset in works.into_iter().flatten() {
+                        sites.push(Site { path: path.clone(), offset, ret: false, role: Role::WorkStart });
+                        sites.push(Site { path: path.clone(), offset, ret: true, role: Role::WorkEnd });
+                    }
+                }
+            }
+            if !gc {
+                if let Some(&(_, pause)) = found.iter().find(|(n, _)| n.starts_with(GC_PAUSE)) {
+                    gc = true;
+                    sites.push(Site { path: path.clone(), offset: pause, ret: false, role: Role::GcStart });
+                    sites.push(Site { path: path.clone(), offset: pause, ret: true, role: Role::GcEnd });
+                    for (name, kind) in GC_KINDS {
+                        if let Some(offset) = at(name) {
+                            sites.push(Site { path: path.clone(), offset, ret: false, role: Role::GcKind(kind) });
+                        }
+                    }
+                }
+            }
+        }
+        if sites.is_empty() {
+            return None;
+        }
+        Some(RuntimeProbes { sites, pool_size: pool.then(|| pool_size(pid)), gc })
+    }
+}
+
+/// The executable and the mapped libraries that may hold libuv or V8.
+fn candidate_files(pid: u32) -> Vec<String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
+    let mut files = vec![exe.trim_end_matches(" (deleted)").to_string()];
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    for line in maps.lines() {
+        let Some(path) = line.split_whitespace().nth(5) else { continue };
+        let base = path.rsplit('/').next().unwrap_or(path);
+        if ["libuv", "libnode", "libv8"].iter().any(|l| base.starts_with(l)) && !files.iter().any(|f| f == path) {
+            files.push(path.to_string());
+        }
+    }
+    files.retain(|f| f.starts_with('/'));
+    files
+}
+
+/// The functions of interest in an ELF file's symbol table, with their file offsets.
+fn functions(path: &std::path::Path) -> Vec<(String, u64)> {
+    use blazesym::inspect::{source::Elf, Inspector};
+    let mut src = Elf::new(path);
+    src.debug_syms = false;
+    let wanted = |name: &str| {
+        name == SUBMIT
+            || name == QUEUE_WORK
+            || WORK_FUNCTIONS.contains(&name)
+            || name.starts_with(GC_PAUSE)
+            || GC_KINDS.iter().any(|(n, _)| *n == name)
+    };
+    let mut found = Vec::new();
+    let _ = Inspector::new().for_each(&blazesym::inspect::source::Source::Elf(src), |sym| {
+        if sym.sym_type == blazesym::SymType::Function && wanted(&sym.name) {
+            if let Some(offset) = sym.file_offset {
+                found.push((sym.name.to_string(), offset));
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+/// `UV_THREADPOOL_SIZE` from the process's environment, as libuv reads it (1..=1024, default 4).
+fn pool_size(pid: u32) -> u64 {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let value = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"UV_THREADPOOL_SIZE="))
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
+    match value {
+        Some(0) | None => 4,
+        Some(n) => n.min(1024),
+    }
+}
+
+/// A probe site reached by a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// When (ns, `CLOCK_MONOTONIC`).
+    pub t_ns: u64,
+    /// The thread.
+    pub tid: u32,
+    /// Which site.
+    pub role: Role,
+    /// The argument register of the role ([`Role::arg_register`]), else 0.
+    pub arg: u64,
+}
+
+/// Ring size per CPU: a hit is 56 bytes, so 128 KiB holds about 2300 (three per pool item).
+const RING_BYTES: usize = 128 * 1024;
+
+/// The probe sites of one process on every CPU.
+pub struct ProbeEvents {
+    pid: u32,
+    /// One ring per CPU, with the site events redirected into it.
+    rings: Vec<(Sampler, Vec<Counter>)>,
+    /// Kernel event id → role.
+    roles: Vec<(u64, Role)>,
+}
+
+impl ProbeEvents {
+    /// Opens and enables every site on every online CPU.
+    pub fn open(pid: u32, probes: &RuntimeProbes) -> io::Result<ProbeEvents> {
+        let pmu = sys::UserProbe::pmu()?;
+        let mut rings = Vec::new();
+        let mut roles = Vec::new();
+        for cpu in online_cpus()? {
+            let mut counters = Vec::new();
+            for site in &probes.sites {
+                let path =
+                    std::ffi::CString::new(site.path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+                let mut b = Builder::new(sys::UserProbe { pmu, ret: site.ret, path, offset: site.offset });
+                b.any_pid()
+                    .one_cpu(cpu)
+                    .sample_period(1)
+                    .clockid(Clock::MONOTONIC)
+                    .sample(SampleFlag::IDENTIFIER | SampleFlag::TID | SampleFlag::TIME | SampleFlag::REGS_USER)
+                    .sample_regs_user(REGS_MASK)
+                    .exclude_kernel(false)
+                    .enabled(false);
+                let c = b.build()?;
+                roles.push((c.id(), site.role));
+                counters.push(c);
+            }
+            rings.push(sys::one_ring(counters, RING_BYTES)?);
+        }
+        Ok(ProbeEvents { pid, rings, roles })
+    }
+
+    /// Moves the hits of our process into `hits`; returns the records the kernel lost.
+    pub fn drain(&mut self, hits: &mut Vec<Hit>) -> u64 {
+        use perf_event::data::Record;
+        let mut lost = 0;
+        for (ring, _) in &mut self.rings {
+            while let Some(record) = ring.next_record() {
+                match record.parse_record() {
+                    Ok(Record::Sample(s)) => {
+                        if s.pid() != Some(self.pid) {
+                            continue;
+                        }
+                        let (Some(id), Some(t_ns)) = (s.id(), s.time()) else { continue };
+                        let Some(role) = self.roles.iter().find(|(i, _)| *i == id).map(|r| r.1) else { continue };
+                        let regs = s.regs_user();
+                        let arg = role.arg_register().and_then(|r| regs?.regs.get(r).copied()).unwrap_or(0);
+                        hits.push(Hit { t_ns, tid: s.tid().unwrap_or(0), role, arg });
+                    }
+                    Ok(Record::Lost(l)) => lost += l.lost,
+                    _ => {}
+                }
+            }
+        }
+        lost
+    }
+}
+
+/// The online CPUs (`/sys/devices/system/cpu/online`, e.g. `0-3,6`).
+fn online_cpus() -> io::Result<Vec<usize>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
+    parse_cpu_list(text.trim()).ok_or_else(|| io::Error::other(format!("unreadable CPU list '{}'", text.trim())))
+}
+
+fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().ok()?..=b.parse().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// Waits per power of two, as the Node probe buckets them (12.5 % wide).
+const WAIT_BUCKETS_PER_OCTAVE: f64 = 8.0;
+
+/// The pool and GC state of one process, rebuilt from its hits in time order.
+pub struct RuntimeClock {
+    pid: u32,
+    pool_size: Option<u64>,
+    /// Submitted, not started: item → submission time.
+    queued: HashMap<u64, u64>,
+    /// Workers running an item.
+    running: BTreeMap<u32, ()>,
+    queued_max: usize,
+    /// Wait bucket → (items, longest wait).
+    waits: BTreeMap<u32, (u64, u64)>,
+    /// Something happened in the pool since the last sample.
+    active: bool,
+    /// The last sample had items in flight (the next one shows them gone).
+    busy: bool,
+    /// Thread → (pause start, nesting depth, kind seen inside).
+    pauses: HashMap<u32, (u64, u32, Option<GcKind>)>,
+    /// Hits not yet in time order with the other threads' (newer than the last drain's start).
+    held: Vec<Hit>,
+}
+
+impl RuntimeClock {
+    /// The state of `pid`'s pool and GC; `pool_size` when the pool is probed.
+    pub fn new(pid: u32, pool_size: Option<u64>) -> RuntimeClock {
+        RuntimeClock {
+            pid,
+            pool_size,
+            queued: HashMap::new(),
+            running: BTreeMap::new(),
+            queued_max: 0,
+            waits: BTreeMap::new(),
+            active: false,
+            busy: false,
+            pauses: HashMap::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes the hits drained from every thread's ring. Those before `drained_from` (the time
+    /// the drain began) are complete across threads and are applied in time order; later ones
+    /// wait for the next drain.
+    pub fn feed(&mut self, hits: &mut Vec<Hit>, drained_from: u64, out: &mut Vec<Event>) {
+        self.held.append(hits);
+        self.held.sort_by_key(|h| h.t_ns);
+        let ready = self.held.partition_point(|h| h.t_ns < drained_from);
+        let now: Vec<Hit> = self.held.drain(..ready).collect();
+        for hit in now {
+            self.apply(hit, out);
+        }
+    }
+
+    fn apply(&mut self, hit: Hit, out: &mut Vec<Event>) {
+        match hit.role {
+            Role::Submit | Role::QueueWork => {
+                let item = if hit.role == Role::QueueWork { hit.arg + UV_WORK_REQ_OFFSET } else { hit.arg };
+                // A build whose `uv_queue_work` calls `uv__work_submit` reports the item twice.
+                self.queued.entry(item).or_insert(hit.t_ns);
+                self.queued_max = self.queued_max.max(self.queued.len());
+                self.active = true;
+            }
+            Role::WorkStart => {
+                if let Some(at) = self.queued.remove(&hit.arg) {
+                    let wait = hit.t_ns.saturating_sub(at);
+                    let w = self.waits.entry(bucket(wait)).or_insert((0, 0));
+                    w.0 += 1;
+                    w.1 = w.1.max(wait);
+                }
+                self.running.insert(hit.tid, ());
+                self.active = true;
+            }
+            Role::WorkEnd => {
+                self.running.remove(&hit.tid);
+                self.active = true;
+            }
+            Role::GcStart => {
+                self.pauses.entry(hit.tid).or_insert((hit.t_ns, 0, None)).1 += 1;
+            }
+            Role::GcKind(kind) => {
+                if let Some(p) = self.pauses.get_mut(&hit.tid) {
+                    p.2.get_or_insert(kind);
+                }
+            }
+            Role::GcEnd => {
+                let Some(p) = self.pauses.get_mut(&hit.tid) else { return };
+                p.1 -= 1;
+                if p.1 == 0 {
+                    let (start_ns, _, kind) = self.pauses.remove(&hit.tid).unwrap_or_default();
+                    out.push(Event::Gc {
+                        pid: self.pid,
+                        thread: hit.tid,
+                        start_ns,
+                        duration_ns: hit.t_ns.saturating_sub(start_ns),
+                        kind: kind.unwrap_or(GcKind::Unknown),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records were lost: what was under way is unknown (the pool forgets its queue).
+    pub fn lost(&mut self) {
+        self.queued.clear();
+        self.running.clear();
+        self.pauses.clear();
+    }
+
+    /// The pool's state now and the waits since the last sample, when anything happened.
+    pub fn sample(&mut self, now_ns: u64, out: &mut Vec<Event>) {
+        let Some(size) = self.pool_size else { return };
+        let in_flight = (self.queued.len() + self.running.len()) as u64;
+        if !self.active && !self.busy {
+            return;
+        }
+        out.push(Event::PoolSample {
+            pid: self.pid,
+            at_ns: now_ns,
+            size,
+            in_flight,
+            queued_max: self.queued_max as u64,
+        });
+        for (b, (count, max_ns)) in std::mem::take(&mut self.waits) {
+            out.push(Event::PoolWaits {
+                pid: self.pid,
+                low_ns: bucket_low(b),
+                high_ns: bucket_low(b + 1),
+                count,
+                max_ns,
+            });
+        }
+        self.queued_max = self.queued.len();
+        self.active = false;
+        self.busy = in_flight > 0;
+    }
+}
+
+/// The wait bucket of `ns`: 0 below 1 µs, then [`WAIT_BUCKETS_PER_OCTAVE`] per doubling.
+fn bucket(ns: u64) -> u32 {
+    if ns < 1000 {
+        0
+    } else {
+        1 + ((ns as f64 / 1000.0).log2() * WAIT_BUCKETS_PER_OCTAVE) as u32
+    }
+}
+
+/// The lower bound (ns) of bucket `b`.
+fn bucket_low(b: u32) -> u64 {
+    if b == 0 {
+        0
+    } else {
+        (1000.0 * 2f64.powf(f64::from(b - 1) / WAIT_BUCKETS_PER_OCTAVE)) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(t_ns: u64, tid: u32, role: Role, arg: u64) -> Hit {
+        Hit { t_ns, tid, role, arg }
+    }
+
+    #[test]
+    fn queue_depth_and_waits_follow_the_items() {
+        let mut clock = RuntimeClock::new(10, Some(2));
+        let mut out = Vec::new();
+        // Three items on two workers: the third waits for the first to finish.
+        let mut hits = vec![
+            hit(100, 10, Role::Submit, 0xa),
+            hit(101, 10, Role::QueueWork, 0xb000 - UV_WORK_REQ_OFFSET),
+            hit(102, 10, Role::Submit, 0xc),
+            hit(5_000, 11, Role::WorkStart, 0xa),
+            hit(6_000, 12, Role::WorkStart, 0xb000),
+            hit(2_000_000, 11, Role::WorkEnd, 0),
+            hit(2_000_100, 11, Role::WorkStart, 0xc),
+        ];
+        // Arrives from another thread's ring out of order: applied in time order all the same.
+        hits.reverse();
+        clock.feed(&mut hits, 3_000_000, &mut out);
+        clock.sample(3_000_000, &mut out);
+        let Event::PoolSample { size, in_flight, queued_max, .. } = out[0] else { panic!("{out:?}") };
+        assert_eq!((size, in_flight, queued_max), (2, 2, 3));
+        let waits: Vec<(u64, u64)> = out[1..]
+            .iter()
+            .map(|e| match e {
+                Event::PoolWaits { count, max_ns, .. } => (*count, *max_ns),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(waits.iter().map(|w| w.0).sum::<u64>(), 3);
+        assert_eq!(waits.iter().map(|w| w.1).max(), Some(2_000_100 - 102));
+        // Idle after one more sample showing the last items done.
+        out.clear();
+        clock.feed(
+            &mut vec![hit(3_100_000, 11, Role::WorkEnd, 0), hit(3_200_000, 12, Role::WorkEnd, 0)],
+            4_000_000,
+            &mut out,
+        );
+        clock.sample(4_000_000, &mut out);
+        assert!(matches!(out[..], [Event::PoolSample { in_flight: 0, queued_max: 0, .. }]), "{out:?}");
+        out.clear();
+        clock.sample(5_000_000, &mut out);
+        assert!(out.is_empty(), "no samples while idle: {out:?}");
+    }
+
+    #[test]
+    fn hits_newer_than_the_drain_wait_for_the_next() {
+        let mut clock = RuntimeClock::new(10, Some(4));
+        let mut out = Vec::new();
+        clock.feed(&mut vec![hit(500, 11, Role::WorkStart, 0xa)], 400, &mut out);
+        // The submission (from the loop thread's ring) arrives with the next drain.
+        clock.feed(&mut vec![hit(300, 10, Role::Submit, 0xa)], 1_000, &mut out);
+        clock.sample(1_000, &mut out);
+        assert!(matches!(out[1], Event::PoolWaits { count: 1, max_ns: 200, .. }), "{out:?}");
+    }
+
+    #[test]
+    fn gc_pauses_take_the_kind_of_the_collector_inside() {
+        let mut clock = RuntimeClock::new(10, None);
+        let mut out = Vec::new();
+        let mut hits = vec![
+            hit(1_000, 10, Role::GcStart, 0),
+            hit(1_010, 10, Role::GcKind(GcKind::Minor), 0),
+            hit(3_000, 10, Role::GcEnd, 0),
+            hit(9_000, 10, Role::GcStart, 0),
+            hit(9_500, 10, Role::GcEnd, 0),
+        ];
+        clock.feed(&mut hits, 10_000, &mut out);
+        clock.sample(10_000, &mut out);
+        assert_eq!(out.len(), 2, "no pool: no pool samples; {out:?}");
+        assert!(matches!(
+            out[0],
+            Event::Gc { start_ns: 1_000, duration_ns: 2_000, kind: GcKind::Minor, thread: 10, .. }
+        ));
+        assert!(matches!(out[1], Event::Gc { duration_ns: 500, kind: GcKind::Unknown, .. }));
+    }
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0-3,6"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("0"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn buckets_match_the_node_probe() {
+        assert_eq!(bucket(999), 0);
+        assert_eq!(bucket(1_000), 1);
+        assert_eq!(bucket_low(1), 1_000);
+        assert_eq!(bucket_low(9), 2_000);
+        for ns in [1_500u64, 80_000, 3_000_000, 1_000_000_000] {
+            let b = bucket(ns);
+            assert!(
+                bucket_low(b) <= ns && ns < bucket_low(b + 1),
+                "{ns} in [{}, {})",
+                bucket_low(b),
+                bucket_low(b + 1)
+            );
+        }
+    }
+
+    #[test]
+    fn the_node_binary_has_every_site() {
+        let Some(node) = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("node")).find(|n| n.exists()))
+        else {
+            return;
+        };
+        let node = std::fs::canonicalize(node).unwrap();
+        let found = functions(&node);
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        if !names.contains(&SUBMIT) {
+            eprintln!("SKIP: {} has no libuv symbols (stripped)", node.display());
+            return;
+        }
+        for f in WORK_FUNCTIONS {
+            assert!(names.contains(&f), "{f} not in {}", node.display());
+        }
+        assert!(names.iter().any(|n| n.starts_with(GC_PAUSE)), "{names:?}");
+        assert!(found.iter().all(|(_, off)| *off > 0));
+    }
+}
