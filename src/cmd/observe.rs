@@ -56,6 +56,9 @@ pub struct Observed {
     pub session: Session,
     /// The recording written, and its number of lines.
     pub recorded: Option<(PathBuf, u64)>,
+    /// Perf mode's events, disabled, closed when this is dropped: after the results are out
+    /// (each uprobe close waits for an RCU grace period, seconds in all).
+    _closing: Option<Box<PerfSource>>,
 }
 
 impl Observed {
@@ -191,6 +194,8 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&Sess
     // Agentless: perf times the ticks and samples the stacks.
     let opts = PerfOptions {
         rate_hz: collect.rate_hz,
+        // --rate 0: no perf stacks at all, on-CPU or off.
+        off_cpu: collect.rate_hz > 0,
         ticks: true,
         stall_floor_ns: super::run::stall_floor(collect.threshold),
         ..PerfOptions::default()
@@ -347,6 +352,8 @@ struct Run {
     dropped: u64,
     /// What perf mode could not observe (e.g. uprobes refused).
     unseen: Vec<String>,
+    /// Perf mode's source once stopped, to close after the results are out.
+    closing: Option<Box<PerfSource>>,
     /// An attached process ended while observed.
     gone: Option<u32>,
 }
@@ -387,6 +394,7 @@ impl Run {
             end: origin,
             dropped: 0,
             unseen: Vec::new(),
+            closing: None,
             gone: None,
         })
     }
@@ -445,9 +453,11 @@ impl Run {
         if let Some(c) = self.collector.take() {
             match c.finish(&mut events) {
                 Polled::Agent(a) => self.source = a,
-                Polled::Perf(p) => {
+                Polled::Perf(mut p) => {
+                    p.disable();
                     self.dropped = p.lost();
                     self.unseen = p.notes().to_vec();
+                    self.closing = Some(p);
                 }
             }
         }
@@ -508,7 +518,7 @@ impl Run {
             .map(|pid| format!("process {pid} exited after {:.1} s", self.end.saturating_sub(self.origin) as f64 / 1e9))
             .into_iter()
             .collect();
-        Ok(Observed { report, warnings, notes, session: self.pipeline.session, recorded })
+        Ok(Observed { report, warnings, notes, session: self.pipeline.session, recorded, _closing: self.closing })
     }
 }
 

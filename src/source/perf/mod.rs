@@ -1,16 +1,20 @@
 //! The perf source: stacks of a process that runs without the agent, from `perf_event_open`.
 //!
-//! - **On-CPU**: a `cpu-clock` sampler per thread at [`PerfOptions::rate_hz`], frame-pointer
-//!   callchains; each [`Sample`](crate::event::Sample) weighs its period (ns).
-//! - **Off-CPU**: the `sched:sched_switch` tracepoint per thread gives the stack when the thread
-//!   leaves the CPU to wait; its switch-in record (`attr.context_switch`) gives the time it comes
+//! - **On-CPU**: `cpu-clock` at [`PerfOptions::rate_hz`], frame-pointer callchains; each
+//!   [`Sample`](crate::event::Sample) weighs its period (ns). One sampler per CPU when
+//!   permitted (`CAP_PERFMON`, or `perf_event_paranoid` ≤ 0), keeping the target's samples: a
+//!   per-thread sampler re-arms its timer at every context switch, which cost a busy Node server
+//!   a third of its throughput on a VM. Else one sampler per thread.
+//! - **Off-CPU**, per thread (in perf mode only on loop threads): the `sched:sched_switch`
+//!   tracepoint gives the stack when the thread leaves the CPU to wait; its switch-in record (`attr.context_switch`) gives the time it comes
 //!   back. One `PerfOffCpu` sample is emitted *when the thread is back*, at the switch-out time,
 //!   weighing the whole wait. A wait still going on at [`PerfSource::poll`] is held until it
 //!   ends (and dropped if the thread exits first): a stall spent sleeping shows up when it ends.
 //! - **Threads**: events are per thread, without `inherit` (the kernel refuses to `mmap` an
 //!   inherited per-thread event), so every poll rescans `/proc/PID/task`: a thread started after
 //!   [`PerfSource::add_process`] is sampled from the next poll on, and an exited one is drained and
-//!   closed.
+//!   closed (off the polling thread: each close of a tracepoint or uprobe event may wait for an
+//!   RCU grace period).
 //!
 //! - **Ticks** (perf mode, [`PerfOptions::ticks`]): the wait calls' tracepoints give each
 //!   thread's ticks (`ticks.rs`), and the source emits the process, its loops, their totals and
@@ -79,6 +83,8 @@ struct Process {
     failed: BTreeSet<u32>,
     /// Its libuv pool and GC probes (perf mode, a binary with the symbols), and their state.
     runtime: Option<(ProbeEvents, RuntimeClock)>,
+    /// When it was added (ns): CPU-wide samples from before are not ours to give.
+    since_ns: u64,
 }
 
 /// Samples the threads of processes with perf events.
@@ -90,6 +96,77 @@ pub struct PerfSource {
     pending: Vec<Event>,
     /// What could not be observed and why, for the user.
     notes: Vec<String>,
+    /// Closes the events of exited threads and processes off the polling thread.
+    closer: Closer,
+    /// On-CPU samples of every CPU, when permitted (else each thread has its own sampler).
+    cpu_wide: Option<CpuWide>,
+}
+
+/// `cpu-clock` samplers of every online CPU, any process.
+struct CpuWide {
+    rings: Vec<perf_event::Sampler>,
+}
+
+impl CpuWide {
+    fn open(rate_hz: u64, kernel: bool) -> std::io::Result<CpuWide> {
+        let mut rings = Vec::new();
+        for cpu in sys::online_cpus()? {
+            let mut ring = thread::cpu_sampler(None, Some(cpu), rate_hz, kernel).map_err(|e| e.source)?;
+            ring.enable()?;
+            rings.push(ring);
+        }
+        Ok(CpuWide { rings })
+    }
+
+    /// Moves the samples of `processes` taken since each was added into `out`, in time order
+    /// across the CPUs; returns the records the kernel lost.
+    fn drain(&mut self, processes: &BTreeMap<u32, Process>, out: &mut Vec<Event>) -> u64 {
+        use perf_event::data::Record;
+        let mut lost = 0;
+        let mut samples = Vec::new();
+        for ring in &mut self.rings {
+            while let Some(record) = ring.next_record() {
+                match record.parse_record() {
+                    Ok(Record::Sample(s)) => {
+                        let ours = s.pid().and_then(|pid| processes.get(&pid));
+                        if ours.is_some_and(|p| s.time().is_some_and(|t| t >= p.since_ns)) {
+                            samples.push(thread::cpu_sample(&s, 0, 0));
+                        }
+                    }
+                    Ok(Record::Lost(l)) => lost += l.lost,
+                    _ => {}
+                }
+            }
+        }
+        samples.sort_by_key(|s| s.t_ns);
+        out.extend(samples.into_iter().map(Event::Sample));
+        lost
+    }
+}
+
+/// A thread that drops what it is sent: closing perf events waits for RCU grace periods.
+struct Closer {
+    tx: Option<std::sync::mpsc::Sender<Box<dyn Send>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Closer {
+    fn new() -> Closer {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn Send>>();
+        let thread = std::thread::Builder::new().name("perf-close".into()).spawn(move || rx.into_iter().for_each(drop));
+        // Without a thread, events are closed where they are dropped.
+        match thread {
+            Ok(thread) => Closer { tx: Some(tx), thread: Some(thread) },
+            Err(_) => Closer { tx: None, thread: None },
+        }
+    }
+
+    fn close(&self, what: Box<dyn Send>) {
+        if let Some(tx) = &self.tx {
+            // A send fails only when the thread is gone; the value is then dropped right here.
+            let _ = tx.send(what);
+        }
+    }
 }
 
 impl PerfSource {
@@ -98,14 +175,31 @@ impl PerfSource {
         let access = check(&options)?;
         let sched_switch = if options.off_cpu { Some(SchedSwitch::open(access.sys_admin)?) } else { None };
         let waits = if options.ticks { Some(WaitTracepoints::open(access.sys_admin)?) } else { None };
+        // On-CPU samples CPU-wide when permitted: a per-thread cpu-clock re-arms its timer at
+        // every context switch of the thread, which cost a Node server half its throughput on a
+        // VM; one timer per CPU costs the same whatever the target does. Other processes'
+        // samples are dropped here.
+        let cpu_wide = match options.rate_hz {
+            0 => None,
+            hz if access.perfmon || access.paranoid <= 0 => CpuWide::open(hz, options.kernel && access.kernel()).ok(),
+            _ => None,
+        };
         let setup = Setup {
-            rate_hz: options.rate_hz,
+            rate_hz: if cpu_wide.is_some() { 0 } else { options.rate_hz },
             kernel: options.kernel && access.kernel(),
             sched_switch,
             waits,
             stall_floor_ns: options.stall_floor_ns,
         };
-        Ok(PerfSource { setup, processes: BTreeMap::new(), lost: 0, pending: Vec::new(), notes: Vec::new() })
+        Ok(PerfSource {
+            setup,
+            processes: BTreeMap::new(),
+            lost: 0,
+            pending: Vec::new(),
+            notes: Vec::new(),
+            closer: Closer::new(),
+            cpu_wide,
+        })
     }
 
     /// Whether the default options are permitted here, and if not, why (cheap: no mount).
@@ -120,8 +214,8 @@ impl PerfSource {
             return Ok(());
         }
         let tids = tasks(pid).ok_or(PerfError::NoSuchProcess(pid))?;
-        let mut process = Process::default();
         let now = crate::source::now_ns();
+        let mut process = Process { since_ns: now, ..Process::default() };
         for tid in tids {
             match Thread::open(pid, tid, &self.setup, Some(now)) {
                 Ok(thread) => {
@@ -167,7 +261,12 @@ impl PerfSource {
         let mut lost = 0;
         out.append(&mut self.pending);
         let now = crate::source::now_ns();
+        // Before a gone process is dropped below: its last samples are in these rings too.
+        if let Some(cpu_wide) = &mut self.cpu_wide {
+            lost += cpu_wide.drain(&self.processes, out);
+        }
         let ticks = self.setup.waits.is_some();
+        let closer = &self.closer;
         self.processes.retain(|&pid, process| {
             // List first and drain after, so a thread found gone has written its last record.
             // A zombie has no threads left to observe.
@@ -206,21 +305,40 @@ impl PerfSource {
                     // Its loops end with it; a tick under way was cut short (the stall counts).
                     out.push(Event::ProcessExited { pid, at_ns: now, clean: false });
                 }
+                closer.close(Box::new(std::mem::take(process)));
                 return false;
             }
-            process.threads.retain(|tid, thread| {
-                let live = alive.contains(tid);
-                if let (false, Some(id)) = (live, thread.loop_id()) {
+            let gone: Vec<u32> = process.threads.keys().copied().filter(|tid| !alive.contains(tid)).collect();
+            for tid in gone {
+                let Some(thread) = process.threads.remove(&tid) else { continue };
+                if let Some(id) = thread.loop_id() {
                     out.push(Event::LoopEnded { id, at_ns: now, clean: true });
                 }
-                live
-            });
+                // Closing its events waits for RCU grace periods: not on the polling thread.
+                closer.close(Box::new(thread));
+            }
             process.failed.retain(|tid| alive.contains(tid));
             true
         });
         if lost > 0 {
             self.lost += lost;
             out.push(Event::Dropped { count: lost });
+        }
+    }
+
+    /// Stops every event (cheap: the target is no longer slowed); closing them, which is slow,
+    /// happens on drop.
+    pub fn disable(&mut self) {
+        for process in self.processes.values_mut() {
+            for thread in process.threads.values_mut() {
+                thread.disable();
+            }
+            if let Some((events, _)) = &mut process.runtime {
+                events.disable();
+            }
+        }
+        for ring in self.cpu_wide.iter_mut().flat_map(|c| c.rings.iter_mut()) {
+            let _ = ring.disable();
         }
     }
 
@@ -233,6 +351,38 @@ impl PerfSource {
     /// samples and, with off-CPU stacks on, switch records (three per wait).
     pub fn lost(&self) -> u64 {
         self.lost
+    }
+}
+
+impl Drop for PerfSource {
+    /// Closes every event, many at a time: each close of a tracepoint or uprobe event waits for
+    /// an RCU grace period (40–90 ms here), so a hundred closed one by one made a detach take
+    /// seconds; closed from many threads, the waits overlap.
+    fn drop(&mut self) {
+        let mut parts: Vec<Box<dyn Send>> = Vec::new();
+        for (_, process) in std::mem::take(&mut self.processes) {
+            parts.extend(process.threads.into_values().map(|t| Box::new(t) as Box<dyn Send>));
+            parts.extend(process.runtime.map(|r| Box::new(r) as Box<dyn Send>));
+        }
+        // The closer finishes what it was sent while the rest closes here.
+        self.closer.tx = None;
+        let closer = self.closer.thread.take();
+        const CLOSERS: usize = 32;
+        let per = parts.len().div_ceil(CLOSERS).max(1);
+        std::thread::scope(|scope| {
+            if let Some(closer) = closer {
+                scope.spawn(move || closer.join());
+            }
+            while !parts.is_empty() {
+                let chunk: Vec<Box<dyn Send>> = parts.drain(..per.min(parts.len())).collect();
+                // A thread that cannot start closes nothing in parallel: its chunk closes here.
+                if let Err(e) =
+                    std::thread::Builder::new().name("perf-close".into()).spawn_scoped(scope, move || drop(chunk))
+                {
+                    drop(e);
+                }
+            }
+        });
     }
 }
 

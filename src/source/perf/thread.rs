@@ -13,9 +13,12 @@ use perf_event::events::{Software, Tracepoint};
 use perf_event::{Builder, Clock, SampleFlag, Sampler};
 use std::io;
 
-/// Ring size of each sampler. At 997 Hz a 60-frame stack is ~0.5 KiB, so 128 KiB holds about a
-/// quarter second of samples: poll at least every 100 ms.
+/// Ring size of a thread's cpu-clock sampler. At 997 Hz a 60-frame stack is ~0.5 KiB, so 128 KiB
+/// holds about a quarter second of samples: poll at least every 100 ms.
 const RING_BYTES: usize = 128 * 1024;
+/// Ring size of a thread's off-CPU sampler: a stack (~0.5 KiB) and two switch records at every
+/// sleep, and a loop serving 20 000 requests/s sleeps about that often: 1 MiB holds 100 ms.
+const OFF_CPU_RING_BYTES: usize = 1024 * 1024;
 
 /// How the events of every thread are set up.
 #[derive(Debug, Clone)]
@@ -54,6 +57,8 @@ pub(super) struct Thread {
     tid: u32,
     cpu: Option<Sampler>,
     off: Option<(Sampler, SchedSwitch)>,
+    /// Off-CPU stacks to open once the thread is a loop (perf mode), and with kernel frames.
+    later_off: Option<(SchedSwitch, bool)>,
     away: Option<Away>,
     waits: Option<(WaitEvents, TickClock)>,
     /// Events from opening (a loop found waiting), delivered by the first drain.
@@ -64,38 +69,19 @@ impl Thread {
     /// Opens and enables the thread's events. `attach_ns`: the thread was there when looptop
     /// attached, at that time (its tick may be under way); `None` for a thread started since.
     pub fn open(pid: u32, tid: u32, setup: &Setup, attach_ns: Option<u64>) -> Result<Thread, OpenError> {
-        let cpu = if setup.rate_hz > 0 {
-            let mut cpu = Builder::new(Software::CPU_CLOCK);
-            cpu.observe_pid(tid as i32)
-                .any_cpu()
-                .sample_frequency(setup.rate_hz)
-                .clockid(Clock::MONOTONIC)
-                .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::PERIOD)
-                .exclude_kernel(!setup.kernel);
-            Some(sampler(&cpu, "cpu-clock")?)
-        } else {
-            None
-        };
+        let cpu =
+            if setup.rate_hz > 0 { Some(cpu_sampler(Some(tid), None, setup.rate_hz, setup.kernel)?) } else { None };
 
+        // With the agent, every thread gets off-CPU stacks. In perf mode only loops do: a pool
+        // worker switches on every item, and its off-CPU stacks would cost the most and say the
+        // least; a thread that becomes a loop later gets them from its first wait on.
+        let perf_mode = setup.waits.is_some();
+        let loop_now = attach_ns.is_some() && (tid == pid || in_wait_call(pid, tid));
         let off = match setup.sched_switch {
-            None => None,
-            Some(sched_switch) => {
-                let mut off = Builder::new(Tracepoint::with_id(sched_switch.id));
-                off.observe_pid(tid as i32)
-                    .any_cpu()
-                    .sample_period(1)
-                    .clockid(Clock::MONOTONIC)
-                    .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::RAW)
-                    // Switch records carry the time the thread comes back.
-                    .context_switch(true)
-                    .sample_id_all(true)
-                    // The tracepoint fires in the kernel, so it must count kernel events; only
-                    // its callchain leaves the kernel part out when we may not see it.
-                    .exclude_kernel(false)
-                    .exclude_callchain_kernel(!setup.kernel);
-                Some((sampler(&off, "sched_switch")?, sched_switch))
-            }
+            Some(sched_switch) if !perf_mode || loop_now => Some(off_cpu(tid, sched_switch, setup.kernel)?),
+            _ => None,
         };
+        let later_off = if perf_mode && off.is_none() { setup.sched_switch.map(|s| (s, setup.kernel)) } else { None };
         let mut pending = Vec::new();
         let waits = match &setup.waits {
             None => None,
@@ -119,7 +105,7 @@ impl Thread {
                 Some((events, clock))
             }
         };
-        let mut thread = Thread { pid, tid, cpu, off, away: None, waits, pending };
+        let mut thread = Thread { pid, tid, cpu, off, later_off, away: None, waits, pending };
         let enable = |s: &mut Sampler, what| s.enable().map_err(|source| OpenError { what, source, mmap: false });
         if let Some(cpu) = &mut thread.cpu {
             enable(cpu, "cpu-clock")?;
@@ -128,6 +114,16 @@ impl Thread {
             enable(off, "sched_switch")?;
         }
         Ok(thread)
+    }
+
+    /// Stops the thread's events.
+    pub fn disable(&mut self) {
+        for s in self.cpu.iter_mut().chain(self.off.as_mut().map(|o| &mut o.0)) {
+            let _ = s.disable();
+        }
+        if let Some((events, _)) = &mut self.waits {
+            events.disable();
+        }
     }
 
     /// The thread's loop: its totals as of `now_ns` when they changed (perf mode).
@@ -146,20 +142,19 @@ impl Thread {
         out.append(&mut self.pending);
         if let Some((events, clock)) = &mut self.waits {
             lost += events.drain(clock, out);
+            if let (Some((sched_switch, kernel)), Some(_)) = (self.later_off, clock.id()) {
+                self.later_off = None;
+                // Not permitted now, or the thread is gone: it stays without off-CPU stacks.
+                if let Ok(mut off) = off_cpu(self.tid, sched_switch, kernel) {
+                    if off.0.enable().is_ok() {
+                        self.off = Some(off);
+                    }
+                }
+            }
         }
         while let Some(record) = self.cpu.as_mut().and_then(|c| c.next_record()) {
             match record.parse_record() {
-                Ok(Record::Sample(s)) => out.push(Event::Sample(Sample {
-                    pid: s.pid().unwrap_or(self.pid),
-                    tid: s.tid().unwrap_or(self.tid),
-                    t_ns: s.time().unwrap_or(0),
-                    origin: SampleOrigin::PerfCpu,
-                    // cpu-clock counts nanoseconds, so its period is the time a sample stands for.
-                    weight_ns: s.period().unwrap_or(0),
-                    tick_ns: 0,
-                    off_cpu: None,
-                    ips: addresses(s.callchain().unwrap_or_default()),
-                })),
+                Ok(Record::Sample(s)) => out.push(Event::Sample(cpu_sample(&s, self.pid, self.tid))),
                 Ok(Record::Lost(l)) => lost += l.lost,
                 _ => {}
             }
@@ -204,6 +199,68 @@ impl Thread {
         }
         lost
     }
+}
+
+/// The `cpu-clock` sampler of one thread (`tid`) or of one CPU (`cpu`, every process), disabled.
+pub(super) fn cpu_sampler(
+    tid: Option<u32>,
+    cpu: Option<usize>,
+    rate_hz: u64,
+    kernel: bool,
+) -> Result<Sampler, OpenError> {
+    let mut b = Builder::new(Software::CPU_CLOCK);
+    match (tid, cpu) {
+        (Some(tid), _) => b.observe_pid(tid as i32).any_cpu(),
+        (None, Some(cpu)) => b.any_pid().one_cpu(cpu),
+        (None, None) => b.any_cpu(),
+    };
+    b.sample_frequency(rate_hz)
+        .clockid(Clock::MONOTONIC)
+        .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::PERIOD)
+        .exclude_kernel(!kernel)
+        .exclude_idle(true);
+    sampler(&b, "cpu-clock")
+}
+
+/// A `cpu-clock` record as a sample (`pid`, `tid` when the record does not say).
+pub(super) fn cpu_sample(s: &perf_event::data::Sample, pid: u32, tid: u32) -> Sample {
+    Sample {
+        pid: s.pid().unwrap_or(pid),
+        tid: s.tid().unwrap_or(tid),
+        t_ns: s.time().unwrap_or(0),
+        origin: SampleOrigin::PerfCpu,
+        // cpu-clock counts nanoseconds, so its period is the time a sample stands for.
+        weight_ns: s.period().unwrap_or(0),
+        tick_ns: 0,
+        off_cpu: None,
+        ips: addresses(s.callchain().unwrap_or_default()),
+    }
+}
+
+/// The thread's `sched_switch` sampler (off-CPU stacks and switch records), still disabled.
+fn off_cpu(tid: u32, sched_switch: SchedSwitch, kernel: bool) -> Result<(Sampler, SchedSwitch), OpenError> {
+    let mut off = Builder::new(Tracepoint::with_id(sched_switch.id));
+    off.observe_pid(tid as i32)
+        .any_cpu()
+        .sample_period(1)
+        .clockid(Clock::MONOTONIC)
+        .sample(SampleFlag::TID | SampleFlag::TIME | SampleFlag::CALLCHAIN | SampleFlag::RAW)
+        // Switch records carry the time the thread comes back.
+        .context_switch(true)
+        .sample_id_all(true)
+        // The tracepoint fires in the kernel, so it must count kernel events; only its callchain
+        // leaves the kernel part out when we may not see it.
+        .exclude_kernel(false)
+        .exclude_callchain_kernel(!kernel);
+    let build = || off.build().map_err(|source| OpenError { what: "sched_switch", source, mmap: false });
+    // Over the locked-memory allowance (a user without CAP_IPC_LOCK), the usual size will do.
+    let ring = match build()?.sampled(OFF_CPU_RING_BYTES) {
+        Ok(ring) => ring,
+        Err(_) => {
+            build()?.sampled(RING_BYTES).map_err(|source| OpenError { what: "sched_switch", source, mmap: true })?
+        }
+    };
+    Ok((ring, sched_switch))
 }
 
 /// Builds the event and maps its ring, still disabled.

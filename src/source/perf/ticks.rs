@@ -21,7 +21,7 @@ pub const WAIT_CALLS: [(&str, i64); 5] =
 
 /// Ring size for a thread's wait records: 32 bytes a record, two a tick, so 64 KiB holds about
 /// 1000 ticks: a loop spinning at 50 000 ticks/s fills it in 20 ms, one poll.
-const RING_BYTES: usize = 64 * 1024;
+const RING_BYTES: usize = 512 * 1024;
 
 /// The tracepoint ids of the wait calls on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,20 +31,26 @@ pub struct WaitTracepoints {
 }
 
 impl WaitTracepoints {
-    /// Reads the ids from tracefs (mounting it when missing and `mount` is allowed).
+    /// Reads the ids from tracefs (mounting it when missing and `mount` is allowed). The
+    /// per-call `syscalls:sys_enter_*`/`sys_exit_*`, not `raw_syscalls` with a filter: those
+    /// build a record for every system call of the thread before the filter drops it, these
+    /// cost a bit test for the calls that are not ours.
     pub fn open(mount: bool) -> Result<WaitTracepoints, PerfError> {
         let root = tracefs::root(mount)?;
+        let id_of = |dir: std::path::PathBuf| -> Result<Option<u64>, PerfError> {
+            // An older kernel without epoll_pwait2 simply has no such tracepoint.
+            let Ok(text) = std::fs::read_to_string(dir.join("id")) else { return Ok(None) };
+            let id = text.trim().parse().map_err(|_| PerfError::Tracepoint {
+                path: dir.join("id"),
+                reason: format!("'{}' is not a tracepoint id", text.trim()),
+            })?;
+            Ok(Some(id))
+        };
         let mut ids = Vec::new();
         for (call, _) in WAIT_CALLS {
             for enter in [true, false] {
                 let dir = root.join(format!("events/syscalls/sys_{}_{call}", if enter { "enter" } else { "exit" }));
-                // An older kernel without epoll_pwait2 simply has no such tracepoint.
-                let Ok(text) = std::fs::read_to_string(dir.join("id")) else { continue };
-                let id = text.trim().parse().map_err(|_| PerfError::Tracepoint {
-                    path: dir.join("id"),
-                    reason: format!("'{}' is not a tracepoint id", text.trim()),
-                })?;
-                ids.push((id, enter));
+                ids.extend(id_of(dir)?.map(|id| (id, enter)));
             }
         }
         if ids.is_empty() {
@@ -87,6 +93,12 @@ impl WaitEvents {
         }
         let (ring, others) = sys::one_ring(counters, RING_BYTES)?;
         Ok(WaitEvents { ring, _others: others, enters })
+    }
+
+    /// Stops every wait tracepoint of the thread.
+    pub fn disable(&mut self) {
+        let _ = self.ring.disable();
+        self._others.iter_mut().for_each(|c| drop(c.disable()));
     }
 
     /// Feeds every record in the ring to `clock`; returns the records the kernel lost.
