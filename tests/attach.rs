@@ -6,14 +6,6 @@ use crate::util::*;
 use serde_json::Value;
 use std::process::{Child, Command, Output, Stdio};
 
-/// Held by tests that attach to node in perf mode: its uprobes are CPU-wide, so they sit in every
-/// process running the same node binary while attached, and one test checks they are gone after.
-static NODE_UPROBES: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn node_uprobes() -> std::sync::MutexGuard<'static, ()> {
-    NODE_UPROBES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// A target started by the test, with its ground truth.
 struct Target {
     child: Child,
@@ -101,7 +93,8 @@ fn perf_mode_times_a_plain_node_process_and_names_its_blockers() {
     if !perf_permitted("perf_mode_times_a_plain_node_process_and_names_its_blockers") {
         return;
     }
-    let _uprobes = node_uprobes();
+    // Perf mode: uprobes in every process running the same binary, machine-wide tracing.
+    let _machine = machine_wide();
     let file = fixture("node/blockers.js");
     let only = [("FIXTURE_ONLY", "regex,json-parse,sync-crypto,sync-wait,cpu")];
     let mut target = Target::start_loop(&["node", file.to_str().unwrap()], &only);
@@ -131,7 +124,8 @@ fn perf_mode_sees_the_libuv_pool_queue_and_wait() {
     if !perf_permitted("perf_mode_sees_the_libuv_pool_queue_and_wait") {
         return;
     }
-    let _uprobes = node_uprobes();
+    // Perf mode: uprobes in every process running the same binary, machine-wide tracing.
+    let _machine = machine_wide();
     let file = fixture("node/pool_burst.js");
     let mut target = Target::start_loop(&["node", file.to_str().unwrap()], &[("FIXTURE_JOBS", "12")]);
     let (out, report) = target.record(&["--rate", "0"]);
@@ -168,6 +162,8 @@ fn perf_mode_times_python_asyncio() {
     if !perf_permitted("perf_mode_times_python_asyncio") {
         return;
     }
+    // Perf mode: uprobes in every process running the same binary, machine-wide tracing.
+    let _machine = machine_wide();
     let file = fixture("python/blockers.py");
     let mut target = Target::start_loop(&["python3", file.to_str().unwrap()], &[]);
     let (out, report) = target.record(&[]);
@@ -191,6 +187,8 @@ fn perf_mode_times_a_c_epoll_loop() {
     if !perf_permitted("perf_mode_times_a_c_epoll_loop") {
         return;
     }
+    // Perf mode: uprobes in every process running the same binary, machine-wide tracing.
+    let _machine = machine_wide();
     let bin = c_epoll_loop();
     let mut target = Target::start_loop(&[bin.to_str().unwrap()], &[]);
     let (_, report) = target.record(&[]);
@@ -209,10 +207,14 @@ fn a_process_that_never_waits_says_so_and_still_has_stacks() {
     if !perf_permitted("a_process_that_never_waits_says_so_and_still_has_stacks") {
         return;
     }
+    // Perf mode: uprobes in every process running the same binary, machine-wide tracing.
+    let _machine = machine_wide();
     let mut target = Target::start(&["python3", "-c", "while True: pass"], &[]);
     let (out, report) = target_record_for(&mut target, "1s");
     let text = stderr(&out);
-    assert!(text.contains("no event loop seen in 1.0 s"), "{text}");
+    // "in 1.0 s", or a little more on a loaded machine.
+    let seen = text.split("no event loop seen in ").nth(1).and_then(|rest| rest.split(' ').next()?.parse::<f64>().ok());
+    assert!(seen.is_some_and(|s| (1.0..3.0).contains(&s)), "{text}");
     assert!(report["samples"].as_u64().unwrap() > 100, "CPU stacks expected: {report:#}");
 }
 
@@ -305,7 +307,8 @@ fn detaching_on_ctrl_c_removes_the_probes() {
     if !perf_permitted("detaching_on_ctrl_c_removes_the_probes") {
         return;
     }
-    let _uprobes = node_uprobes();
+    // Perf mode: uprobes in every process running the same binary, machine-wide tracing.
+    let _machine = machine_wide();
     let file = fixture("node/pool_burst.js");
     let target = Target::start_loop(&["node", file.to_str().unwrap()], &[("FIXTURE_START_MS", "60000")]);
     let pid = target.child.id();

@@ -99,8 +99,24 @@ pub struct Run {
     pub truth: Vec<Truth>,
 }
 
+/// Attached in perf mode, looptop traces the wait calls and samples every CPU, which slows every
+/// process on this 2-core machine: tests that compare ticks with a fixture's own clock hold this
+/// shared ([`timing`]), perf-mode attach tests hold it exclusively ([`machine_wide`]).
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a timing test.
+pub fn timing() -> std::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held by a test whose looptop traces machine-wide (perf mode).
+pub fn machine_wide() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs a command under `looptop run --json` with ground truth collected.
 pub fn run_json(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
+    let _timing = timing();
     let dir = TempDir::new("run");
     let truth = dir.path("truth.jsonl");
     // Timing tests compare ticks with what fixtures measure themselves on a 2-core machine shared
