@@ -113,7 +113,7 @@ pub struct RunArgs {
 /// How stacks are sampled.
 #[derive(Debug, Clone, Args)]
 pub struct StackArgs {
-    /// perf stack samples per second when perf is permitted (root or CAP_PERFMON); 0 turns perf off
+    /// perf stack samples per second when perf is permitted (root or CAP_PERFMON); 0: no perf stacks (perf mode still times the ticks through perf)
     #[arg(long, value_name = "HZ", default_value_t = 997)]
     pub rate: u64,
     /// How to observe a --pid: its agent's segment, or agentless through perf (ticks from the
