@@ -74,6 +74,13 @@ impl Frame {
         }
     }
 
+    /// Whether the name can be kept for its address (until [`super::Symbolizer::epoch`]
+    /// changes): everything but an address no mapping or perf map knows yet, which may be named
+    /// once the perf map grows.
+    pub fn is_settled(&self) -> bool {
+        !(self.kind == FrameKind::Unknown && self.module.is_none())
+    }
+
     /// The same frame under another name.
     pub fn renamed(self, name: String) -> Self {
         Frame { name, ..self }

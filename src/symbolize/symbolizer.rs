@@ -24,6 +24,9 @@ pub struct Symbolizer {
     procs: HashMap<u32, Process>,
     kernel: Kernel,
     sources: SourceCache,
+    /// Bumped whenever an address may now be named differently (JIT code replaced, a pid
+    /// reused): caches of names keyed by address are stale from then on.
+    epoch: u64,
 }
 
 /// Kernel symbols, read on the first kernel address, and the kernel addresses named.
@@ -109,6 +112,7 @@ impl Symbolizer {
             procs: HashMap::new(),
             kernel: Kernel::default(),
             sources: SourceCache::default(),
+            epoch: 0,
         }
     }
 
@@ -123,16 +127,20 @@ impl Symbolizer {
             if p.start_time.is_some_and(|then| then != now) {
                 // The pid was reused: forget the old process.
                 self.procs.remove(&pid);
+                self.epoch += 1;
             }
         }
         let p = self.procs.entry(pid).or_insert_with(|| Process::new(pid, &proc_dir, start_time));
-        if let Ok(text) = std::fs::read_to_string(proc_dir.join("maps")) {
-            p.maps.update(&text);
-            p.open_files(&proc_dir);
+        p.read_maps(pid);
+        if p.perf_map.open() && p.refresh_perf_map() {
+            self.epoch += 1;
         }
-        if p.perf_map.open() {
-            p.refresh_perf_map();
-        }
+    }
+
+    /// Changes whenever a name given earlier for an address may no longer hold (see
+    /// [`Frame::is_settled`] for which names hold at all).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// One frame per address of `ips` (innermost first, as in a [`crate::event::Sample`]), in
@@ -141,12 +149,13 @@ impl Symbolizer {
         if !self.procs.contains_key(&pid) && ips.iter().any(|&ip| ip < KERNEL_ADDRESS_MIN) {
             self.observe(pid);
         }
-        let Symbolizer { native, procs, kernel, .. } = self;
+        let Symbolizer { native, procs, kernel, epoch, .. } = self;
         let mut process = procs.get_mut(&pid);
         let mut out: Vec<Option<Frame>> = vec![None; ips.len()];
         // Addresses to look up in ELF files, one batch per file.
         let mut batches: HashMap<PathBuf, Batch> = HashMap::new();
         let mut refreshed = false;
+        let mut remapped = false;
         for (i, &ip) in ips.iter().enumerate() {
             if ip >= KERNEL_ADDRESS_MIN {
                 out[i] = Some(kernel.frame(ip));
@@ -159,6 +168,11 @@ impl Symbolizer {
             if let Some(f) = p.named.get(&ip).or_else(|| p.jit.get(&ip)) {
                 out[i] = Some(f.clone());
                 continue;
+            }
+            if !remapped && p.maps.find(ip).is_none() {
+                // Code mapped since the mappings were last read (a library loaded late).
+                p.read_maps(pid);
+                remapped = true;
             }
             match p.maps.find(ip) {
                 Some(m @ Mapping { backing: Backing::File(path) | Backing::Deleted(path), .. }) => {
@@ -192,7 +206,9 @@ impl Symbolizer {
                 // Anonymous memory, or no mapping known (yet): JIT code, named by the perf map.
                 Some(Mapping { backing: Backing::Anon, .. }) | None => {
                     if !refreshed {
-                        p.refresh_perf_map();
+                        if p.refresh_perf_map() {
+                            *epoch += 1;
+                        }
                         refreshed = true;
                     }
                     match p.perf_map.lookup(ip) {
@@ -253,14 +269,26 @@ impl Process {
         }
     }
 
-    /// Reads what the perf map gained; forgets names looked up in it when entries were replaced.
-    fn refresh_perf_map(&mut self) {
+    /// Reads the process's mappings again (nothing changes once it is gone).
+    fn read_maps(&mut self, pid: u32) {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if let Ok(text) = std::fs::read_to_string(proc_dir.join("maps")) {
+            self.maps.update(&text);
+            self.open_files(&proc_dir);
+        }
+    }
+
+    /// Reads what the perf map gained; forgets names looked up in it when entries were replaced
+    /// (and says so).
+    fn refresh_perf_map(&mut self) -> bool {
         // An unreadable map names nothing more: its addresses stay unknown.
         let _ = self.perf_map.refresh();
         if self.perf_map.replaced() != self.jit_replaced {
             self.jit.clear();
             self.jit_replaced = self.perf_map.replaced();
+            return true;
         }
+        false
     }
 
     /// Decides, for each mapped file not seen before, how to open it from here; opens it now
