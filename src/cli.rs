@@ -10,6 +10,8 @@ use std::time::Duration;
 const AFTER_HELP: &str = "\
 Examples:
   looptop demo                               a bundled Node server with real blockers
+  looptop top -- node server.js              the live view: loops, lag, stalls as they happen
+  looptop 4242                               the live view of a running process (top --pid)
   looptop run -- node server.js              every loop's ticks, lag and stalls at exit
   looptop run --json -o report.json -- npm start
   LD_PRELOAD=$(looptop agent path) node server.js   preload the agent in production
@@ -22,11 +24,22 @@ the target. `looptop run` exits with the target's own status (3 when it could no
 /// looptop shows why an event loop is slow: it times every loop iteration (tick) of a program
 /// and reports lag, stalls and what blocked the loop.
 #[derive(Debug, Parser)]
-#[command(name = "looptop", version, about, after_help = AFTER_HELP, propagate_version = true)]
+#[command(
+    name = "looptop",
+    version,
+    about,
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
+    /// Show the live view of this running process (short for `looptop top --pid PID`)
+    #[arg(value_name = "PID")]
+    pub pid: Option<u32>,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
@@ -35,6 +48,9 @@ pub enum Command {
     /// Launch a command with the agent and report every loop's ticks, lag and stalls when it exits
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
+    /// The live terminal view of a running process or of a command: loops, lag, stalls as they happen
+    #[command(after_help = TOP_AFTER_HELP)]
+    Top(TopArgs),
     /// List processes that run the looptop agent, with their loops, utilization and stalls
     Ps(PsArgs),
     /// Run a bundled Node server with real blockers, under looptop, with built-in load
@@ -67,6 +83,10 @@ SIGTERM and SIGHUP are passed on to the command; when it exits, looptop prints t
 stderr (like time(1)) or, with --json, the looptop.report/1 object to stdout (or to -o FILE), and
 exits with the command's own status.
 
+On a terminal (stdin, stdout and stderr all terminals, no --json, -o or --no-tui) run opens the
+live view of `looptop top` while the command runs; the command's stdout and stderr then go to a
+log file named in the view, and the summary is printed when you leave the view.
+
 A tick is one loop iteration: from the return of epoll_wait/poll to the next wait call. A stall
 is a tick whose busy time is at least --stall-threshold. Lag percentiles are time-weighted: the
 share of time an event arriving then would wait that long.
@@ -75,6 +95,43 @@ In Node and Python processes the agent also loads a runtime probe that reports G
 thread pool (libuv's, or asyncio's default executor): size, queued items and how long items
 wait. Slow mmap/munmap/madvise/mremap/brk calls on loop threads are allocator pauses.
 LOOPTOP_PROBE=0 turns the probe off.";
+
+const TOP_AFTER_HELP: &str = "\
+The view shows the target (pid, command, runtime, mode, uptime), a banner while a loop is stuck
+(how long, and what it is doing), every loop with its utilization, ticks/s and lag percentiles,
+a chart of the last 60 s of lag (p99 and max per second against the threshold), the recent
+stalls and the aggregated blockers (Enter shows a stall's stack), and GC and thread-pool lines.
+
+Keys: q or Ctrl-C quit; p pause the display (collection goes on); Tab and the arrows move focus
+and selection; Enter opens the stack of a stall or blocker; f writes a flamegraph SVG of the last
+--window (F: stalls only) to the current folder; r starts or stops a recording; + and - change the
+stall threshold; ? help.
+
+When the target exits the view stays, saying so, until q. A command started by top is asked to
+exit (SIGTERM) when you quit. The view needs a terminal; for scripts use `looptop run --json` or
+`looptop record`.
+
+Examples:
+  looptop top -- node server.js
+  looptop 4242                                 attach (the agent's segment, or perf mode)
+  sudo looptop top --pid $(pgrep -f server.js)";
+
+/// `looptop top`.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Stack sampling.
+    #[command(flatten)]
+    pub stacks: StackArgs,
+    /// The stretch of time `f` and `F` draw as a flamegraph
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// What to watch.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
 
 /// Options of every command that observes loops.
 #[derive(Debug, Clone, Args)]
@@ -105,6 +162,9 @@ pub struct RunArgs {
     /// Write the report to FILE instead of stdout/stderr
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Print the summary at exit instead of opening the live view on a terminal
+    #[arg(long)]
+    pub no_tui: bool,
     /// The command to run, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -280,6 +340,9 @@ pub struct DemoArgs {
     /// Print the looptop.report/1 JSON object instead of the text summary
     #[arg(long)]
     pub json: bool,
+    /// Print the summary at the end instead of opening the live view on a terminal
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 /// `looptop agent …`.
@@ -294,9 +357,18 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
-/// Parses the process arguments (clap exits with 2 on a usage error, 0 for --help).
-pub fn parse() -> Cli {
-    Cli::parse()
+/// Parses the process arguments (clap exits with 2 on a usage error, 0 for --help). `looptop PID`
+/// is read as `looptop top --pid PID`.
+pub fn parse() -> Command {
+    let cli = Cli::parse();
+    let top = |pid: u32| Cli::parse_from(["looptop", "top", "--pid", &pid.to_string()]).command;
+    match (cli.command, cli.pid.and_then(top)) {
+        (Some(command), _) | (None, Some(command)) => command,
+        // `arg_required_else_help` prints the help before this can happen.
+        (None, None) => {
+            command().error(clap::error::ErrorKind::MissingSubcommand, "a subcommand or a PID is needed").exit()
+        }
+    }
 }
 
 #[cfg(test)]

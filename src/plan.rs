@@ -2,7 +2,7 @@
 //! knows clap's parse types; the commands in [`crate::cmd`] take these.
 
 pub use crate::cli::Mode;
-use crate::cli::{AgentCommand, Cli, Command, FlameFormat, ObserveArgs, TargetArgs};
+use crate::cli::{AgentCommand, Command, FlameFormat, ObserveArgs, TargetArgs};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +33,25 @@ pub struct RunPlan {
     pub json: bool,
     /// Report file instead of stdout (JSON) / stderr (text).
     pub output: Option<PathBuf>,
+    /// Never open the live view.
+    pub no_tui: bool,
+}
+
+/// `looptop top`.
+#[derive(Debug, Clone)]
+pub struct TopPlan {
+    /// Shared settings.
+    pub observe: Observe,
+    /// perf sample rate (0: no perf stacks).
+    pub rate_hz: u64,
+    /// How a pid is observed.
+    pub mode: Mode,
+    /// What `f` draws: the last this long.
+    pub window: Duration,
+    /// What to watch.
+    pub target: TargetSpec,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
 }
 
 /// What a command observes.
@@ -123,6 +142,8 @@ pub struct DemoPlan {
     pub duration: Duration,
     /// JSON instead of text.
     pub json: bool,
+    /// Never open the live view.
+    pub no_tui: bool,
 }
 
 /// What to do.
@@ -130,6 +151,8 @@ pub struct DemoPlan {
 pub enum Plan {
     /// Launch and report.
     Run(RunPlan),
+    /// The live view.
+    Top(TopPlan),
     /// List agent processes.
     Ps(PsPlan),
     /// The bundled demo.
@@ -185,9 +208,9 @@ fn flame_output(format: Option<FlameFormat>, output: Option<PathBuf>) -> (FlameF
     (format, output)
 }
 
-impl From<Cli> for Plan {
-    fn from(cli: Cli) -> Plan {
-        match cli.command {
+impl From<Command> for Plan {
+    fn from(command: Command) -> Plan {
+        match command {
             Command::Run(a) => Plan::Run(RunPlan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
@@ -195,6 +218,15 @@ impl From<Cli> for Plan {
                 command: a.command,
                 json: a.json,
                 output: a.output,
+                no_tui: a.no_tui,
+            }),
+            Command::Top(a) => Plan::Top(TopPlan {
+                observe: observe(a.observe),
+                rate_hz: a.stacks.rate,
+                mode: a.stacks.mode,
+                window: a.window,
+                target: target(&a.target, None),
+                duration: a.target.duration,
             }),
             Command::Ps(a) => Plan::Ps(PsPlan { observe: observe(a.observe), json: a.json, window: a.window }),
             Command::Demo(a) => Plan::Demo(DemoPlan {
@@ -203,6 +235,7 @@ impl From<Cli> for Plan {
                 mode: a.stacks.mode,
                 duration: a.duration,
                 json: a.json,
+                no_tui: a.no_tui,
             }),
             Command::Record(a) => Plan::Record(RecordPlan {
                 observe: observe(a.observe),

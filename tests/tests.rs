@@ -12,3 +12,4 @@ mod ps;
 mod record;
 mod run;
 mod runtime;
+mod top;

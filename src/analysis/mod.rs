@@ -3,10 +3,11 @@
 
 pub mod classify;
 pub mod dist;
+pub mod history;
 pub mod report;
 pub mod rules;
 pub mod runtime;
 mod session;
 pub mod stacks;
 
-pub use session::Session;
+pub use session::{LoopView, Session};

@@ -24,6 +24,8 @@ struct Pool {
     queued_max: u64,
     /// Wait buckets: low ns → (high ns, items, longest ns).
     waits: BTreeMap<u64, (u64, u64, u64)>,
+    /// The latest sample: (busy, queued) items.
+    now: Option<(u64, u64)>,
 }
 
 /// GC, pool and allocator figures from events.
@@ -68,6 +70,7 @@ impl Runtime {
                 p.size = size;
                 p.busy_max = p.busy_max.max(in_flight.min(size));
                 p.queued_max = p.queued_max.max(queued_max);
+                p.now = Some((in_flight.min(size), queued_max));
             }
             Event::PoolWaits { pid, low_ns, high_ns, count, max_ns } => {
                 let b = self.pools.entry(pid).or_default().waits.entry(low_ns).or_insert((high_ns, 0, 0));
@@ -77,6 +80,32 @@ impl Runtime {
             other => return Some(other),
         }
         None
+    }
+
+    /// The busiest pool as of its latest sample: (busy, queued) items.
+    pub fn pool_now(&self) -> Option<(u64, u64)> {
+        self.busiest()?.now
+    }
+
+    /// GC pauses that started at or after `since_ns`: (count, longest ns).
+    pub fn gc_since(&self, since_ns: u64) -> (u64, u64) {
+        // Pauses arrive nearly in time order: the recent ones are at the end.
+        let all: Vec<u64> =
+            self.gc.iter().rev().take(4096).filter(|g| g.start_ns >= since_ns).map(|g| g.duration_ns).collect();
+        (all.len() as u64, all.iter().copied().max().unwrap_or(0))
+    }
+
+    /// The probes and pools known, as events (a recording started mid-way begins with these).
+    pub fn state_events(&self) -> Vec<Event> {
+        let mut out: Vec<Event> = self.probes.iter().map(|&pid| Event::ProbeReady { pid }).collect();
+        for (&pid, p) in self.pools.iter().filter(|(_, p)| !p.kind.is_empty()) {
+            out.push(Event::PoolKind { pid, kind: p.kind.clone(), size: p.size });
+        }
+        out
+    }
+
+    fn busiest(&self) -> Option<&Pool> {
+        self.pools.values().filter(|p| !p.kind.is_empty()).max_by_key(|p| p.waits.values().map(|w| w.1).sum::<u64>())
     }
 
     /// Whether GC pauses of `pid` are visible (a probe runs there).
@@ -126,11 +155,7 @@ impl Runtime {
 
     /// The `pool` object of the process whose pool did the most work; `None` if no probe saw one.
     pub fn pool_report(&self) -> Option<PoolReport> {
-        let p = self
-            .pools
-            .values()
-            .filter(|p| !p.kind.is_empty())
-            .max_by_key(|p| p.waits.values().map(|w| w.1).sum::<u64>())?;
+        let p = self.busiest()?;
         let n: u64 = p.waits.values().map(|w| w.1).sum();
         let pct = |q: f64| {
             let rank = ((q * n as f64).ceil() as u64).clamp(1, n.max(1));

@@ -5,9 +5,14 @@ use super::dist::TickDist;
 use super::report::{Blocker, LagPercentiles, LoopReport, Report, Stall, Target, TickPercentiles, SCHEMA};
 use super::stacks::Stacks;
 use crate::event::{Event, LoopId, LoopTotals, ProcessInfo, Sample};
-use std::collections::BTreeMap;
+use crate::symbolize::Frame;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 
 const MS: f64 = 1e6;
+/// A stall's blocker is kept once the stall ended this long ago: the samples of a stall arrive
+/// within a few polls of its end (perf's off-CPU sample comes when the thread is back).
+const SETTLED_NS: u64 = 2_000_000_000;
 
 /// One loop as the session knows it.
 #[derive(Debug, Clone)]
@@ -41,6 +46,29 @@ pub struct Session {
     dropped: u64,
     lost_samples: u64,
     mode: &'static str,
+    /// What is known of settled stalls, by (loop, start, duration): a live view asks for the
+    /// report several times a second, and classifying every stall each time would grow with the
+    /// run.
+    /// (GC ms, blocker) of each settled stall.
+    settled: RefCell<HashMap<StallKey, Settled>>,
+}
+
+/// A stall: its loop, start and duration (ns).
+type StallKey = (LoopId, u64, u64);
+/// What is known of a settled stall: its GC ms and blocker.
+type Settled = (Option<f64>, Option<Blocker>);
+
+/// One loop as a live view sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopView<'a> {
+    /// Which loop.
+    pub id: LoopId,
+    /// Thread name.
+    pub name: &'a str,
+    /// Its latest counters, once read.
+    pub totals: Option<&'a LoopTotals>,
+    /// Whether its thread still runs.
+    pub alive: bool,
 }
 
 impl Session {
@@ -56,12 +84,18 @@ impl Session {
             dropped: 0,
             lost_samples: 0,
             mode: "agent",
+            settled: RefCell::default(),
         }
     }
 
     /// Sets the report's `mode` (`agent`, `perf`, `agent+perf`).
     pub fn set_mode(&mut self, mode: &'static str) {
         self.mode = mode;
+    }
+
+    /// Where ticks come from: `agent` or `perf`.
+    pub fn mode(&self) -> &'static str {
+        self.mode
     }
 
     /// The sampled stacks.
@@ -111,6 +145,82 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Every loop with its latest counters.
+    pub fn loops(&self) -> impl Iterator<Item = LoopView<'_>> {
+        self.loops.iter().map(|(id, l)| LoopView {
+            id: *id,
+            name: &l.name,
+            totals: l.totals.as_ref(),
+            alive: l.ended.is_none() && !self.exited(id.pid),
+        })
+    }
+
+    /// Forgets stack samples taken before `before_ns` outside every stall (a live view that
+    /// runs for hours keeps the stacks of its stalls and of the recent past only).
+    pub fn forget_samples(&mut self, before_ns: u64) {
+        let spans = self.stall_spans(before_ns);
+        self.stacks.retain_before(before_ns, |pid, tid, t| {
+            spans.iter().any(|&(p, th, start, dur)| p == pid && th == tid && t >= start && t <= start + dur)
+        });
+    }
+
+    /// What the session knows now, as events: processes, loops, their stalls and counters, the
+    /// runtime probes and pools. A recording started mid-way begins with these.
+    pub fn state_events(&self) -> Vec<Event> {
+        let mut out: Vec<Event> = self.processes.values().map(|p| Event::Process(p.info.clone())).collect();
+        for (id, l) in &self.loops {
+            out.push(Event::LoopStarted { id: *id, name: l.name.clone(), start_ns: l.start_ns });
+            for &(start_ns, duration_ns) in &l.stalls {
+                out.push(Event::Stall { id: *id, start_ns, duration_ns });
+            }
+            if let Some(t) = &l.totals {
+                out.push(Event::Totals { id: *id, totals: t.clone() });
+            }
+        }
+        out.extend(self.runtime.state_events());
+        out
+    }
+
+    /// The stack that best shows a stall's blocker, outermost first, each frame with its source
+    /// line: the most frequent stack among the stall's samples that pass through `frame` (all
+    /// its samples when none does).
+    pub fn stall_stack(
+        &self,
+        pid: u32,
+        tid: u32,
+        start_ns: u64,
+        duration_ns: u64,
+        frame: &str,
+    ) -> Vec<(&Frame, Option<&str>)> {
+        let mut counts: HashMap<&[u32], u64> = HashMap::new();
+        let samples: Vec<&[u32]> =
+            self.stacks.during(pid, tid, start_ns, start_ns + duration_ns).map(|s| s.stack.as_slice()).collect();
+        let through = |st: &&[u32]| st.iter().any(|&f| self.stacks.frame(f).name == frame);
+        let any_through = samples.iter().any(through);
+        for st in samples.into_iter().filter(|st| !any_through || through(st)) {
+            *counts.entry(st).or_default() += 1;
+        }
+        let best = counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map(|c| c.0).unwrap_or(&[]);
+        best.iter().rev().map(|&f| (self.stacks.frame(f), self.stacks.source(f))).collect()
+    }
+
+    /// Whether a frame of process `pid` is the user's code (not the runtime's or a library's).
+    pub fn is_user_frame(&self, pid: u32, frame: &Frame) -> bool {
+        let user_module =
+            self.processes.get(&pid).map(|p| p.info.exe.as_str()).filter(|exe| classify::native_is_user(exe));
+        classify::is_user_frame(frame, user_module)
+    }
+
+    /// The thread pool as of its latest sample: (busy, queued) items.
+    pub fn pool_now(&self) -> Option<(u64, u64)> {
+        self.runtime.pool_now()
+    }
+
+    /// GC pauses that started at or after `since_ns`: (count, longest ns).
+    pub fn gc_since(&self, since_ns: u64) -> (u64, u64) {
+        self.runtime.gc_since(since_ns)
     }
 
     /// Takes one event into account.
@@ -255,7 +365,7 @@ impl Session {
             .stalls
             .iter()
             .filter(|s| s.1 >= self.threshold_ns)
-            .map(|&(start, dur)| self.stall(id, start, dur, false))
+            .map(|&(start, dur)| self.stall(id, start, dur, false, now_ns))
             .collect();
         // The tick under way. A loop that ended on its own (thread exit, exit(), exec) never
         // came back to wait: its open tail is not a tick and not part of its life. A tick cut
@@ -269,7 +379,7 @@ impl Session {
                 dist.push(cur as f64, 1);
                 busy += cur as f64;
                 if cur >= self.threshold_ns {
-                    stalls.push(self.stall(id, t.busy_since_ns, cur, alive));
+                    stalls.push(self.stall(id, t.busy_since_ns, cur, alive, now_ns));
                 }
             }
         }
@@ -299,13 +409,25 @@ impl Session {
         }
     }
 
-    fn stall(&self, id: &LoopId, start_ns: u64, duration_ns: u64, in_progress: bool) -> Stall {
+    fn stall(&self, id: &LoopId, start_ns: u64, duration_ns: u64, in_progress: bool, now_ns: u64) -> Stall {
+        let key = (*id, start_ns, duration_ns);
+        let cached = self.settled.borrow().get(&key).cloned();
+        let (gc_ms, blocker) = cached.unwrap_or_else(|| {
+            let known = (
+                self.runtime.gc_overlap_ms(id.pid, id.tid, start_ns, duration_ns),
+                self.blocker(id, start_ns, duration_ns),
+            );
+            if !in_progress && start_ns + duration_ns + SETTLED_NS < now_ns {
+                self.settled.borrow_mut().insert(key, known.clone());
+            }
+            known
+        });
         Stall {
-            gc_ms: self.runtime.gc_overlap_ms(id.pid, id.tid, start_ns, duration_ns),
+            gc_ms,
             start_ms: (start_ns as f64 - self.origin_ns as f64) / MS,
             duration_ms: duration_ns as f64 / MS,
             in_progress,
-            blocker: self.blocker(id, start_ns, duration_ns),
+            blocker,
         }
     }
 

@@ -101,9 +101,23 @@ impl Stacks {
         self.count == 0
     }
 
+    /// Whether perf took any of the samples (not only the agent's watchdog, during stalls).
+    pub fn any_perf(&self) -> bool {
+        self.threads.values().any(|v| v.iter().any(|s| s.origin != SampleOrigin::Watchdog))
+    }
+
     /// Every thread's samples.
     pub fn threads(&self) -> impl Iterator<Item = (u32, u32, &[StoredSample])> {
         self.threads.iter().map(|(&(p, t), v)| (p, t, v.as_slice()))
+    }
+
+    /// Drops the samples taken before `before_ns` unless `keep(pid, tid, t_ns)` (the frame table
+    /// and the count of samples taken stay).
+    pub fn retain_before(&mut self, before_ns: u64, keep: impl Fn(u32, u32, u64) -> bool) {
+        for (&(pid, tid), v) in self.threads.iter_mut() {
+            v.retain(|s| s.t_ns >= before_ns || keep(pid, tid, s.t_ns));
+        }
+        self.threads.retain(|_, v| !v.is_empty());
     }
 
     /// Samples of a thread taken in `[start, end]` (ns); watchdog samples by their tick instead.

@@ -1,11 +1,11 @@
 //! `looptop demo`: the bundled Node server with real blockers, under the agent, driven by a
 //! built-in load loop; the summary at the end shows the stalls each blocker caused.
 
-use super::observe::{launch_and_observe, Collect};
+use super::observe::{launch_and_observe, Collect, Flow};
 use crate::error::UserError;
 use crate::plan::DemoPlan;
 use crate::sink::{json, summary};
-use crate::target::launch::{LaunchPlan, Output};
+use crate::target::launch::{LaunchPlan, Launched, Output};
 use anyhow::{anyhow, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -36,10 +36,12 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     let launch = LaunchPlan {
         command: vec![node.into_os_string(), server.into_os_string()],
         stall_floor_ns: super::run::stall_floor(plan.observe.stall_threshold),
+        stdin: Output::Inherit,
         stdout: Output::Piped,
         stderr: Output::Null,
     };
-    let interactive = !plan.observe.quiet && super::is_tty(2);
+    let live = !plan.json && !plan.no_tui && super::top::can_show();
+    let interactive = !live && !plan.observe.quiet && super::is_tty(2);
     let progress = interactive.then(|| {
         let bar = indicatif::ProgressBar::new(plan.duration.as_millis() as u64);
         bar.set_style(
@@ -55,21 +57,23 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     let load = Arc::new(Load::default());
     let started = Instant::now();
     let mut load_threads = Vec::new();
-    let collect = Collect { rate_hz: plan.rate_hz, mode: plan.mode, ..Collect::ticks(plan.observe.stall_threshold) };
-    let observed = launch_and_observe(
-        &launch,
-        &collect,
-        |launched| {
-            let addr = read_port(launched);
-            match addr {
-                Ok(addr) => load_threads = start_load(addr, plan.duration, &load),
-                Err(e) => {
-                    eprintln!("looptop: {e:#}");
-                    let _ = launched.child.kill();
-                }
+    let collect = Collect::new(plan.observe.stall_threshold, None, plan.rate_hz, plan.mode);
+    let on_start = |launched: &mut Launched| match read_port(launched) {
+        Ok(addr) => load_threads = start_load(addr, plan.duration, &load),
+        Err(e) => {
+            if !live {
+                eprintln!("looptop: {e:#}");
             }
-        },
-        |session| {
+            let _ = launched.child.kill();
+        }
+    };
+    let observed = if live {
+        let launch = LaunchPlan { stdin: Output::Null, ..launch };
+        let watch = super::top::Watch::Launch(launch, Box::new(on_start));
+        super::top::observe_live(watch, &collect, plan.observe.color, super::top::WINDOW)?.observed
+    } else {
+        launch_and_observe(&launch, &collect, on_start, |pipeline| {
+            let session = &pipeline.session;
             if let Some(bar) = &progress {
                 let ms = (started.elapsed().as_millis() as u64).min(plan.duration.as_millis() as u64);
                 bar.set_position(ms);
@@ -79,8 +83,9 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
                     session.stall_count()
                 ));
             }
-        },
-    )?;
+            Flow::Go
+        })?
+    };
     load.stop.store(true, Ordering::Relaxed);
     for t in load_threads {
         let _ = t.join();

@@ -23,30 +23,15 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
             (replay.session, replay.header.command.clone(), end, rate)
         }
         target => {
-            let collect = Collect {
-                threshold: plan.observe.stall_threshold,
-                duration: plan.duration,
-                record: None,
-                rate_hz: plan.rate_hz,
-                mode: plan.mode,
-            };
+            let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode);
             let observed = super::record::observe_target(target, &collect, plan.observe.quiet, "flame")?;
             observed.tell();
             let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
-            let rate = if observed
-                .session
-                .stacks()
-                .threads()
-                .any(|t| t.2.iter().any(|s| s.origin != SampleOrigin::Watchdog))
-            {
-                plan.rate_hz
-            } else {
-                0
-            };
+            let rate = perf_rate(&observed.session, plan.rate_hz);
             (observed.session, observed.report.target.command, end, rate)
         }
     };
-    let profile = build_profile(&session, &command, end_ns, rate_hz, plan.stalls_only);
+    let profile = build_profile(&session, &command, 0, end_ns, rate_hz, plan.stalls_only);
     let format = match plan.format {
         FlameFormat::Svg => Format::Svg,
         FlameFormat::Folded => Format::Folded,
@@ -82,7 +67,16 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
 /// The stacks of a session as a flamegraph profile. Where perf sampled a process, its samples
 /// are drawn and the watchdog's (taken during stalls only) are left out, so stalls are not
 /// counted twice; elsewhere the watchdog's are what there is.
-pub fn build_profile(session: &Session, command: &[String], end_ns: u64, rate_hz: u64, stalls_only: bool) -> Profile {
+///
+/// Samples taken before `since_ns` are left out (0: none is).
+pub fn build_profile(
+    session: &Session,
+    command: &[String],
+    since_ns: u64,
+    end_ns: u64,
+    rate_hz: u64,
+    stalls_only: bool,
+) -> Profile {
     let stacks = session.stacks();
     let spans = session.stall_spans(end_ns);
     let mut by_thread: BTreeMap<(u32, u32), Vec<(u64, u64)>> = BTreeMap::new();
@@ -100,7 +94,7 @@ pub fn build_profile(session: &Session, command: &[String], end_ns: u64, rate_hz
             if s.origin == SampleOrigin::Watchdog && perf_pids.contains(&pid) {
                 continue;
             }
-            if stalls_only && !in_stall(s, spans) {
+            if s.t_ns < since_ns || (stalls_only && !in_stall(s, spans)) {
                 continue;
             }
             let mut stack: Vec<u32> = s.stack.iter().rev().copied().collect();
@@ -122,8 +116,9 @@ pub fn build_profile(session: &Session, command: &[String], end_ns: u64, rate_hz
     let samples: u64 = merged.values().sum();
     let mut stacks_out: Vec<(Vec<u32>, u64)> = merged.into_iter().collect();
     stacks_out.sort();
-    let wall_s = end_ns.saturating_sub(session.origin_ns()) as f64 / 1e9;
-    let stalls = spans.iter().filter(|s| s.3 >= session.threshold_ns()).count();
+    let from = since_ns.max(session.origin_ns());
+    let wall_s = end_ns.saturating_sub(from) as f64 / 1e9;
+    let stalls = spans.iter().filter(|s| s.3 >= session.threshold_ns() && s.2 + s.3 >= from).count();
     Profile {
         title: format!("looptop: {}", command.join(" ")),
         subtitle: format!(
@@ -133,6 +128,16 @@ pub fn build_profile(session: &Session, command: &[String], end_ns: u64, rate_hz
         ),
         frames,
         stacks: stacks_out,
+    }
+}
+
+/// The perf sample rate behind a session's stacks: `rate_hz` when perf sampled, else 0 (the
+/// watchdog's samples only).
+pub fn perf_rate(session: &Session, rate_hz: u64) -> u64 {
+    if session.stacks().any_perf() {
+        rate_hz
+    } else {
+        0
     }
 }
 

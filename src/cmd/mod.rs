@@ -7,6 +7,7 @@ mod pipeline;
 mod ps;
 mod record;
 mod run;
+mod top;
 
 use crate::plan::Plan;
 use anyhow::Result;
@@ -16,6 +17,7 @@ use std::io::Write;
 pub fn execute(plan: Plan) -> Result<u8> {
     match plan {
         Plan::Run(p) => run::execute(p),
+        Plan::Top(p) => top::execute(p),
         Plan::Ps(p) => ps::execute(p),
         Plan::Demo(p) => demo::execute(p),
         Plan::Record(p) => record::execute(p),

@@ -38,10 +38,19 @@ pub struct Collect {
 }
 
 impl Collect {
-    /// Ticks and the agent's stall stacks only.
-    pub fn ticks(threshold: Duration) -> Self {
-        Collect { threshold, duration: None, record: None, rate_hz: 0, mode: Mode::Auto }
+    /// Observe with perf stacks at `rate_hz` (when permitted), for `duration` if given.
+    pub fn new(threshold: Duration, duration: Option<Duration>, rate_hz: u64, mode: Mode) -> Self {
+        Collect { threshold, duration, record: None, rate_hz, mode }
     }
+}
+
+/// What a poll hook wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep observing.
+    Go,
+    /// Stop now, as when the duration is over (a launched target is asked to exit).
+    Stop,
 }
 
 /// A finished observation.
@@ -132,7 +141,7 @@ pub fn launch_and_observe(
     plan: &LaunchPlan,
     collect: &Collect,
     mut on_start: impl FnMut(&mut Launched),
-    on_poll: impl FnMut(&Session),
+    on_poll: impl FnMut(&mut Pipeline) -> Flow,
 ) -> Result<Observed> {
     if collect.mode == Mode::Perf {
         return Err(UserError::usage(
@@ -163,7 +172,7 @@ pub fn launch_and_observe(
 
 /// Attaches to a running process: its agent segment if it has one (plus perf stacks when
 /// permitted), or agentless through perf (ticks from tracepoints), as `collect.mode` says.
-pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&Session)) -> Result<Observed> {
+pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut Pipeline) -> Flow) -> Result<Observed> {
     let command = settled_cmdline(pid);
     if command.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(UserError::observe(format!("no process with pid {pid}"))
@@ -369,16 +378,14 @@ impl Run {
         // The agent's ticks get perf stacks next to them, unless --mode agent.
         let perf = Perf::new(if perf_mode || collect.mode == Mode::Agent { 0 } else { collect.rate_hz });
         if let Some(path) = &collect.record {
-            let header = Header {
-                schema: crate::sink::record::SCHEMA.into(),
-                looptop: env!("CARGO_PKG_VERSION").into(),
-                origin_ns: origin,
-                stall_threshold_ns: collect.threshold.as_nanos() as u64,
+            let header = Header::new(
+                origin,
+                collect.threshold.as_nanos() as u64,
                 pid,
-                command: command.to_vec(),
-                rate_hz: if perf.source.is_some() || perf_mode { collect.rate_hz } else { 0 },
-                mode: if perf_mode { "perf" } else { "agent" }.into(),
-            };
+                command,
+                if perf.source.is_some() || perf_mode { collect.rate_hz } else { 0 },
+                if perf_mode { "perf" } else { "agent" },
+            );
             let rec = Recorder::create(path, &header).map_err(|e| {
                 UserError::usage(format!("cannot write the recording {}: {e}", path.display()))
                     .hint("choose a writable path with -o FILE")
@@ -406,16 +413,20 @@ impl Run {
         source: Polled,
         collect: &Collect,
         mut observee: Observee,
-        mut on_poll: impl FnMut(&Session),
+        mut on_poll: impl FnMut(&mut Pipeline) -> Flow,
     ) -> Result<Option<std::process::ExitStatus>> {
         self.collector = Some(Collector::spawn(source)?);
-        let deadline = collect.duration.map(|d| self.origin + d.as_nanos() as u64);
+        let mut deadline = collect.duration.map(|d| self.origin + d.as_nanos() as u64);
         let mut events: Vec<Event> = Vec::new();
         let mut termed: Option<u64> = None;
+        let mut polls = 0u64;
         let status = loop {
             self.read(&mut events)?;
-            on_poll(&self.pipeline.session);
+            let flow = on_poll(&mut self.pipeline);
             let now = now_ns();
+            if flow == Flow::Stop && !deadline.is_some_and(|d| d <= now) {
+                deadline = Some(now);
+            }
             match &mut observee {
                 Observee::Launched(l) => {
                     if let Some(status) = l.child.try_wait().context("waiting for the target")? {
@@ -437,8 +448,10 @@ impl Run {
                     }
                 }
                 Observee::Attached(pid) => {
-                    // A zombie is gone too (its parent has not reaped it yet).
-                    let gone = !crate::target::proc::is_alive(*pid, 0);
+                    // A zombie is gone too (its parent has not reaped it yet). Asked every fifth
+                    // poll: reading /proc each time was a visible share of looptop's own CPU.
+                    polls += 1;
+                    let gone = polls % 5 == 0 && !crate::target::proc::is_alive(*pid, 0);
                     if gone {
                         self.gone = Some(*pid);
                     }

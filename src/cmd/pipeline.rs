@@ -8,7 +8,11 @@ use crate::event::{Event, Sample, KERNEL_ADDRESS_MIN};
 use crate::sink::record::Recorder;
 use crate::symbolize::{Frame, Symbolizer};
 use anyhow::{Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// How often a process's mappings are read again while it is sampled.
+const REOBSERVE_NS: u64 = 1_000_000_000;
 
 /// Events in, session (and recording) out.
 pub struct Pipeline {
@@ -18,8 +22,13 @@ pub struct Pipeline {
     recorder: Option<Recorder>,
     /// Processes seen (their mappings are remembered for symbols).
     pids: BTreeSet<u32>,
-    /// Processes whose mappings were refreshed since the last poll.
-    fresh: BTreeSet<u32>,
+    /// The frame id of each (pid, address) named so far, valid for [`Symbolizer::epoch`]
+    /// `ids_epoch`: most samples repeat addresses, and naming them again (and hashing whole
+    /// frames to intern them) was most of looptop's own CPU at 997 Hz.
+    ids: HashMap<(u32, u64), u32, BuildIpHasher>,
+    ids_epoch: u64,
+    /// When each process's mappings and perf map were last read (ns).
+    observed: std::collections::HashMap<u32, u64>,
 }
 
 impl Pipeline {
@@ -30,13 +39,31 @@ impl Pipeline {
             symbolizer: Symbolizer::new(),
             recorder: None,
             pids: BTreeSet::new(),
-            fresh: BTreeSet::new(),
+            observed: Default::default(),
+            ids: HashMap::default(),
+            ids_epoch: 0,
         }
     }
 
     /// Also writes everything to `recorder`.
     pub fn record_to(&mut self, recorder: Recorder) {
         self.recorder = Some(recorder);
+    }
+
+    /// Starts recording mid-way: the recording begins with what the session knows now
+    /// ([`Session::state_events`]), then every event from here on.
+    pub fn start_recording(&mut self, mut recorder: Recorder) -> Result<()> {
+        for ev in self.session.state_events() {
+            recorder.event(&ev).context("writing the recording")?;
+        }
+        recorder.flush().context("writing the recording")?;
+        self.recorder = Some(recorder);
+        Ok(())
+    }
+
+    /// Whether a recording is being written.
+    pub fn recording(&self) -> bool {
+        self.recorder.is_some()
     }
 
     /// Processes seen so far.
@@ -46,7 +73,6 @@ impl Pipeline {
 
     /// Takes every event of `events` (leaving it empty); flushes the recording.
     pub fn feed(&mut self, events: &mut Vec<Event>) -> Result<()> {
-        self.fresh.clear();
         for ev in events.drain(..) {
             match ev {
                 Event::Sample(s) => self.sample(&s)?,
@@ -67,11 +93,15 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Remembers a process (its mappings, for symbols after it exits).
+    /// Remembers a process (its mappings, for symbols after it exits), reading them again at
+    /// most every [`REOBSERVE_NS`]: an address outside every known mapping makes the symbolizer
+    /// read them at once anyway, and the perf map is read when a JIT address is new.
     pub fn watch(&mut self, pid: u32) {
-        if self.pids.insert(pid) || self.fresh.insert(pid) {
+        let now = crate::source::now_ns();
+        let last = self.observed.get(&pid).copied();
+        if self.pids.insert(pid) || !last.is_some_and(|t| now < t + REOBSERVE_NS) {
             self.symbolizer.observe(pid);
-            self.fresh.insert(pid);
+            self.observed.insert(pid, now);
         }
     }
 
@@ -96,10 +126,31 @@ impl Pipeline {
             .enumerate()
             .map(|(i, &ip)| if i > 0 && ip < KERNEL_ADDRESS_MIN && ip > 0 { ip - 1 } else { ip })
             .collect();
-        let frames = self.symbolizer.symbolize(s.pid, &ips);
-        let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
-        let stack: Vec<u32> =
-            frames.into_iter().map(|f| stacks.intern(f, |f: &Frame| source_of(symbolizer, f))).collect();
+        if self.symbolizer.epoch() != self.ids_epoch {
+            self.ids.clear();
+            self.ids_epoch = self.symbolizer.epoch();
+        }
+        let mut stack: Vec<u32> =
+            ips.iter().map(|&ip| self.ids.get(&(s.pid, ip)).copied().unwrap_or(u32::MAX)).collect();
+        let missing: Vec<usize> = (0..ips.len()).filter(|&i| stack[i] == u32::MAX).collect();
+        if !missing.is_empty() {
+            let unnamed: Vec<u64> = missing.iter().map(|&i| ips[i]).collect();
+            let frames = self.symbolizer.symbolize(s.pid, &unnamed);
+            // Naming may have read a newer perf map: what was cached before is stale.
+            if self.symbolizer.epoch() != self.ids_epoch {
+                self.ids.clear();
+                self.ids_epoch = self.symbolizer.epoch();
+            }
+            let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
+            for (&i, f) in missing.iter().zip(frames) {
+                let settled = f.is_settled();
+                let id = stacks.intern(f, |f: &Frame| source_of(symbolizer, f));
+                if settled {
+                    self.ids.insert((s.pid, ips[i]), id);
+                }
+                stack[i] = id;
+            }
+        }
         let stored = StoredSample {
             t_ns: s.t_ns,
             weight_ns: s.weight_ns,
@@ -126,3 +177,30 @@ impl Pipeline {
 fn source_of(symbolizer: &mut Symbolizer, f: &Frame) -> Option<String> {
     symbolizer.source_line(f.file.as_deref()?, f.line?)
 }
+
+/// A hasher for (pid, address) keys: one multiply per word instead of SipHash (the keys come
+/// from the kernel, not from an adversary).
+#[derive(Default)]
+struct IpHasher(u64);
+
+impl Hasher for IpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type BuildIpHasher = BuildHasherDefault<IpHasher>;

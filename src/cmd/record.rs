@@ -1,7 +1,7 @@
 //! `looptop record` and `looptop report`: write a recording of a launched or running process,
 //! and print the summary of one.
 
-use super::observe::{attach_and_observe, launch_and_observe, Collect, Observed};
+use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow, Observed};
 use super::run::{emit, Stream};
 use crate::error::UserError;
 use crate::plan::{RecordPlan, ReportPlan, TargetSpec};
@@ -13,11 +13,8 @@ use std::time::Duration;
 /// Runs `looptop record`.
 pub fn execute(plan: RecordPlan) -> Result<u8> {
     let collect = Collect {
-        threshold: plan.observe.stall_threshold,
-        duration: plan.duration,
         record: Some(plan.output.clone()),
-        rate_hz: plan.rate_hz,
-        mode: plan.mode,
+        ..Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode)
     };
     let observed = observe_target(&plan.target, &collect, plan.observe.quiet, "record")?;
     observed.tell();
@@ -43,14 +40,15 @@ pub(super) fn observe_target(target: &TargetSpec, collect: &Collect, quiet: bool
             let launch = LaunchPlan {
                 command: command.clone(),
                 stall_floor_ns: super::run::stall_floor(collect.threshold),
+                stdin: Output::Inherit,
                 stdout: Output::Inherit,
                 stderr: Output::Inherit,
             };
-            launch_and_observe(&launch, collect, |l| note_start(quiet, l.child.id(), collect.duration), |_| {})
+            launch_and_observe(&launch, collect, |l| note_start(quiet, l.child.id(), collect.duration), |_| Flow::Go)
         }
         TargetSpec::Pid(pid) => {
             note_start(quiet, *pid, collect.duration);
-            attach_and_observe(*pid, collect, |_| {})
+            attach_and_observe(*pid, collect, |_| Flow::Go)
         }
         TargetSpec::Recording(_) | TargetSpec::Missing => {
             Err(UserError::usage(format!("looptop {verb} needs a target: a command after `--` or --pid PID"))

@@ -1,7 +1,8 @@
 //! `looptop run -- CMD`: launch with the agent, report when the command exits, exit with its
 //! status.
 
-use super::observe::{launch_and_observe, Collect};
+use super::observe::{launch_and_observe, Collect, Flow};
+use super::top::Watch;
 use crate::plan::RunPlan;
 use crate::sink::{json, summary};
 use crate::target::launch::{self, LaunchPlan, Output};
@@ -15,11 +16,23 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
     let launch = LaunchPlan {
         command: plan.command.clone(),
         stall_floor_ns: stall_floor(threshold),
+        stdin: Output::Inherit,
         stdout: Output::Inherit,
         stderr: Output::Inherit,
     };
     let quiet = plan.observe.quiet;
-    let collect = Collect { rate_hz: plan.rate_hz, mode: plan.mode, ..Collect::ticks(threshold) };
+    let collect = Collect::new(threshold, None, plan.rate_hz, plan.mode);
+    if !plan.json && plan.output.is_none() && !plan.no_tui && super::top::can_show() {
+        let watch = Watch::Launch(super::top::launch_plan(&plan.command, &collect), Box::new(|_| {}));
+        let live = super::top::observe_live(watch, &collect, plan.observe.color, super::top::WINDOW)?;
+        live.observed.tell();
+        let report = &live.observed.report;
+        emit(report, false, None, plan.observe.color, quiet, Stream::Stderr)?;
+        if let Some(log) = &live.log {
+            eprintln!("looptop: the program's output is in {}", log.display());
+        }
+        return Ok(report.target.exit_code.unwrap_or(0).clamp(0, 255) as u8);
+    }
     let observed = launch_and_observe(
         &launch,
         &collect,
@@ -28,7 +41,7 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
                 eprintln!("looptop: watching pid {}; the report follows when it exits (Ctrl-C stops it)", l.child.id());
             }
         },
-        |_| {},
+        |_| Flow::Go,
     )?;
     for w in &observed.warnings {
         eprintln!("looptop: warning: {w}");

@@ -5,3 +5,4 @@ pub mod flame;
 pub mod json;
 pub mod record;
 pub mod summary;
+pub mod tui;

@@ -49,6 +49,29 @@ pub struct Header {
     pub mode: String,
 }
 
+impl Header {
+    /// The header of a recording made now by this looptop.
+    pub fn new(
+        origin_ns: u64,
+        stall_threshold_ns: u64,
+        pid: u32,
+        command: &[String],
+        rate_hz: u64,
+        mode: &str,
+    ) -> Self {
+        Header {
+            schema: SCHEMA.into(),
+            looptop: env!("CARGO_PKG_VERSION").into(),
+            origin_ns,
+            stall_threshold_ns,
+            pid,
+            command: command.to_vec(),
+            rate_hz,
+            mode: mode.into(),
+        }
+    }
+}
+
 fn agent_mode() -> String {
     "agent".into()
 }

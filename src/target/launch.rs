@@ -14,6 +14,9 @@ pub struct LaunchPlan {
     pub command: Vec<OsString>,
     /// Ticks at least this long are kept individually by the agent (ns).
     pub stall_floor_ns: u64,
+    /// Where the program's stdin comes from (inherited, or nothing while the live view owns the
+    /// terminal).
+    pub stdin: Output,
     /// Where the program's stdout goes (inherited unless the caller needs it).
     pub stdout: Output,
     /// Where the program's stderr goes.
@@ -21,23 +24,34 @@ pub struct LaunchPlan {
 }
 
 /// Where a stream of the target goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Same as looptop's.
     Inherit,
     /// A pipe to looptop.
     Piped,
-    /// Discarded.
+    /// Discarded (or, for stdin, nothing to read).
     Null,
+    /// Appended to this file (the program's output while the live view owns the terminal).
+    Log(PathBuf),
 }
 
 impl Output {
-    fn stdio(self) -> Stdio {
-        match self {
+    fn stdio(&self) -> Result<Stdio, UserError> {
+        Ok(match self {
             Output::Inherit => Stdio::inherit(),
             Output::Piped => Stdio::piped(),
             Output::Null => Stdio::null(),
-        }
+            Output::Log(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    UserError::usage(format!("cannot write the program's output to {}: {e}", path.display()))
+                        .hint("set TMPDIR to a writable folder, or use --no-tui")
+                })?
+                .into(),
+        })
     }
 }
 
@@ -66,8 +80,14 @@ pub fn interrupted() -> bool {
 /// `sigwaitinfo` and passes them on. Call before any other thread starts.
 ///
 /// A signal the terminal sent (Ctrl-C) already reached the target, which shares our process
-/// group, so it is not sent twice; one sent by a process (`kill`) is forwarded.
+/// group, so it is not sent twice; one sent by a process (`kill`) is forwarded. Only the first
+/// call does anything.
 pub fn forward_signals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(start_forwarding);
+}
+
+fn start_forwarding() {
     // SAFETY: plain signal-mask calls on a local sigset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -132,9 +152,9 @@ pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
         .env(looptop_abi::ENV_RUN_DIR, &run_dir)
         .env(looptop_abi::ENV_KEEP_SEGMENT, "1")
         .env(looptop_abi::ENV_STALL_FLOOR_NS, plan.stall_floor_ns.to_string())
-        .stdin(Stdio::inherit())
-        .stdout(plan.stdout.stdio())
-        .stderr(plan.stderr.stdio());
+        .stdin(plan.stdin.stdio()?)
+        .stdout(plan.stdout.stdio()?)
+        .stderr(plan.stderr.stdio()?);
     let child = cmd.spawn().map_err(|e| {
         let _ = std::fs::remove_dir_all(&run_dir);
         let name = program.to_string_lossy();

@@ -1,0 +1,345 @@
+//! `looptop top` (and `looptop PID`), and the live view of `run` and `demo` on a terminal:
+//! observes the target while [`crate::sink::tui`] draws the session, and does what the view's
+//! keys ask — flamegraphs of the last seconds, recordings, another stall threshold.
+
+use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow, Observed};
+use super::pipeline::Pipeline;
+use crate::analysis::report::Target;
+use crate::analysis::Session;
+use crate::error::UserError;
+use crate::plan::{TargetSpec, TopPlan};
+use crate::sink::record::{Header, Recorder};
+use crate::sink::tui::state::Live;
+use crate::sink::tui::view::Request;
+use crate::sink::tui::{Tui, TuiError};
+use crate::source::now_ns;
+use crate::target::launch::{self, LaunchPlan, Launched, Output};
+use crate::units::fmt_ms;
+use anyhow::Result;
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Stall thresholds `+` and `-` step through (ms).
+const THRESHOLDS_MS: [u64; 14] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000];
+/// What `f` draws in `run` and `demo`'s view: the last this long.
+pub(super) const WINDOW: Duration = Duration::from_secs(30);
+/// Stacks older than this (and outside stalls) are forgotten, beyond the flamegraph window.
+const KEEP_STACKS: Duration = Duration::from_secs(120);
+
+/// Runs `looptop top`.
+pub fn execute(plan: TopPlan) -> Result<u8> {
+    let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode);
+    let watch = match &plan.target {
+        TargetSpec::Launch(command) => Watch::Launch(launch_plan(command, &collect), Box::new(|_| {})),
+        TargetSpec::Pid(pid) => Watch::Pid(*pid),
+        TargetSpec::Recording(_) | TargetSpec::Missing => {
+            return Err(UserError::usage("looptop top needs a target: a command after `--` or --pid PID")
+                .hint("e.g. looptop top -- node server.js, or looptop top --pid 4242 (or just looptop 4242)")
+                .into())
+        }
+    };
+    let live = observe_live(watch, &collect, plan.observe.color, plan.window)?;
+    live.observed.tell();
+    if let Some(log) = &live.log {
+        eprintln!("looptop: the program's output is in {}", log.display());
+    }
+    Ok(crate::error::exit::OK)
+}
+
+/// A command for the live view: no stdin (the view reads the keys), output to a log file.
+pub(super) fn launch_plan(command: &[std::ffi::OsString], collect: &Collect) -> LaunchPlan {
+    let log = log_path();
+    LaunchPlan {
+        command: command.to_vec(),
+        stall_floor_ns: super::run::stall_floor(collect.threshold),
+        stdin: Output::Null,
+        stdout: Output::Log(log.clone()),
+        stderr: Output::Log(log),
+    }
+}
+
+fn log_path() -> PathBuf {
+    std::env::temp_dir().join(format!("looptop-{}.log", std::process::id()))
+}
+
+/// What the live view watches.
+pub(super) enum Watch<'a> {
+    /// A command to launch, and what to do once it started.
+    Launch(LaunchPlan, Box<dyn FnMut(&mut Launched) + 'a>),
+    /// A running process.
+    Pid(u32),
+}
+
+/// A finished live observation.
+pub(super) struct LiveRun {
+    /// The observation.
+    pub observed: Observed,
+    /// Where the launched program's output went.
+    pub log: Option<PathBuf>,
+}
+
+/// Whether the live view can open here: stdin, stdout and stderr are terminals.
+pub(super) fn can_show() -> bool {
+    super::is_tty(0) && super::is_tty(1) && super::is_tty(2)
+}
+
+/// Observes under the live view until the user quits (the view stays after the target exits).
+/// The terminal is restored before this returns.
+pub(super) fn observe_live(watch: Watch, collect: &Collect, color: bool, window: Duration) -> Result<LiveRun> {
+    launch::forward_signals();
+    let tui = Tui::start(color).map_err(|e| match e {
+        TuiError::NotATerminal(_) => anyhow::Error::from(
+            UserError::usage(format!("{e}"))
+                .hint("for scripts and pipes use `looptop run --json -- CMD` or `looptop record -o FILE --pid PID`"),
+        ),
+        e => anyhow::Error::from(UserError::usage(format!("{e}")).hint("use `looptop run --no-tui -- CMD`")),
+    })?;
+    let mut view = LiveView::new(tui, collect, window);
+    let pid = Cell::new(0u32);
+    let (observed, log) = match watch {
+        Watch::Launch(plan, mut on_start) => {
+            let log = match &plan.stdout {
+                Output::Log(p) => Some(p.clone()),
+                _ => None,
+            };
+            if let Some(l) = &log {
+                view.live.warnings.push(format!("the program's output goes to {}", l.display()));
+            }
+            let observed = launch_and_observe(
+                &plan,
+                collect,
+                |l| {
+                    pid.set(l.child.id());
+                    on_start(l)
+                },
+                |p| view.poll(p, pid.get()),
+            )?;
+            (observed, log)
+        }
+        Watch::Pid(p) => {
+            pid.set(p);
+            (attach_and_observe(p, collect, |pl| view.poll(pl, pid.get()))?, None)
+        }
+    };
+    let mut observed = observed;
+    view.fail()?;
+    if !view.quit && !launch::interrupted() {
+        let ended = match observed.report.target.exit_code {
+            Some(code) => format!(
+                "process {} exited with status {code} after {:.1} s",
+                observed.report.target.pid,
+                observed.report.wall_ms / 1e3
+            ),
+            None => observed.notes.first().cloned().unwrap_or_else(|| "observation ended".into()),
+        };
+        view.linger(&mut observed, ended)?;
+    }
+    drop(view);
+    Ok(LiveRun { observed, log })
+}
+
+/// The view and what its keys started.
+struct LiveView {
+    tui: Tui,
+    live: Live,
+    window: Duration,
+    /// Lowest threshold the source keeps stalls for.
+    floor_ns: u64,
+    quit: bool,
+    /// The terminal failed: stop and say why.
+    failed: Option<std::io::Error>,
+    forgot_ns: u64,
+}
+
+impl LiveView {
+    fn new(tui: Tui, collect: &Collect, window: Duration) -> Self {
+        LiveView {
+            tui,
+            live: Live { rate_hz: collect.rate_hz, ..Live::default() },
+            window,
+            floor_ns: super::run::stall_floor(collect.threshold),
+            quit: false,
+            failed: None,
+            forgot_ns: 0,
+        }
+    }
+
+    /// One poll of the observation: the view steps, requests are carried out.
+    fn poll(&mut self, pipeline: &mut Pipeline, pid: u32) -> Flow {
+        let now = now_ns();
+        if self.live.pid != pid {
+            self.live.pid = pid;
+        }
+        if self.live.command.is_empty() {
+            self.live.command = pipeline
+                .session
+                .process(pid)
+                .map(|p| p.command.clone())
+                .unwrap_or_else(|| crate::target::proc::cmdline(pid));
+        }
+        if now > self.forgot_ns + 10_000_000_000 {
+            let keep = KEEP_STACKS.max(self.window * 2).as_nanos() as u64;
+            pipeline.session.forget_samples(now.saturating_sub(keep));
+            self.forgot_ns = now;
+        }
+        let requests = match self.tui.step(&pipeline.session, &self.live, now) {
+            Ok(r) => r,
+            Err(e) => {
+                self.failed = Some(e);
+                return Flow::Stop;
+            }
+        };
+        for r in requests {
+            match r {
+                Request::Quit => {
+                    self.quit = true;
+                    return Flow::Stop;
+                }
+                Request::Flame { stalls_only } => self.flame(&pipeline.session, now, stalls_only),
+                Request::Record => self.record(pipeline, now),
+                Request::Threshold(step) => self.threshold(&mut pipeline.session, step),
+                Request::StallDetail(_) | Request::BlockerDetail(_) => {}
+            }
+        }
+        Flow::Go
+    }
+
+    /// After the target is gone: the view stays, saying so, until `q`.
+    fn linger(&mut self, observed: &mut Observed, ended: String) -> Result<()> {
+        self.live.ended = Some(ended);
+        self.live.recording = None;
+        self.live.warnings.extend(observed.warnings.iter().cloned());
+        self.tui.say("q quits".into());
+        let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
+        loop {
+            for r in self.tui.step(&observed.session, &self.live, end)? {
+                match r {
+                    Request::Quit => return Ok(()),
+                    Request::Flame { stalls_only } => self.flame(&observed.session, end, stalls_only),
+                    Request::Record => self.tui.say("the process has exited: there is nothing left to record".into()),
+                    Request::Threshold(step) => self.threshold(&mut observed.session, step),
+                    Request::StallDetail(_) | Request::BlockerDetail(_) => {}
+                }
+            }
+            if launch::interrupted() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The terminal error that stopped the view, if any.
+    fn fail(&mut self) -> Result<()> {
+        match self.failed.take() {
+            Some(e) => Err(anyhow::Error::from(e).context("the terminal failed")),
+            None => Ok(()),
+        }
+    }
+
+    /// `f` / `F`: a flamegraph SVG of the last window, in the current folder.
+    fn flame(&mut self, session: &Session, now: u64, stalls_only: bool) {
+        let since = now.saturating_sub(self.window.as_nanos() as u64);
+        let rate = super::flame::perf_rate(session, self.live.rate_hz);
+        let profile = super::flame::build_profile(session, &self.live.command, since, now, rate, stalls_only);
+        let window = fmt_ms(self.window.as_secs_f64() * 1e3);
+        if profile.sample_count() == 0 {
+            let why = if stalls_only {
+                format!("no stack was sampled inside a stall in the last {window}")
+            } else {
+                format!("no stack was sampled in the last {window} (without perf the agent samples stalls only)")
+            };
+            self.tui.say(why);
+            return;
+        }
+        let stem = if stalls_only { "looptop-stalls" } else { "looptop-flame" };
+        let path = free_path(stem, self.live.pid, "svg");
+        let options = crate::sink::flame::Options {
+            format: crate::sink::flame::Format::Svg,
+            ..crate::sink::flame::Options::default()
+        };
+        let written = std::fs::File::create(&path).map_err(anyhow::Error::from).and_then(|f| {
+            let mut out = std::io::BufWriter::new(f);
+            crate::sink::flame::write(&profile, &options, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        });
+        self.tui.say(match written {
+            Ok(()) => format!("wrote {} ({})", path.display(), profile.subtitle),
+            Err(e) => format!("cannot write {}: {e:#}", path.display()),
+        });
+    }
+
+    /// `r`: starts a recording (from the state now on), or finishes the one under way.
+    fn record(&mut self, pipeline: &mut Pipeline, now: u64) {
+        if pipeline.recording() {
+            let target = Target {
+                pid: self.live.pid,
+                command: self.live.command.clone(),
+                runtime: pipeline.session.runtime(),
+                exit_code: None,
+            };
+            let message = match pipeline.take_recorder().map(|r| (r.path().to_path_buf(), r.finish(now, &target))) {
+                Some((path, Ok(lines))) => format!(
+                    "wrote {} ({lines} lines); read it with `looptop report {}`",
+                    path.display(),
+                    path.display()
+                ),
+                Some((path, Err(e))) => format!("cannot finish {}: {e}", path.display()),
+                None => String::new(),
+            };
+            self.live.recording = None;
+            self.tui.say(message);
+            return;
+        }
+        let path = free_path("looptop", self.live.pid, "rec");
+        let s = &pipeline.session;
+        let header = Header::new(
+            s.origin_ns(),
+            s.threshold_ns(),
+            self.live.pid,
+            &self.live.command,
+            self.live.rate_hz,
+            s.mode(),
+        );
+        let started =
+            Recorder::create(&path, &header).map_err(anyhow::Error::from).and_then(|r| pipeline.start_recording(r));
+        match started {
+            Ok(()) => {
+                self.live.recording = Some(path.display().to_string());
+                self.tui.say(format!("recording to {} (r stops)", path.display()));
+            }
+            Err(e) => self.tui.say(format!("cannot record to {}: {e:#}", path.display())),
+        }
+    }
+
+    /// `+` / `-`: the next stall threshold up or down, never under the source's floor.
+    fn threshold(&mut self, session: &mut Session, step: i8) {
+        let cur = session.threshold_ns();
+        let ms = |ns: u64| ns / 1_000_000;
+        let next = if step > 0 {
+            THRESHOLDS_MS.iter().map(|&m| m * 1_000_000).find(|&t| t > cur)
+        } else {
+            THRESHOLDS_MS.iter().rev().map(|&m| m * 1_000_000).find(|&t| t < cur)
+        };
+        match next {
+            Some(t) if t >= self.floor_ns => {
+                session.set_threshold(t);
+                self.tui.say(format!("stall threshold {} (was {})", fmt_ms(ms(t) as f64), fmt_ms(ms(cur) as f64)));
+            }
+            Some(_) => self.tui.say(format!(
+                "the threshold cannot go under {}: shorter ticks were not kept one by one",
+                fmt_ms(self.floor_ns as f64 / 1e6)
+            )),
+            None => self.tui.say(format!("the threshold is already at {}", fmt_ms(ms(cur) as f64))),
+        }
+    }
+}
+
+/// `stem-PID-N.ext` in the current folder, with the first N not taken.
+fn free_path(stem: &str, pid: u32, ext: &str) -> PathBuf {
+    (1..)
+        .map(|n| PathBuf::from(format!("{stem}-{pid}-{n}.{ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| PathBuf::from(format!("{stem}-{pid}.{ext}")))
+}

@@ -1,0 +1,207 @@
+//! The live view end to end: the real binary in a real terminal (tmux) against a real Node
+//! program that gets stuck in a catastrophic regex.
+
+use crate::util::{fixture, TempDir};
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A private tmux server, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(width: u16, height: u16, shell_command: &str) -> Tmux {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("looptop-test-{}-{n}", std::process::id());
+        let st = Command::new("tmux")
+            .args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-s", "top"])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .arg(shell_command)
+            .env_remove("LD_PRELOAD")
+            .env_remove("TMUX")
+            .env("LANG", "C.UTF-8")
+            .status()
+            .expect("tmux is needed for the live view's test (apt-get install tmux)");
+        assert!(st.success(), "tmux new-session failed");
+        Tmux { socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(["-L", &self.socket]).args(args).output().expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.tmux(&["send-keys", "-t", "top", k]);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Waits until the screen satisfies `ok`; panics with the last screen after `secs`.
+    fn wait_for(&self, secs: u64, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no {what} within {secs} s; the screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+    }
+}
+
+/// Whether a node process runs the script (tmux's own command line names it too).
+fn fixture_running(path: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+            let args: Vec<String> = c.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            args.first().is_some_and(|a| a.ends_with("node")) && args.iter().any(|a| a == path)
+        })
+    })
+}
+
+#[test]
+fn live_view_shows_the_stall_while_it_lasts_names_its_blocker_and_quits_cleanly() {
+    // A 5 s regex keeps a core busy: not while other tests time their fixtures.
+    let _machine = crate::util::machine_wide();
+    let dir = TempDir::new("top");
+    let status = dir.path("status");
+    let script = fixture("node/stuck.js");
+    let script = script.to_str().unwrap();
+    let command = format!(
+        "cd {dir} && env NO_COLOR=1 FIXTURE_STUCK_MS=5000 {bin} top --rate 0 -- node {script}; echo $? > {status}; exec sleep 60",
+        dir = dir.0.display(),
+        bin = env!("CARGO_BIN_EXE_looptop"),
+        status = status.display(),
+    );
+    let tmux = Tmux::start(120, 40, &command);
+    // The banner, live, while the regex runs: how long, what, where.
+    let screen = tmux.wait_for(30, "stall banner", |s| s.contains("stuck for") && s.contains("regex in validateEmail"));
+    assert!(screen.contains("STALL IN PROGRESS"), "{screen}");
+    assert!(screen.contains("stuck.js:"), "the banner names the file: {screen}");
+    assert_eq!(tmux.tmux(&["display-message", "-p", "-t", "top", "#{alternate_on}"]).trim(), "1");
+    // After it: the stall and its blocker in the lists, the calm line again.
+    let screen = tmux.wait_for(30, "the stall listed after it ended", |s| {
+        s.contains("no stall in progress") && s.lines().any(|l| l.contains("regex") && l.contains("validateEmail"))
+    });
+    assert!(screen.contains("Loops (") && screen.contains("Lag per second"), "{screen}");
+    // Its stack: Tab to the stalls, Enter.
+    tmux.keys(&["Tab", "Enter"]);
+    let screen = tmux.wait_for(10, "the stack popup", |s| s.contains("stack, outermost first"));
+    assert!(screen.contains("validateEmail"), "{screen}");
+    tmux.keys(&["Escape"]);
+    // f: a flamegraph of the last seconds, in the current folder.
+    tmux.keys(&["f"]);
+    let screen = tmux.wait_for(10, "the flamegraph written", |s| s.contains("wrote looptop-flame-"));
+    let svg = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("looptop-flame-")));
+    let svg = svg.unwrap_or_else(|| panic!("no flamegraph file; the screen:\n{screen}"));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("validateEmail"), "the flamegraph shows the blocker");
+    // +: the threshold goes up a step.
+    tmux.keys(&["+"]);
+    tmux.wait_for(10, "the new threshold", |s| s.contains("stall threshold 100.0 ms"));
+    // r, r: a recording that `looptop report` reads.
+    tmux.keys(&["r"]);
+    tmux.wait_for(10, "the recording started", |s| s.contains("recording to looptop-") && s.contains("REC "));
+    std::thread::sleep(Duration::from_millis(700));
+    tmux.keys(&["r"]);
+    tmux.wait_for(10, "the recording written", |s| s.contains("wrote looptop-") && s.contains(".rec"));
+    let rec = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "rec"));
+    let rec = rec.expect("a recording file");
+    let out = crate::util::looptop().args(["report", "--json"]).arg(&rec).output().unwrap();
+    assert!(out.status.success(), "report of the view's recording: {}", crate::util::stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let main = crate::util::main_loop(&report);
+    assert!(main["stalls"].as_array().is_some_and(|s| !s.is_empty()), "it starts with the stalls so far: {report}");
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !status.exists() {
+        assert!(Instant::now() < deadline, "looptop did not exit after q; the screen:\n{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0", "q exits 0");
+    // The terminal is restored: main screen, no view left on it; the program was asked to exit.
+    assert_eq!(tmux.tmux(&["display-message", "-p", "-t", "top", "#{alternate_on}"]).trim(), "0");
+    let screen = tmux.screen();
+    assert!(!screen.contains("Loops ("), "the view is gone from the screen:\n{screen}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fixture_running(script) {
+        assert!(Instant::now() < deadline, "the program looptop started still runs after q");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn top_off_a_terminal_says_what_to_use_instead() {
+    let out = crate::util::looptop().args(["top", "--", "node", "-e", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = crate::util::stderr(&out);
+    assert!(err.contains("needs a terminal") && err.contains("looptop run --json"), "{err}");
+}
+
+#[test]
+fn run_on_a_terminal_opens_the_view_which_stays_after_exit_then_prints_the_summary() {
+    let _machine = crate::util::machine_wide();
+    let dir = TempDir::new("run-tui");
+    let status = dir.path("status");
+    let script = fixture("node/stalls.js");
+    let command = format!(
+        "cd {dir} && env NO_COLOR=1 FIXTURE_STALLS_MS=120 FIXTURE_EXIT=7 {bin} run --rate 0 -- node {script}; echo $? > {status}; exec sleep 60",
+        dir = dir.0.display(),
+        bin = env!("CARGO_BIN_EXE_looptop"),
+        script = script.display(),
+        status = status.display(),
+    );
+    let tmux = Tmux::start(100, 30, &command);
+    let screen = tmux.wait_for(30, "the exit notice", |s| s.contains("exited with status 7"));
+    assert!(screen.contains("q quits"), "{screen}");
+    assert!(screen.lines().any(|l| l.contains("cpu") && l.contains("truth.js:")), "the stall is listed: {screen}");
+    assert!(!status.exists(), "the view stays until q");
+    tmux.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !status.exists() {
+        assert!(Instant::now() < deadline, "looptop did not exit after q:\n{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "7", "run exits with the program's status");
+    let screen = tmux.screen();
+    assert!(screen.contains("1 stall at or over 50.0 ms"), "the summary follows the view:\n{screen}");
+    assert!(screen.contains("the program's output is in"), "{screen}");
+}
+
+#[test]
+fn looptop_pid_is_short_for_top_pid() {
+    // Off a terminal both say the same: the view needs one.
+    let short = crate::util::looptop().arg(std::process::id().to_string()).output().unwrap();
+    let long = crate::util::looptop().args(["top", "--pid", &std::process::id().to_string()]).output().unwrap();
+    assert_eq!(short.status.code(), Some(2));
+    assert_eq!(crate::util::stderr(&short), crate::util::stderr(&long));
+    // Not a pid, not a subcommand: clap's usage error.
+    let bad = crate::util::looptop().arg("nonsense").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
