@@ -12,6 +12,7 @@ Examples:
   looptop demo                               a bundled Node server with real blockers
   looptop top -- node server.js              the live view: loops, lag, stalls as they happen
   looptop 4242                               the live view of a running process (top --pid)
+  looptop check -b 'lag.p99<20ms' -b 'stalls==0' -- node test/load.js   fail CI on a stall
   looptop run -- node server.js              every loop's ticks, lag and stalls at exit
   looptop run --json -o report.json -- npm start
   LD_PRELOAD=$(looptop agent path) node server.js   preload the agent in production
@@ -51,6 +52,9 @@ pub enum Command {
     /// The live terminal view of a running process or of a command: loops, lag, stalls as they happen
     #[command(after_help = TOP_AFTER_HELP)]
     Top(TopArgs),
+    /// Check lag budgets (for CI): observe a command or a pid, fail (exit 1) when a budget breaks, name the code
+    #[command(after_help = CHECK_AFTER_HELP)]
+    Check(CheckArgs),
     /// List processes that run the looptop agent, with their loops, utilization and stalls
     Ps(PsArgs),
     /// Run a bundled Node server with real blockers, under looptop, with built-in load
@@ -115,6 +119,70 @@ Examples:
   looptop top -- node server.js
   looptop 4242                                 attach (the agent's segment, or perf mode)
   sudo looptop top --pid $(pgrep -f server.js)";
+
+const CHECK_AFTER_HELP: &str = "\
+A budget is METRIC OP VALUE[UNIT]: OP is one of < <= > >= ==, UNIT us, ms, s or %.
+Metrics (loops: the worst loop counts):
+  lag.p50 lag.p90 lag.p99 lag.p999 lag.max     time-weighted lag (a time)
+  tick.p50 tick.p90 tick.p99 tick.max          busy time per tick (a time)
+  stalls                                       ticks at or over --stall-threshold (a count)
+  stall.max  stall.total                       longest stall; time in stalls (a time, or % of the run)
+  utilization                                  busy share of the busiest loop (0..1 or %)
+  gc.max  gc.total  gc.count                   GC pauses (Node, Python)
+  pool.wait.p50 pool.wait.p99 pool.wait.max    how long thread-pool items waited for a worker
+  pool.queued.max  pool.busy.max               most items queued / workers busy at once
+  alloc.max  alloc.total  alloc.count          allocator pauses (slow mmap/munmap/madvise/brk)
+A budget on something the source cannot see (gc.* of a C program) fails as not observed.
+
+Budgets also come from a TOML file (--budget-file, or ./looptop.toml when present):
+  [budgets]
+  \"lag.p99\" = \"<20ms\"
+  stalls = \"==0\"
+--budget flags add to the file's budgets.
+
+Output: one line per budget (✓ or ✗, the observed value), and under a failed one the worst stalls
+(kind, function, file:line, source line) or pauses. --json FILE writes the looptop.report/1
+object with a `budgets` array; --junit FILE one test case per budget; --github prints
+::error annotations at the worst stall's source line and appends a job summary to
+$GITHUB_STEP_SUMMARY. Exit: 0 all held, 1 a budget failed, 2 a malformed budget or file, 3 could
+not observe. The command's own exit status is reported, not used.
+
+Examples:
+  looptop check --budget 'lag.p99<20ms' --budget 'stalls==0' -- node test/load.js
+  looptop check --warmup 2s --budget 'stall.max<200ms' --junit looptop.xml -- npm test
+  looptop check --pid 4242 -d 30s --budget 'pool.wait.p99<10ms'";
+
+/// `looptop check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Stack sampling.
+    #[command(flatten)]
+    pub stacks: StackArgs,
+    /// A budget, e.g. 'lag.p99<20ms', 'stalls==0' (repeat for more)
+    #[arg(short, long = "budget", value_name = "EXPR")]
+    pub budgets: Vec<String>,
+    /// A TOML file with a [budgets] table (default: ./looptop.toml when it exists)
+    #[arg(long, value_name = "FILE")]
+    pub budget_file: Option<PathBuf>,
+    /// Write a JUnit XML report (one test case per budget)
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the looptop.report/1 JSON with a `budgets` array
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Print GitHub Actions annotations and append a job summary to $GITHUB_STEP_SUMMARY
+    #[arg(long)]
+    pub github: bool,
+    /// Leave out the first DUR (start-up compilation and module loading)
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// What to check.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
 
 /// `looptop top`.
 #[derive(Debug, Clone, Args)]

@@ -54,6 +54,33 @@ pub struct TopPlan {
     pub duration: Option<Duration>,
 }
 
+/// `looptop check`.
+#[derive(Debug, Clone)]
+pub struct CheckPlan {
+    /// Shared settings.
+    pub observe: Observe,
+    /// perf sample rate (0: no perf stacks).
+    pub rate_hz: u64,
+    /// How a pid is observed.
+    pub mode: Mode,
+    /// Budget expressions from the flags.
+    pub budgets: Vec<String>,
+    /// The budget file, when given.
+    pub budget_file: Option<PathBuf>,
+    /// JUnit XML output.
+    pub junit: Option<PathBuf>,
+    /// JSON output.
+    pub json: Option<PathBuf>,
+    /// GitHub Actions annotations and summary.
+    pub github: bool,
+    /// Left out at the start.
+    pub warmup: Duration,
+    /// What to check.
+    pub target: TargetSpec,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
 /// What a command observes.
 #[derive(Debug, Clone)]
 pub enum TargetSpec {
@@ -153,6 +180,8 @@ pub enum Plan {
     Run(RunPlan),
     /// The live view.
     Top(TopPlan),
+    /// Check budgets.
+    Check(CheckPlan),
     /// List agent processes.
     Ps(PsPlan),
     /// The bundled demo.
@@ -225,6 +254,19 @@ impl From<Command> for Plan {
                 rate_hz: a.stacks.rate,
                 mode: a.stacks.mode,
                 window: a.window,
+                target: target(&a.target, None),
+                duration: a.target.duration,
+            }),
+            Command::Check(a) => Plan::Check(CheckPlan {
+                observe: observe(a.observe),
+                rate_hz: a.stacks.rate,
+                mode: a.stacks.mode,
+                budgets: a.budgets,
+                budget_file: a.budget_file,
+                junit: a.junit,
+                json: a.json,
+                github: a.github,
+                warmup: a.warmup,
                 target: target(&a.target, None),
                 duration: a.target.duration,
             }),

@@ -130,19 +130,19 @@ impl Runtime {
     }
 
     /// The `gc` object: `None` where no probe ran.
-    pub fn gc_report(&self, origin_ns: u64) -> Option<GcReport> {
+    /// Pauses that started before `from_ns` are left out.
+    pub fn gc_report(&self, origin_ns: u64, from_ns: u64) -> Option<GcReport> {
         if self.probes.is_empty() {
             return None;
         }
-        let total: u64 = self.gc.iter().map(|g| g.duration_ns).sum();
-        let max = self.gc.iter().map(|g| g.duration_ns).max().unwrap_or(0);
+        let counted = || self.gc.iter().filter(move |g| g.start_ns >= from_ns);
+        let total: u64 = counted().map(|g| g.duration_ns).sum();
+        let max = counted().map(|g| g.duration_ns).max().unwrap_or(0);
         Some(GcReport {
-            count: self.gc.len() as u64,
+            count: counted().count() as u64,
             total_ms: total as f64 / MS,
             max_ms: max as f64 / MS,
-            pauses: self
-                .gc
-                .iter()
+            pauses: counted()
                 .map(|g| GcPause {
                     start_ms: (g.start_ns as f64 - origin_ns as f64) / MS,
                     duration_ms: g.duration_ns as f64 / MS,
@@ -181,17 +181,17 @@ impl Runtime {
     }
 
     /// The `alloc` object (the agent always watches allocator calls).
-    pub fn alloc_report(&self, origin_ns: u64) -> AllocReport {
-        let total: u64 = self.alloc_raw.iter().map(|a| a.1).sum();
-        let max = self.alloc_raw.iter().map(|a| a.1).max().unwrap_or(0);
+    /// Pauses that started before `from_ns` are left out.
+    pub fn alloc_report(&self, origin_ns: u64, from_ns: u64) -> AllocReport {
+        let counted = || self.alloc_raw.iter().zip(&self.alloc).filter(move |(raw, _)| raw.0 >= from_ns);
+        let total: u64 = counted().map(|(raw, _)| raw.1).sum();
+        let max = counted().map(|(raw, _)| raw.1).max().unwrap_or(0);
         AllocReport {
-            count: self.alloc.len() as u64,
+            count: counted().count() as u64,
             total_ms: total as f64 / MS,
             max_ms: max as f64 / MS,
-            pauses: self
-                .alloc
-                .iter()
-                .map(|a| AllocPause { start_ms: (a.start_ms - origin_ns as f64) / MS, ..a.clone() })
+            pauses: counted()
+                .map(|(_, a)| AllocPause { start_ms: (a.start_ms - origin_ns as f64) / MS, ..a.clone() })
                 .collect(),
         }
     }

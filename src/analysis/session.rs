@@ -26,6 +26,8 @@ struct LoopState {
     prev_totals: Option<LoopTotals>,
     /// Completed ticks at least the source's floor long: (start, busy) ns.
     stalls: Vec<(u64, u64)>,
+    /// Its totals when counting began ([`Session::count_from`]); reports count what came after.
+    baseline: Option<LoopTotals>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct Session {
     /// What is known of settled stalls, by (loop, start, duration): a live view asks for the
     /// report several times a second, and classifying every stall each time would grow with the
     /// run.
+    /// Reports count from here (ns; 0: from the start): a warm-up is left out.
+    counted_from_ns: u64,
     /// (GC ms, blocker) of each settled stall.
     settled: RefCell<HashMap<StallKey, Settled>>,
 }
@@ -85,6 +89,7 @@ impl Session {
             lost_samples: 0,
             mode: "agent",
             settled: RefCell::default(),
+            counted_from_ns: 0,
         }
     }
 
@@ -145,6 +150,16 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Leaves everything before `at_ns` out of reports (a warm-up: start-up compilation, module
+    /// loading): ticks, lag, stalls, GC and allocator pauses count from there. The thread
+    /// pool's figures still cover the whole run.
+    pub fn count_from(&mut self, at_ns: u64) {
+        self.counted_from_ns = at_ns;
+        for l in self.loops.values_mut() {
+            l.baseline = l.totals.clone();
+        }
     }
 
     /// Every loop with its latest counters.
@@ -238,6 +253,7 @@ impl Session {
                     totals: None,
                     prev_totals: None,
                     stalls: Vec::new(),
+                    baseline: None,
                 });
             }
             Event::Totals { id, totals } => {
@@ -331,9 +347,9 @@ impl Session {
             wall_ms: now_ns.saturating_sub(self.origin_ns) as f64 / MS,
             stall_threshold_ms: self.threshold_ns as f64 / MS,
             loops,
-            gc: self.runtime.gc_report(self.origin_ns),
+            gc: self.runtime.gc_report(self.origin_ns, self.counted_from_ns),
             pool: self.runtime.pool_report(),
-            alloc: Some(self.runtime.alloc_report(self.origin_ns)),
+            alloc: Some(self.runtime.alloc_report(self.origin_ns, self.counted_from_ns)),
             blockers: Vec::new(),
             samples: self.stacks.len(),
             lost_samples: self.lost_samples,
@@ -349,7 +365,8 @@ impl Session {
             Some((at, clean)) => (at, clean),
             None => (exited.unwrap_or(now_ns), false),
         };
-        end = end.max(l.start_ns);
+        let start = l.start_ns.max(self.counted_from_ns);
+        end = end.max(start);
         let empty = LoopTotals {
             at_ns: now_ns,
             ticks: 0,
@@ -359,11 +376,24 @@ impl Session {
             busy_since_ns: 0,
             hist: Box::new([]),
         };
+        let from = self.counted_from_ns;
         let t = l.totals.as_ref().unwrap_or(&empty);
-        let mut dist = TickDist::from_hist(&t.hist, l.stalls.iter().map(|s| s.1));
-        let mut stalls: Vec<Stall> = l
-            .stalls
-            .iter()
+        let since_base = l.baseline.as_ref().map(|b| LoopTotals {
+            ticks: t.ticks.saturating_sub(b.ticks),
+            busy_ns: t.busy_ns.saturating_sub(b.busy_ns),
+            idle_ns: t.idle_ns.saturating_sub(b.idle_ns),
+            hist: t
+                .hist
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| c.saturating_sub(b.hist.get(i).copied().unwrap_or(0)))
+                .collect(),
+            ..t.clone()
+        });
+        let t = since_base.as_ref().unwrap_or(t);
+        let counted = l.stalls.iter().filter(|s| s.0 >= from);
+        let mut dist = TickDist::from_hist(&t.hist, counted.clone().map(|s| s.1));
+        let mut stalls: Vec<Stall> = counted
             .filter(|s| s.1 >= self.threshold_ns)
             .map(|&(start, dur)| self.stall(id, start, dur, false, now_ns))
             .collect();
@@ -373,7 +403,7 @@ impl Session {
         let mut busy = t.busy_ns as f64;
         if t.busy_since_ns != 0 && end > t.busy_since_ns {
             if clean {
-                end = t.busy_since_ns.max(l.start_ns);
+                end = t.busy_since_ns.max(start);
             } else {
                 let cur = end - t.busy_since_ns;
                 dist.push(cur as f64, 1);
@@ -384,7 +414,7 @@ impl Session {
             }
         }
         stalls.sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
-        let wall = (end - l.start_ns) as f64;
+        let wall = (end - start) as f64;
         let ms = |ns: f64| ns / MS;
         LoopReport {
             pid: id.pid,

@@ -1,5 +1,6 @@
 //! Commands: each wires a target, a source, the session and a sink together.
 
+mod check;
 mod demo;
 mod flame;
 mod observe;
@@ -18,6 +19,7 @@ pub fn execute(plan: Plan) -> Result<u8> {
     match plan {
         Plan::Run(p) => run::execute(p),
         Plan::Top(p) => top::execute(p),
+        Plan::Check(p) => check::execute(p),
         Plan::Ps(p) => ps::execute(p),
         Plan::Demo(p) => demo::execute(p),
         Plan::Record(p) => record::execute(p),

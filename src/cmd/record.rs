@@ -6,7 +6,7 @@ use super::run::{emit, Stream};
 use crate::error::UserError;
 use crate::plan::{RecordPlan, ReportPlan, TargetSpec};
 use crate::source::recording::{self, RecordingError};
-use crate::target::launch::{self, LaunchPlan, Output};
+use crate::target::launch::{self, LaunchPlan};
 use anyhow::Result;
 use std::time::Duration;
 
@@ -37,13 +37,7 @@ pub(super) fn observe_target(target: &TargetSpec, collect: &Collect, quiet: bool
     launch::forward_signals();
     match target {
         TargetSpec::Launch(command) => {
-            let launch = LaunchPlan {
-                command: command.clone(),
-                stall_floor_ns: super::run::stall_floor(collect.threshold),
-                stdin: Output::Inherit,
-                stdout: Output::Inherit,
-                stderr: Output::Inherit,
-            };
+            let launch = LaunchPlan::inherited(command, super::run::stall_floor(collect.threshold));
             launch_and_observe(&launch, collect, |l| note_start(quiet, l.child.id(), collect.duration), |_| Flow::Go)
         }
         TargetSpec::Pid(pid) => {

@@ -5,7 +5,7 @@ use super::observe::{launch_and_observe, Collect, Flow};
 use super::top::Watch;
 use crate::plan::RunPlan;
 use crate::sink::{json, summary};
-use crate::target::launch::{self, LaunchPlan, Output};
+use crate::target::launch::{self, LaunchPlan};
 use anyhow::{Context, Result};
 use std::io::Write;
 
@@ -13,13 +13,7 @@ use std::io::Write;
 pub fn execute(plan: RunPlan) -> Result<u8> {
     launch::forward_signals();
     let threshold = plan.observe.stall_threshold;
-    let launch = LaunchPlan {
-        command: plan.command.clone(),
-        stall_floor_ns: stall_floor(threshold),
-        stdin: Output::Inherit,
-        stdout: Output::Inherit,
-        stderr: Output::Inherit,
-    };
+    let launch = LaunchPlan::inherited(&plan.command, stall_floor(threshold));
     let quiet = plan.observe.quiet;
     let collect = Collect::new(threshold, None, plan.rate_hz, plan.mode);
     if !plan.json && plan.output.is_none() && !plan.no_tui && super::top::can_show() {

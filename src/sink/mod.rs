@@ -1,6 +1,7 @@
 //! Sinks: each renders what the analysis made (a report, a flamegraph profile, a recording);
 //! none reads `/proc` or a segment.
 
+pub mod check;
 pub mod flame;
 pub mod json;
 pub mod record;

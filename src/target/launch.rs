@@ -23,6 +23,19 @@ pub struct LaunchPlan {
     pub stderr: Output,
 }
 
+impl LaunchPlan {
+    /// `command` with looptop's own stdin, stdout and stderr.
+    pub fn inherited(command: &[OsString], stall_floor_ns: u64) -> Self {
+        LaunchPlan {
+            command: command.to_vec(),
+            stall_floor_ns,
+            stdin: Output::Inherit,
+            stdout: Output::Inherit,
+            stderr: Output::Inherit,
+        }
+    }
+}
+
 /// Where a stream of the target goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {

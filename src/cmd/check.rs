@@ -1,0 +1,186 @@
+//! `looptop check`: observe a command (or a pid for a while), check the budgets against the
+//! report, and tell the result — text, `--json`, `--junit`, `--github` — with an exit code CI
+//! can act on: 0 all held, 1 a budget failed, 2 a malformed budget, 3 could not observe.
+
+use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow};
+use crate::error::UserError;
+use crate::plan::{CheckPlan, TargetSpec};
+use crate::sink::check::budget::{self, Budget};
+use crate::sink::check::{github, junit, text, Verdict};
+use crate::source::now_ns;
+use crate::target::launch::{self, LaunchPlan};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The budget file read when `--budget-file` is not given and it exists.
+pub const DEFAULT_FILE: &str = "looptop.toml";
+
+/// Runs `looptop check`.
+pub fn execute(plan: CheckPlan) -> Result<u8> {
+    let budgets = budgets(&plan)?;
+    let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode);
+    launch::forward_signals();
+    let warmup_ns = plan.warmup.as_nanos() as u64;
+    let mut counting = warmup_ns == 0;
+    let start = now_ns();
+    let mut on_poll = |p: &mut super::pipeline::Pipeline| {
+        if !counting && now_ns() >= start + warmup_ns {
+            p.session.count_from(now_ns());
+            counting = true;
+        }
+        Flow::Go
+    };
+    let observed = match &plan.target {
+        TargetSpec::Launch(command) => {
+            let launch = LaunchPlan::inherited(command, super::run::stall_floor(collect.threshold));
+            launch_and_observe(&launch, &collect, |_| {}, &mut on_poll)?
+        }
+        TargetSpec::Pid(pid) => attach_and_observe(*pid, &collect, &mut on_poll)?,
+        TargetSpec::Recording(_) | TargetSpec::Missing => unreachable!("checked by budgets()"),
+    };
+    let mut observed = observed;
+    if !counting {
+        // The run ended inside the warm-up: nothing is left to judge.
+        observed.session.count_from(start + warmup_ns);
+        observed.warnings.push(format!(
+            "the run ended within the {} warm-up: every budget is judged on nothing",
+            crate::units::fmt_ms(plan.warmup.as_secs_f64() * 1e3)
+        ));
+        let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
+        observed.report = observed.session.report(observed.report.target.clone(), end);
+    }
+    observed.tell();
+    let report = &observed.report;
+    let verdict = Verdict::new(&budgets, report, plan.warmup.as_secs_f64() * 1e3);
+    let mut err = std::io::stderr().lock();
+    text::write(report, &verdict, plan.observe.color && super::is_tty(2), &mut err)?;
+    if let Some(code) = report.target.exit_code.filter(|&c| c != 0) {
+        eprintln!("looptop: note: the command itself exited with status {code}; the budgets above are judged on what was observed");
+    }
+    if let Some(path) = &plan.json {
+        let mut value = serde_json::to_value(report)?;
+        value["budgets"] = serde_json::to_value(&verdict.outcomes)?;
+        let text = serde_json::to_string_pretty(&value)? + "\n";
+        write_file(path, text.as_bytes())?;
+    }
+    if let Some(path) = &plan.junit {
+        let xml = junit::to_xml(report, &verdict).context("writing the JUnit report")?;
+        write_file(path, xml.as_bytes())?;
+    }
+    if plan.github {
+        let root = std::env::var_os("GITHUB_WORKSPACE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_default();
+        for line in github::annotations(&verdict, &root) {
+            println!("{line}");
+        }
+        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot write the job summary {}", Path::new(&path).display()))?;
+            f.write_all(github::summary(report, &verdict).as_bytes())?;
+        }
+    }
+    Ok(if verdict.held() { crate::error::exit::OK } else { crate::error::exit::BUDGET })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| {
+        UserError::usage(format!("cannot write {}: {e}", path.display())).hint("choose a writable path").into()
+    })
+}
+
+/// The budgets of the file (`--budget-file`, else `looptop.toml` when present) and the flags;
+/// exits 2 on anything malformed, before anything runs.
+fn budgets(plan: &CheckPlan) -> Result<Vec<Budget>> {
+    if matches!(plan.target, TargetSpec::Recording(_) | TargetSpec::Missing) {
+        return Err(UserError::usage("looptop check needs a target: a command after `--`, or --pid PID with -d DUR")
+            .hint("e.g. looptop check --budget 'stalls==0' -- node test/load.js")
+            .into());
+    }
+    if matches!(plan.target, TargetSpec::Pid(_)) && plan.duration.is_none() {
+        return Err(UserError::usage("looptop check --pid needs -d DUR: how long to watch the process")
+            .hint("e.g. looptop check --pid 4242 -d 30s --budget 'lag.p99<20ms'")
+            .into());
+    }
+    let file = match &plan.budget_file {
+        Some(f) => Some(f.clone()),
+        None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file()),
+    };
+    let mut out = Vec::new();
+    if let Some(path) = &file {
+        out.extend(from_file(path)?);
+    }
+    for expr in &plan.budgets {
+        out.push(budget::parse(expr).map_err(|e| UserError::usage(e.to_string()).hint(hint()))?);
+    }
+    if out.is_empty() {
+        return Err(UserError::usage("no budget to check: give --budget EXPR or a budget file")
+            .hint("e.g. --budget 'lag.p99<20ms' --budget 'stalls==0', or a looptop.toml with a [budgets] table")
+            .into());
+    }
+    Ok(out)
+}
+
+fn hint() -> String {
+    let names: Vec<&str> = budget::METRICS.iter().map(|m| m.name).collect();
+    format!(
+        "a budget is METRIC OP VALUE[UNIT], OP one of < <= > >= ==, UNIT us ms s or %; metrics: {}",
+        names.join(", ")
+    )
+}
+
+/// Budgets of a TOML file's `[budgets]` table: `"lag.p99" = "<20ms"`, `stalls = "==0"` (a
+/// number means `<=` it).
+fn from_file(path: &Path) -> Result<Vec<Budget>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UserError::usage(format!("cannot read the budget file {}: {e}", path.display())).hint("check the path")
+    })?;
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let at = e.span().map(|s| line_col(&text, s.start)).unwrap_or_default();
+        UserError::usage(format!("the budget file {}{at} is not valid TOML: {}", path.display(), e.message()))
+            .hint("budgets go in a [budgets] table: \"lag.p99\" = \"<20ms\"")
+    })?;
+    let Some(table) = doc.get("budgets") else {
+        return Err(UserError::usage(format!("the budget file {} has no [budgets] table", path.display()))
+            .hint("add one: [budgets] then lines like \"lag.p99\" = \"<20ms\" and stalls = \"==0\"")
+            .into());
+    };
+    let Some(table) = table.as_table() else {
+        return Err(UserError::usage(format!("in {}, budgets is not a table", path.display()))
+            .hint("write [budgets] on its own line, then one budget per line")
+            .into());
+    };
+    let mut out = Vec::new();
+    for (metric, limit) in table {
+        let expr = match limit {
+            toml::Value::String(s) => format!("{metric}{s}"),
+            toml::Value::Integer(n) => format!("{metric}<={n}"),
+            toml::Value::Float(x) => format!("{metric}<={x}"),
+            other => {
+                return Err(UserError::usage(format!(
+                    "in {}, budgets.\"{metric}\" is a {}: write it as a string like \"<20ms\"",
+                    path.display(),
+                    other.type_str()
+                ))
+                .into())
+            }
+        };
+        let b = budget::parse(&expr)
+            .map_err(|e| UserError::usage(format!("in {}, budgets.\"{metric}\": {e}", path.display())).hint(hint()))?;
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// ` (line L, column C)` of a byte offset.
+fn line_col(text: &str, at: usize) -> String {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {col})")
+}

@@ -1,0 +1,134 @@
+//! `looptop check`'s outputs: budgets checked against a report ([`budget`]), and the ways a
+//! result is told — the text summary ([`text`]), JUnit XML ([`junit`]) and GitHub Actions
+//! annotations and job summary ([`github`]). All render the same [`Verdict`].
+
+pub mod budget;
+pub mod github;
+pub mod junit;
+pub mod text;
+
+use crate::analysis::report::{Report, Stall};
+use crate::units::fmt_ms;
+use budget::{Budget, Outcome};
+
+/// Budgets checked against a report, with what explains each failure.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// One per budget, in the order given.
+    pub outcomes: Vec<Outcome>,
+    /// For each outcome, the evidence shown under it when it failed (worst stalls, pauses).
+    pub evidence: Vec<Vec<Evidence>>,
+    /// The warm-up left out (ms), 0 for none.
+    pub warmup_ms: f64,
+}
+
+/// One line of evidence under a failed budget, with a source location when there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// What happened ("312.4 ms regex in validateEmail").
+    pub what: String,
+    /// `file:line:col`, where known.
+    pub location: Option<String>,
+    /// The source line there.
+    pub source: Option<String>,
+}
+
+impl Verdict {
+    /// Checks every budget against `report`.
+    pub fn new(budgets: &[Budget], report: &Report, warmup_ms: f64) -> Verdict {
+        let outcomes: Vec<Outcome> = budgets.iter().map(|b| b.check(report)).collect();
+        let evidence = outcomes.iter().map(|o| if o.held { Vec::new() } else { evidence(report, o.metric) }).collect();
+        Verdict { outcomes, evidence, warmup_ms }
+    }
+
+    /// Whether every budget held.
+    pub fn held(&self) -> bool {
+        self.outcomes.iter().all(|o| o.held)
+    }
+
+    /// Budgets that failed.
+    pub fn failed(&self) -> usize {
+        self.outcomes.iter().filter(|o| !o.held).count()
+    }
+}
+
+/// How many stalls or pauses are shown under a failed budget.
+const WORST: usize = 3;
+
+/// What explains a failed budget on `metric`: the worst stalls for loop metrics, the longest
+/// pauses for GC and allocator metrics, the pool's figures for pool metrics.
+fn evidence(report: &Report, metric: &str) -> Vec<Evidence> {
+    let family = metric.split('.').next().unwrap_or(metric);
+    match family {
+        "gc" => {
+            let mut pauses: Vec<_> = report.gc.iter().flat_map(|g| &g.pauses).collect();
+            pauses.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
+            pauses
+                .iter()
+                .take(WORST)
+                .map(|p| Evidence {
+                    what: format!("{} {} GC pause at {:.2} s", fmt_ms(p.duration_ms), p.kind, p.start_ms / 1e3),
+                    location: None,
+                    source: None,
+                })
+                .collect()
+        }
+        "alloc" => {
+            let mut pauses: Vec<_> = report.alloc.iter().flat_map(|a| &a.pauses).collect();
+            pauses.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
+            pauses
+                .iter()
+                .take(WORST)
+                .map(|p| Evidence {
+                    what: format!(
+                        "{} in {} of {:.1} MB at {:.2} s (thread {})",
+                        fmt_ms(p.duration_ms),
+                        p.call,
+                        p.size as f64 / 1048576.0,
+                        p.start_ms / 1e3,
+                        p.tid
+                    ),
+                    location: None,
+                    source: None,
+                })
+                .collect()
+        }
+        "pool" => report
+            .pool
+            .iter()
+            .map(|p| Evidence {
+                what: format!(
+                    "{} pool of {} workers: {} items, at most {} queued, wait p99 {} (max {})",
+                    p.kind,
+                    p.size,
+                    p.items,
+                    p.queued_max,
+                    fmt_ms(p.wait_ms.p99),
+                    fmt_ms(p.wait_ms.max)
+                ),
+                location: None,
+                source: None,
+            })
+            .collect(),
+        _ => worst_stalls(report).into_iter().take(WORST).map(stall_evidence).collect(),
+    }
+}
+
+/// Every stall, longest first.
+pub fn worst_stalls(report: &Report) -> Vec<&Stall> {
+    let mut stalls: Vec<&Stall> = report.stalls().map(|(_, s)| s).collect();
+    stalls.sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
+    stalls
+}
+
+fn stall_evidence(s: &Stall) -> Evidence {
+    let what = match &s.blocker {
+        Some(b) => format!("{} {} in {} at {:.2} s", fmt_ms(s.duration_ms), b.kind, b.frame, s.start_ms / 1e3),
+        None => format!("{} stall at {:.2} s (no stack sampled)", fmt_ms(s.duration_ms), s.start_ms / 1e3),
+    };
+    Evidence {
+        what,
+        location: s.blocker.as_ref().and_then(|b| b.location.clone()),
+        source: s.blocker.as_ref().and_then(|b| b.source.clone()),
+    }
+}
