@@ -7,6 +7,7 @@
 # while attached. Needs root or CAP_PERFMON (perf). Usage: benches/attach_overhead.sh [rounds] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 rounds=${1:-6}
 secs=${2:-10}
 capeff=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
@@ -115,12 +116,15 @@ for r in $(seq "$rounds"); do
     "$r" "${order// /, }" "$rp" "$ra" "$ratio" "$cpu" "$((hwm / 1024))" "$samples" "$lost"
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-minmax() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print lo" .. "hi}'; }
-maxof() { printf '%s\n' "$@" | sort -g | tail -n1; }
 echo "summary (median, min .. max over $rounds rounds)"
 echo "  plain:    $(median "${rps_plain[@]}") req/s ($(minmax "${rps_plain[@]}"))   p99 $(median "${p99_plain[@]}") ms ($(minmax "${p99_plain[@]}"))"
 echo "  attached: $(median "${rps_att[@]}") req/s ($(minmax "${rps_att[@]}"))   p99 $(median "${p99_att[@]}") ms ($(minmax "${p99_att[@]}"))"
 echo "  throughput ratio attached/plain: $(median "${ratios[@]}") ($(minmax "${ratios[@]}")) (goal >= 0.95)"
 echo "  looptop CPU while attached: median $(median "${cpus[@]}") %, max $(maxof "${cpus[@]}") % of one core (goal <= 3 %)"
 echo "  looptop max RSS (VmHWM): $(awk -v k="$(maxof "${hwms[@]}")" 'BEGIN{printf "%.1f", k/1024}') MB"
+result perf_mode "throughput, plain" "req/s" "${rps_plain[*]}"
+result perf_mode "throughput, attached in perf mode (997 Hz)" "req/s" "${rps_att[*]}"
+result perf_mode "throughput ratio attached / plain (paired rounds)" ratio "${ratios[*]}" ">= 0.95" "$(meets "$(median "${ratios[*]}")" ">=" 0.95)"
+result perf_mode "p99 latency, plain" ms "${p99_plain[*]}"
+result perf_mode "p99 latency, attached" ms "${p99_att[*]}"
+result perf_mode "looptop CPU while attached" "% of a core" "${cpus[*]}" "<= 3 %" "$(meets "$(median "${cpus[*]}")" "<=" 3)"

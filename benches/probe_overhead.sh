@@ -4,6 +4,7 @@
 # agent with the Node probe. Usage: benches/probe_overhead.sh [rounds] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 rounds=${1:-5}
 secs=${2:-3}
 cargo build --release -q
@@ -25,19 +26,24 @@ measure() { # env... -> "rps p99"
   rm -f "$out"
 }
 
-declare -A rps p99
+declare -A rps p99 last
+pairs_agent=""; pairs_probe=""; p99_delta=""
 for r in $(seq "$rounds"); do
-  for v in none agent probe; do
+  # Alternate the order every round, so drift does not favour one variant.
+  if (( r % 2 )); then order="none agent probe"; else order="probe agent none"; fi
+  for v in $order; do
     case $v in
       none) res=$(measure LOOPTOP_X=0) ;;
       agent) res=$(measure LD_PRELOAD="$agent" LOOPTOP_PROBE=0) ;;
       probe) res=$(measure LD_PRELOAD="$agent") ;;
     esac
-    rps[$v]+="${res% *} "; p99[$v]+="${res#* } "
+    rps[$v]+="${res% *} "; p99[$v]+="${res#* } "; last[$v]=$res
   done
+  pairs_agent+="$(ratio "${last[agent]% *}" "${last[none]% *}") "
+  pairs_probe+="$(ratio "${last[probe]% *}" "${last[none]% *}") "
+  p99_delta+="$(awk -v a="${last[probe]#* }" -v b="${last[none]#* }" 'BEGIN{printf "%.2f", a-b}') "
 done
-median() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-range() { printf '%s\n' $1 | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {print lo" .. "hi}'; }
+range() { minmax "$1"; }
 echo "node HTTP server, 16 connections, $secs s x $rounds alternating rounds (median, min .. max)"
 for v in none agent probe; do
   printf '  %-6s %8s req/s (%s)   p99 %s ms (%s)\n' "$v" "$(median "${rps[$v]}")" "$(range "${rps[$v]}")" \
@@ -47,3 +53,10 @@ base=$(median "${rps[none]}")
 for v in agent probe; do
   echo "  throughput ratio $v/none: $(awk -v a="$(median "${rps[$v]}")" -v b="$base" 'BEGIN{printf "%.3f", a/b}') (goal >= 0.99)"
 done
+result agent_overhead "throughput, no agent" "req/s" "${rps[none]}"
+result agent_overhead "throughput, agent + Node probe" "req/s" "${rps[probe]}"
+result agent_overhead "throughput ratio agent+probe / none (paired rounds)" ratio "$pairs_probe" ">= 0.99" "$(meets "$(median "$pairs_probe")" ">=" 0.99)"
+result agent_overhead "throughput ratio agent alone (LOOPTOP_PROBE=0) / none" ratio "$pairs_agent" ">= 0.99" "$(meets "$(median "$pairs_agent")" ">=" 0.99)"
+result agent_overhead "p99 latency, no agent" ms "${p99[none]}"
+result agent_overhead "p99 latency, agent + Node probe" ms "${p99[probe]}"
+result agent_overhead "p99 added by agent+probe (paired)" ms "$p99_delta" "within noise"
