@@ -143,7 +143,7 @@ impl Session {
     pub fn stall_spans(&self, now_ns: u64) -> Vec<(u32, u32, u64, u64)> {
         let mut out = Vec::new();
         for (id, l) in &self.loops {
-            let r = self.loop_report(id, l, now_ns);
+            let r = self.loop_report(id, l, now_ns, false);
             for s in r.stalls {
                 let start = (s.start_ms * MS + self.origin_ns as f64).round() as u64;
                 out.push((id.pid, id.tid, start, (s.duration_ms * MS) as u64));
@@ -339,7 +339,7 @@ impl Session {
 
     /// The report as of `now_ns`.
     pub fn report(&self, target: Target, now_ns: u64) -> Report {
-        let loops = self.loops.iter().map(|(id, l)| self.loop_report(id, l, now_ns)).collect();
+        let loops = self.loops.iter().map(|(id, l)| self.loop_report(id, l, now_ns, true)).collect();
         Report {
             schema: SCHEMA,
             target,
@@ -358,7 +358,8 @@ impl Session {
         .with_blockers()
     }
 
-    fn loop_report(&self, id: &LoopId, l: &LoopState, now_ns: u64) -> LoopReport {
+    /// One loop's report; `blockers`: classify its stalls (spans alone need no stacks).
+    fn loop_report(&self, id: &LoopId, l: &LoopState, now_ns: u64, blockers: bool) -> LoopReport {
         let exited = self.processes.get(&id.pid).and_then(|p| p.exited_ns);
         let alive = l.ended.is_none() && exited.is_none();
         let (mut end, clean) = match l.ended {
@@ -395,7 +396,7 @@ impl Session {
         let mut dist = TickDist::from_hist(&t.hist, counted.clone().map(|s| s.1));
         let mut stalls: Vec<Stall> = counted
             .filter(|s| s.1 >= self.threshold_ns)
-            .map(|&(start, dur)| self.stall(id, start, dur, false, now_ns))
+            .map(|&(start, dur)| self.stall(id, start, dur, false, now_ns, blockers))
             .collect();
         // The tick under way. A loop that ended on its own (thread exit, exit(), exec) never
         // came back to wait: its open tail is not a tick and not part of its life. A tick cut
@@ -409,7 +410,7 @@ impl Session {
                 dist.push(cur as f64, 1);
                 busy += cur as f64;
                 if cur >= self.threshold_ns {
-                    stalls.push(self.stall(id, t.busy_since_ns, cur, alive, now_ns));
+                    stalls.push(self.stall(id, t.busy_since_ns, cur, alive, now_ns, blockers));
                 }
             }
         }
@@ -439,7 +440,19 @@ impl Session {
         }
     }
 
-    fn stall(&self, id: &LoopId, start_ns: u64, duration_ns: u64, in_progress: bool, now_ns: u64) -> Stall {
+    fn stall(
+        &self,
+        id: &LoopId,
+        start_ns: u64,
+        duration_ns: u64,
+        in_progress: bool,
+        now_ns: u64,
+        blockers: bool,
+    ) -> Stall {
+        if !blockers {
+            let (start_ms, duration_ms) = ((start_ns as f64 - self.origin_ns as f64) / MS, duration_ns as f64 / MS);
+            return Stall { start_ms, duration_ms, in_progress, gc_ms: None, blocker: None };
+        }
         let key = (*id, start_ns, duration_ns);
         let cached = self.settled.borrow().get(&key).cloned();
         let (gc_ms, blocker) = cached.unwrap_or_else(|| {
