@@ -45,7 +45,8 @@ for r in $(seq "$rounds"); do
   t2=$(now); $lt flame -q --stalls-only --from "$work/load.rec" -o "$work/stalls.svg"; stalls=$(since "$t2")
   lt_post+=("$post"); lt_whole+=("$whole"); lt_stalls+=("$stalls")
   t0=$(now)
-  SECS=$secs perf record -q -g -F 997 -o "$work/perf.data" -- node --perf-basic-prof "$work/load.js" 2>/dev/null
+  # From the temp folder: V8 writes an isolate log where --perf-basic-prof runs.
+  (cd "$work" && SECS=$secs perf record -q -g -F 997 -o "$work/perf.data" -- node --perf-basic-prof "$work/load.js" 2>/dev/null)
   t1=$(now)
   perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$work/perf.svg"
   ppost=$(since "$t1"); pwhole=$(since "$t0")

@@ -449,12 +449,8 @@ impl Session {
         now_ns: u64,
         blockers: bool,
     ) -> Stall {
-        if !blockers {
-            let (start_ms, duration_ms) = ((start_ns as f64 - self.origin_ns as f64) / MS, duration_ns as f64 / MS);
-            return Stall { start_ms, duration_ms, in_progress, gc_ms: None, blocker: None };
-        }
         let key = (*id, start_ns, duration_ns);
-        let cached = self.settled.borrow().get(&key).cloned();
+        let cached = if blockers { self.settled.borrow().get(&key).cloned() } else { Some((None, None)) };
         let (gc_ms, blocker) = cached.unwrap_or_else(|| {
             let known = (
                 self.runtime.gc_overlap_ms(id.pid, id.tid, start_ns, duration_ns),

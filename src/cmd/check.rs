@@ -24,8 +24,9 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     let mut counting = warmup_ns == 0;
     let start = now_ns();
     let mut on_poll = |p: &mut super::pipeline::Pipeline| {
-        if !counting && now_ns() >= start + warmup_ns {
-            p.session.count_from(now_ns());
+        let now = now_ns();
+        if !counting && now >= start + warmup_ns {
+            p.session.count_from(now);
             counting = true;
         }
         Flow::Go

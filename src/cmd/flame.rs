@@ -9,7 +9,7 @@ use crate::event::SampleOrigin;
 use crate::plan::{FlamePlan, TargetSpec};
 use crate::sink::flame::{self, Format, Profile};
 use crate::symbolize::{Frame, FrameKind};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 
@@ -44,11 +44,7 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
         flame::write(&profile, &options, &mut out)?;
         out.flush()?;
     } else {
-        let file = std::fs::File::create(&plan.output)
-            .with_context(|| format!("cannot write the flamegraph {}", plan.output.display()))?;
-        let mut out = std::io::BufWriter::new(file);
-        flame::write(&profile, &options, &mut out)?;
-        out.flush()?;
+        flame::write_file(&profile, &options, &plan.output)?;
         if !plan.observe.quiet {
             eprintln!("looptop: wrote {} ({})", plan.output.display(), profile.subtitle);
         }

@@ -37,8 +37,4 @@ pub fn execute(plan: Plan) -> Result<u8> {
     }
 }
 
-/// Whether the stream is a terminal.
-fn is_tty(fd: i32) -> bool {
-    // SAFETY: isatty has no preconditions.
-    unsafe { libc::isatty(fd) == 1 }
-}
+use crate::sink::is_tty;

@@ -159,7 +159,6 @@ pub fn launch_and_observe(
     let pid = launched.child.id();
     let source = AgentSource::new(Selector::Session(launched.session));
     let mut run = Run::start(collect, Mode::Agent, origin, pid, &shown)?;
-    run.pipeline.watch(pid);
     let status = run.poll_until(Polled::Agent(source), collect, Observee::Launched(&mut launched), on_poll)?;
     let exit_code = status.map(launch::exit_code);
     if run.source.processes_seen() == 0 {
@@ -194,7 +193,6 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     let origin = now_ns();
     if has_agent {
         let mut run = Run::start(collect, Mode::Agent, origin, pid, &command)?;
-        run.pipeline.watch(pid);
         let source = AgentSource::new(Selector::Pid(pid));
         run.poll_until(Polled::Agent(source), collect, Observee::Attached(pid), on_poll)?;
         let warnings = run.warnings();
@@ -213,7 +211,6 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     let mut source = PerfSource::new(opts).map_err(refused)?;
     source.add_process(pid).map_err(refused)?;
     let mut run = Run::start(collect, Mode::Perf, origin, pid, &command)?;
-    run.pipeline.watch(pid);
     run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll)?;
     let mut warnings = run.warnings();
     warnings.extend(unnamed_js(pid, &run.pipeline.session));
@@ -375,6 +372,7 @@ impl Run {
         let perf_mode = ticks == Mode::Perf;
         session.set_mode(if perf_mode { "perf" } else { "agent" });
         let mut pipeline = Pipeline::new(session);
+        pipeline.watch(pid);
         // The agent's ticks get perf stacks next to them, unless --mode agent.
         let perf = Perf::new(if perf_mode || collect.mode == Mode::Agent { 0 } else { collect.rate_hz });
         if let Some(path) = &collect.record {

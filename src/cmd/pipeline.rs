@@ -126,10 +126,7 @@ impl Pipeline {
             .enumerate()
             .map(|(i, &ip)| if i > 0 && ip < KERNEL_ADDRESS_MIN && ip > 0 { ip - 1 } else { ip })
             .collect();
-        if self.symbolizer.epoch() != self.ids_epoch {
-            self.ids.clear();
-            self.ids_epoch = self.symbolizer.epoch();
-        }
+        self.sync_ids();
         let mut stack: Vec<u32> =
             ips.iter().map(|&ip| self.ids.get(&(s.pid, ip)).copied().unwrap_or(u32::MAX)).collect();
         let missing: Vec<usize> = (0..ips.len()).filter(|&i| stack[i] == u32::MAX).collect();
@@ -137,10 +134,7 @@ impl Pipeline {
             let unnamed: Vec<u64> = missing.iter().map(|&i| ips[i]).collect();
             let frames = self.symbolizer.symbolize(s.pid, &unnamed);
             // Naming may have read a newer perf map: what was cached before is stale.
-            if self.symbolizer.epoch() != self.ids_epoch {
-                self.ids.clear();
-                self.ids_epoch = self.symbolizer.epoch();
-            }
+            self.sync_ids();
             let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
             for (&i, f) in missing.iter().zip(frames) {
                 let settled = f.is_settled();
@@ -165,6 +159,14 @@ impl Pipeline {
         }
         self.session.stacks_mut().push_stored(s.pid, s.tid, stored);
         Ok(())
+    }
+
+    /// Forgets the cached frame ids once the symbolizer says names may have changed.
+    fn sync_ids(&mut self) {
+        if self.symbolizer.epoch() != self.ids_epoch {
+            self.ids.clear();
+            self.ids_epoch = self.symbolizer.epoch();
+        }
     }
 
     /// Ends the recording, if any; returns it.

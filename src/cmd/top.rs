@@ -191,18 +191,28 @@ impl LiveView {
             }
         };
         for r in requests {
-            match r {
-                Request::Quit => {
+            match self.carry_out(r, &mut pipeline.session, now) {
+                Some(Request::Quit) => {
                     self.quit = true;
                     return Flow::Stop;
                 }
-                Request::Flame { stalls_only } => self.flame(&pipeline.session, now, stalls_only),
-                Request::Record => self.record(pipeline, now),
-                Request::Threshold(step) => self.threshold(&mut pipeline.session, step),
-                Request::StallDetail(_) | Request::BlockerDetail(_) => {}
+                Some(Request::Record) => self.record(pipeline, now),
+                _ => {}
             }
         }
         Flow::Go
+    }
+
+    /// Carries out the requests that need only the session (flamegraphs, the threshold; the
+    /// view opened the details itself); hands back the others.
+    fn carry_out(&mut self, r: Request, session: &mut Session, now: u64) -> Option<Request> {
+        match r {
+            Request::Flame { stalls_only } => self.flame(session, now, stalls_only),
+            Request::Threshold(step) => self.threshold(session, step),
+            Request::StallDetail(_) | Request::BlockerDetail(_) => {}
+            other => return Some(other),
+        }
+        None
     }
 
     /// After the target is gone: the view stays, saying so, until `q`.
@@ -214,12 +224,12 @@ impl LiveView {
         let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
         loop {
             for r in self.tui.step(&observed.session, &self.live, end)? {
-                match r {
-                    Request::Quit => return Ok(()),
-                    Request::Flame { stalls_only } => self.flame(&observed.session, end, stalls_only),
-                    Request::Record => self.tui.say("the process has exited: there is nothing left to record".into()),
-                    Request::Threshold(step) => self.threshold(&mut observed.session, step),
-                    Request::StallDetail(_) | Request::BlockerDetail(_) => {}
+                match self.carry_out(r, &mut observed.session, end) {
+                    Some(Request::Quit) => return Ok(()),
+                    Some(Request::Record) => {
+                        self.tui.say("the process has exited: there is nothing left to record".into())
+                    }
+                    _ => {}
                 }
             }
             if launch::interrupted() {
@@ -258,13 +268,7 @@ impl LiveView {
             format: crate::sink::flame::Format::Svg,
             ..crate::sink::flame::Options::default()
         };
-        let written = std::fs::File::create(&path).map_err(anyhow::Error::from).and_then(|f| {
-            let mut out = std::io::BufWriter::new(f);
-            crate::sink::flame::write(&profile, &options, &mut out)?;
-            std::io::Write::flush(&mut out)?;
-            Ok(())
-        });
-        self.tui.say(match written {
+        self.tui.say(match crate::sink::flame::write_file(&profile, &options, &path) {
             Ok(()) => format!("wrote {} ({})", path.display(), profile.subtitle),
             Err(e) => format!("cannot write {}: {e:#}", path.display()),
         });

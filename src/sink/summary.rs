@@ -29,13 +29,18 @@ impl Options {
     }
 }
 
+/// How the observation ended: `exited 0 after 5.56 s` or `observed for 10.0 s`.
+pub fn status(report: &Report) -> String {
+    match report.target.exit_code {
+        Some(c) => format!("exited {c} after {}", fmt_ms(report.wall_ms)),
+        None => format!("observed for {}", fmt_ms(report.wall_ms)),
+    }
+}
+
 /// Writes the summary.
 pub fn write(report: &Report, opts: &Options, mut out: impl Write) -> io::Result<()> {
     let t = &report.target;
-    let status = match t.exit_code {
-        Some(c) => format!("exited {c} after {}", fmt_ms(report.wall_ms)),
-        None => format!("observed for {}", fmt_ms(report.wall_ms)),
-    };
+    let status = status(report);
     writeln!(out, "{} {} — {status} (pid {}, {})", opts.paint("1", "looptop:"), t.command.join(" "), t.pid, t.runtime)?;
     let stalls = report.stalls().count();
     writeln!(

@@ -9,16 +9,10 @@ use std::io::{self, Write};
 /// Writes the summary.
 pub fn write(report: &Report, verdict: &Verdict, color: bool, mut out: impl Write) -> io::Result<()> {
     let paint = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() };
-    let utf8 = std::env::var("LC_ALL")
-        .or_else(|_| std::env::var("LC_CTYPE"))
-        .or_else(|_| std::env::var("LANG"))
-        .is_ok_and(|l| l.to_ascii_uppercase().replace('-', "").contains("UTF8"));
+    let utf8 = crate::sink::utf8_locale();
     let (ok, bad) = if utf8 { ("✓", "✗") } else { ("ok", "FAIL") };
     let t = &report.target;
-    let status = match t.exit_code {
-        Some(c) => format!("exited {c} after {}", fmt_ms(report.wall_ms)),
-        None => format!("observed for {}", fmt_ms(report.wall_ms)),
-    };
+    let status = crate::sink::summary::status(report);
     let warm = if verdict.warmup_ms > 0.0 {
         format!("; the first {} left out", fmt_ms(verdict.warmup_ms))
     } else {

@@ -204,7 +204,7 @@ pub fn fmt_uptime(s: f64) -> String {
     }
 }
 
-/// A location with its directories dropped (`server.js:12:3`): the banner must fit.
+/// A path or location with its directories dropped (`server.js:12:3`): the banner must fit.
 pub fn short_path(loc: &str) -> &str {
     loc.rsplit('/').next().unwrap_or(loc)
 }

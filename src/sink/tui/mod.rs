@@ -63,12 +63,10 @@ impl Tui {
     /// Takes over the terminal (raw mode, alternate screen); restored when the `Tui` is dropped
     /// and by a panic hook.
     pub fn start(color: bool) -> Result<Tui, TuiError> {
-        // SAFETY: isatty has no preconditions.
-        if unsafe { libc::isatty(0) } != 1 {
+        if !crate::sink::is_tty(0) {
             return Err(TuiError::NotATerminal("stdin"));
         }
-        // SAFETY: as above.
-        if unsafe { libc::isatty(1) } != 1 {
+        if !crate::sink::is_tty(1) {
             return Err(TuiError::NotATerminal("stdout"));
         }
         let previous = std::panic::take_hook();
@@ -104,8 +102,7 @@ impl Tui {
         self.history.update(session, now_ns);
         // A terminal that went away (its window closed, the ssh session dropped) is hung up: its
         // ioctls fail, and its stdin would read end-of-file forever.
-        // SAFETY: isatty has no preconditions.
-        if unsafe { libc::isatty(0) } != 1 {
+        if !crate::sink::is_tty(0) {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the terminal is gone"));
         }
         let mut requests = Vec::new();
@@ -177,9 +174,7 @@ fn stall_detail(session: &Session, snap: &Snapshot, i: usize) -> Option<Detail> 
         .iter()
         .map(|(f, _)| DetailFrame {
             name: f.name.clone(),
-            location: f
-                .location()
-                .or_else(|| f.module.as_deref().map(|m| m.rsplit('/').next().unwrap_or(m).to_string())),
+            location: f.location().or_else(|| f.module.as_deref().map(|m| draw::short_path(m).to_string())),
             user: session.is_user_frame(s.pid, f),
             chosen: f.name == frame,
         })

@@ -303,10 +303,8 @@ fn stalls(report: &Report, origin_ns: u64) -> Vec<StallRow> {
 
 /// A command line for the header: paths shortened to their last part, at most 48 characters.
 fn short_command(command: &[String]) -> String {
-    let words: Vec<&str> = command
-        .iter()
-        .map(|w| if w.starts_with('/') { w.rsplit('/').next().unwrap_or(w) } else { w.as_str() })
-        .collect();
+    let words: Vec<&str> =
+        command.iter().map(|w| if w.starts_with('/') { super::draw::short_path(w) } else { w.as_str() }).collect();
     let line = words.join(" ");
     if line.chars().count() > 48 {
         format!("{}…", line.chars().take(47).collect::<String>())

@@ -13,11 +13,7 @@ pub struct Styles {
 impl Styles {
     /// Colour on or off; Unicode glyphs when the locale says UTF-8.
     pub fn new(color: bool) -> Self {
-        let utf8 = ["LC_ALL", "LC_CTYPE", "LANG"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .is_some_and(|l| l.to_ascii_uppercase().replace('-', "").contains("UTF8"));
-        Styles { color, unicode: utf8 }
+        Styles { color, unicode: crate::sink::utf8_locale() }
     }
 
     /// Fixed choices (tests).
