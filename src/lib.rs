@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod error;
 pub mod event;
 pub mod plan;
+pub mod safefs;
 pub mod sink;
 pub mod source;
 pub mod symbolize;
