@@ -40,7 +40,7 @@
     const f = fs.openSync(`${dir}/looptop-${process.pid}`, 'r+');
     const h = Buffer.alloc(136);
     fs.readSync(f, h, 0, h.length, 0);
-    if (h.toString('latin1', 0, 7) !== 'LOOPTOP' || h.readUInt32LE(8) !== 2 || h.readUInt32LE(128) !== RECORD) {
+    if (h.toString('latin1', 0, 7) !== 'LOOPTOP' || h.readUInt32LE(8) !== 3 || h.readUInt32LE(128) !== RECORD) {
       fs.closeSync(f);
       return false;
     }

@@ -44,7 +44,7 @@ class _Channel:
         except OSError:
             return
         h = os.pread(fd, 136, 0)
-        if len(h) < 136 or h[:7] != b"LOOPTOP" or struct.unpack_from("<I", h, 8)[0] != 2 \
+        if len(h) < 136 or h[:7] != b"LOOPTOP" or struct.unpack_from("<I", h, 8)[0] != 3 \
                 or struct.unpack_from("<I", h, 128)[0] != _RECORD:
             os.close(fd)
             return

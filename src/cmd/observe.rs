@@ -179,7 +179,21 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
             .into());
     }
     let shown = if command.is_empty() { "CMD".to_string() } else { command.join(" ") };
-    let has_agent = collect.mode != Mode::Perf && has_agent(pid);
+    let (has_agent, not_used) = match collect.mode {
+        Mode::Perf => (false, None),
+        _ => match has_agent(pid) {
+            Ok(yes) => (yes, None),
+            Err(e) => (false, Some(e)),
+        },
+    };
+    if let (Mode::Agent, Some(e)) = (collect.mode, &not_used) {
+        return Err(UserError::observe(format!("cannot use the agent of process {pid}: {e}"))
+            .hint(format!(
+                "restart it under `looptop run -- {shown}` or with LD_PRELOAD=$(looptop agent path), or attach \
+                 with --mode perf (root or CAP_PERFMON)"
+            ))
+            .into());
+    }
     if collect.mode == Mode::Agent && !has_agent {
         return Err(UserError::observe(format!(
             "process {pid} has no looptop agent, and --mode agent uses nothing else"
@@ -213,6 +227,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     let mut run = Run::start(collect, Mode::Perf, origin, pid, &command)?;
     run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll)?;
     let mut warnings = run.warnings();
+    warnings.extend(not_used.map(|e| format!("attached with perf: the agent's segment was not used ({e})")));
     warnings.extend(unnamed_js(pid, &run.pipeline.session));
     run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings)
 }
@@ -231,22 +246,32 @@ fn settled_cmdline(pid: u32) -> Vec<String> {
     command
 }
 
-/// Whether `pid` runs the agent: its segment is there, or it maps the agent library and is
-/// about to create it (a process started a moment ago).
-fn has_agent(pid: u32) -> bool {
-    let listed = || crate::source::segment::list(&crate::source::segment::shm_dir()).iter().any(|(p, _)| *p == pid);
-    if listed() {
-        return true;
+/// Whether `pid` runs the agent: a segment of it that looptop believes is there, or it maps the
+/// agent library and is about to create one (a process started a moment ago). A segment named
+/// after the pid that is not believed (truncated, corrupt, of another version, another user's)
+/// is the error to report when the agent is all there is to use.
+fn has_agent(pid: u32) -> Result<bool, crate::source::segment::SegmentError> {
+    use crate::source::segment::{find, shm_dir};
+    let found = || find(&shm_dir(), pid);
+    match found() {
+        Some(Ok(_)) => return Ok(true),
+        Some(Err(e)) if !e.is_noise() => return Err(e),
+        _ => {}
     }
     let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
     let mentions = |bytes: Vec<u8>| bytes.windows(16).any(|w| w == b"liblooptop_agent");
     if !mentions(read("maps")) && !mentions(read("environ")) {
-        return false;
+        return Ok(false);
     }
-    (0..50).any(|_| {
+    for _ in 0..50 {
         std::thread::sleep(POLL);
-        listed()
-    })
+        match found() {
+            Some(Ok(_)) => return Ok(true),
+            Some(Err(e)) if !e.is_noise() => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(false)
 }
 
 /// Why perf mode cannot observe `pid`, with every way out (exit 3).
@@ -494,6 +519,7 @@ impl Run {
 
     fn warnings(&self) -> Vec<String> {
         let mut w: Vec<String> = self.source.errors.iter().map(|e| e.to_string()).collect();
+        w.extend(self.source.slot_warnings());
         w.extend(self.perf.note.clone());
         w.extend(self.unseen.iter().cloned());
         if self.pipeline.session.loop_count() == 0 {

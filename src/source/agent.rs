@@ -2,7 +2,7 @@
 //! their slots into events. Needs no privileges.
 
 use super::segment::RecordCopy;
-use super::segment::{self, Segment, SegmentError};
+use super::segment::{self, Owner, Segment, SegmentError};
 use crate::event::{Event, GcKind, LoopId, LoopTotals, OffCpu, ProcessInfo, Sample, SampleOrigin};
 use crate::target::proc;
 use looptop_abi::{alloc_call, record_kind, sample_flags, PROBE_CHANNELS};
@@ -41,19 +41,43 @@ struct Image {
     last_sample: BTreeMap<u32, (u64, u64)>,
 }
 
+impl Image {
+    fn new(seg: Segment, inode: u64) -> Self {
+        Image {
+            seg,
+            inode,
+            exited: false,
+            slots: BTreeMap::new(),
+            next_event: 0,
+            next_probe: [0; PROBE_CHANNELS],
+            next_sample: 0,
+            alive_ns: 0,
+            last_sample: BTreeMap::new(),
+        }
+    }
+}
+
 /// Follows agent segments and yields events.
 pub struct AgentSource {
     dir: PathBuf,
     selector: Selector,
     images: BTreeMap<u32, Image>,
-    /// Segments that could not be read, with why (reported once each).
+    /// Segments that could not be read or were not believed, with why (reported once each).
     pub errors: Vec<SegmentError>,
+    /// Per process, threads that waited but found no free loop slot (their ticks are not seen).
+    pub without_slot: BTreeMap<u32, u64>,
 }
 
 impl AgentSource {
     /// A source over the segment folder.
     pub fn new(selector: Selector) -> Self {
-        AgentSource { dir: segment::shm_dir(), selector, images: BTreeMap::new(), errors: Vec::new() }
+        AgentSource {
+            dir: segment::shm_dir(),
+            selector,
+            images: BTreeMap::new(),
+            errors: Vec::new(),
+            without_slot: BTreeMap::new(),
+        }
     }
 
     /// Number of processes seen so far.
@@ -65,43 +89,63 @@ impl AgentSource {
     pub fn poll(&mut self, now: u64, out: &mut Vec<Event>) {
         self.discover(now, out);
         for (&pid, img) in self.images.iter_mut() {
-            poll_image(pid, img, now, out);
+            if let Err(e) = poll_image(pid, img, now, out) {
+                // Cut short or made unreadable by its owner: keep what was read, follow it no more.
+                end_loops(img, img.alive_ns.max(img.seg.header().created_ns), false, out);
+                img.exited = true;
+                out.push(Event::ProcessExited { pid, at_ns: img.alive_ns, clean: false });
+                note(&mut self.errors, e);
+            }
+            let missing = img.seg.header().slots_exhausted.load(std::sync::atomic::Ordering::Relaxed);
+            if missing > 0 {
+                self.without_slot.insert(pid, missing);
+            }
         }
+    }
+
+    /// Warnings for processes whose threads found no loop slot.
+    pub fn slot_warnings(&self) -> Vec<String> {
+        self.without_slot
+            .iter()
+            .map(|(pid, n)| {
+                format!(
+                    "{n} thread{} of process {pid} waited but found no free loop slot (the agent keeps {} per \
+                     process; the main thread always has one): their ticks are not recorded",
+                    if *n == 1 { "" } else { "s" },
+                    looptop_abi::LOOP_SLOTS
+                )
+            })
+            .collect()
     }
 
     fn discover(&mut self, now: u64, out: &mut Vec<Event>) {
         let candidates = segment::list(&self.dir);
         for (pid, path) in candidates {
-            if let Selector::Pid(p) = self.selector {
-                if p != pid {
-                    continue;
-                }
-            }
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let owner = match self.selector {
+                Selector::Pid(p) if p != pid => continue,
+                Selector::Pid(p) => Owner::Pid(p),
+                Selector::Session(s) => Owner::Session(s),
+            };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
             if self.images.get(&pid).is_some_and(|img| img.inode == meta.ino()) {
                 continue;
             }
-            let seg = match Segment::open(&path) {
+            let seg = match Segment::open(&path, owner) {
                 Ok(s) => s,
-                Err(SegmentError::NotSegment { .. }) => continue,
                 Err(e) => {
-                    if !self.errors.iter().any(|k| k.to_string() == e.to_string()) {
-                        self.errors.push(e);
+                    // In a session, other processes' segments are none of our business.
+                    let ours =
+                        matches!(self.selector, Selector::Pid(_)) || !matches!(e, SegmentError::NotBelieved { .. });
+                    if ours && !e.is_noise() {
+                        note(&mut self.errors, e);
                     }
                     continue;
                 }
             };
             let h = seg.header();
-            let ours = match self.selector {
-                Selector::Session(s) => h.session == s,
-                Selector::Pid(p) => h.pid == p,
-            };
-            if !ours || h.pid != pid {
-                continue;
-            }
             // A new image under a pid we follow: the process called exec.
             if let Some(mut old) = self.images.remove(&pid) {
-                poll_image(pid, &mut old, now, out);
+                let _ = poll_image(pid, &mut old, now, out);
                 end_loops(&mut old, h.created_ns, true, out);
             }
             let exe = seg.exe();
@@ -110,34 +154,39 @@ impl AgentSource {
                 command = vec![exe.clone()];
             }
             out.push(Event::Process(ProcessInfo { pid, command, exe, start_ns: h.created_ns }));
-            self.images.insert(
-                pid,
-                Image {
-                    seg,
-                    inode: meta.ino(),
-                    exited: false,
-                    slots: BTreeMap::new(),
-                    next_event: 0,
-                    next_probe: [0; PROBE_CHANNELS],
-                    next_sample: 0,
-                    alive_ns: 0,
-                    last_sample: BTreeMap::new(),
-                },
-            );
+            self.images.insert(pid, Image::new(seg, meta.ino()));
         }
     }
 
     /// Removes the segments this source kept alive for its last read (`LOOPTOP_KEEP_SEGMENT`)
-    /// once their processes are gone.
+    /// once their processes are gone, with the perf maps their agents made.
     pub fn remove_finished(&self) {
         for (&pid, img) in &self.images {
             let h = img.seg.header();
             if img.exited || !proc::is_alive(pid, h.start_time_ticks) {
-                let path = img.seg.path();
-                if std::fs::metadata(path).is_ok_and(|m| m.ino() == img.inode) {
-                    let _ = std::fs::remove_file(path);
-                }
+                remove_segment(img.seg.path(), img.inode, h);
             }
+        }
+    }
+}
+
+/// Keeps the first error of each kind of message.
+fn note(errors: &mut Vec<SegmentError>, e: SegmentError) {
+    if !errors.iter().any(|k| k.to_string() == e.to_string()) {
+        errors.push(e);
+    }
+}
+
+/// Removes a segment file (if it is still the inode we read) and the perf map its agent made.
+fn remove_segment(path: &std::path::Path, inode: u64, h: &looptop_abi::Header) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode && m.file_type().is_file()) {
+        let _ = std::fs::remove_file(path);
+    }
+    let flags = h.flags.load(std::sync::atomic::Ordering::Relaxed);
+    if flags & looptop_abi::header_flags::PERF_MAP != 0 {
+        let map = PathBuf::from(format!("/tmp/perf-{}.map", h.pid));
+        if std::fs::symlink_metadata(&map).is_ok_and(|m| m.file_type().is_file() && m.uid() == h.owner_uid) {
+            let _ = std::fs::remove_file(&map);
         }
     }
 }
@@ -149,10 +198,11 @@ fn end_loops(img: &mut Image, at_ns: u64, clean: bool, out: &mut Vec<Event>) {
     }
 }
 
-fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) {
+fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) -> Result<(), SegmentError> {
     if img.exited {
-        return;
+        return Ok(());
     }
+    img.seg.refresh()?;
     let h = img.seg.header();
     let exited_ns = h.exited_ns.load(std::sync::atomic::Ordering::Acquire);
     let exited_at = if exited_ns != 0 {
@@ -165,7 +215,7 @@ fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) {
         img.alive_ns = now;
         None
     };
-    for (i, snap) in img.seg.snapshots() {
+    for (i, snap) in img.seg.snapshots()? {
         let id = LoopId { pid, tid: snap.tid, since_ns: snap.claimed_ns };
         if img.slots.get(&i).is_some_and(|t| t.id != id) {
             // The slot was reused by another thread: the one we knew has ended.
@@ -182,7 +232,7 @@ fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) {
         if track.ended {
             continue;
         }
-        let (stalls, lost) = img.seg.stalls(i, track.next_stall, snap.stall_count);
+        let (stalls, lost) = img.seg.stalls(i, track.next_stall, snap.stall_count)?;
         track.next_stall = snap.stall_count;
         if lost > 0 {
             out.push(Event::Dropped { count: lost });
@@ -207,28 +257,29 @@ fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) {
             out.push(Event::LoopEnded { id, at_ns: snap.ended_ns, clean: true });
         }
     }
-    read_records(pid, img, out);
+    read_records(pid, img, out)?;
     if let Some((at_ns, clean)) = exited_at {
         end_loops(img, at_ns, clean, out);
         img.exited = true;
         out.push(Event::ProcessExited { pid, at_ns, clean });
     }
+    Ok(())
 }
 
 /// Reads new agent and probe records (allocator pauses, GC pauses, pool state).
-fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) {
-    let (recs, lost, next) = img.seg.events(img.next_event);
+fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) -> Result<(), SegmentError> {
+    let (recs, lost, next) = img.seg.events(img.next_event)?;
     img.next_event = next;
     let mut dropped = lost;
     let mut all = recs;
     for ch in 0..img.seg.probe_channels() {
-        let (recs, lost, next) = img.seg.probe_records(ch, img.next_probe[ch]);
+        let (recs, lost, next) = img.seg.probe_records(ch, img.next_probe[ch])?;
         img.next_probe[ch] = next;
         dropped += lost;
         all.extend(recs);
     }
     out.extend(all.into_iter().filter_map(|r| record_event(pid, r)));
-    let (samples, lost, next) = img.seg.samples(img.next_sample);
+    let (samples, lost, next) = img.seg.samples(img.next_sample)?;
     img.next_sample = next;
     dropped += lost;
     if dropped > 0 {
@@ -256,6 +307,7 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) {
             ips: s.frames,
         }));
     }
+    Ok(())
 }
 
 /// The event a record stands for.
@@ -283,20 +335,31 @@ fn record_event(pid: u32, r: RecordCopy) -> Option<Event> {
 }
 
 /// Removes segments whose process is gone (killed before it could remove its own, or kept for a
-/// launcher that died). Segments of other users are left alone.
+/// launcher that died), and the perf maps their agents made. Only files of our own user (root:
+/// any user's) that are segments of that very pid are touched; nothing is followed.
 pub fn remove_dead_segments() {
+    let me = crate::safefs::euid();
     for (pid, path) in segment::list(&segment::shm_dir()) {
-        let dead = match Segment::open(&path) {
+        if proc::is_alive(pid, 0) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        if !meta.file_type().is_file() || (me != 0 && meta.uid() != me) {
+            continue;
+        }
+        match Segment::open(&path, Owner::Named) {
             Ok(seg) => {
                 let h = seg.header();
-                h.pid == pid && !proc::is_alive(pid, h.start_time_ticks)
+                let keeper = h.keeper_pid;
+                if h.pid == pid && (keeper == 0 || !proc::is_alive(keeper, 0)) {
+                    remove_segment(&path, meta.ino(), h);
+                }
             }
-            // Half-created by a process that died, or of an unknown layout: judge by the pid.
-            Err(SegmentError::NotSegment { .. } | SegmentError::Version { .. }) => !proc::is_alive(pid, 0),
-            Err(SegmentError::Io { .. }) => false,
-        };
-        if dead {
-            let _ = std::fs::remove_file(&path);
+            // Half-created by a process that died, or of an unknown layout: the pid is gone.
+            Err(SegmentError::NotSegment { .. } | SegmentError::Version { .. } | SegmentError::Truncated { .. }) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => {}
         }
     }
 }

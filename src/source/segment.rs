@@ -1,20 +1,34 @@
-//! The reader's side of an agent's shared-memory segment: finding segments, validating the
-//! layout, and taking consistent snapshots of loop slots without ever blocking the writer.
+//! The reader's side of an agent's shared-memory segment: finding segments, deciding whether to
+//! believe one, and taking consistent copies of its header, loop slots and rings.
+//!
+//! The segment is read with `pread` from a descriptor, never through a mapping: its owner (the
+//! target's user) can truncate or replace the file at any moment, and a read past its end is then
+//! a short read (reported as [`SegmentError::Truncated`]), not a `SIGBUS` in looptop. Files are
+//! opened by [`crate::safefs`] rules: no link, no FIFO, a bounded size. A segment is believed only
+//! when its owner is the process's user and its header names that process (pid and start time) —
+//! or, for `looptop run`, our session.
+//!
+//! Consistency: every record, stall and sample carries its index + 1 as a sequence word written
+//! last by the agent; the reader copies a span, then reads the sequence words again, and keeps
+//! only entries whose word did not change. A slot's counters are guarded by a seqlock read before
+//! and after the copy.
 
+use crate::safefs;
 use looptop_abi::{
-    slot_state, Header, LoopSlot, Record, SampleEntry, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS, LAYOUT_VERSION,
-    LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SAMPLE_FRAMES, SAMPLE_OFFSET,
-    SAMPLE_RING, SEGMENT_PREFIX, SEGMENT_SIZE, STALL_RING,
+    backed_len, slot_state, Header, LoopSlot, Record, SampleEntry, StallEntry, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS,
+    LAYOUT_VERSION, LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SAMPLE_FRAMES,
+    SAMPLE_OFFSET, SAMPLE_RING, SAMPLE_SIZE, SEGMENT_PREFIX, SEGMENT_SIZE, SLOT_OFFSET, SLOT_SIZE, STALL_RING,
 };
-use memmap2::Mmap;
 use std::fs::File;
+use std::mem::{offset_of, size_of};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 
-/// Why a segment cannot be read.
+/// Why a segment cannot be read or is not believed.
 #[derive(Debug, thiserror::Error)]
 pub enum SegmentError {
-    /// Opening or mapping failed.
+    /// Opening or reading failed.
     #[error("cannot read agent segment {path}: {source}")]
     Io {
         /// The segment file.
@@ -22,11 +36,13 @@ pub enum SegmentError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// Not a segment, or still being created.
-    #[error("{path} is not a looptop segment (or is still being created)")]
+    /// Not a segment (a FIFO, a link, another file), or still being created.
+    #[error("{path} is not a looptop segment ({why})")]
     NotSegment {
         /// The file.
         path: PathBuf,
+        /// What it is instead.
+        why: String,
     },
     /// Written by an agent of another layout version.
     #[error(
@@ -39,6 +55,33 @@ pub enum SegmentError {
         /// Its version.
         found: u32,
     },
+    /// Shorter than its header says (cut short by its owner, or the folder filled up).
+    #[error("agent segment {path} is truncated ({len} bytes where its header needs {need}); restart the process to observe it again")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The length it should have.
+        need: u64,
+    },
+    /// Not the agent's segment of the process it names: another user's file, a header naming
+    /// another process, or one left by a dead process whose pid was reused.
+    #[error("ignored {path}: {why}")]
+    NotBelieved {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+}
+
+impl SegmentError {
+    /// Whether the error says nothing about the process (a file that is simply not a segment, or
+    /// a stale one): skipped silently.
+    pub fn is_noise(&self) -> bool {
+        matches!(self, SegmentError::NotSegment { .. })
+    }
 }
 
 /// The folder segments live in (`LOOPTOP_SHM_DIR`, default `/dev/shm`).
@@ -49,14 +92,27 @@ pub fn shm_dir() -> PathBuf {
         .unwrap_or_else(|| looptop_abi::DEFAULT_SHM_DIR.into())
 }
 
-/// Every segment file in the folder, with the pid its name carries.
+/// The pid a segment's file name carries: `looptop-<pid>` or `looptop-<pid>-<hex>`.
+pub fn pid_of_name(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(SEGMENT_PREFIX)?;
+    let (digits, suffix) = rest.split_once('-').unwrap_or((rest, ""));
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || !suffix.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Every file in the folder named like a segment, with the pid its name carries (nothing is
+/// opened: a name proves nothing).
 pub fn list(dir: &Path) -> Vec<(u32, PathBuf)> {
     let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut out: Vec<_> = rd
         .flatten()
         .filter_map(|e| {
-            let name = e.file_name();
-            let pid = name.to_str()?.strip_prefix(SEGMENT_PREFIX)?.parse().ok()?;
+            let pid = pid_of_name(e.file_name().to_str()?)?;
             Some((pid, e.path()))
         })
         .collect();
@@ -64,11 +120,34 @@ pub fn list(dir: &Path) -> Vec<(u32, PathBuf)> {
     out
 }
 
-/// A mapped segment (read-only). The mapping stays valid after the writer exits and after the
-/// file is removed, so final figures can be read once the process is gone.
+/// What a segment must belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The live process with this pid.
+    Pid(u32),
+    /// A process launched by our `looptop run` session (alive or not).
+    Session(u64),
+    /// Whatever process the name and header agree on (to remove a dead process's segment).
+    Named,
+}
+
+/// What `/proc` says of a live process: its start time and the user its files are created as.
+fn identity(pid: u32) -> Option<(u64, u32)> {
+    let p = procfs::process::Process::new(pid as i32).ok()?;
+    let stat = p.stat().ok()?;
+    if stat.state == 'Z' || stat.state == 'X' {
+        return None;
+    }
+    let creds = safefs::Creds::of_pid(pid)?;
+    Some((stat.starttime, creds.uid))
+}
+
+/// A segment opened for reading, with a copy of its header as of the last [`Segment::refresh`].
 pub struct Segment {
-    map: Mmap,
+    file: File,
     path: PathBuf,
+    header: Box<Header>,
+    len: u64,
 }
 
 /// A consistent copy of one loop slot.
@@ -105,35 +184,137 @@ pub struct SlotSnapshot {
     pub seq_ok: bool,
 }
 
+/// Zeroed memory of a plain `repr(C)` type made of integers, byte arrays and atomics.
+fn zeroed<T>() -> Box<T> {
+    let layout = std::alloc::Layout::new::<T>();
+    assert!(layout.size() > 0, "zero-sized ABI type");
+    // SAFETY: a zeroed allocation of T's layout; the ABI types read here are integers, byte
+    // arrays and atomics, for which all-zero is a valid value.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(p)
+    }
+}
+
+/// The bytes of such a value, to read into.
+fn bytes_of_mut<T>(v: &mut T) -> &mut [u8] {
+    // SAFETY: any byte pattern is a valid value of the ABI types (integers and atomics), and the
+    // slice covers exactly the value.
+    unsafe { std::slice::from_raw_parts_mut((v as *mut T).cast::<u8>(), size_of::<T>()) }
+}
+
 impl Segment {
-    /// Maps and validates a segment.
-    pub fn open(path: &Path) -> Result<Segment, SegmentError> {
-        let io = |source| SegmentError::Io { path: path.to_path_buf(), source };
-        let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        if len < std::mem::size_of::<Header>() as u64 {
-            return Err(SegmentError::NotSegment { path: path.to_path_buf() });
+    /// Opens a segment and decides whether to believe it (see the module documentation).
+    pub fn open(path: &Path, owner: Owner) -> Result<Segment, SegmentError> {
+        let not_segment = |why: &str| SegmentError::NotSegment { path: path.to_path_buf(), why: why.to_string() };
+        let file = safefs::open(path, safefs::Expect::read(SEGMENT_SIZE as u64)).map_err(|e| match e {
+            safefs::Refused::Io { source, .. } if source.raw_os_error() == Some(libc::ELOOP) => {
+                not_segment("a symbolic link")
+            }
+            safefs::Refused::Io { source, .. } => SegmentError::Io { path: path.to_path_buf(), source },
+            safefs::Refused::NotRegular { .. } => not_segment("not a regular file"),
+            safefs::Refused::TooLarge { .. } => not_segment("larger than any segment"),
+            safefs::Refused::Owner { .. } => not_segment("another user's file"),
+        })?;
+        let meta = file.metadata().map_err(|source| SegmentError::Io { path: path.to_path_buf(), source })?;
+        let mut seg = Segment { file, path: path.to_path_buf(), header: zeroed(), len: meta.len() };
+        if seg.len < 8 {
+            return Err(not_segment("empty, or still being created"));
         }
-        // SAFETY: the agent never shrinks a segment after creating it; all fields that change
-        // are read through atomics.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let seg = Segment { map, path: path.to_path_buf() };
-        let h = seg.header();
-        // SAFETY: magic is written last by the agent (after a release fence).
-        let magic = unsafe { std::ptr::read_volatile(&h.magic) };
-        fence(Ordering::Acquire);
+        let mut magic = [0u8; 8];
+        seg.read_exact_at(&mut magic, 0)?;
         if magic != MAGIC {
-            return Err(SegmentError::NotSegment { path: path.to_path_buf() });
+            return Err(not_segment("no looptop header"));
         }
-        if h.version != LAYOUT_VERSION
-            || h.header_size as usize != std::mem::size_of::<Header>()
-            || h.slot_size as usize != std::mem::size_of::<LoopSlot>()
-            || h.loop_slots as usize != LOOP_SLOTS
-            || (len as usize) < SEGMENT_SIZE
-        {
+        if seg.len < size_of::<Header>() as u64 {
+            return Err(seg.truncated(size_of::<Header>() as u64));
+        }
+        seg.refresh()?;
+        let h = &seg.header;
+        if h.version != LAYOUT_VERSION {
             return Err(SegmentError::Version { path: path.to_path_buf(), found: h.version });
         }
+        let layout_ok = h.header_size as usize == size_of::<Header>()
+            && h.slot_size as usize == SLOT_SIZE
+            && h.loop_slots as usize == LOOP_SLOTS
+            && h.slot_offset as usize == SLOT_OFFSET
+            && h.event_offset as usize == EVENT_OFFSET
+            && h.probe_offset as usize == PROBE_OFFSET
+            && h.sample_offset as usize == SAMPLE_OFFSET
+            && h.probe_channels as usize == PROBE_CHANNELS
+            && h.probe_ring as usize == PROBE_RING
+            && h.sample_ring as usize == SAMPLE_RING
+            && h.sample_size as usize == SAMPLE_SIZE
+            && h.record_size as usize == RECORD_SIZE;
+        if !layout_ok {
+            return Err(not_segment("a header of version 3 with another layout"));
+        }
+        seg.believe(owner, meta.uid())?;
         Ok(seg)
+    }
+
+    /// Checks the segment belongs to what the caller follows.
+    fn believe(&self, owner: Owner, file_uid: u32) -> Result<(), SegmentError> {
+        let h = &self.header;
+        let refuse = |why: String| Err(SegmentError::NotBelieved { path: self.path.clone(), why });
+        let named = self.path.file_name().and_then(|n| pid_of_name(n.to_str()?));
+        if named != Some(h.pid) {
+            return refuse(format!("its header names pid {}, not the pid of its name", h.pid));
+        }
+        match (owner, identity(h.pid)) {
+            (Owner::Named, _) => Ok(()),
+            (Owner::Pid(p), _) if p != h.pid => refuse(format!("it is the segment of pid {}, not {p}", h.pid)),
+            (Owner::Pid(p), None) => refuse(format!("process {p} is gone")),
+            (Owner::Session(s), _) if h.session != s => refuse("it belongs to another looptop session".into()),
+            (_, Some((start, uid))) => {
+                if start != h.start_time_ticks {
+                    refuse(format!("it was left by an earlier process {} (the pid was reused)", h.pid))
+                } else if uid != file_uid {
+                    refuse(format!("it belongs to uid {file_uid}, but process {} runs as uid {uid}", h.pid))
+                } else {
+                    Ok(())
+                }
+            }
+            // A process of our session that is gone already: its final figures, if the file is
+            // its own user's (the one its header names) and the session (a secret its
+            // environment carried) matches.
+            (Owner::Session(_), None) if h.owner_uid == file_uid => Ok(()),
+            (Owner::Session(_), None) => refuse(format!("it belongs to uid {file_uid}, not its writer's")),
+        }
+    }
+
+    fn truncated(&self, need: u64) -> SegmentError {
+        SegmentError::Truncated { path: self.path.clone(), len: self.len, need }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `off`; a short read means the file was cut short.
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> Result<(), SegmentError> {
+        match self.file.read_exact_at(buf, off) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                let len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                Err(SegmentError::Truncated { path: self.path.clone(), len, need: off + buf.len() as u64 })
+            }
+            Err(source) => Err(SegmentError::Io { path: self.path.clone(), source }),
+        }
+    }
+
+    /// Reads the header again (its counters and exit time change) and checks the file still
+    /// holds every slot the header says is backed.
+    pub fn refresh(&mut self) -> Result<(), SegmentError> {
+        let mut h = zeroed::<Header>();
+        self.read_exact_at(bytes_of_mut(&mut *h), 0)?;
+        let backed = (h.backed_slots.load(Ordering::Relaxed) as usize).min(LOOP_SLOTS);
+        self.len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.header = h;
+        let need = backed_len(backed.max(1)) as u64;
+        if self.header.version == LAYOUT_VERSION && self.len < need {
+            return Err(self.truncated(need));
+        }
+        Ok(())
     }
 
     /// The segment file.
@@ -141,59 +322,210 @@ impl Segment {
         &self.path
     }
 
-    /// The header.
+    /// The header as of the last [`Segment::refresh`].
     pub fn header(&self) -> &Header {
-        // SAFETY: the map is at least a header long (checked in open) and page aligned.
-        unsafe { &*(self.map.as_ptr() as *const Header) }
+        &self.header
     }
 
     /// Executable path from the header.
     pub fn exe(&self) -> String {
-        let e = &self.header().exe;
+        let e = &self.header.exe;
         let n = e.iter().position(|&b| b == 0).unwrap_or(e.len());
         String::from_utf8_lossy(&e[..n]).into_owned()
     }
 
-    fn slot(&self, i: usize) -> &LoopSlot {
-        // SAFETY: open checked the map holds SEGMENT_SIZE bytes; slots are 8-byte aligned.
-        unsafe { &*(self.map.as_ptr().add(looptop_abi::slot_offset(i)) as *const LoopSlot) }
+    /// Slots the header says are backed.
+    fn backed_slots(&self) -> usize {
+        (self.header.backed_slots.load(Ordering::Relaxed) as usize).min(LOOP_SLOTS)
     }
 
     /// Snapshots of every claimed slot. A slot whose writer keeps it busy is read anyway after a
     /// few tries (its process may have died mid-update); the counters are monotonic, so a torn
     /// read is off by at most one tick.
-    pub fn snapshots(&self) -> Vec<(usize, SlotSnapshot)> {
-        (0..LOOP_SLOTS)
-            .filter_map(|i| {
-                let slot = self.slot(i);
-                let state = slot.state.load(Ordering::Acquire);
-                if state != slot_state::ACTIVE && state != slot_state::EXITED {
-                    return None;
-                }
-                Some((i, read_slot(slot)))
-            })
-            .collect()
-    }
-
-    /// Stalls `from..` of slot `i` still in its ring, and how many before them were overwritten.
-    pub fn stalls(&self, i: usize, from: u64, upto: u64) -> (Vec<(u64, u64)>, u64) {
-        let slot = self.slot(i);
-        let first = from.max(upto.saturating_sub(STALL_RING as u64));
-        let mut lost = first - from;
+    pub fn snapshots(&self) -> Result<Vec<(usize, SlotSnapshot)>, SegmentError> {
         let mut out = Vec::new();
-        for n in first..upto {
-            let e = &slot.stalls[(n % STALL_RING as u64) as usize];
-            let before = e.seq.load(Ordering::Acquire);
-            let start = e.start_ns.load(Ordering::Relaxed);
-            let dur = e.duration_ns.load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if before == n + 1 && e.seq.load(Ordering::Relaxed) == n + 1 {
-                out.push((start, dur));
-            } else {
-                lost += 1;
+        let mut buf = zeroed::<LoopSlot>();
+        for i in 0..self.backed_slots() {
+            if let Some(snap) = self.read_slot(i, &mut buf)? {
+                out.push((i, snap));
             }
         }
-        (out, lost)
+        Ok(out)
+    }
+
+    fn read_slot(&self, i: usize, buf: &mut LoopSlot) -> Result<Option<SlotSnapshot>, SegmentError> {
+        let base = looptop_abi::slot_offset(i) as u64;
+        let head = offset_of!(LoopSlot, stalls);
+        let hist = offset_of!(LoopSlot, hist);
+        let mut seq = [0u8; 8];
+        for tries in 1.. {
+            self.read_exact_at(&mut seq, base)?;
+            let s1 = u64::from_ne_bytes(seq);
+            let bytes = bytes_of_mut(buf);
+            self.read_exact_at(&mut bytes[..head], base)?;
+            let state = buf.state.load(Ordering::Relaxed);
+            if state != slot_state::ACTIVE && state != slot_state::EXITED {
+                return Ok(None);
+            }
+            let bytes = bytes_of_mut(buf);
+            self.read_exact_at(&mut bytes[hist..hist + HIST_BUCKETS * 8], base + hist as u64)?;
+            self.read_exact_at(&mut seq, base)?;
+            let seq_ok = s1 == u64::from_ne_bytes(seq) && s1 % 2 == 0;
+            if seq_ok || tries >= 16 {
+                return Ok(Some(snapshot_of(buf, seq_ok)));
+            }
+            std::thread::yield_now();
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Copies entries `[first, upto)` of a ring of `ring` entries of `T` at `offset`, each
+    /// validated by its sequence word (index + 1 when valid): a pass that copies, then a pass
+    /// that reads the words again. Returns the entries still valid, in order, with their indices.
+    fn ring_span<T: Sequenced>(
+        &self,
+        offset: u64,
+        ring: usize,
+        first: u64,
+        upto: u64,
+    ) -> Result<Vec<(u64, Box<T>)>, SegmentError> {
+        let at = |n: u64| offset + (n % ring as u64) * size_of::<T>() as u64;
+        let mut copies = Vec::with_capacity(upto.saturating_sub(first) as usize);
+        for n in first..upto {
+            let mut e = zeroed::<T>();
+            self.read_exact_at(bytes_of_mut(&mut *e), at(n))?;
+            copies.push((n, e));
+        }
+        let mut valid = Vec::with_capacity(copies.len());
+        for (n, e) in copies {
+            let mut seq = [0u8; 8];
+            self.read_exact_at(&mut seq, at(n))?;
+            if e.seq().load(Ordering::Relaxed) == n + 1 && u64::from_ne_bytes(seq) == n + 1 {
+                valid.push((n, e));
+            }
+        }
+        Ok(valid)
+    }
+
+    /// Stalls `from..upto` of slot `i` still in its ring, and how many before them were lost.
+    pub fn stalls(&self, i: usize, from: u64, upto: u64) -> Result<(Vec<(u64, u64)>, u64), SegmentError> {
+        let first = from.max(upto.saturating_sub(STALL_RING as u64));
+        let offset = (looptop_abi::slot_offset(i) + offset_of!(LoopSlot, stalls)) as u64;
+        let got = self.ring_span::<StallEntry>(offset, STALL_RING, first, upto)?;
+        let lost = (upto - from) - got.len() as u64;
+        Ok((
+            got.iter()
+                .map(|(_, e)| (e.start_ns.load(Ordering::Relaxed), e.duration_ns.load(Ordering::Relaxed)))
+                .collect(),
+            lost,
+        ))
+    }
+
+    /// Agent records (allocator pauses) from index `from`; returns them, how many were lost, and
+    /// the next index to read.
+    pub fn events(&self, from: u64) -> Result<(Vec<RecordCopy>, u64, u64), SegmentError> {
+        let head = self.header.event_head.load(Ordering::Relaxed);
+        let first = from.max(head.saturating_sub(EVENT_RING as u64));
+        let got = self.ring_span::<Record>(EVENT_OFFSET as u64, EVENT_RING, first, head)?;
+        let lost = head.saturating_sub(from) - got.len() as u64;
+        Ok((got.iter().map(|(_, r)| RecordCopy::of(r)).collect(), lost, head.max(from)))
+    }
+
+    /// Records of probe channel `ch` from index `from` (probes keep no head counter: the reader
+    /// follows the sequence numbers); returns them, how many were lost, and the next index.
+    pub fn probe_records(&self, ch: usize, from: u64) -> Result<(Vec<RecordCopy>, u64, u64), SegmentError> {
+        let offset = (PROBE_OFFSET + ch.min(PROBE_CHANNELS - 1) * PROBE_RING * RECORD_SIZE) as u64;
+        let (mut next, mut lost, mut out) = (from, 0, Vec::new());
+        for _ in 0..PROBE_RING {
+            let at = offset + (next % PROBE_RING as u64) * RECORD_SIZE as u64;
+            let mut seq = [0u8; 8];
+            self.read_exact_at(&mut seq, at)?;
+            let seq = u64::from_ne_bytes(seq);
+            // The writer lapped us: skip to the record that now sits where we looked.
+            if seq > next + 1 && (seq - 1) % PROBE_RING as u64 == next % PROBE_RING as u64 {
+                lost += seq - 1 - next;
+                next = seq - 1;
+            }
+            match self.ring_span::<Record>(offset, PROBE_RING, next, next + 1)?.pop() {
+                Some((_, r)) => {
+                    out.push(RecordCopy::of(&r));
+                    next += 1;
+                }
+                None => break,
+            }
+        }
+        Ok((out, lost, next))
+    }
+
+    /// Number of probe channels.
+    pub fn probe_channels(&self) -> usize {
+        PROBE_CHANNELS
+    }
+
+    /// Watchdog stack samples from index `from`; returns them, how many were lost, and the next
+    /// index. The newest entries may still be being written (the handler has not run yet): the
+    /// reader stops there and reads them next time.
+    pub fn samples(&self, from: u64) -> Result<(Vec<SampleCopy>, u64, u64), SegmentError> {
+        let head = self.header.sample_head.load(Ordering::Relaxed);
+        let first = from.max(head.saturating_sub(SAMPLE_RING as u64));
+        let got = self.ring_span::<SampleEntry>(SAMPLE_OFFSET as u64, SAMPLE_RING, first, head)?;
+        let (mut out, mut lost, mut expect) = (Vec::with_capacity(got.len()), first - from.min(first), first);
+        for (n, e) in got {
+            lost += n - expect;
+            expect = n + 1;
+            out.push(SampleCopy::of(&e));
+        }
+        // The newest entries may not be written yet: read them next time (unless far behind).
+        if expect < head && expect + 2 >= head {
+            return Ok((out, lost, expect));
+        }
+        lost += head.saturating_sub(expect);
+        Ok((out, lost, head.max(from)))
+    }
+}
+
+/// ABI entries whose first word is their sequence word (index + 1 when valid).
+trait Sequenced {
+    fn seq(&self) -> &std::sync::atomic::AtomicU64;
+}
+
+impl Sequenced for Record {
+    fn seq(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.seq
+    }
+}
+
+impl Sequenced for StallEntry {
+    fn seq(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.seq
+    }
+}
+
+impl Sequenced for SampleEntry {
+    fn seq(&self) -> &std::sync::atomic::AtomicU64 {
+        &self.seq
+    }
+}
+
+fn snapshot_of(slot: &LoopSlot, seq_ok: bool) -> SlotSnapshot {
+    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let n = looptop_abi::name_from_words(&slot.name);
+    let len = n.iter().position(|&b| b == 0).unwrap_or(n.len());
+    SlotSnapshot {
+        state: slot.state.load(Ordering::Relaxed),
+        generation: slot.generation.load(Ordering::Relaxed),
+        tid: slot.tid.load(Ordering::Relaxed),
+        name: String::from_utf8_lossy(&n[..len]).into_owned(),
+        claimed_ns: r(&slot.claimed_ns),
+        ended_ns: r(&slot.ended_ns),
+        ticks: r(&slot.ticks),
+        busy_ns: r(&slot.busy_ns),
+        idle_ns: r(&slot.idle_ns),
+        max_busy_ns: r(&slot.max_busy_ns),
+        busy_since_ns: r(&slot.busy_since_ns),
+        stall_count: r(&slot.stall_count),
+        hist: slot.hist.iter().map(r).collect(),
+        seq_ok,
     }
 }
 
@@ -218,96 +550,19 @@ pub struct RecordCopy {
     pub d: u64,
 }
 
-/// Copies record `index` if the entry still holds it.
-fn copy_record(r: &Record, index: u64) -> Option<RecordCopy> {
-    let before = r.seq.load(Ordering::Acquire);
-    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let c = RecordCopy {
-        kind: r.kind.load(Ordering::Relaxed),
-        thread: r.thread.load(Ordering::Relaxed),
-        t_ns: ld(&r.t_ns),
-        dur_ns: ld(&r.dur_ns),
-        a: ld(&r.a),
-        b: ld(&r.b),
-        c: ld(&r.c),
-        d: ld(&r.d),
-    };
-    fence(Ordering::Acquire);
-    (before == index + 1 && r.seq.load(Ordering::Relaxed) == index + 1).then_some(c)
-}
-
-impl Segment {
-    fn ring(&self, offset: usize, len: usize) -> &[Record] {
-        debug_assert!(offset + len * RECORD_SIZE <= SEGMENT_SIZE);
-        // SAFETY: open checked the map holds SEGMENT_SIZE bytes; records are 8-byte aligned.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset) as *const Record, len) }
-    }
-
-    /// Agent records (allocator pauses) from index `from`; returns them, how many were lost, and
-    /// the next index to read.
-    pub fn events(&self, from: u64) -> (Vec<RecordCopy>, u64, u64) {
-        let ring = self.ring(EVENT_OFFSET, EVENT_RING);
-        let head = self.header().event_head.load(Ordering::Acquire);
-        let first = from.max(head.saturating_sub(EVENT_RING as u64));
-        let mut lost = first - from;
-        let mut out = Vec::new();
-        for i in first..head {
-            match copy_record(&ring[(i % EVENT_RING as u64) as usize], i) {
-                Some(c) => out.push(c),
-                None => lost += 1,
-            }
+impl RecordCopy {
+    fn of(r: &Record) -> Self {
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        RecordCopy {
+            kind: r.kind.load(Ordering::Relaxed),
+            thread: r.thread.load(Ordering::Relaxed),
+            t_ns: ld(&r.t_ns),
+            dur_ns: ld(&r.dur_ns),
+            a: ld(&r.a),
+            b: ld(&r.b),
+            c: ld(&r.c),
+            d: ld(&r.d),
         }
-        (out, lost, head)
-    }
-
-    /// Records of probe channel `ch` from index `from` (probes keep no head counter: the reader
-    /// follows the sequence numbers); returns them, how many were lost, and the next index.
-    pub fn probe_records(&self, ch: usize, from: u64) -> (Vec<RecordCopy>, u64, u64) {
-        let ring = self.ring(PROBE_OFFSET + ch * PROBE_RING * RECORD_SIZE, PROBE_RING);
-        let (mut next, mut lost, mut out) = (from, 0, Vec::new());
-        for _ in 0..PROBE_RING {
-            let r = &ring[(next % PROBE_RING as u64) as usize];
-            let seq = r.seq.load(Ordering::Acquire);
-            // The writer lapped us: skip to the record that now sits where we looked.
-            if seq > next + 1 && (seq - 1) % PROBE_RING as u64 == next % PROBE_RING as u64 {
-                lost += seq - 1 - next;
-                next = seq - 1;
-            }
-            match copy_record(r, next) {
-                Some(c) => {
-                    out.push(c);
-                    next += 1;
-                }
-                None => break,
-            }
-        }
-        (out, lost, next)
-    }
-
-    /// Number of probe channels.
-    pub fn probe_channels(&self) -> usize {
-        PROBE_CHANNELS
-    }
-
-    /// Watchdog stack samples from index `from`; returns them, how many were lost, and the next
-    /// index. The newest entries may still be being written (the handler has not run yet): the
-    /// reader stops there and reads them next time.
-    pub fn samples(&self, from: u64) -> (Vec<SampleCopy>, u64, u64) {
-        // SAFETY: open checked the map holds SEGMENT_SIZE bytes; entries are 8-byte aligned.
-        let ring = unsafe {
-            std::slice::from_raw_parts(self.map.as_ptr().add(SAMPLE_OFFSET) as *const SampleEntry, SAMPLE_RING)
-        };
-        let head = self.header().sample_head.load(Ordering::Acquire);
-        let first = from.max(head.saturating_sub(SAMPLE_RING as u64));
-        let (mut lost, mut out) = (first - from, Vec::new());
-        for i in first..head {
-            match copy_sample(&ring[(i % SAMPLE_RING as u64) as usize], i) {
-                Some(c) => out.push(c),
-                None if i + 2 >= head => return (out, lost, i),
-                None => lost += 1,
-            }
-        }
-        (out, lost, head)
     }
 }
 
@@ -330,110 +585,70 @@ pub struct SampleCopy {
     pub frames: Vec<u64>,
 }
 
-/// Copies sample `index` if the entry holds it, complete.
-fn copy_sample(e: &SampleEntry, index: u64) -> Option<SampleCopy> {
-    let before = e.seq.load(Ordering::Acquire);
-    if before != index + 1 {
-        return None;
+impl SampleCopy {
+    fn of(e: &SampleEntry) -> Self {
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let n = (e.nframes.load(Ordering::Relaxed) as usize).min(SAMPLE_FRAMES);
+        let mut wchan = Vec::with_capacity(32);
+        for w in &e.wchan {
+            wchan.extend_from_slice(&ld(w).to_ne_bytes());
+        }
+        let end = wchan.iter().position(|&b| b == 0).unwrap_or(32);
+        let wchan = String::from_utf8_lossy(&wchan[..end]).into_owned();
+        let syscall = ld(&e.syscall);
+        SampleCopy {
+            tid: e.tid.load(Ordering::Relaxed),
+            t_ns: ld(&e.t_ns),
+            tick_ns: ld(&e.tick_ns),
+            flags: ld(&e.flags),
+            syscall: (syscall != u64::MAX).then_some(syscall as i64),
+            wchan: (!wchan.is_empty()).then_some(wchan),
+            frames: e.frames[..n].iter().map(ld).collect(),
+        }
     }
-    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let n = (e.nframes.load(Ordering::Relaxed) as usize).min(SAMPLE_FRAMES);
-    let mut wchan = Vec::with_capacity(32);
-    for w in &e.wchan {
-        wchan.extend_from_slice(&ld(w).to_ne_bytes());
-    }
-    let wchan = String::from_utf8_lossy(&wchan[..wchan.iter().position(|&b| b == 0).unwrap_or(32)]).into_owned();
-    let syscall = ld(&e.syscall);
-    let c = SampleCopy {
-        tid: e.tid.load(Ordering::Relaxed),
-        t_ns: ld(&e.t_ns),
-        tick_ns: ld(&e.tick_ns),
-        flags: ld(&e.flags),
-        syscall: (syscall != u64::MAX).then_some(syscall as i64),
-        wchan: (!wchan.is_empty()).then_some(wchan),
-        frames: e.frames[..n].iter().map(ld).collect(),
-    };
-    fence(Ordering::Acquire);
-    (e.seq.load(Ordering::Relaxed) == index + 1).then_some(c)
 }
 
-fn read_slot(slot: &LoopSlot) -> SlotSnapshot {
-    let mut hist = vec![0u64; HIST_BUCKETS].into_boxed_slice();
-    let mut tries = 0;
-    loop {
-        let s1 = slot.seq.load(Ordering::Acquire);
-        let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let snap = SlotSnapshot {
-            state: slot.state.load(Ordering::Relaxed),
-            generation: slot.generation.load(Ordering::Relaxed),
-            tid: slot.tid.load(Ordering::Relaxed),
-            name: {
-                let n = looptop_abi::name_from_words(&slot.name);
-                let len = n.iter().position(|&b| b == 0).unwrap_or(n.len());
-                String::from_utf8_lossy(&n[..len]).into_owned()
-            },
-            claimed_ns: r(&slot.claimed_ns),
-            ended_ns: r(&slot.ended_ns),
-            ticks: r(&slot.ticks),
-            busy_ns: r(&slot.busy_ns),
-            idle_ns: r(&slot.idle_ns),
-            max_busy_ns: r(&slot.max_busy_ns),
-            busy_since_ns: r(&slot.busy_since_ns),
-            stall_count: slot.stall_count.load(Ordering::Acquire),
-            hist: Box::new([]),
-            seq_ok: false,
-        };
-        for (h, a) in hist.iter_mut().zip(slot.hist.iter()) {
-            *h = a.load(Ordering::Relaxed);
+/// The segment of a live process, believed (see [`Segment::open`]); `None` when it has no file
+/// named like one, else the first reason its files were refused.
+pub fn find(dir: &Path, pid: u32) -> Option<Result<Segment, SegmentError>> {
+    let mut first_err = None;
+    for (p, path) in list(dir) {
+        if p != pid {
+            continue;
         }
-        fence(Ordering::Acquire);
-        let s2 = slot.seq.load(Ordering::Relaxed);
-        tries += 1;
-        let seq_ok = s1 == s2 && s1 % 2 == 0;
-        if seq_ok || tries >= 64 {
-            return SlotSnapshot { hist, seq_ok, ..snap };
+        match Segment::open(&path, Owner::Pid(pid)) {
+            Ok(seg) => return Some(Ok(seg)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
-        std::hint::spin_loop();
     }
+    first_err.map(Err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
 
-    /// A writer hammering one slot while a reader snapshots it: every snapshot must be
-    /// consistent (ticks == Σ histogram, busy == Σ recorded ticks).
     #[test]
-    fn snapshots_are_consistent_under_concurrent_writes() {
-        // SAFETY: all-zero bytes are a valid LoopSlot (atomics and integers).
-        let slot: Arc<LoopSlot> = Arc::from(unsafe { Box::<LoopSlot>::new_zeroed().assume_init() });
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let (slot, stop) = (slot.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    slot.write_begin();
-                    slot.record_tick(n, 1000 + n % 5000, u64::MAX);
-                    slot.write_end();
-                    n += 1;
-                }
-                n
-            })
-        };
-        let mut checked = 0;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
-        while std::time::Instant::now() < deadline {
-            let s = read_slot(&slot);
-            if s.seq_ok {
-                assert_eq!(s.ticks, s.hist.iter().sum::<u64>());
-                checked += 1;
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        let written = writer.join().unwrap();
-        assert!(written > 0 && checked > 0, "written {written}, checked {checked}");
+    fn names() {
+        assert_eq!(pid_of_name("looptop-42"), Some(42));
+        assert_eq!(pid_of_name("looptop-42-0123abcd"), Some(42));
+        assert_eq!(pid_of_name("looptop-42-zz"), None);
+        assert_eq!(pid_of_name("looptop-run-1"), None);
+        assert_eq!(pid_of_name("looptop-"), None);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("looptop-seg-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("looptop-{}", std::process::id()));
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = Segment::open(&path, Owner::Pid(std::process::id())).err().unwrap();
+        assert!(matches!(e, SegmentError::NotSegment { .. }), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,9 +1,14 @@
 //! The shared-memory segment layout, shared by `liblooptop_agent.so` (the writer) and `looptop`
 //! (the reader).
 //!
-//! One segment per process, `<dir>/looptop-<pid>` (dir `/dev/shm` unless `LOOPTOP_SHM_DIR`), mode
-//! 0600. It starts with a [`Header`] and holds [`LOOP_SLOTS`] [`LoopSlot`]s, one per thread that
-//! waits in `epoll_wait`/`poll` (a *loop*). Every field the agent changes after creation is an
+//! One segment per process, `<dir>/looptop-<pid>` (dir `/dev/shm` unless `LOOPTOP_SHM_DIR`; when
+//! that name is taken by a file the agent cannot remove, `looptop-<pid>-<random hex>`), mode 0600,
+//! owned by the process's user. It starts with a [`Header`], then the event ring, the probe
+//! channels and the sample ring (the *base*, reserved with `posix_fallocate` at creation), then up
+//! to [`LOOP_SLOTS`] [`LoopSlot`]s, one per thread that waits in `epoll_wait`/`poll` (a *loop*).
+//! Slots are reserved as loops appear ([`Header::backed_slots`]): the file grows, and no page is
+//! touched before it is known to be backed, so a full `/dev/shm` makes the agent step aside
+//! instead of killing the process with `SIGBUS`. Slot 0 is kept for the main thread. Every field the agent changes after creation is an
 //! atomic; each slot is guarded by a seqlock ([`LoopSlot::seq`]) so that a reader can take a
 //! consistent snapshot without ever blocking the writer. The layout is `repr(C)` and versioned by
 //! [`LAYOUT_VERSION`]: a reader refuses any other version.
@@ -15,21 +20,21 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LOOPTOP\0";
 /// Layout version; bump on any change of the structures below.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Number of loop slots per process: bounded, so the segment size is fixed.
 pub const LOOP_SLOTS: usize = 64;
 /// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
-pub const STALL_RING: usize = 1024;
+pub const STALL_RING: usize = 256;
 /// Records in the agent's event ring (allocator pauses), shared by all threads of the process.
-pub const EVENT_RING: usize = 4096;
+pub const EVENT_RING: usize = 1024;
 /// Stack samples kept by the watchdog, newest overwrite oldest.
-pub const SAMPLE_RING: usize = 512;
+pub const SAMPLE_RING: usize = 256;
 /// Frames kept per stack sample (deeper stacks are cut at the root end).
 pub const SAMPLE_FRAMES: usize = 120;
 /// Probe channels: one per runtime thread with a probe (Node: `threadId % PROBE_CHANNELS`).
 pub const PROBE_CHANNELS: usize = 8;
 /// Records per probe channel.
-pub const PROBE_RING: usize = 1024;
+pub const PROBE_RING: usize = 256;
 /// Length of the executable path field, NUL-padded (truncated if longer).
 pub const EXE_LEN: usize = 256;
 /// Length of a thread name field (Linux `comm` is at most 15 bytes plus NUL).
@@ -185,8 +190,30 @@ pub struct Header {
     pub _pad2: u32,
     /// Samples the watchdog asked for and did not get (signal blocked or not delivered in time).
     pub samples_missed: AtomicU64,
+    /// Byte offset of loop slot 0 (the end of the base).
+    pub slot_offset: u64,
+    /// Slots whose pages are reserved (the file is at least `slot_offset + backed_slots *
+    /// slot_size` long); only these may be claimed or read.
+    pub backed_slots: AtomicU32,
+    /// Effective uid of the process that created the segment.
+    pub owner_uid: u32,
+    /// Pid of the `looptop` that keeps this segment for its last read (`LOOPTOP_KEEP_SEGMENT`),
+    /// 0 when nobody does: the agent that sweeps dead processes' segments leaves it while that
+    /// looptop lives.
+    pub keeper_pid: u32,
+    /// [`header_flags`].
+    pub flags: AtomicU32,
     /// Reserved for later fields of the same version (zero).
-    pub reserved: [u64; 9],
+    pub reserved: [u64; 6],
+}
+
+/// Flags of a segment ([`Header::flags`]).
+pub mod header_flags {
+    /// The agent created `/tmp/perf-<pid>.map` for V8 (`--perf-basic-prof`); whoever removes the
+    /// segment of the dead process removes the map too.
+    pub const PERF_MAP: u32 = 1;
+    /// A seccomp filter forbids a system call the watchdog needs: no stacks by signal.
+    pub const NO_SIGNALS: u32 = 2;
 }
 
 /// Kinds of [`Record`].
@@ -325,8 +352,9 @@ pub struct LoopSlot {
     pub generation: AtomicU32,
     /// Thread id.
     pub tid: AtomicU32,
-    /// Reserved (zero).
-    pub _pad: u32,
+    /// Non-zero while the thread is inside a wait or sleep call the agent wraps: the watchdog
+    /// never signals it then (a signal would cut the call short with `EINTR`).
+    pub in_call: AtomicU32,
     /// Thread name at claim time, NUL-padded.
     pub name: [AtomicU64; NAME_LEN / 8],
     /// When the thread first waited (ns): the start of this loop's wall time.
@@ -358,18 +386,29 @@ pub struct LoopSlot {
 }
 
 /// Byte offset of the event ring.
-pub const EVENT_OFFSET: usize = core::mem::size_of::<Header>() + LOOP_SLOTS * core::mem::size_of::<LoopSlot>();
+pub const EVENT_OFFSET: usize = core::mem::size_of::<Header>();
 /// Byte offset of the probe channels.
 pub const PROBE_OFFSET: usize = EVENT_OFFSET + EVENT_RING * RECORD_SIZE;
 /// Byte offset of the stack sample ring.
 pub const SAMPLE_OFFSET: usize = PROBE_OFFSET + PROBE_CHANNELS * PROBE_RING * RECORD_SIZE;
 /// Size of a [`SampleEntry`].
 pub const SAMPLE_SIZE: usize = core::mem::size_of::<SampleEntry>();
-/// Total size of a segment.
-pub const SEGMENT_SIZE: usize = SAMPLE_OFFSET + SAMPLE_RING * SAMPLE_SIZE;
+/// Byte offset of loop slot 0: the base (header and rings) ends here.
+pub const SLOT_OFFSET: usize = (SAMPLE_OFFSET + SAMPLE_RING * SAMPLE_SIZE + 4095) & !4095;
+/// Size of a [`LoopSlot`].
+pub const SLOT_SIZE: usize = core::mem::size_of::<LoopSlot>();
+/// Largest size of a segment (every slot backed); the agent maps this much address space.
+pub const SEGMENT_SIZE: usize = SLOT_OFFSET + LOOP_SLOTS * SLOT_SIZE;
 
-// The segment is bounded and every slot stays 8-byte aligned.
-const _: () = assert!(SEGMENT_SIZE < 8 << 20);
+/// Length of a segment file whose first `slots` slots are backed.
+pub const fn backed_len(slots: usize) -> usize {
+    SLOT_OFFSET + slots * SLOT_SIZE
+}
+
+// The segment is bounded, a process with one loop reserves well under 1 MiB, and every slot stays
+// 8-byte aligned.
+const _: () = assert!(SEGMENT_SIZE < 4 << 20);
+const _: () = assert!(backed_len(1) < 1 << 20);
 const _: () = assert!(RECORD_SIZE == 64);
 const _: () = assert!(SAMPLE_SIZE.is_multiple_of(8));
 const _: () =
@@ -377,7 +416,7 @@ const _: () =
 
 /// Byte offset of loop slot `i` from the start of the segment.
 pub const fn slot_offset(i: usize) -> usize {
-    core::mem::size_of::<Header>() + i * core::mem::size_of::<LoopSlot>()
+    SLOT_OFFSET + i * SLOT_SIZE
 }
 
 impl LoopSlot {
@@ -505,6 +544,7 @@ mod tests {
         use core::mem::offset_of;
         assert_eq!(offset_of!(Header, magic), 0);
         assert_eq!(offset_of!(Header, version), 8);
+        assert_eq!(offset_of!(Header, pid), 24);
         assert_eq!(offset_of!(Header, probe_offset), 112);
         assert_eq!(offset_of!(Header, probe_channels), 120);
         assert_eq!(offset_of!(Header, probe_ring), 124);

@@ -12,9 +12,13 @@
 #![deny(missing_docs)]
 
 mod alloc;
+mod perfmap;
 mod probe;
 mod segment;
+mod sleeps;
 mod stack;
+mod sweep;
+mod sys;
 mod watchdog;
 mod wrappers;
 
@@ -128,39 +132,44 @@ fn current_slot() -> Option<&'static LoopSlot> {
         .flatten()
 }
 
-/// Claims a free slot (or the oldest exited one) for the calling thread.
+/// Claims a slot for the calling thread: slot 0 for the main thread (so that the main loop never
+/// goes without one), else a free slot — reserving more pages when all backed ones are taken —
+/// or the oldest exited one. A thread that finds none is counted in the header.
 fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
     let now = now_ns();
-    let slot = seg
-        .slots()
-        .iter()
-        .find(|s| {
-            s.state
-                .compare_exchange(slot_state::FREE, slot_state::CLAIMING, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        })
-        .or_else(|| {
-            let oldest = seg
-                .slots()
-                .iter()
-                .filter(|s| s.state.load(Ordering::Relaxed) == slot_state::EXITED)
-                .min_by_key(|s| s.ended_ns.load(Ordering::Relaxed))?;
-            oldest
-                .state
-                .compare_exchange(slot_state::EXITED, slot_state::CLAIMING, Ordering::Acquire, Ordering::Relaxed)
-                .ok()
-                .map(|_| oldest)
-        });
+    // SAFETY: gettid and getpid have no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+    let main = tid == unsafe { libc::getpid() } as u32;
+    let take = |s: &'static LoopSlot, from: u32| {
+        s.state.compare_exchange(from, slot_state::CLAIMING, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    };
+    let free = |seg: segment::Segment| seg.slots().iter().skip(1).find(|s| take(s, slot_state::FREE));
+    let slot = if main && seg.slots().first().is_some_and(|s| take(s, slot_state::FREE) || take(s, slot_state::EXITED))
+    {
+        seg.slots().first()
+    } else {
+        free(seg)
+            .or_else(|| {
+                let backed = seg.slots().len();
+                (backed < looptop_abi::LOOP_SLOTS && seg.grow(backed + 1)).then(|| free(seg)).flatten()
+            })
+            .or_else(|| {
+                let oldest = seg
+                    .slots()
+                    .iter()
+                    .skip(1)
+                    .filter(|s| s.state.load(Ordering::Relaxed) == slot_state::EXITED)
+                    .min_by_key(|s| s.ended_ns.load(Ordering::Relaxed))?;
+                take(oldest, slot_state::EXITED).then_some(oldest)
+            })
+    };
     let Some(slot) = slot else {
         seg.header().slots_exhausted.fetch_add(1, Ordering::Relaxed);
         return None;
     };
     reset_slot(slot);
-    // SAFETY: gettid and prctl(PR_GET_NAME) have no memory-safety preconditions beyond a 16-byte
-    // buffer for the name.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
     let mut name = [0u8; 16];
-    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    thread_name(&mut name);
     slot.tid.store(tid, Ordering::Relaxed);
     watchdog::note_stack(slot);
     looptop_abi::name_to_words(&name, &slot.name);
@@ -168,6 +177,21 @@ fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
     slot.generation.fetch_add(1, Ordering::Relaxed);
     slot.state.store(slot_state::ACTIVE, Ordering::Release);
     Some(slot)
+}
+
+/// The calling thread's name (`prctl(PR_GET_NAME)`, or `/proc/thread-self/comm` where a seccomp
+/// filter forbids prctl).
+fn thread_name(name: &mut [u8; 16]) {
+    if sys::allowed(sys::Call::Prctl) {
+        // SAFETY: PR_GET_NAME writes at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    } else if let Ok(comm) = std::fs::read("/proc/thread-self/comm") {
+        let n = comm.len().min(15);
+        name[..n].copy_from_slice(&comm[..n]);
+        if let Some(nl) = name.iter().position(|&b| b == b'\n') {
+            name[nl] = 0;
+        }
+    }
 }
 
 /// Zeroes a slot being (re)claimed; nobody reads a slot in state CLAIMING.
@@ -188,6 +212,7 @@ fn reset_slot(slot: &LoopSlot) {
     ] {
         z(a);
     }
+    slot.in_call.store(0, Ordering::Relaxed);
     if slot.hist.iter().any(|h| h.load(Ordering::Relaxed) != 0) {
         slot.hist.iter().for_each(z);
     }
@@ -266,17 +291,24 @@ fn wait_exit(slot: &LoopSlot) {
     slot.write_end();
 }
 
-/// Runs `wait` between the tick bookkeeping, keeping `errno` as the real call left it.
+/// Runs `wait` between the tick bookkeeping, keeping `errno` as the real call left it. While
+/// the wait lasts the watchdog leaves the thread alone ([`watchdog::Quiet`]); `wait` gets the
+/// signal to add to any signal mask it passes to the kernel.
 #[inline]
-pub(crate) fn timed<R>(wait: impl FnOnce() -> R) -> R {
+pub(crate) fn timed<R>(wait: impl FnOnce(Option<libc::c_int>) -> R) -> R {
     let enter = wait_enter();
-    let r = wait();
+    let quiet = match enter {
+        Enter::Outer(slot) => Some(watchdog::Quiet::begin(slot)),
+        _ => None,
+    };
+    let r = wait(quiet.as_ref().and_then(|q| q.blocked));
     if let Enter::Off = enter {
         return r;
     }
     // SAFETY: __errno_location returns this thread's errno; nothing below may change it, but the
     // target must see exactly what the real call left.
     let errno = unsafe { *libc::__errno_location() };
+    drop(quiet);
     let _ = LOCAL.try_with(|l| l.depth.set(l.depth.get().saturating_sub(1)));
     if let Enter::Outer(slot) = enter {
         wait_exit(slot);
@@ -285,10 +317,31 @@ pub(crate) fn timed<R>(wait: impl FnOnce() -> R) -> R {
     r
 }
 
+/// Runs a sleep-like call (one a signal would cut short with `EINTR`) so that the watchdog leaves
+/// a loop thread alone while it lasts; other threads call straight through.
+#[inline]
+pub(crate) fn quietly<R>(call: impl FnOnce(Option<libc::c_int>) -> R) -> R {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return call(None);
+    }
+    let Some(slot) = owned_slot() else { return call(None) };
+    let quiet = watchdog::Quiet::begin(slot);
+    let r = call(quiet.blocked);
+    // SAFETY: as in `timed`: the caller sees the errno of the real call.
+    let errno = unsafe { *libc::__errno_location() };
+    drop(quiet);
+    unsafe { *libc::__errno_location() = errno };
+    r
+}
+
 /// Library constructor: read the environment, create the segment, resolve the real functions.
 extern "C" fn agent_init() {
     std::panic::set_hook(Box::new(|_| {}));
     let ok = catch_unwind(|| {
+        if !sys::probe() {
+            ENABLED.store(false, Ordering::Relaxed);
+            return;
+        }
         if let Some(floor) = std::env::var(looptop_abi::ENV_STALL_FLOOR_NS).ok().and_then(|v| v.parse().ok()) {
             STALL_FLOOR_NS.store(floor, Ordering::Relaxed);
         }

@@ -7,7 +7,8 @@
 //!
 //! For Node it also adds `--perf-basic-prof --interpreted-frames-native-stack`, so that V8 writes
 //! `/tmp/perf-<pid>.map` (JS function names for stacks) and interpreted JS functions keep a frame
-//! of their own on the native stack; `LOOPTOP_PERF_MAP=0` leaves them out.
+//! of their own on the native stack — once the map's file is made safe ([`crate::perfmap`]);
+//! `LOOPTOP_PERF_MAP=0` leaves them out.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -41,8 +42,11 @@ pub(crate) fn arrange() {
                 let v = v.to_string_lossy();
                 v.contains("--perf-basic-prof") || v.contains("--perf-prof")
             });
-            for flag in ["--perf-basic-prof", "--interpreted-frames-native-stack"] {
-                add_to_env("NODE_OPTIONS", OsStr::new(" "), flag.as_bytes(), false);
+            // The map's name is V8's, in /tmp: made safe first, or no map (see perfmap.rs).
+            if had || crate::perfmap::prepare() {
+                for flag in ["--perf-basic-prof", "--interpreted-frames-native-stack"] {
+                    add_to_env("NODE_OPTIONS", OsStr::new(" "), flag.as_bytes(), false);
+                }
             }
             if !had {
                 // The probe removes the isolate log V8 opens for this flag (see probe.js).

@@ -24,6 +24,8 @@ static EXEC_COUNT: AtomicUsize = AtomicUsize::new(0);
 static REQ_TID: AtomicU32 = AtomicU32::new(0);
 static REQ_SLOT: AtomicUsize = AtomicUsize::new(0);
 static REQ_IDX: AtomicU64 = AtomicU64::new(0);
+/// The tick the request is for: a handler that runs after that tick ended drops the request.
+static REQ_TICK: AtomicU64 = AtomicU64::new(0);
 
 /// Replaces the executable ranges (watchdog only, with no request outstanding).
 pub(crate) fn set_exec_ranges(ranges: &[(u64, u64)]) {
@@ -180,11 +182,18 @@ pub(crate) fn scan_copy(mem: &CopiedStack, pc: u64, sp: u64, frames: &mut [u64; 
     (n, sample_flags::OFF_CPU | sample_flags::SCANNED | if cut { sample_flags::TRUNCATED } else { 0 })
 }
 
-/// Posts a request for the thread `tid` of slot `slot` to fill sample `index`.
-pub(crate) fn post(tid: u32, slot: usize, index: u64) {
+/// Posts a request for the thread `tid` of slot `slot` to fill sample `index` of tick `tick`.
+pub(crate) fn post(tid: u32, slot: usize, index: u64, tick: u64) {
     REQ_TID.store(tid, Ordering::Relaxed);
     REQ_SLOT.store(slot, Ordering::Relaxed);
-    REQ_IDX.store(index + 1, Ordering::Release);
+    REQ_TICK.store(tick, Ordering::Relaxed);
+    REQ_IDX.store(index + 1, Ordering::SeqCst);
+}
+
+/// Whether a request for thread `tid` is posted (read after raising `in_call`, with a full fence).
+#[inline]
+pub(crate) fn requested_for(tid: u32) -> bool {
+    REQ_IDX.load(Ordering::SeqCst) != 0 && REQ_TID.load(Ordering::Relaxed) == tid
 }
 
 /// Withdraws the request; true when the handler had not taken it (it never will now).
@@ -238,6 +247,12 @@ unsafe fn fill(r: u64, ctx: *mut libc::c_void) {
     let Some(seg) = segment::existing() else { return };
     let Some(entry) = seg.samples().get(((r - 1) % SAMPLE_RING as u64) as usize) else { return };
     let Some(slot) = seg.slots().get(REQ_SLOT.load(Ordering::Relaxed).min(LOOP_SLOTS - 1)) else { return };
+    if slot.busy_since_ns.load(Ordering::Acquire) != REQ_TICK.load(Ordering::Relaxed) {
+        // Delivered late (it was blocked during a wait): the tick it was for is over.
+        seg.header().samples_missed.fetch_add(1, Ordering::Relaxed);
+        write_entry(entry, r, &[], sample_flags::MISSED, u64::MAX, &[0; 32]);
+        return;
+    }
     let (pc, fp, sp) = registers(ctx);
     let (lo, hi) = (slot.stack_lo.load(Ordering::Relaxed), slot.stack_hi.load(Ordering::Relaxed));
     let mut frames = [0u64; SAMPLE_FRAMES];

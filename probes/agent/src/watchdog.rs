@@ -6,6 +6,14 @@
 //! its own frame pointers in [`crate::stack::on_signal`]. A thread that sleeps in a system call
 //! is not signalled (that would cut a `nanosleep` short): the watchdog reads where it waits from
 //! `/proc/self/task/TID/{syscall,wchan}` and scans a copy of its stack.
+//!
+//! "Not signalled while it sleeps" holds without a race for every call the agent wraps (the wait
+//! calls, `nanosleep`, `select` … see `sleeps.rs`): the thread raises its slot's `in_call` and
+//! then looks for a request posted for it; the watchdog posts its request and then looks at
+//! `in_call` (both with full fences). Either the watchdog sees the call and takes the stack from
+//! outside instead, or the thread sees the request and blocks the signal for the length of the
+//! call (then takes it, harmlessly, when the call returns — the handler drops a sample whose tick
+//! is over).
 
 use crate::segment::Segment;
 use crate::stack;
@@ -50,8 +58,14 @@ pub(crate) fn ensure_started(seg: Segment) {
     if !ENABLED.load(Ordering::Relaxed) || STARTED.swap(generation, Ordering::AcqRel) == generation {
         return;
     }
+    // The watchdog blocks every signal in its own thread (else a process-directed signal of the
+    // program could run its handler here) and is started with pthread_create: without those
+    // calls there is no watchdog.
+    if !crate::sys::allowed(crate::sys::Call::Sigprocmask) || !crate::sys::allowed(crate::sys::Call::Clone3) {
+        return;
+    }
     let threshold = crate::STALL_FLOOR_NS.load(Ordering::Relaxed);
-    if SIGNAL.load(Ordering::Relaxed) == 0 {
+    if SIGNAL.load(Ordering::Relaxed) == 0 && crate::sys::signals_allowed() {
         SIGNAL.store(install_handler().unwrap_or(0) as u32, Ordering::Relaxed);
     }
     seg.header().watch_signal.store(SIGNAL.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -161,7 +175,7 @@ fn run(seg: Segment, threshold: u64) {
         }
         // One request at a time: while one waits for a thread in a long system call, no
         // other loop is signalled.
-        if watch.iter_mut().any(|w| still_pending(seg, w, crate::now_ns())) {
+        if watch.iter_mut().enumerate().any(|(i, w)| still_pending(seg, i, w, crate::now_ns())) {
             continue;
         }
         for (i, slot) in seg.slots().iter().enumerate() {
@@ -212,10 +226,63 @@ fn sample(seg: Segment, i: usize, slot: &LoopSlot, tick: u64, w: &mut Watch, scr
         miss(seg, entry, index);
         return;
     }
-    stack::post(tid, i, index);
+    stack::post(tid, i, index, tick);
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if slot.in_call.load(Ordering::SeqCst) != 0 || slot.busy_since_ns.load(Ordering::SeqCst) != tick {
+        // It entered a wait or sleep (or ended the tick) since: no signal now.
+        if stack::withdraw() && !off_cpu(slot, tid, entry, index, scratch) {
+            miss(seg, entry, index);
+        }
+        return;
+    }
     // SAFETY: tgkill to a thread of our own process with our own handler installed.
     unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::c_long, sig as libc::c_long) };
     wait_for_handler(entry, index, w);
+}
+
+/// A wrapped wait or sleep in progress on a loop thread: while it lives the watchdog does not
+/// signal the thread. Dropping it ends the call (and unblocks the signal if it was blocked).
+pub(crate) struct Quiet {
+    slot: &'static LoopSlot,
+    /// The watchdog's signal, when it is blocked for the call (a request was posted for this
+    /// thread just before); calls that pass a signal mask to the kernel must add it.
+    pub(crate) blocked: Option<libc::c_int>,
+    old: libc::sigset_t,
+}
+
+impl Quiet {
+    /// Marks the call begun, and blocks the watchdog's signal if a request for this thread is
+    /// already posted.
+    #[inline]
+    pub(crate) fn begin(slot: &'static LoopSlot) -> Quiet {
+        slot.in_call.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: an all-zero sigset_t is a valid (empty) set.
+        let mut q = Quiet { slot, blocked: None, old: unsafe { std::mem::zeroed() } };
+        let sig = SIGNAL.load(Ordering::Relaxed) as libc::c_int;
+        if sig != 0 && stack::requested_for(slot.tid.load(Ordering::Relaxed)) {
+            // SAFETY: a sigset with our signal; the old mask is restored in drop.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut q.old) == 0 {
+                    q.blocked = Some(sig);
+                }
+            }
+        }
+        q
+    }
+}
+
+impl Drop for Quiet {
+    #[inline]
+    fn drop(&mut self) {
+        if self.blocked.is_some() {
+            // SAFETY: restoring the mask saved in begin.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+        }
+        self.slot.in_call.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// Waits for the handler to fill sample `index`. A thread inside a long system call (a big
@@ -234,7 +301,7 @@ fn wait_for_handler(entry: &looptop_abi::SampleEntry, index: u64, w: &mut Watch)
 }
 
 /// A request still posted from an earlier round: done, still waiting (true), or given up.
-fn still_pending(seg: Segment, w: &mut Watch, now: u64) -> bool {
+fn still_pending(seg: Segment, i: usize, w: &mut Watch, now: u64) -> bool {
     let Some((index, since)) = w.pending else { return false };
     let Some(entry) = seg.samples().get((index % SAMPLE_RING as u64) as usize) else { return false };
     if entry.seq.load(Ordering::Acquire) == index + 1 {
@@ -242,7 +309,9 @@ fn still_pending(seg: Segment, w: &mut Watch, now: u64) -> bool {
         w.misses = 0;
         return false;
     }
-    if now.saturating_sub(since) < PENDING_MAX.as_nanos() as u64 {
+    // The tick is over (the thread blocked the signal for its next wait): give up at once.
+    let over = seg.slots().get(i).is_none_or(|s| s.busy_since_ns.load(Ordering::Acquire) != w.tick);
+    if !over && now.saturating_sub(since) < PENDING_MAX.as_nanos() as u64 {
         return true;
     }
     w.pending = None;
@@ -279,7 +348,7 @@ fn off_cpu(slot: &LoopSlot, tid: u32, entry: &looptop_abi::SampleEntry, index: u
         }
     }
     let hi = slot.stack_hi.load(Ordering::Relaxed);
-    let len = copy_stack(sp, hi, &mut s.stack);
+    let len = if crate::sys::allowed(crate::sys::Call::ProcessVmReadv) { copy_stack(sp, hi, &mut s.stack) } else { 0 };
     let mem = stack::CopiedStack { base: sp, words: &s.stack[..len] };
     let mut frames = [0u64; SAMPLE_FRAMES];
     let (n, flags) = stack::scan_copy(&mem, pc, sp, &mut frames);

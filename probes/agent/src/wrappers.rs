@@ -42,41 +42,78 @@ pub(crate) fn resolve_all() {
     for n in [&EPOLL_WAIT, &EPOLL_PWAIT, &EPOLL_PWAIT2, &POLL, &PPOLL, &POLL_CHK, &PPOLL_CHK]
         .into_iter()
         .chain(crate::alloc::ALL)
+        .chain(crate::sleeps::ALL)
     {
         n.get();
     }
 }
 
 /// Fails like a missing syscall when no real definition exists.
-fn enosys() -> c_int {
+pub(crate) fn enosys() -> c_int {
     // SAFETY: writing this thread's errno.
     unsafe { *libc::__errno_location() = libc::ENOSYS };
     -1
 }
 
+/// A signal mask argument with `add` added (a copy), for the length of a call: a call that
+/// installs its own mask must not unblock the watchdog's signal the agent blocked around it.
+pub(crate) struct MaskArg {
+    copy: sigset_t,
+}
+
+impl MaskArg {
+    /// The pointer to pass instead of `mask`.
+    ///
+    /// # Safety
+    /// `mask` is null or points to a valid `sigset_t`.
+    #[inline]
+    pub(crate) unsafe fn with(&mut self, mask: *const sigset_t, add: Option<c_int>) -> *const sigset_t {
+        match add {
+            Some(sig) if !mask.is_null() => {
+                self.copy = *mask;
+                libc::sigaddset(&mut self.copy, sig);
+                &self.copy
+            }
+            _ => mask,
+        }
+    }
+
+    /// An empty holder.
+    #[inline]
+    pub(crate) fn new() -> Self {
+        // SAFETY: an all-zero sigset_t is a valid (empty) set.
+        MaskArg { copy: unsafe { std::mem::zeroed() } }
+    }
+}
+
 macro_rules! wrap {
-    ($next:ident, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+    ($next:ident, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(, mask = $mask:ident)?) => {
         /// Interposed: times the tick around the real call.
         ///
         /// # Safety
         /// Same contract as the libc function of this name.
         #[no_mangle]
-        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+        #[allow(unused_mut)]
+        pub unsafe extern "C" fn $name($(mut $arg: $ty),*) -> $ret {
             let addr = $next.get();
             if addr == 0 {
                 return enosys() as $ret;
             }
             // SAFETY: addr is the next definition of this very symbol, with this signature.
             let real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(addr) };
-            crate::timed(|| unsafe { real($($arg),*) })
+            let mut _holder = MaskArg::new();
+            crate::timed(|_add| unsafe {
+                $($mask = _holder.with($mask, _add);)?
+                real($($arg),*)
+            })
         }
     };
 }
 
 wrap!(EPOLL_WAIT, fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int) -> c_int);
-wrap!(EPOLL_PWAIT, fn epoll_pwait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int, sigmask: *const sigset_t) -> c_int);
-wrap!(EPOLL_PWAIT2, fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: *const timespec, sigmask: *const sigset_t) -> c_int);
+wrap!(EPOLL_PWAIT, fn epoll_pwait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int, sigmask: *const sigset_t) -> c_int, mask = sigmask);
+wrap!(EPOLL_PWAIT2, fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: *const timespec, sigmask: *const sigset_t) -> c_int, mask = sigmask);
 wrap!(POLL, fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int);
-wrap!(PPOLL, fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t) -> c_int);
+wrap!(PPOLL, fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t) -> c_int, mask = sigmask);
 wrap!(POLL_CHK, fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int);
-wrap!(PPOLL_CHK, fn __ppoll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t, fdslen: size_t) -> c_int);
+wrap!(PPOLL_CHK, fn __ppoll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t, fdslen: size_t) -> c_int, mask = sigmask);

@@ -1,0 +1,149 @@
+//! Removing what dead processes of our own user left behind: segments of processes that ended
+//! without their exit handlers (`_exit`, a signal, a fork child of a fork server) and the V8
+//! perf maps the agent made for them. Every agent does it when it creates its segment, so what a
+//! process tree can leave in `/dev/shm` is bounded by the processes alive at once (plus the
+//! segments a live looptop keeps for its last read).
+//!
+//! Only regular files of our own user, named `looptop-<pid>[-<hex>]`, whose header carries that
+//! pid, of a process that no longer exists, are removed; nothing is followed or opened blocking.
+
+use looptop_abi::{header_flags, Header, MAGIC, SEGMENT_PREFIX};
+use std::ffi::CString;
+use std::mem::offset_of;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// At most this many folder entries are looked at per sweep.
+const MAX_ENTRIES: usize = 16_384;
+
+/// Whether the process `pid` exists (a zombie counts; another user's process counts).
+fn alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    if crate::sys::allowed(crate::sys::Call::Kill) {
+        // SAFETY: signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 {
+            return true;
+        }
+        return std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+    }
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The pid a segment's file name carries.
+pub(crate) fn pid_of_name(name: &[u8]) -> Option<u32> {
+    let rest = name.strip_prefix(SEGMENT_PREFIX.as_bytes())?;
+    let digits = rest.split(|&b| b == b'-').next()?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn c_path(path: &Path) -> Option<CString> {
+    CString::new(path.as_os_str().as_bytes()).ok()
+}
+
+/// `lstat` of a path: (is a regular file, owner, device, inode).
+fn lstat(path: &Path) -> Option<(bool, u32, u64, u64)> {
+    let c = c_path(path)?;
+    // SAFETY: lstat fills a valid struct for a NUL-terminated path.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::lstat(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_mode & libc::S_IFMT == libc::S_IFREG, st.st_uid, st.st_dev, st.st_ino))
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether `path` is a regular file of our own user (not a link, FIFO or another user's file).
+pub(crate) fn is_own_regular(path: &Path) -> bool {
+    lstat(path).is_some_and(|(reg, uid, _, _)| reg && uid == euid())
+}
+
+/// Unlinks `path` if it is still the file (device, inode) we know.
+pub(crate) fn remove_if_same(path: &Path, dev: u64, ino: u64) {
+    if lstat(path).is_some_and(|(_, _, d, i)| d == dev && i == ino) {
+        if let Some(c) = c_path(path) {
+            // SAFETY: a NUL-terminated path.
+            unsafe { libc::unlink(c.as_ptr()) };
+        }
+    }
+}
+
+/// What a segment's header says about removing it: its pid, its keeper and its flags.
+struct Facts {
+    pid: u32,
+    keeper: u32,
+    flags: u32,
+}
+
+/// Reads the facts of a segment file of ours (never blocking, never following a link).
+fn facts(path: &Path) -> Option<(Facts, u64, u64)> {
+    let c = c_path(path)?;
+    // SAFETY: plain system calls on a NUL-terminated path and the descriptor they return.
+    unsafe {
+        let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        let mut head = [0u8; 512];
+        let ok = libc::fstat(fd, &mut st) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && st.st_uid == euid()
+            && libc::pread(fd, head.as_mut_ptr().cast(), head.len(), 0) == head.len() as isize;
+        libc::close(fd);
+        if !ok || head[..8] != MAGIC {
+            return None;
+        }
+        let u32_at = |off: usize| u32::from_ne_bytes(head[off..off + 4].try_into().expect("4 bytes"));
+        let version = u32_at(offset_of!(Header, version));
+        let (keeper, flags) = if version >= 3 {
+            (u32_at(offset_of!(Header, keeper_pid)), u32_at(offset_of!(Header, flags)))
+        } else {
+            (0, 0)
+        };
+        Some((Facts { pid: u32_at(offset_of!(Header, pid)), keeper, flags }, st.st_dev, st.st_ino))
+    }
+}
+
+/// Removes the segments (and agent-made perf maps) of our user's dead processes in `dir`.
+pub(crate) fn dead_segments(dir: &Path, own_pid: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.take(MAX_ENTRIES).flatten() {
+        let name = entry.file_name();
+        let Some(pid) = pid_of_name(name.as_bytes()) else { continue };
+        if pid == own_pid || alive(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let Some((facts, dev, ino)) = facts(&path) else { continue };
+        if facts.pid != pid || alive(facts.keeper) {
+            continue;
+        }
+        remove_if_same(&path, dev, ino);
+        if facts.flags & header_flags::PERF_MAP != 0 {
+            crate::perfmap::remove_dead(pid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_pids() {
+        assert_eq!(pid_of_name(b"looptop-42"), Some(42));
+        assert_eq!(pid_of_name(b"looptop-42-00ff"), Some(42));
+        assert_eq!(pid_of_name(b"looptop-x"), None);
+        assert_eq!(pid_of_name(b"looptop-"), None);
+        assert_eq!(pid_of_name(b"other-42"), None);
+    }
+}
