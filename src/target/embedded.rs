@@ -39,12 +39,25 @@ pub fn agent_path() -> Result<PathBuf, UserError> {
         }
         return Ok(p);
     }
-    let agent = cached("liblooptop_agent", "so", AGENT, 0o755).map_err(|e| {
+    let agent = cached_as("liblooptop_agent", "so", AGENT, agent_set_hash(), 0o755).map_err(|e| {
         e.hint(format!("make ~/.cache writable, set XDG_CACHE_HOME, or point {ENV_AGENT} at a copy of the agent"))
     })?;
     install_probes(&agent)
         .map_err(|e| UserError::observe(format!("cannot write the runtime probes next to {}: {e}", agent.display())))?;
     Ok(agent)
+}
+
+/// The name of the agent's copy covers the probes beside it too: two looptop builds with the
+/// same agent and different probes (an upgrade, or two checkouts) never rewrite each other's
+/// probes under a running program.
+fn agent_set_hash() -> u64 {
+    let mut all = AGENT.to_vec();
+    all.extend_from_slice(NODE_PROBE);
+    for (name, bytes) in PYTHON_PROBE {
+        all.extend_from_slice(name.as_bytes());
+        all.extend_from_slice(bytes);
+    }
+    fnv1a(&all)
 }
 
 /// Writes the runtime probes where the agent looks for them (next to itself).
@@ -67,7 +80,12 @@ pub fn demo_server_path() -> Result<PathBuf, UserError> {
 
 /// Writes `bytes` to the first usable cache folder as `<stem>-<hash>.<ext>`.
 fn cached(stem: &str, ext: &str, bytes: &[u8], mode: u32) -> Result<PathBuf, UserError> {
-    let name = format!("{stem}-{:016x}.{ext}", fnv1a(bytes));
+    cached_as(stem, ext, bytes, fnv1a(bytes), mode)
+}
+
+/// Writes `bytes` to the first usable cache folder as `<stem>-<hash>.<ext>`, `hash` given.
+fn cached_as(stem: &str, ext: &str, bytes: &[u8], hash: u64, mode: u32) -> Result<PathBuf, UserError> {
+    let name = format!("{stem}-{hash:016x}.{ext}");
     let mut last_err = None;
     for dir in cache_dirs() {
         match install(&dir, &name, bytes, mode) {
