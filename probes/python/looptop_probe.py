@@ -7,102 +7,248 @@ GC pauses   gc.callbacks start/stop around every collection: generation and dura
 Pool        loop.run_in_executor(None, ...) (and asyncio.to_thread): the submission time is taken
             on the loop, the start time inside the worker thread, so queued = submitted - started
             and wait = start - submit are exact.
+
+The probe must be invisible (README, "What a program can observe of the probes"):
+- It keeps no file descriptor. Each write (or batch) opens the segment by the path it found,
+  checks with fstat that it is still the same file, writes and closes. A program that closes
+  every descriptor and opens its own files never has a number of its own written into by us; an
+  open that fails (EMFILE under `ulimit -n`, the segment gone) drops the record, silently.
+- It imports nothing the interpreter has not already imported at startup, except `gc`, which
+  sitecustomize takes out of sys.modules again (the module is stateless: a later `import gc` gets
+  the same gc.callbacks); it starts no thread and adds nothing to os.environ.
+- It calls os functions taken before the program runs, so a program (or a test) that patches
+  os.open or os.close never sees the probe's calls.
+- run_in_executor is only wrapped where the original would run a plain callable on the default
+  ThreadPoolExecutor; everything else (an explicit executor, a coroutine or coroutine function, a
+  non-callable, a replaced default executor) goes to the original untouched, which keeps its own
+  checks and errors. Exceptions pass through with the probe's own frames taken out of their
+  tracebacks (Python 3.11 and later; 3.10 shows one frame of the probe).
 """
+import _thread
 import gc
 import os
-import struct
-import threading
+import sys
 import time
 
 _RECORD = 64
+_HEADER = 136
 _GC, _POOL, _POOL_WAIT, _POOL_KIND, _PROBE = 2, 3, 4, 5, 6
 _GC_MIN_NS = 50_000
 _FLUSH_NS = 100_000_000
+_RETRY_NS = 100_000_000
 _BUCKETS_PER_OCTAVE = 8
+_OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_U64 = (1 << 64) - 1
+
+# Taken now, before the program runs: the program's patches of os never see the probe.
+_open, _close, _fstat, _pread, _pwrite, _read = os.open, os.close, os.fstat, os.pread, os.pwrite, os.read
+_listdir, _getpid, _geteuid = os.listdir, os.getpid, os.geteuid
+_now = time.monotonic_ns
+_ident, _native_id, _new_lock, _new_rlock = _thread.get_ident, _thread.get_native_id, _thread.allocate_lock, \
+    _thread.RLock
+_DIR = os.environ.get("LOOPTOP_SHM_DIR") or "/dev/shm"
 
 
-class _Channel:
-    """Channel 0 of this process's segment; reopened after a fork."""
+def _unpack_from(fmt, buf, offset):
+    """struct.unpack_from for the two formats the probe reads ("<I", "<Q"): struct is not loaded
+    at startup, and loading it would be visible in sys.modules."""
+    n = 4 if fmt == "<I" else 8
+    return (int.from_bytes(buf[offset:offset + n], "little"),)
+
+
+def _u64(v):
+    return min(max(0, int(v)), _U64).to_bytes(8, "little")
+
+
+def _start_time():
+    """Field 22 of /proc/self/stat (the agent writes it into the header), None if unreadable."""
+    try:
+        fd = _open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = _read(fd, 4096)
+        finally:
+            _close(fd)
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Segment:
+    """This process's segment, found once per pid; written through a descriptor that lives only
+    for one batch of records."""
 
     def __init__(self):
-        self.lock = threading.Lock()
-        self.fd = None
+        self.lock = _new_lock()
+        self.owner = None  # thread writing now
+        self.pending = []  # records of a GC that happened during our own write
         self.pid = None
+        self.path = None
+        self.dev = self.ino = 0
+        self.base = self.ring = 0
         self.index = 0
-        self.base = 0
-        self.ring = 0
         self.tried_ns = 0
 
-    def _open(self):
-        self.tried_ns = time.monotonic_ns()
-        self.pid = os.getpid()
-        self.fd = None
-        self.index = 0
-        path = "%s/looptop-%d" % (os.environ.get("LOOPTOP_SHM_DIR") or "/dev/shm", self.pid)
+    def _valid(self, fd, pid, uid, start):
+        """The layout of a candidate file, or None when it is not this process's segment."""
+        st = _fstat(fd)
+        if st.st_mode & 0o170000 != 0o100000 or st.st_uid != uid or st.st_size < _HEADER:
+            return None
+        h = _pread(fd, _HEADER, 0)
+        if len(h) < _HEADER or h[:8] != b"LOOPTOP\0" or _unpack_from("<I", h, 8)[0] != 3 \
+                or _unpack_from("<I", h, 24)[0] != pid or _unpack_from("<I", h, 128)[0] != _RECORD:
+            return None
+        header_start = _unpack_from("<Q", h, 32)[0]
+        if start is not None and header_start and header_start != start:
+            return None  # a dead process's segment under a reused pid
+        base = _unpack_from("<Q", h, 112)[0]
+        channels = _unpack_from("<I", h, 120)[0]
+        ring = _unpack_from("<I", h, 124)[0]
+        if not channels or not ring or st.st_size < base + channels * ring * _RECORD:
+            return None
+        return st.st_dev, st.st_ino, base, ring
+
+    def _candidates(self, pid):
+        name = "looptop-%d" % pid
+        yield name
+        # When that name was taken by a file the agent could not remove: looptop-<pid>-<16 hex>.
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            names = _listdir(_DIR)
         except OSError:
             return
-        h = os.pread(fd, 136, 0)
-        if len(h) < 136 or h[:7] != b"LOOPTOP" or struct.unpack_from("<I", h, 8)[0] != 3 \
-                or struct.unpack_from("<I", h, 128)[0] != _RECORD:
-            os.close(fd)
-            return
-        self.base = struct.unpack_from("<Q", h, 112)[0]
-        self.ring = struct.unpack_from("<I", h, 124)[0]
-        self.fd = fd
+        for n in names:
+            tail = n[len(name) + 1:]
+            if n.startswith(name + "-") and len(tail) == 16 and all(c in "0123456789abcdef" for c in tail):
+                yield n
 
-    def write(self, kind, t_ns, dur_ns, a=0, b=0, c=0, d=0):
-        with self.lock:
-            if self.pid != os.getpid():
-                if self.fd is not None:
-                    try:
-                        os.close(self.fd)
-                    except OSError:
-                        pass
-                self._open()
-            elif self.fd is None and time.monotonic_ns() - self.tried_ns > 100_000_000:
-                # A forked child's segment appears at its first wait: look again now and then.
-                self._open()
-            if self.fd is None:
-                return
-            off = self.base + (self.index % self.ring) * _RECORD
-            rec = struct.pack("<QIIQQQQQQ", self.index + 1, kind, threading.get_native_id() & 0xFFFFFFFF,
-                              max(0, int(t_ns)), max(0, int(dur_ns)), max(0, int(a)), max(0, int(b)),
-                              max(0, int(c)), max(0, int(d)))
+    def _find(self, pid):
+        self.tried_ns = _now()
+        self.path = None
+        uid = _geteuid()
+        start = _start_time()
+        for name in self._candidates(pid):
+            path = _DIR + "/" + name
             try:
-                os.pwrite(self.fd, b"\0" * 8, off)
-                os.pwrite(self.fd, rec[8:], off + 8)
-                os.pwrite(self.fd, rec[:8], off)
-                self.index += 1
+                fd = _open(path, _OPEN_FLAGS)
             except OSError:
-                self.fd = None
+                continue
+            try:
+                found = self._valid(fd, pid, uid, start)
+            except OSError:
+                found = None
+            finally:
+                _close(fd)
+            if found is not None:
+                self.path = path
+                self.dev, self.ino, self.base, self.ring = found
+                return True
+        return False
+
+    def _open(self, pid):
+        """A descriptor of the segment for one batch, or None (the record is dropped)."""
+        if self.path is None:
+            if self.tried_ns and _now() - self.tried_ns < _RETRY_NS:
+                return None  # a fork child's segment appears at its first wait: look now and then
+            if not self._find(pid):
+                return None
+        for _ in range(2):
+            try:
+                fd = _open(self.path, _OPEN_FLAGS)
+            except OSError:
+                fd = None
+            if fd is not None:
+                try:
+                    st = _fstat(fd)
+                    if st.st_dev == self.dev and st.st_ino == self.ino:
+                        return fd
+                except OSError:
+                    pass
+                _close(fd)
+            # Gone or replaced: find it again (once per call, and at most every 100 ms).
+            if _now() - self.tried_ns < _RETRY_NS or not self._find(pid):
+                self.path = None
+                return None
+        return None
+
+    def _put(self, fd, rec):
+        kind, t_ns, dur_ns, a, b, c, d = rec
+        off = self.base + (self.index % self.ring) * _RECORD
+        body = (kind.to_bytes(4, "little") + (_native_id() & 0xFFFFFFFF).to_bytes(4, "little") + _u64(t_ns)
+                + _u64(dur_ns) + _u64(a) + _u64(b) + _u64(c) + _u64(d))
+        _pwrite(fd, b"\0" * 8, off)
+        _pwrite(fd, body, off + 8)
+        _pwrite(fd, (self.index + 1).to_bytes(8, "little"), off)
+        self.index += 1
+
+    def write(self, records):
+        """Writes records (kind, t_ns, dur_ns, a, b, c, d); drops them on any error."""
+        me = _ident()
+        if self.owner == me:
+            # A GC (or a signal handler) inside our own write on this thread: that write takes it.
+            self.pending.extend(records)
+            return
+        pid = _getpid()
+        if pid != self.pid:
+            # First write, or a fork child: its own segment, and a lock no other thread holds.
+            self.lock = _new_lock()
+            self.owner, self.pending, self.path, self.tried_ns, self.index = None, [], None, 0, 0
+            self.pid = pid
+        if not self.lock.acquire(True, 0.5):
+            return
+        self.owner = me
+        fd = None
+        try:
+            fd = self._open(pid)
+            batch = records
+            while fd is not None and batch:
+                for rec in batch:
+                    self._put(fd, rec)
+                batch, self.pending = self.pending, []
+        except Exception:
+            pass
+        finally:
+            self.pending = []
+            if fd is not None:
+                try:
+                    _close(fd)
+                except OSError:
+                    pass
+            self.owner = None
+            self.lock.release()
 
 
-_chan = _Channel()
+_seg = _Segment()
 _gc_start = {}
 
 
 def _on_gc(phase, info):
     try:
         if phase == "start":
-            _gc_start[threading.get_ident()] = time.monotonic_ns()
+            _gc_start[_ident()] = _now()
             return
-        t0 = _gc_start.pop(threading.get_ident(), None)
+        t0 = _gc_start.pop(_ident(), None)
         if t0 is None:
             return
-        dur = time.monotonic_ns() - t0
+        dur = _now() - t0
         if dur >= _GC_MIN_NS:
-            _chan.write(_GC, t0, dur, 16 + info.get("generation", 0), info.get("collected", 0))
+            _seg.write(((_GC, t0, dur, 16 + info.get("generation", 0), info.get("collected", 0), 0, 0),))
     except Exception:
         pass
+
+
+_OCTAVE_STEPS = [2 ** (k / _BUCKETS_PER_OCTAVE) for k in range(1, _BUCKETS_PER_OCTAVE)]
 
 
 class _Pool:
     """The default executor as seen from run_in_executor: exact submit and start times."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.pid = None
+        self.reset()
+
+    def reset(self):
+        # Reentrant: a signal handler may submit work while this thread holds it.
+        self.lock = _new_rlock()
+        self.pid = _getpid()
         self.size = 0
         self.submitted = 0
         self.started = 0
@@ -111,11 +257,18 @@ class _Pool:
         self.waits = {}
         self.last_flush = 0
 
-    def bucket(self, ns):
-        import math
-        return 0 if ns < 1000 else 1 + int(math.log2(ns / 1000) * _BUCKETS_PER_OCTAVE)
+    @staticmethod
+    def bucket(ns):
+        """1 + floor(8 * log2(ns / 1 us)), 0 under 1 us (without math: not loaded at startup)."""
+        if ns < 1000:
+            return 0
+        x = ns / 1000
+        e = int(x).bit_length() - 1
+        m = x / (1 << e)
+        return 1 + e * _BUCKETS_PER_OCTAVE + sum(1 for s in _OCTAVE_STEPS if m >= s)
 
-    def low(self, b):
+    @staticmethod
+    def low(b):
         return 0 if b == 0 else 1000 * 2 ** ((b - 1) / _BUCKETS_PER_OCTAVE)
 
     def queued(self):
@@ -124,27 +277,42 @@ class _Pool:
         return max(0, self.submitted - self.started - free)
 
     def submit(self):
+        if self.pid != _getpid():
+            self.reset()  # a fork child: the parent's workers are not ours
         with self.lock:
             self.submitted += 1
             self.queued_max = max(self.queued_max, self.queued())
-        return time.monotonic_ns()
+        return _now()
+
+    def cancel(self):
+        try:
+            with self.lock:
+                self.submitted -= 1
+        except Exception:
+            pass
 
     def start(self, submitted_ns):
-        now = time.monotonic_ns()
-        with self.lock:
-            self.started += 1
-            b = self.bucket(now - submitted_ns)
-            w = self.waits.setdefault(b, [0, 0])
-            w[0] += 1
-            w[1] = max(w[1], now - submitted_ns)
+        try:
+            now = _now()
+            with self.lock:
+                self.started += 1
+                b = self.bucket(now - submitted_ns)
+                w = self.waits.setdefault(b, [0, 0])
+                w[0] += 1
+                w[1] = max(w[1], now - submitted_ns)
+        except Exception:
+            pass
 
     def done(self):
-        with self.lock:
-            self.completed += 1
-            idle = self.completed == self.submitted
-        now = time.monotonic_ns()
-        if idle or now - self.last_flush >= _FLUSH_NS:
-            self.flush(now)
+        try:
+            with self.lock:
+                self.completed += 1
+                idle = self.completed == self.submitted
+            now = _now()
+            if idle or now - self.last_flush >= _FLUSH_NS:
+                self.flush(now)
+        except Exception:
+            pass
 
     def flush(self, now):
         with self.lock:
@@ -153,80 +321,132 @@ class _Pool:
             queued = self.queued()
             state = (self.size, self.submitted - self.completed, max(self.queued_max, queued), self.submitted)
             self.queued_max = queued
-        _chan.write(_POOL, now, 0, *state)
+        records = [(_POOL, now, 0) + state]
         for b, (count, longest) in waits.items():
-            _chan.write(_POOL_WAIT, now, 0, self.low(b), self.low(b + 1), count, longest)
+            records.append((_POOL_WAIT, now, 0, self.low(b), self.low(b + 1), count, longest))
+        _seg.write(records)
 
 
 _pool = _Pool()
 
 
-def _track_executor(base_loop):
-    import functools
+def _hide_frame(exc, code):
+    """Takes the probe's own frame (`code`) off the head of `exc`'s traceback, so that a bare
+    `raise` passes the exception on as if the probe were not there (3.11+: a bare raise uses
+    __traceback__; 3.10 keeps the frame)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code is code:
+        exc.__traceback__ = tb.tb_next
 
-    original = base_loop.run_in_executor
 
-    @functools.wraps(original)
+def _thread_pool(modules):
+    """concurrent.futures.ThreadPoolExecutor if loaded (asking concurrent.futures for it would
+    load it: a module the program may never import)."""
+    return getattr(modules.get("concurrent.futures.thread"), "ThreadPoolExecutor", None)
+
+
+def _track_executor(base_events):
+    """Wraps BaseEventLoop.run_in_executor of the freshly imported asyncio.base_events."""
+    loop_class = base_events.BaseEventLoop
+    original = loop_class.run_in_executor
+    coroutines = base_events.coroutines
+    modules = sys.modules
+
+    @base_events.functools.wraps(original)
     def run_in_executor(self, executor, func, *args):
-        if executor is not None:
-            return original(self, executor, func, *args)
-        submitted = _pool.submit()
+        default = self.__dict__.get("_default_executor")
+        submitted = None
+        if executor is None and callable(func) and not coroutines.iscoroutine(func) \
+                and not coroutines.iscoroutinefunction(func) and (default is None or type(default) is _thread_pool(modules)):
+            try:
+                submitted = _pool.submit()
+            except Exception:
+                pass
+        if submitted is None:
+            # Not a plain callable for the default pool: the original decides, untouched.
+            try:
+                return original(self, executor, func, *args)
+            except BaseException as e:
+                _hide_frame(e, run_in_executor.__code__)
+                raise
 
         def timed(*a):
             _pool.start(submitted)
             try:
-                return func(*a)
-            finally:
+                result = func(*a)
+            except BaseException as e:
                 _pool.done()
+                _hide_frame(e, timed.__code__)
+                raise
+            _pool.done()
+            return result
 
         try:
-            fut = original(self, None, functools.update_wrapper(timed, func) if callable(func) else func, *args)
-        except BaseException:
-            with _pool.lock:
-                _pool.submitted -= 1
+            fut = original(self, None, timed, *args)
+        except BaseException as e:
+            _pool.cancel()
+            _hide_frame(e, run_in_executor.__code__)
             raise
-        ex = getattr(self, "_default_executor", None)
-        size = getattr(ex, "_max_workers", 0)
-        if size and size != _pool.size:
-            _pool.size = size
-            _chan.write(_POOL_KIND, time.monotonic_ns(), 0, 2, size)
+        try:
+            size = getattr(self.__dict__.get("_default_executor"), "_max_workers", 0)
+            if size and size != _pool.size:
+                _pool.size = size
+                _seg.write(((_POOL_KIND, _now(), 0, 2, size, 0, 0),))
+        except Exception:
+            pass
         return fut
 
-    base_loop.run_in_executor = run_in_executor
+    loop_class.run_in_executor = run_in_executor
 
 
 class _AfterImport:
-    """Patches asyncio once the program imports it, so that programs without asyncio pay
-    nothing (importing asyncio ourselves would slow every Python start)."""
+    """Wraps run_in_executor once the program imports asyncio, so that programs without asyncio
+    pay nothing (importing asyncio ourselves would slow every Python start and be visible). Takes
+    itself off sys.meta_path at that import."""
 
     def find_spec(self, name, path=None, target=None):
         if name != "asyncio.base_events":
             return None
-        import importlib.util
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
             return spec
-        exec_module = spec.loader.exec_module
 
         def exec_then_patch(module):
+            try:
+                del loader.exec_module  # the loader is as it was
+            except AttributeError:
+                pass
             exec_module(module)
             try:
-                _track_executor(module.BaseEventLoop)
+                _track_executor(module)
             except Exception:
                 pass
 
-        spec.loader.exec_module = exec_then_patch
+        try:
+            loader.exec_module = exec_then_patch
+        except (AttributeError, TypeError):
+            pass
         return spec
 
 
 try:
     if os.environ.get("LOOPTOP_PROBE") != "0":
-        import sys
         gc.callbacks.append(_on_gc)
-        _chan.write(_PROBE, time.monotonic_ns(), 0, 2)
+        _seg.write(((_PROBE, _now(), 0, 2, 0, 0, 0),))
         if "asyncio.base_events" in sys.modules:
-            _track_executor(sys.modules["asyncio.base_events"].BaseEventLoop)
+            _track_executor(sys.modules["asyncio.base_events"])
         else:
             sys.meta_path.insert(0, _AfterImport())
 except Exception:

@@ -545,6 +545,7 @@ mod tests {
         assert_eq!(offset_of!(Header, magic), 0);
         assert_eq!(offset_of!(Header, version), 8);
         assert_eq!(offset_of!(Header, pid), 24);
+        assert_eq!(offset_of!(Header, start_time_ticks), 32);
         assert_eq!(offset_of!(Header, probe_offset), 112);
         assert_eq!(offset_of!(Header, probe_channels), 120);
         assert_eq!(offset_of!(Header, probe_ring), 124);
