@@ -2,7 +2,9 @@
 //
 // It reports into the agent's shared-memory segment, writing fixed 64-byte records into its own
 // channel of the segment file with pwrite (fs.writeSync at a position): no thread, no pipe,
-// bounded memory, and it never blocks, whether or not looptop is reading.
+// bounded memory, and it never blocks, whether or not looptop is reading. It keeps no descriptor:
+// each batch of records (one PerformanceObserver callback, one pool sample) opens the segment by
+// the path found at start, checks with fstat that it is the same file, writes and closes.
 //
 //   GC pauses   every PerformanceObserver 'gc' entry: start, duration, kind, flags (exact, as V8
 //               reports them).
@@ -17,7 +19,9 @@
 //
 // The probe must never change what the program does: wrapped functions pass `this`, arguments,
 // return values and exceptions through untouched, keep their own properties (e.g.
-// util.promisify.custom), and callbacks keep their order. Every probe failure disables the probe.
+// util.promisify.custom), and callbacks keep their order. It calls fs functions taken before the
+// program runs, so the program's own patches of fs never see them. Every probe failure disables
+// the probe or drops the records at hand, silently.
 'use strict';
 
 (function looptopProbe() {
@@ -28,33 +32,109 @@
   const KIND = { GC: 2, POOL: 3, POOL_WAIT: 4, POOL_KIND: 5, PROBE: 6 };
   const WAIT_BUCKETS_PER_OCTAVE = 8;
 
-  let fd = -1;
-  let base = 0;
-  let ringSize = 0;
+  // The functions the probe calls, taken before the program runs: a program (or a test) that
+  // patches fs never sees the probe's calls.
+  const { openSync, closeSync, fstatSync, readSync, writeSync, readdirSync, readFileSync } = fs;
+  const { O_RDWR, O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+  const OPEN_FLAGS = O_RDWR | O_NOFOLLOW | O_NONBLOCK; // libuv adds O_CLOEXEC to every open
+  const HEADER = 136;
+  const RETRY_NS = 100e6;
+  const dir = process.env.LOOPTOP_SHM_DIR || '/dev/shm';
+  const euid = typeof process.geteuid === 'function' ? process.geteuid() : -1;
+
+  // This process's segment, found once: its path and identity, never a descriptor. Every batch of
+  // records opens it, checks it is the same file, writes and closes, so the program never sees a
+  // descriptor of ours, nor gets a number of its own written into; an open that fails (EMFILE,
+  // the segment gone) drops the batch.
+  const seg = { path: null, dev: 0n, ino: 0n, base: 0, ring: 0, triedNs: 0 };
   let index = 0;
   const rec = Buffer.alloc(RECORD);
   const zero = Buffer.alloc(8);
+  const header = Buffer.alloc(HEADER);
 
-  function openSegment() {
-    const dir = process.env.LOOPTOP_SHM_DIR || '/dev/shm';
-    const f = fs.openSync(`${dir}/looptop-${process.pid}`, 'r+');
-    const h = Buffer.alloc(136);
-    fs.readSync(f, h, 0, h.length, 0);
-    if (h.toString('latin1', 0, 7) !== 'LOOPTOP' || h.readUInt32LE(8) !== 3 || h.readUInt32LE(128) !== RECORD) {
-      fs.closeSync(f);
-      return false;
+  function startTime() {
+    // Field 22 of /proc/self/stat, which the agent writes into the header (0 when unreadable).
+    try {
+      const stat = readFileSync('/proc/self/stat', 'latin1');
+      return BigInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    } catch (_) {
+      return 0n;
     }
+  }
+
+  // The layout of a candidate file, or null when it is not this process's segment.
+  function valid(f, start) {
+    const st = fstatSync(f, { bigint: true });
+    if (!st.isFile() || (euid >= 0 && st.uid !== BigInt(euid)) || st.size < BigInt(HEADER)) return null;
+    const h = header;
+    if (readSync(f, h, 0, HEADER, 0) < HEADER) return null;
+    if (h.toString('latin1', 0, 8) !== 'LOOPTOP\0' || h.readUInt32LE(8) !== 3 || h.readUInt32LE(24) !== process.pid ||
+      h.readUInt32LE(128) !== RECORD) return null;
+    const headerStart = h.readBigUInt64LE(32);
+    if (start && headerStart && headerStart !== start) return null; // a dead process's, pid reused
     const channels = h.readUInt32LE(120);
-    ringSize = h.readUInt32LE(124);
-    base = Number(h.readBigUInt64LE(112)) + (threadId % channels) * ringSize * RECORD;
-    fd = f;
-    return true;
+    const ring = h.readUInt32LE(124);
+    const probeOffset = Number(h.readBigUInt64LE(112));
+    if (!channels || !ring || st.size < BigInt(probeOffset + channels * ring * RECORD)) return null;
+    return { dev: st.dev, ino: st.ino, base: probeOffset + (threadId % channels) * ring * RECORD, ring };
+  }
+
+  // looptop-<pid>, else looptop-<pid>-<16 hex> (the name the agent takes when the first was taken
+  // by a file it could not remove).
+  function find() {
+    seg.triedNs = nowNs();
+    seg.path = null;
+    const start = startTime();
+    const name = `looptop-${process.pid}`;
+    let names = [name];
+    for (let i = 0; i < names.length; i++) {
+      const path = `${dir}/${names[i]}`;
+      let f = -1;
+      let found = null;
+      try {
+        f = openSync(path, OPEN_FLAGS);
+        found = valid(f, start);
+      } catch (_) {
+        found = null;
+      } finally {
+        if (f >= 0) try { closeSync(f); } catch (_) { /* already closed */ }
+      }
+      if (found) {
+        Object.assign(seg, found, { path });
+        return true;
+      }
+      if (i === 0) {
+        try {
+          names = names.concat(readdirSync(dir).filter((n) => n.startsWith(`${name}-`) &&
+            /^[0-9a-f]{16}$/.test(n.slice(name.length + 1))));
+        } catch (_) { /* no folder: no segment */ }
+      }
+    }
+    return false;
+  }
+
+  // A descriptor of the segment for one batch, or -1.
+  function openSegment() {
+    if (seg.path === null && (nowNs() - seg.triedNs < RETRY_NS || !find())) return -1;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let f = -1;
+      try {
+        f = openSync(seg.path, OPEN_FLAGS);
+        const st = fstatSync(f, { bigint: true });
+        if (st.dev === seg.dev && st.ino === seg.ino) return f;
+      } catch (_) { /* gone: find it again */ }
+      if (f >= 0) try { closeSync(f); } catch (_) { /* already closed */ }
+      if (nowNs() - seg.triedNs < RETRY_NS || !find()) {
+        seg.path = null;
+        return -1;
+      }
+    }
+    return -1;
   }
 
   // One record: seq cleared, fields, then seq = index + 1 (the reader checks it before and after).
-  function write(kind, tNs, durNs, a, b, c, d) {
-    if (fd < 0) return;
-    const off = base + (index % ringSize) * RECORD;
+  function put(f, [kind, tNs, durNs, a, b, c, d]) {
+    const off = seg.base + (index % seg.ring) * RECORD;
     rec.writeBigUInt64LE(BigInt(index + 1), 0);
     rec.writeUInt32LE(kind, 8);
     rec.writeUInt32LE(threadId, 12);
@@ -64,15 +144,27 @@
     rec.writeBigUInt64LE(BigInt(Math.max(0, Math.round(b))), 40);
     rec.writeBigUInt64LE(BigInt(Math.max(0, Math.round(c || 0))), 48);
     rec.writeBigUInt64LE(BigInt(Math.max(0, Math.round(d || 0))), 56);
+    writeSync(f, zero, 0, 8, off);
+    writeSync(f, rec, 8, RECORD - 8, off + 8);
+    writeSync(f, rec, 0, 8, off);
+    index++;
+  }
+
+  // Writes a batch of records ([kind, tNs, durNs, a, b, c, d]); any error drops the rest.
+  function write(records) {
+    if (disabled) return;
+    let f = -1;
     try {
-      fs.writeSync(fd, zero, 0, 8, off);
-      fs.writeSync(fd, rec, 8, RECORD - 8, off + 8);
-      fs.writeSync(fd, rec, 0, 8, off);
-      index++;
+      f = openSegment();
+      if (f < 0) return;
+      for (const r of records) put(f, r);
     } catch (_) {
-      fd = -1;
+      // dropped
+    } finally {
+      if (f >= 0) try { closeSync(f); } catch (_) { /* already closed */ }
     }
   }
+  let disabled = false;
 
   const hr = process.hrtime.bigint; // CLOCK_MONOTONIC, the segment's clock
   const nowNs = () => Number(hr());
@@ -89,10 +181,12 @@
       [k.NODE_PERFORMANCE_GC_WEAKCB, 8],
     ]);
     const obs = new PerformanceObserver((list) => {
+      const batch = [];
       for (const e of list.getEntries()) {
         const d = e.detail || {};
-        write(KIND.GC, originNs + e.startTime * 1e6, e.duration * 1e6, kinds.get(d.kind) || 0, d.flags || 0);
+        batch.push([KIND.GC, originNs + e.startTime * 1e6, e.duration * 1e6, kinds.get(d.kind) || 0, d.flags || 0]);
       }
+      write(batch);
     });
     obs.observe({ entryTypes: ['gc'] });
   }
@@ -128,8 +222,9 @@
 
   function flush() {
     const t = nowNs();
-    write(KIND.POOL, t, 0, size, running + queue.length, queuedMax, submitted);
-    for (const [b, [count, max]] of waits) write(KIND.POOL_WAIT, t, 0, bucketLow(b), bucketLow(b + 1), count, max);
+    const batch = [[KIND.POOL, t, 0, size, running + queue.length, queuedMax, submitted]];
+    for (const [b, [count, max]] of waits) batch.push([KIND.POOL_WAIT, t, 0, bucketLow(b), bucketLow(b + 1), count, max]);
+    write(batch);
     waits = new Map();
     queuedMax = queue.length;
     // Stop sampling after a whole quiet interval, so a busy server does not create and clear a
@@ -274,7 +369,7 @@
     // An IP literal never reaches the pool: dns.lookup answers it on the next tick.
     wrapCallbackApi(dns, 'lookup', (args) => typeof args[0] === 'string' && isIP(args[0]) === 0);
     wrapCallbackApi(dns, 'lookupService');
-    write(KIND.POOL_KIND, nowNs(), 0, 1, size);
+    write([[KIND.POOL_KIND, nowNs(), 0, 1, size]]);
     process.on('exit', () => {
       if (submitted > 0) flush();
     });
@@ -300,11 +395,11 @@
   }
 
   try {
-    if (process.env.LOOPTOP_PROBE === '0' || !openSegment()) return;
-    write(KIND.PROBE, nowNs(), 0, 1, 0);
+    if (process.env.LOOPTOP_PROBE === '0') return;
+    write([[KIND.PROBE, nowNs(), 0, 1, 0]]);
     observeGc();
     if (isMainThread) trackPool();
   } catch (_) {
-    fd = -1; // fail open: the program runs as if the probe were not there
+    disabled = true; // fail open: the program runs as if the probe were not there
   }
 })();
