@@ -14,3 +14,4 @@ mod record;
 mod run;
 mod runtime;
 mod top;
+mod transparency;

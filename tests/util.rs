@@ -261,3 +261,51 @@ pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, check_locati
     }
     assert!(it.all(housekeeping), "stalls beyond the truth that are not GC or allocator work: {}", dump());
 }
+
+/// Runs `cmd` to completion within `limit` (stdin closed, output captured), in a process group of
+/// its own that is killed when the limit passes: a hung looptop or target fails the test instead
+/// of hanging `cargo test`. Anything the command left behind in its group is killed too.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pgid = child.id() as i32;
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break Some(st);
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let finished = status.is_some();
+    // SAFETY: signals the process group this function created (its leader is our child).
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let status = status.unwrap_or_else(|| child.wait().expect("wait"));
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    assert!(
+        finished,
+        "{cmd:?} did not finish within {limit:?} and was killed;\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr)
+    );
+    Output { status, stdout, stderr }
+}
