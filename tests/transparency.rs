@@ -129,6 +129,20 @@ fn issue_13_python_startup_leaves_modules_paths_and_descriptors_as_without_loopt
     assert_eq!(w[1], p[1], "after import asyncio");
 }
 
+#[test]
+fn issue_13_python_probe_finds_its_segment_under_the_second_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let shm = TempDir::new("taken-name");
+    std::fs::set_permissions(&shm.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cmd = python("taken_name.py");
+    let shm_dir = shm.0.to_str().unwrap();
+    let run = under_looptop(&[&cmd[0], &cmd[1]], &[("LOOPTOP_SHM_DIR", shm_dir), ("FIXTURE_COLLECTIONS", "6")]);
+    assert!(run.out.status.success(), "{}", stderr(&run.out));
+    assert_eq!(run.program.trim(), "second name", "the agent did not take looptop-<pid>-<hex>");
+    let gen2 = run.report["gc"]["pauses"].as_array().unwrap().iter().filter(|p| p["kind"] == "gen2").count();
+    assert!(gen2 >= 6, "the child's 6 full collections: {gen2} gen2 pauses arrived; {:#}", run.report["gc"]);
+}
+
 /// V8 keeps descriptors of its own for the perf map and isolate log that the agent's
 /// `--perf-basic-prof` asks for: not the probe's, and left out here (LOOPTOP_PERF_MAP=0).
 const NO_PERF_MAP: (&str, &str) = ("LOOPTOP_PERF_MAP", "0");
