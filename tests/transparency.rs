@@ -185,3 +185,34 @@ fn issue_13_node_at_its_descriptor_limit_runs_as_without_the_probe() {
     assert_eq!(a, b, "what the program could open and compute, with and without the probe");
     assert!(with.report["gc"]["count"].as_u64().unwrap_or(0) >= 1, "{:#}", with.report["gc"]);
 }
+
+/// CPython's own tests of selectors, epoll and poll plain, under `looptop run` and with the agent
+/// preloaded: the same outcome for every test. `benches/transparency.sh` runs the longer slice
+/// (asyncio, signal, subprocess) on several Python versions.
+#[test]
+#[ignore = "runs CPython's regression tests three times (about a minute); needs Python's test package"]
+fn cpython_selectors_epoll_and_poll_tests_cannot_tell_looptop_is_there() {
+    let has_tests = Command::new("python3").args(["-c", "import test.libregrtest"]).status();
+    if !has_tests.is_ok_and(|s| s.success()) {
+        println!("SKIP: python3 has no test package (python3 -m test)");
+        return;
+    }
+    let dir = TempDir::new("cpython-tests");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/transparency.py");
+    let out = output_within(
+        Command::new("python3").arg(script).args([
+            "--looptop",
+            env!("CARGO_BIN_EXE_looptop"),
+            "--quick",
+            "--python",
+            "python3",
+            "--out",
+            dir.0.to_str().unwrap(),
+        ]),
+        Duration::from_secs(900),
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    println!("{text}");
+    assert!(out.status.success(), "CPython's tests told looptop apart:\n{text}");
+    assert!(text.contains("identical"), "{text}");
+}
