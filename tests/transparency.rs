@@ -132,7 +132,10 @@ fn issue_13_python_startup_leaves_modules_paths_and_descriptors_as_without_loopt
 #[test]
 fn issue_13_python_probe_finds_its_segment_under_the_second_name() {
     use std::os::unix::fs::PermissionsExt;
-    let shm = TempDir::new("taken-name");
+    // A private folder on tmpfs (the agent keeps a quarter of its folder free: /tmp may be a
+    // disk with less).
+    let shm = TempDir(std::path::PathBuf::from(format!("/dev/shm/looptop-test-taken-name-{}", std::process::id())));
+    std::fs::create_dir(&shm.0).unwrap();
     std::fs::set_permissions(&shm.0, std::fs::Permissions::from_mode(0o700)).unwrap();
     let cmd = python("taken_name.py");
     let shm_dir = shm.0.to_str().unwrap();
