@@ -39,6 +39,8 @@ _RETRY_NS = 100_000_000
 _BUCKETS_PER_OCTAVE = 8
 _OPEN_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _U64 = (1 << 64) - 1
+_ZERO_SEQ = bytes(8)
+_NESTED = -1
 
 # Taken now, before the program runs: the program's patches of os never see the probe.
 _open, _close, _fstat, _pread, _pwrite, _read = os.open, os.close, os.fstat, os.pread, os.pwrite, os.read
@@ -57,7 +59,9 @@ def _unpack_from(fmt, buf, offset):
 
 
 def _u64(v):
-    return min(max(0, int(v)), _U64).to_bytes(8, "little")
+    if v.__class__ is not int:  # int(v) of an int would still leave a trace in gc.get_count()
+        v = int(v)
+    return (v if 0 <= v <= _U64 else 0 if v < 0 else _U64).to_bytes(8, "little")
 
 
 def _start_time():
@@ -169,51 +173,99 @@ class _Segment:
                 return None
         return None
 
-    def _put(self, fd, rec):
-        kind, t_ns, dur_ns, a, b, c, d = rec
+    def _put(self, fd, kind, t_ns, dur_ns, a, b, c, d):
         off = self.base + (self.index % self.ring) * _RECORD
         body = (kind.to_bytes(4, "little") + (_native_id() & 0xFFFFFFFF).to_bytes(4, "little") + _u64(t_ns)
                 + _u64(dur_ns) + _u64(a) + _u64(b) + _u64(c) + _u64(d))
-        _pwrite(fd, b"\0" * 8, off)
+        _pwrite(fd, _ZERO_SEQ, off)
         _pwrite(fd, body, off + 8)
         _pwrite(fd, (self.index + 1).to_bytes(8, "little"), off)
         self.index += 1
 
-    def write(self, records):
-        """Writes records (kind, t_ns, dur_ns, a, b, c, d); drops them on any error."""
+    # Writes run inside gc.callbacks, where every object the collector tracks that they leave
+    # behind shows in gc.get_count(): one record goes through plain arguments (no tuple, no list,
+    # no closure), and the pending list is emptied in place, never replaced.
+
+    def write(self, kind, t_ns, dur_ns, a=0, b=0, c=0, d=0):
+        """Writes one record; drops it on any error."""
+        fd = self._begin()
+        if fd == _NESTED:
+            self.pending.append((kind, t_ns, dur_ns, a, b, c, d))
+        elif fd is not None:
+            try:
+                self._put(fd, kind, t_ns, dur_ns, a, b, c, d)
+            except Exception:
+                pass
+            finally:
+                self._end(fd)
+
+    def write_batch(self, records):
+        """Writes records (kind, t_ns, dur_ns, a, b, c, d) through one descriptor."""
+        fd = self._begin()
+        if fd == _NESTED:
+            self.pending.extend(records)
+        elif fd is not None:
+            try:
+                for rec in records:
+                    self._put(fd, *rec)
+            except Exception:
+                pass
+            finally:
+                self._end(fd)
+
+    def _begin(self):
+        """Takes the lock and opens the segment: the descriptor; _NESTED when this thread is
+        writing already (a GC or a signal handler inside our own write: that write takes the
+        records); None when the records are dropped."""
         me = _ident()
         if self.owner == me:
-            # A GC (or a signal handler) inside our own write on this thread: that write takes it.
-            self.pending.extend(records)
-            return
+            return _NESTED
         pid = _getpid()
         if pid != self.pid:
             # First write, or a fork child: its own segment, and a lock no other thread holds.
             self.lock = _new_lock()
-            self.owner, self.pending, self.path, self.tried_ns, self.index = None, [], None, 0, 0
+            self.owner, self.path, self.tried_ns, self.index = None, None, 0, 0
+            self.pending.clear()
             self.pid = pid
-        if not self.lock.acquire(True, 0.5):
-            return
-        self.owner = me
+        # No timeout: every holder releases within one batch, even when a signal handler raises
+        # (and acquire() without arguments leaves nothing behind in gc.get_count()).
+        self.lock.acquire()
         fd = None
         try:
+            self.owner = me
             fd = self._open(pid)
-            batch = records
-            while fd is not None and batch:
-                for rec in batch:
-                    self._put(fd, rec)
-                batch, self.pending = self.pending, []
         except Exception:
             pass
-        finally:
-            self.pending = []
+        except BaseException:
+            # A signal handler raised (KeyboardInterrupt): never leave the lock or a descriptor.
             if fd is not None:
-                try:
-                    _close(fd)
-                except OSError:
-                    pass
-            self.owner = None
-            self.lock.release()
+                _close(fd)
+            self.pending.clear()
+            self._release()
+            raise
+        if fd is None:
+            self.pending.clear()
+            self._release()
+        return fd
+
+    def _end(self, fd):
+        """Writes the records queued meanwhile, closes the descriptor, releases the lock."""
+        try:
+            while self.pending:
+                self._put(fd, *self.pending.pop(0))
+        except Exception:
+            self.pending.clear()
+        finally:
+            try:
+                _close(fd)
+            except OSError:
+                pass
+            finally:
+                self._release()
+
+    def _release(self):
+        self.owner = None
+        self.lock.release()
 
 
 _seg = _Segment()
@@ -230,7 +282,7 @@ def _on_gc(phase, info):
             return
         dur = _now() - t0
         if dur >= _GC_MIN_NS:
-            _seg.write(((_GC, t0, dur, 16 + info.get("generation", 0), info.get("collected", 0), 0, 0),))
+            _seg.write(_GC, t0, dur, 16 + info.get("generation", 0), info.get("collected", 0))
     except Exception:
         pass
 
@@ -324,7 +376,7 @@ class _Pool:
         records = [(_POOL, now, 0) + state]
         for b, (count, longest) in waits.items():
             records.append((_POOL_WAIT, now, 0, self.low(b), self.low(b + 1), count, longest))
-        _seg.write(records)
+        _seg.write_batch(records)
 
 
 _pool = _Pool()
@@ -391,7 +443,7 @@ def _track_executor(base_events):
             size = getattr(self.__dict__.get("_default_executor"), "_max_workers", 0)
             if size and size != _pool.size:
                 _pool.size = size
-                _seg.write(((_POOL_KIND, _now(), 0, 2, size, 0, 0),))
+                _seg.write(_POOL_KIND, _now(), 0, 2, size)
         except Exception:
             pass
         return fut
@@ -444,7 +496,7 @@ class _AfterImport:
 try:
     if os.environ.get("LOOPTOP_PROBE") != "0":
         gc.callbacks.append(_on_gc)
-        _seg.write(((_PROBE, _now(), 0, 2, 0, 0, 0),))
+        _seg.write(_PROBE, _now(), 0, 2)
         if "asyncio.base_events" in sys.modules:
             _track_executor(sys.modules["asyncio.base_events"])
         else:
