@@ -33,7 +33,7 @@ import time
 import xml.etree.ElementTree as ET
 
 DEFAULT_TESTS = ["test_asyncio.test_events", "test_asyncio.test_base_events", "test_signal", "test_subprocess",
-                 "test_selectors", "test_epoll", "test_poll"]
+                 "test_selectors", "test_epoll", "test_poll", "test_gc"]
 QUICK_TESTS = ["test_selectors", "test_epoll", "test_poll"]
 MODES = ("plain", "run", "preload")
 PASSING = ("pass", "skip", "xfail")
