@@ -255,8 +255,8 @@ fn has_agent(pid: u32) -> Result<bool, crate::source::segment::SegmentError> {
     let found = || find(&shm_dir(), pid);
     match found() {
         Some(Ok(_)) => return Ok(true),
-        Some(Err(e)) if !e.is_noise() => return Err(e),
-        _ => {}
+        Some(Err(e)) => return Err(e),
+        None => {}
     }
     let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
     let mentions = |bytes: Vec<u8>| bytes.windows(16).any(|w| w == b"liblooptop_agent");
@@ -267,8 +267,8 @@ fn has_agent(pid: u32) -> Result<bool, crate::source::segment::SegmentError> {
         std::thread::sleep(POLL);
         match found() {
             Some(Ok(_)) => return Ok(true),
-            Some(Err(e)) if !e.is_noise() => return Err(e),
-            _ => {}
+            Some(Err(e)) => return Err(e),
+            None => {}
         }
     }
     Ok(false)
@@ -563,10 +563,16 @@ impl Run {
 fn not_observed(launched: &Launched, command: &str, exit_code: i32) -> UserError {
     let errors = launch::agent_errors(&launched.run_dir);
     if let Some(first) = errors.first() {
-        return UserError::observe(format!("{first}, so '{command}' ran unobserved (it exited {exit_code})")).hint(
+        let hint = if first.contains("reserve space") {
+            "free space in /dev/shm (the agent never takes the last quarter of it, and leaves at least 4 MiB, for \
+             the programs that use it), enlarge it (docker run --shm-size=256m), or set LOOPTOP_SHM_DIR to a \
+             roomier folder on tmpfs"
+        } else {
             "make /dev/shm a writable tmpfs (mount -t tmpfs -o mode=1777 tmpfs /dev/shm), or set LOOPTOP_SHM_DIR to \
-             a writable folder on tmpfs",
-        );
+             a writable folder on tmpfs"
+        };
+        return UserError::observe(format!("{first}, so '{command}' ran unobserved (it exited {exit_code})"))
+            .hint(hint);
     }
     UserError::observe(format!(
         "the looptop agent was not loaded into '{command}' (it exited {exit_code}), so nothing was observed"

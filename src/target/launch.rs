@@ -163,7 +163,7 @@ pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
         .env("LD_PRELOAD", preload_value(agent))
         .env(looptop_abi::ENV_SESSION, session.to_string())
         .env(looptop_abi::ENV_RUN_DIR, &run_dir)
-        .env(looptop_abi::ENV_KEEP_SEGMENT, "1")
+        .env(looptop_abi::ENV_KEEP_SEGMENT, std::process::id().to_string())
         .env(looptop_abi::ENV_STALL_FLOOR_NS, plan.stall_floor_ns.to_string())
         .stdin(plan.stdin.stdio()?)
         .stdout(plan.stdout.stdio()?)

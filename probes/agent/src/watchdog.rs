@@ -59,9 +59,10 @@ pub(crate) fn ensure_started(seg: Segment) {
         return;
     }
     // The watchdog blocks every signal in its own thread (else a process-directed signal of the
-    // program could run its handler here) and is started with pthread_create: without those
-    // calls there is no watchdog.
-    if !crate::sys::allowed(crate::sys::Call::Sigprocmask) || !crate::sys::allowed(crate::sys::Call::Clone3) {
+    // program could run its handler here) and is started with pthread_create, which installs
+    // glibc's own handlers for the first thread: without those calls there is no watchdog.
+    use crate::sys::{allowed, Call};
+    if !allowed(Call::Sigprocmask) || !allowed(Call::Clone3) || !allowed(Call::Sigaction) {
         return;
     }
     let threshold = crate::STALL_FLOOR_NS.load(Ordering::Relaxed);
@@ -69,7 +70,10 @@ pub(crate) fn ensure_started(seg: Segment) {
         SIGNAL.store(install_handler().unwrap_or(0) as u32, Ordering::Relaxed);
     }
     seg.header().watch_signal.store(SIGNAL.load(Ordering::Relaxed), Ordering::Relaxed);
-    let spawned = std::thread::Builder::new().name("looptop-watch".into()).stack_size(256 * 1024).spawn(move || {
+    // Naming the thread is a prctl call.
+    let builder = std::thread::Builder::new().stack_size(256 * 1024);
+    let builder = if allowed(Call::Prctl) { builder.name("looptop-watch".into()) } else { builder };
+    let spawned = builder.spawn(move || {
         block_all_signals();
         let _ = std::panic::catch_unwind(move || run(seg, threshold));
     });
