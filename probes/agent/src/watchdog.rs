@@ -251,7 +251,12 @@ pub(crate) struct Quiet {
     /// The watchdog's signal, when it is blocked for the call (a request was posted for this
     /// thread just before); calls that pass a signal mask to the kernel must add it.
     pub(crate) blocked: Option<libc::c_int>,
-    old: libc::sigset_t,
+}
+
+thread_local! {
+    /// The mask a blocking [`Quiet`] restores (kept out of `Quiet`, which the wait path moves).
+    static OLD_MASK: std::cell::Cell<std::mem::MaybeUninit<libc::sigset_t>> =
+        const { std::cell::Cell::new(std::mem::MaybeUninit::uninit()) };
 }
 
 impl Quiet {
@@ -260,16 +265,18 @@ impl Quiet {
     #[inline]
     pub(crate) fn begin(slot: &'static LoopSlot) -> Quiet {
         slot.in_call.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: an all-zero sigset_t is a valid (empty) set.
-        let mut q = Quiet { slot, blocked: None, old: unsafe { std::mem::zeroed() } };
+        let mut q = Quiet { slot, blocked: None };
         let sig = SIGNAL.load(Ordering::Relaxed) as libc::c_int;
         if sig != 0 && stack::requested_for(slot.tid.load(Ordering::Relaxed)) {
-            // SAFETY: a sigset with our signal; the old mask is restored in drop.
+            // SAFETY: a sigset with our signal; pthread_sigmask fills `old`, restored in drop.
             unsafe {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, sig);
-                if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut q.old) == 0 {
+                let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                if libc::pthread_sigmask(libc::SIG_BLOCK, &set, old.as_mut_ptr()) == 0
+                    && OLD_MASK.try_with(|m| m.set(old)).is_ok()
+                {
                     q.blocked = Some(sig);
                 }
             }
@@ -282,8 +289,10 @@ impl Drop for Quiet {
     #[inline]
     fn drop(&mut self) {
         if self.blocked.is_some() {
-            // SAFETY: restoring the mask saved in begin.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+            if let Ok(old) = OLD_MASK.try_with(|m| m.get()) {
+                // SAFETY: OLD_MASK was filled by pthread_sigmask in begin (blocked is set only then).
+                unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+            }
         }
         self.slot.in_call.fetch_sub(1, Ordering::Release);
     }
