@@ -496,6 +496,7 @@ impl Run {
         let mut w: Vec<String> = self.source.errors.iter().map(|e| e.to_string()).collect();
         w.extend(self.perf.note.clone());
         w.extend(self.unseen.iter().cloned());
+        w.extend(self.pipeline.file_notes());
         if self.pipeline.session.loop_count() == 0 {
             w.push(format!(
                 "no event loop seen in {:.1} s: the target never waited in epoll_wait, epoll_pwait, epoll_pwait2, \
