@@ -12,8 +12,11 @@
 //!   collector it runs (`Heap::Scavenge`, `MinorMarkCompact`, `MarkCompact`) entered inside
 //!   names its kind.
 //!
-//! Symbols come from the `.symtab` of the executable or of a mapped libuv/libnode; a binary
-//! without them gets no probes (the pool is then unseen and GC shows only as GC frames in
+//! Symbols come from the `.symtab` of the executable or of a mapped libuv/libnode, opened once as
+//! the process's user could ([`safefs::open_mapped`]: the very file mapped, never one put under
+//! its name since, never a FIFO); the probes are placed on that open file, through
+//! `/proc/self/fd/N`, so they land in the code the process runs. A binary without them gets no
+//! probes (the pool is then unseen and GC shows only as GC frames in
 //! stacks). The events are CPU-wide (one ring per CPU) and hits of other processes are dropped:
 //! per-thread events would miss the pool's workers, which libuv starts at the first submission,
 //! until the next poll. So while looptop is attached, other processes running the same binary
@@ -22,11 +25,18 @@
 
 use super::sys;
 use crate::event::{Event, GcKind};
+use crate::safefs::{self, Mapped, Reader};
 use perf_event::{Builder, Clock, Counter, SampleFlag, Sampler};
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// ELF files larger than this are not read.
+const MAX_ELF: u64 = 8 << 30;
 
 /// What reaching a probe site means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +97,8 @@ const GC_KINDS: [(&str, GcKind); 3] = [
 /// One place to put a uprobe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
-    /// The ELF file, through `/proc/PID/root` (the process's own mount namespace).
+    /// The ELF file: `/proc/self/fd/N` of the file opened for it (held in
+    /// [`RuntimeProbes::files`]).
     pub path: PathBuf,
     /// File offset of the function's first instruction.
     pub offset: u64,
@@ -98,10 +109,12 @@ pub struct Site {
 }
 
 /// The probe sites of one process and what they give.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RuntimeProbes {
     /// Every site, to open on each thread.
     pub sites: Vec<Site>,
+    /// The files the sites' paths name, open until the probes are.
+    _files: Vec<Arc<File>>,
     /// Workers of the libuv pool (`UV_THREADPOOL_SIZE`, default 4); `None` without pool sites.
     pub pool_size: Option<u64>,
     /// GC pause sites were found.
@@ -113,9 +126,15 @@ impl RuntimeProbes {
     /// when it has none of them (not a Node process, or a stripped binary).
     pub fn find(pid: u32) -> Option<RuntimeProbes> {
         let mut sites = Vec::new();
+        let mut files = Vec::new();
         let (mut pool, mut gc) = (false, false);
-        for file in candidate_files(pid) {
-            let path = PathBuf::from(format!("/proc/{pid}/root{file}"));
+        let reader = Reader::of_pid(pid)?;
+        for c in candidate_files(pid) {
+            let by_name = (!c.deleted).then(|| PathBuf::from(format!("/proc/{pid}/root{}", c.path)));
+            let mapped = Mapped { pid, start: c.start, end: c.end, path: by_name.as_deref(), inode: c.inode };
+            let Ok(file) = safefs::open_mapped(&reader, &mapped, MAX_ELF) else { continue };
+            let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+            files.push(Arc::new(file));
             let found = functions(&path);
             let at = |name: &str| found.iter().find(|(n, _)| n == name).map(|(_, off)| *off);
             if !pool {
@@ -147,23 +166,59 @@ impl RuntimeProbes {
         if sites.is_empty() {
             return None;
         }
-        Some(RuntimeProbes { sites, pool_size: pool.then(|| pool_size(pid)), gc })
+        files.retain(|f| sites.iter().any(|s| s.path == Path::new(&format!("/proc/self/fd/{}", f.as_raw_fd()))));
+        Some(RuntimeProbes { sites, _files: files, pool_size: pool.then(|| pool_size(pid)), gc })
     }
 }
 
-/// The executable and the mapped libraries that may hold libuv or V8.
-fn candidate_files(pid: u32) -> Vec<String> {
+/// A mapping of a file that may hold libuv or V8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    path: String,
+    /// Deleted (or replaced) since it was mapped: only `/proc/PID/map_files` has it.
+    deleted: bool,
+    start: u64,
+    end: u64,
+    inode: u64,
+}
+
+/// The executable and the mapped libraries that may hold libuv or V8, each by its first
+/// executable mapping in `/proc/PID/maps`, the executable first.
+fn candidate_files(pid: u32) -> Vec<Candidate> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
-    let mut files = vec![exe.trim_end_matches(" (deleted)").to_string()];
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    candidates_in(exe.trim_end_matches(" (deleted)"), &maps)
+}
+
+/// [`candidate_files`] from the executable's path and the text of `maps`.
+fn candidates_in(exe: &str, maps: &str) -> Vec<Candidate> {
+    let mut files: Vec<Candidate> = Vec::new();
     for line in maps.lines() {
-        let Some(path) = line.split_whitespace().nth(5) else { continue };
+        let mut f = line.splitn(6, ' ').filter(|s| !s.is_empty());
+        let (Some(range), Some(perms), Some(_offset), Some(_dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let path = line.splitn(6, ' ').nth(5).unwrap_or_default().trim_start_matches(' ');
+        let (path, deleted) = match path.strip_suffix(" (deleted)") {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
         let base = path.rsplit('/').next().unwrap_or(path);
-        if ["libuv", "libnode", "libv8"].iter().any(|l| base.starts_with(l)) && !files.iter().any(|f| f == path) {
-            files.push(path.to_string());
+        let wanted = path == exe || ["libuv", "libnode", "libv8"].iter().any(|l| base.starts_with(l));
+        if !perms.contains('x') || !path.starts_with('/') || !wanted || files.iter().any(|c| c.path == path) {
+            continue;
         }
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end), Ok(inode)) =
+            (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16), inode.parse::<u64>())
+        else {
+            continue;
+        };
+        files.push(Candidate { path: path.to_string(), deleted, start, end, inode });
     }
-    files.retain(|f| f.starts_with('/'));
+    files.sort_by_key(|c| c.path != exe);
     files
 }
 
@@ -547,6 +602,45 @@ mod tests {
                 bucket_low(b + 1)
             );
         }
+    }
+
+    #[test]
+    fn candidates_are_executable_mappings_of_the_exe_and_libuv() {
+        let maps = "\
+00400000-00b72000 r--p 00000000 08:01 1234 /usr/bin/node
+00b72000-025fe000 r-xp 00772000 08:01 1234 /usr/bin/node
+7f0000010000-7f0000020000 r-xp 00028000 08:01 99 /usr/lib/libc.so.6
+7f0000030000-7f0000040000 r-xp 00001000 08:01 77 /opt/lib/libuv.so.1
+7f0000050000-7f0000060000 r-xp 00001000 08:01 78 /opt/lib/libnode.so.108 (deleted)
+7f0000070000-7f0000080000 rwxp 00000000 00:00 0
+";
+        let c = candidates_in("/usr/bin/node", maps);
+        assert_eq!(
+            c,
+            [
+                Candidate {
+                    path: "/usr/bin/node".into(),
+                    deleted: false,
+                    start: 0xb72000,
+                    end: 0x25fe000,
+                    inode: 1234
+                },
+                Candidate {
+                    path: "/opt/lib/libuv.so.1".into(),
+                    deleted: false,
+                    start: 0x7f0000030000,
+                    end: 0x7f0000040000,
+                    inode: 77
+                },
+                Candidate {
+                    path: "/opt/lib/libnode.so.108".into(),
+                    deleted: true,
+                    start: 0x7f0000050000,
+                    end: 0x7f0000060000,
+                    inode: 78
+                },
+            ]
+        );
     }
 
     #[test]
