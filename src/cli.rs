@@ -417,8 +417,19 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum AgentCommand {
     /// Print the agent library's path (written on first use), for LD_PRELOAD in production
+    #[command(after_help = AGENT_PATH_AFTER_HELP)]
     Path,
 }
+
+const AGENT_PATH_AFTER_HELP: &str = "\
+The agent is written to $XDG_CACHE_HOME/looptop or ~/.cache/looptop, else $TMPDIR/looptop-UID
+(/tmp by default), under a name that changes with its content. A folder is used only when nobody
+but you and root can change it or any folder above it, and the path printed is its real one, with
+no link in it. When $TMPDIR/looptop-UID is taken by something not safely yours (a link, another
+user's folder), a private $TMPDIR/looptop-UID-RANDOM of your own is used instead.
+
+Example:
+  LD_PRELOAD=$(looptop agent path) node server.js";
 
 /// The clap command, for man pages, completions and tests.
 pub fn command() -> clap::Command {

@@ -9,6 +9,7 @@ mod check;
 mod cli;
 mod errors;
 mod harm;
+mod hostile;
 mod man;
 mod ps;
 mod record;

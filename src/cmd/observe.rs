@@ -522,6 +522,7 @@ impl Run {
         w.extend(self.source.slot_warnings());
         w.extend(self.perf.note.clone());
         w.extend(self.unseen.iter().cloned());
+        w.extend(self.pipeline.file_notes());
         if self.pipeline.session.loop_count() == 0 {
             w.push(format!(
                 "no event loop seen in {:.1} s: the target never waited in epoll_wait, epoll_pwait, epoll_pwait2, \
