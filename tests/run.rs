@@ -152,8 +152,7 @@ fn text_summary_lists_every_stall() {
         .arg("node")
         .arg(fixture("node/stalls.js"))
         .env("FIXTURE_TRUTH", &truth)
-        .output()
-        .unwrap();
+        .output_limited();
     assert!(out.status.success());
     let text = stderr(&out);
     let truth = read_truth(&truth);
@@ -171,8 +170,7 @@ fn json_to_a_file_keeps_stdout_for_the_target() {
         .args(["run", "--json", "-q", "-o"])
         .arg(&report)
         .args(["--", "node", "-e", "console.log('hello from node')"])
-        .output()
-        .unwrap();
+        .output_limited();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from node\n");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -206,9 +204,8 @@ fn ctrl_c_on_a_stuck_loop_reports_the_stall_it_interrupted() {
         .args(["run", "--json", "--", "node", "-e", "setTimeout(() => { console.log('stuck'); for (;;) {} }, 10)"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        .spawn_limited();
+    let mut stdout = BufReader::new(child.child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "stuck\n");
@@ -219,7 +216,7 @@ fn ctrl_c_on_a_stuck_loop_reports_the_stall_it_interrupted() {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     let stuck_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert_eq!(status.code(), Some(130), "node killed by SIGINT: 128 + 2");
     let report: serde_json::Value = serde_json::from_str(&rest).unwrap();
     assert_eq!(report["target"]["exit_code"], 130);
@@ -238,8 +235,7 @@ fn an_existing_ld_preload_is_kept() {
     let out = looptop()
         .args(["run", "-q", "-o", "/dev/null", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
         .env("LD_PRELOAD", lib)
-        .output()
-        .unwrap();
+        .output_limited();
     let seen = String::from_utf8_lossy(&out.stdout);
     assert!(seen.starts_with(&format!("{lib}:")) && seen.contains("liblooptop_agent-"), "{seen}");
 }

@@ -8,6 +8,7 @@ mod blockers;
 mod check;
 mod cli;
 mod errors;
+mod limits;
 mod man;
 mod ps;
 mod record;

@@ -1,7 +1,7 @@
 //! The live view end to end: the real binary in a real terminal (tmux) against a real Node
 //! program that gets stuck in a catastrophic regex.
 
-use crate::util::{fixture, TempDir};
+use crate::util::{fixture, Limited, TempDir};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,14 +23,13 @@ impl Tmux {
             .env_remove("LD_PRELOAD")
             .env_remove("TMUX")
             .env("LANG", "C.UTF-8")
-            .status()
-            .expect("tmux is needed for the live view's test (apt-get install tmux)");
+            .status_limited();
         assert!(st.success(), "tmux new-session failed");
         Tmux { socket }
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(["-L", &self.socket]).args(args).output().expect("tmux");
+        let out = Command::new("tmux").args(["-L", &self.socket]).args(args).output_within(TMUX_LIMIT);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -61,7 +60,33 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+        // The pane's processes first (looptop and what it launched; they share its process
+        // group): a hung looptop must not outlive the test.
+        let panes = Command::new("tmux")
+            .args(["-L", &self.socket, "list-panes", "-a", "-F", "#{pane_pid}"])
+            .stderr(std::process::Stdio::null())
+            .output_within(TMUX_LIMIT);
+        for pid in String::from_utf8_lossy(&panes.stdout).lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            kill_tree(pid);
+        }
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output_within(TMUX_LIMIT);
+    }
+}
+
+/// How long one tmux client command may take.
+const TMUX_LIMIT: Duration = Duration::from_secs(30);
+
+/// SIGKILL to `pid`, its process group, and every descendant (looptop runs in its own group
+/// under the pane's shell).
+fn kill_tree(pid: i32) {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+        kill_tree(c);
+    }
+    // SAFETY: signalling processes this test started.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
     }
 }
 
@@ -131,7 +156,7 @@ fn live_view_shows_the_stall_while_it_lasts_names_its_blocker_and_quits_cleanly(
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "rec"));
     let rec = rec.expect("a recording file");
-    let out = crate::util::looptop().args(["report", "--json"]).arg(&rec).output().unwrap();
+    let out = crate::util::looptop().args(["report", "--json"]).arg(&rec).output_limited();
     assert!(out.status.success(), "report of the view's recording: {}", crate::util::stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let main = crate::util::main_loop(&report);
@@ -157,7 +182,7 @@ fn live_view_shows_the_stall_while_it_lasts_names_its_blocker_and_quits_cleanly(
 
 #[test]
 fn top_off_a_terminal_says_what_to_use_instead() {
-    let out = crate::util::looptop().args(["top", "--", "node", "-e", "0"]).output().unwrap();
+    let out = crate::util::looptop().args(["top", "--", "node", "-e", "0"]).output_limited();
     assert_eq!(out.status.code(), Some(2));
     let err = crate::util::stderr(&out);
     assert!(err.contains("needs a terminal") && err.contains("looptop run --json"), "{err}");
@@ -197,11 +222,11 @@ fn run_on_a_terminal_opens_the_view_which_stays_after_exit_then_prints_the_summa
 #[test]
 fn looptop_pid_is_short_for_top_pid() {
     // Off a terminal both say the same: the view needs one.
-    let short = crate::util::looptop().arg(std::process::id().to_string()).output().unwrap();
-    let long = crate::util::looptop().args(["top", "--pid", &std::process::id().to_string()]).output().unwrap();
+    let short = crate::util::looptop().arg(std::process::id().to_string()).output_limited();
+    let long = crate::util::looptop().args(["top", "--pid", &std::process::id().to_string()]).output_limited();
     assert_eq!(short.status.code(), Some(2));
     assert_eq!(crate::util::stderr(&short), crate::util::stderr(&long));
     // Not a pid, not a subcommand: clap's usage error.
-    let bad = crate::util::looptop().arg("nonsense").output().unwrap();
+    let bad = crate::util::looptop().arg("nonsense").output_limited();
     assert_eq!(bad.status.code(), Some(2));
 }

@@ -1,11 +1,191 @@
-//! Helpers: the binary, fixtures, temp folders, ground truth and the report.
+//! Helpers: the binary, fixtures, temp folders, ground truth, the report, and time limits for
+//! every process a test starts ([`Limited`]).
 
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long one looptop command (or fixture) may take before its test fails: a guard against a
+/// hang on a loaded 2-core machine, not a timing assertion.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// Running commands with a time limit. The command gets a process group of its own; at the
+/// limit the whole group (looptop and whatever it launched) is killed and the test panics with
+/// what the command printed so far, so a hung looptop fails its test instead of hanging
+/// `cargo test`.
+pub trait Limited {
+    /// `output()` within [`LIMIT`] (stdin empty).
+    fn output_limited(&mut self) -> Output {
+        self.output_within(LIMIT)
+    }
+    /// `output()` within `limit` (stdin empty).
+    fn output_within(&mut self, limit: Duration) -> Output;
+    /// `status()` within [`LIMIT`] (stdio inherited).
+    fn status_limited(&mut self) -> ExitStatus;
+    /// `spawn()` with a watchdog that kills the process group at [`LIMIT`].
+    fn spawn_limited(&mut self) -> Guarded {
+        self.spawn_within(LIMIT)
+    }
+    /// `spawn()` with a watchdog that kills the process group at `limit`.
+    fn spawn_within(&mut self, limit: Duration) -> Guarded;
+}
+
+impl Limited for Command {
+    fn output_within(&mut self, limit: Duration) -> Output {
+        self.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.spawn_within(limit).wait_with_output()
+    }
+
+    fn status_limited(&mut self) -> ExitStatus {
+        self.spawn_limited().wait()
+    }
+
+    fn spawn_within(&mut self, limit: Duration) -> Guarded {
+        use std::os::unix::process::CommandExt;
+        let what = format!("{self:?}");
+        let child = self.process_group(0).spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let watchdog = Watchdog::start(child.id() as i32, limit);
+        Guarded { child, watchdog, what, limit }
+    }
+}
+
+/// Kills a process group when the time is up, unless disarmed first.
+struct Watchdog {
+    /// (disarmed, fired)
+    state: Arc<(Mutex<(bool, bool)>, Condvar)>,
+}
+
+impl Watchdog {
+    fn start(pgid: i32, limit: Duration) -> Watchdog {
+        let state = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let s = state.clone();
+        std::thread::spawn(move || {
+            let (lock, cv) = &*s;
+            let deadline = Instant::now() + limit;
+            let mut g = lock.lock().unwrap();
+            while !g.0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    g.1 = true;
+                    kill_group(pgid);
+                    return;
+                }
+                g = cv.wait_timeout(g, left).unwrap().0;
+            }
+        });
+        Watchdog { state }
+    }
+
+    fn fired(&self) -> bool {
+        self.state.0.lock().unwrap().1
+    }
+
+    fn disarm(&self) {
+        self.state.0.lock().unwrap().0 = true;
+        self.state.1.notify_all();
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: signalling a process group the test started.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+/// A child with a time limit; its process group is killed when this is dropped (a test that
+/// panicked leaves nothing running).
+pub struct Guarded {
+    pub child: Child,
+    watchdog: Watchdog,
+    what: String,
+    limit: Duration,
+}
+
+impl Guarded {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child; panics if the limit was reached.
+    pub fn wait(&mut self) -> ExitStatus {
+        let status = self.child.wait().expect("wait");
+        self.check(&[], &[]);
+        status
+    }
+
+    /// Whether the limit has been reached (and the group killed).
+    pub fn timed_out(&self) -> bool {
+        self.watchdog.fired()
+    }
+
+    /// Reads stdout and stderr to their end and waits; panics with what was read if the limit was
+    /// reached.
+    pub fn wait_with_output(mut self) -> Output {
+        let read = |r: Option<Box<dyn Read + Send>>| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let b = buf.clone();
+            let handle = r.map(|mut r| {
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 8192];
+                    while let Ok(n) = r.read(&mut chunk) {
+                        if n == 0 {
+                            break;
+                        }
+                        b.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    }
+                })
+            });
+            (buf, handle)
+        };
+        let (out, out_h) = read(self.child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let (err, err_h) = read(self.child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let status = self.child.wait().expect("wait");
+        // The pipes end when every process holding them has exited: something looptop launched
+        // and left behind keeps them open until the watchdog kills the group.
+        for h in [out_h, err_h].into_iter().flatten() {
+            while !h.is_finished() && !self.watchdog.fired() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if self.watchdog.fired() {
+                // Killed: the pipes close within moments, unless a process outside the group
+                // holds them.
+                let t = Instant::now();
+                while !h.is_finished() && t.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let (stdout, stderr) = (out.lock().unwrap().clone(), err.lock().unwrap().clone());
+        self.check(&stdout, &stderr);
+        Output { status, stdout, stderr }
+    }
+
+    fn check(&self, stdout: &[u8], stderr: &[u8]) {
+        if self.watchdog.fired() {
+            panic!(
+                "{} did not finish within {} s (its process group was killed)\n--- stdout so far:\n{}\n--- stderr so \
+                 far:\n{}",
+                self.what,
+                self.limit.as_secs(),
+                String::from_utf8_lossy(stdout),
+                String::from_utf8_lossy(stderr)
+            );
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.watchdog.disarm();
+        // The group outlives its leader while any member runs; its id is not reused until then.
+        kill_group(self.child.id() as i32);
+        let _ = self.child.wait();
+    }
+}
 
 /// The looptop binary under test.
 pub fn looptop() -> Command {
@@ -54,8 +234,7 @@ pub fn c_epoll_loop() -> PathBuf {
             .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
             .arg(&out)
             .arg(fixture("c/epoll_loop.c"))
-            .status()
-            .expect("cc (gcc) is needed for the C fixtures");
+            .status_limited();
         assert!(st.success(), "compiling fixtures/c/epoll_loop.c failed");
         out
     })
@@ -131,8 +310,7 @@ pub fn run_json(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
         .args(cmd)
         .env("FIXTURE_TRUTH", &truth)
         .envs(env.iter().copied())
-        .output()
-        .expect("run looptop");
+        .output_limited();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let json_start = stdout.find("{\n").unwrap_or_else(|| {
         panic!("no report on stdout; stderr:\n{}\nstdout:\n{stdout}", String::from_utf8_lossy(&out.stderr))
@@ -260,4 +438,12 @@ pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, check_locati
         assert!(b["source"].as_str().is_some_and(|s| s.contains(func)), "{}: source line {b}", t.kind);
     }
     assert!(it.all(housekeeping), "stalls beyond the truth that are not GC or allocator work: {}", dump());
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
 }
