@@ -14,4 +14,5 @@ mod ps;
 mod record;
 mod run;
 mod runtime;
+mod signals;
 mod top;

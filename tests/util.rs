@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long one looptop command (or fixture) may take before its test fails: a guard against a
@@ -225,20 +225,27 @@ impl Drop for TempDir {
 
 /// The C epoll fixture, compiled once per test run.
 pub fn c_epoll_loop() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("looptop-test-c-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("epoll_loop");
-        let st = Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-            .arg(&out)
-            .arg(fixture("c/epoll_loop.c"))
-            .status_limited();
-        assert!(st.success(), "compiling fixtures/c/epoll_loop.c failed");
-        out
-    })
-    .clone()
+    c_fixture("epoll_loop")
+}
+
+/// `fixtures/c/NAME.c`, compiled once per test run.
+pub fn c_fixture(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
+        return bin.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("looptop-test-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&out)
+        .arg(fixture(&format!("c/{name}.c")))
+        .status_limited();
+    assert!(st.success(), "compiling fixtures/c/{name}.c failed (cc, i.e. gcc, is needed for the C fixtures)");
+    built.push((name.to_string(), out.clone()));
+    out
 }
 
 /// One deliberate blocking episode a fixture reports about itself.

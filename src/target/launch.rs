@@ -1,11 +1,15 @@
 //! Launching a command with the agent: `LD_PRELOAD` (appended, never clobbered), a session id
-//! that every descendant inherits, and forwarding of SIGINT/SIGTERM/SIGHUP.
+//! that every descendant inherits, the signal state looptop was started with, and forwarding of
+//! SIGINT/SIGTERM/SIGHUP ([`super::signals`]).
 
+use super::signals::{self, Inherited};
 use crate::error::UserError;
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+pub use super::signals::{forward_signals, interrupted};
 
 /// What to launch and how.
 #[derive(Debug, Clone)]
@@ -78,56 +82,6 @@ pub struct Launched {
     pub run_dir: PathBuf,
 }
 
-/// Set once a SIGINT/SIGTERM/SIGHUP reached looptop.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-/// Pid to forward signals to (0: none yet).
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
-const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-/// True once the user asked looptop to stop (Ctrl-C, SIGTERM, SIGHUP).
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
-}
-
-/// Blocks the forwarded signals in every thread and starts one thread that receives them with
-/// `sigwaitinfo` and passes them on. Call before any other thread starts.
-///
-/// A signal the terminal sent (Ctrl-C) already reached the target, which shares our process
-/// group, so it is not sent twice; one sent by a process (`kill`) is forwarded. Only the first
-/// call does anything.
-pub fn forward_signals() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(start_forwarding);
-}
-
-fn start_forwarding() {
-    // SAFETY: plain signal-mask calls on a local sigset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        std::thread::Builder::new()
-            .name("looptop-signals".into())
-            .spawn(move || loop {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                let sig = libc::sigwaitinfo(&set, &mut info);
-                if sig < 0 {
-                    continue;
-                }
-                INTERRUPTED.store(true, Ordering::Relaxed);
-                let from_terminal = info.si_code == libc::SI_KERNEL;
-                let pid = FORWARD_TO.load(Ordering::Relaxed);
-                if pid > 0 && !from_terminal {
-                    libc::kill(pid, sig);
-                }
-            })
-            .ok();
-    }
-}
-
 /// A fresh session id: unique enough among the launches on one machine.
 fn new_session() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -168,6 +122,16 @@ pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
         .stdin(plan.stdin.stdio()?)
         .stdout(plan.stdout.stdio()?)
         .stderr(plan.stderr.stdio()?);
+    // The command starts with the signal mask and dispositions looptop was started with, not
+    // with what looptop changed for itself (the forwarded signals blocked, SIGPIPE ignored).
+    let inherited = Inherited::at_start();
+    // SAFETY: the hook only makes raw, async-signal-safe system calls on values copied in.
+    unsafe {
+        cmd.pre_exec(move || {
+            inherited.restore();
+            Ok(())
+        })
+    };
     let child = cmd.spawn().map_err(|e| {
         let _ = std::fs::remove_dir_all(&run_dir);
         let name = program.to_string_lossy();
@@ -179,7 +143,7 @@ pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
             _ => UserError::observe(format!("cannot start '{name}': {e}")),
         }
     })?;
-    FORWARD_TO.store(child.id() as i32, Ordering::Relaxed);
+    signals::forward_to(child.id());
     Ok(Launched { child, session, run_dir })
 }
 
