@@ -239,3 +239,43 @@ fn an_existing_ld_preload_is_kept() {
     let seen = String::from_utf8_lossy(&out.stdout);
     assert!(seen.starts_with(&format!("{lib}:")) && seen.contains("liblooptop_agent-"), "{seen}");
 }
+
+#[test]
+fn the_run_folder_is_new_and_private_whatever_was_planted_in_tmpdir() {
+    let stranger = Stranger::new("the_run_folder_is_new_and_private_whatever_was_planted_in_tmpdir");
+    let shared = shared_dir("run-folder");
+    // What another user (or, without root, we ourselves) left in TMPDIR under looptop's names.
+    let plant = |args: &[&str]| {
+        let mut c = match &stranger {
+            Some(s) => s.command(args[0]),
+            None => std::process::Command::new(args[0]),
+        };
+        assert!(c.args(&args[1..]).status_limited().success(), "{args:?}");
+    };
+    let elsewhere = shared.path("elsewhere");
+    plant(&["mkdir", "-m", "777", elsewhere.to_str().unwrap()]);
+    for n in 0..16 {
+        plant(&[
+            "ln",
+            "-s",
+            elsewhere.to_str().unwrap(),
+            shared.path(&format!("looptop-run-{n:016x}")).to_str().unwrap(),
+        ]);
+        plant(&["mkdir", "-m", "777", shared.path(&format!("looptop-run-x{n}")).to_str().unwrap()]);
+    }
+    let out = looptop()
+        .args(["run", "-q", "--rate", "0", "-o", "/dev/null", "--", "sh", "-c"])
+        .arg("stat -c '%a %u' \"$LOOPTOP_RUN_DIR\"; ls -A \"$LOOPTOP_RUN_DIR\" | wc -l; echo \"$LOOPTOP_RUN_DIR\"; sleep 0.3")
+        .env("TMPDIR", &shared.0)
+        .output_limited();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(lines[..2], [format!("700 {me}").as_str(), "0"], "a new, empty folder of ours, mode 0700: {text}");
+    let dir = std::path::Path::new(lines[2]);
+    assert_eq!(dir.parent(), Some(shared.0.as_path()), "{text}");
+    assert!(std::fs::symlink_metadata(dir).is_err(), "the run folder is removed at the end");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing went through a planted link");
+}

@@ -10,6 +10,7 @@ mod cli;
 mod errors;
 mod limits;
 mod man;
+mod outputs;
 mod ps;
 mod record;
 mod run;

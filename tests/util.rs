@@ -454,3 +454,76 @@ pub fn alive(pid: u32) -> bool {
         .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
+
+/// Another user, to plant files as in a shared folder: a throwaway account (`useradd`, root
+/// only), removed on drop.
+pub struct Stranger {
+    pub uid: u32,
+    pub gid: u32,
+    name: String,
+}
+
+impl Stranger {
+    /// A new throwaway user, or `None` (after `SKIP: <test>: …`) when that is not possible here.
+    pub fn new(test: &str) -> Option<Stranger> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIP: {test}: creating a throwaway user needs root");
+            return None;
+        }
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ltt{}x{n}", std::process::id());
+        // useradd takes a lock on /etc/passwd: another engineer's run may hold it a moment.
+        let mut added = false;
+        for _ in 0..20 {
+            let out = Command::new("useradd")
+                .args(["--no-create-home", "--no-user-group", "--shell", "/usr/sbin/nologin", &name])
+                .output_within(Duration::from_secs(30));
+            if out.status.success() {
+                added = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if !added {
+            println!("SKIP: {test}: useradd {name} failed");
+            return None;
+        }
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, &name]).output_limited();
+            String::from_utf8_lossy(&out.stdout).trim().parse().expect("id of the throwaway user")
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        Some(Stranger { uid, gid, name })
+    }
+
+    /// `program` run as this user, with no supplementary groups.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .args(["--clear-groups", "--"])
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            if Command::new("userdel").arg(&self.name).output_within(Duration::from_secs(30)).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A temporary folder that anyone may write to, like `/tmp` (mode 1777).
+pub fn shared_dir(tag: &str) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new(tag);
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}

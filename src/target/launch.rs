@@ -8,8 +8,13 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use super::signals::{forward_signals, interrupted};
+
+/// How long a launched command gets to exit after SIGTERM before it is killed.
+pub const TERM_GRACE: Duration = Duration::from_secs(3);
 
 /// What to launch and how.
 #[derive(Debug, Clone)]
@@ -41,7 +46,7 @@ impl LaunchPlan {
 }
 
 /// Where a stream of the target goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Output {
     /// Same as looptop's.
     Inherit,
@@ -49,8 +54,9 @@ pub enum Output {
     Piped,
     /// Discarded (or, for stdin, nothing to read).
     Null,
-    /// Appended to this file (the program's output while the live view owns the terminal).
-    Log(PathBuf),
+    /// This file, opened by the caller (the program's output while the live view owns the
+    /// terminal).
+    File(Arc<std::fs::File>),
 }
 
 impl Output {
@@ -59,14 +65,9 @@ impl Output {
             Output::Inherit => Stdio::inherit(),
             Output::Piped => Stdio::piped(),
             Output::Null => Stdio::null(),
-            Output::Log(path) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    UserError::usage(format!("cannot write the program's output to {}: {e}", path.display()))
-                        .hint("set TMPDIR to a writable folder, or use --no-tui")
-                })?
+            Output::File(file) => file
+                .try_clone()
+                .map_err(|e| UserError::observe(format!("cannot pass its output file to the program: {e}")))?
                 .into(),
         })
     }
@@ -80,6 +81,48 @@ pub struct Launched {
     pub session: u64,
     /// Private folder where agents report why they could not set up; removed on drop.
     pub run_dir: PathBuf,
+}
+
+impl Launched {
+    /// Stops the command if it still runs: SIGTERM, then SIGKILL after [`TERM_GRACE`]. Returns how
+    /// it ended (`None` if that cannot be known).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let asked = Instant::now();
+        while asked.elapsed() < TERM_GRACE {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => return None,
+            }
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+/// How a finished command ended: "exited 3", "killed by SIGTERM".
+pub fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited {code}"),
+        (None, Some(sig)) => format!("killed by {}", signal_name(sig)),
+        _ => status.to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        other => format!("signal {other}"),
+    }
 }
 
 /// A fresh session id: unique enough among the launches on one machine.
@@ -109,9 +152,13 @@ fn preload_value(agent: &Path) -> OsString {
 pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
     let (program, args) = plan.command.split_first().ok_or_else(|| UserError::usage("no command to run"))?;
     let session = new_session();
-    let run_dir = std::env::temp_dir().join(format!("looptop-run-{}-{:x}", std::process::id(), session));
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| UserError::observe(format!("cannot create the run folder {}: {e}", run_dir.display())))?;
+    // A new private folder (mkdir 0700 of a random name): nothing another user planted in a
+    // shared TMPDIR can be it.
+    let tmp = std::env::temp_dir();
+    let run_dir = crate::safefs::new_private_dir(&tmp, "looptop-run").map_err(|e| {
+        UserError::observe(format!("cannot create a private folder in {}: {e}", tmp.display()))
+            .hint("set TMPDIR to a folder you can write to")
+    })?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env("LD_PRELOAD", preload_value(agent))
@@ -172,7 +219,10 @@ pub fn agent_errors(run_dir: &Path) -> Vec<String> {
 }
 
 impl Drop for Launched {
+    /// A command still running when its observation ends (an error, a panic) is stopped: looptop
+    /// never leaves behind a process it started.
     fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }
