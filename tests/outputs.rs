@@ -168,7 +168,7 @@ fn a_full_disk_mid_way_keeps_the_recording_so_far_and_leaves_no_process() {
     let (text, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(text.contains("record=3"), "record must exit 3: {text}\n{err}");
     assert!(err.contains("cannot write the recording /mnt/x.rec: No space left on device"), "{err}");
-    assert!(err.contains("and the recording keeps what was seen until then"), "{err}");
+    assert!(err.contains("it keeps what was written until then"), "{err}");
     assert!(err.contains("ends early"), "report reads the recording up to the failure: {err}");
     let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).expect("report JSON");
     assert_eq!(report["schema"], "looptop.report/1");
@@ -186,4 +186,24 @@ fn reports_that_cannot_be_written_at_the_end_exit_3_with_the_fix() {
         assert!(err.contains("/dev/full: No space left on device") && err.contains("fix: free space"), "{what}: {err}");
         let _ = std::fs::remove_file(&marker);
     }
+}
+
+#[test]
+fn a_recording_that_fills_the_disk_while_attached_exits_3_and_leaves_the_process_alone() {
+    let agent = String::from_utf8(looptop().args(["agent", "path"]).output_limited().stdout).unwrap();
+    let mut target = Command::new("python3")
+        .args(["-c", "import time; print('ready', flush=True); time.sleep(60)"])
+        .env("LD_PRELOAD", agent.trim())
+        .stdout(std::process::Stdio::piped())
+        .spawn_limited();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(target.child.stdout.take().unwrap()), &mut ready).unwrap();
+    let out = looptop()
+        .args(["record", "--mode", "agent", "--rate", "0", "-o", "/dev/full", "--pid", &target.id().to_string()])
+        .output_limited();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot write the recording /dev/full: No space left on device"), "{err}");
+    assert!(err.contains("fix: free space on that disk"), "{err}");
+    assert!(alive(target.id()), "an attached process is not looptop's to stop");
 }

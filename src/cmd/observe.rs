@@ -197,7 +197,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     if has_agent {
         let mut run = Run::start(collect, Mode::Agent, origin, pid, &command)?;
         let source = AgentSource::new(Selector::Pid(pid));
-        run.poll_until(Polled::Agent(source), collect, Observee::Attached(pid), on_poll)?;
+        run.poll_until(Polled::Agent(source), collect, Observee::Attached(pid), on_poll).map_err(told)?;
         let warnings = run.warnings();
         return run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings);
     }
@@ -214,7 +214,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     let mut source = PerfSource::new(opts).map_err(refused)?;
     source.add_process(pid).map_err(refused)?;
     let mut run = Run::start(collect, Mode::Perf, origin, pid, &command)?;
-    run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll)?;
+    run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll).map_err(told)?;
     let mut warnings = run.warnings();
     warnings.extend(unnamed_js(pid, &run.pipeline.session));
     run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings)
@@ -535,7 +535,18 @@ impl Run {
 
 /// A recording that could not be written (a full disk), as one sentence and the fix (exit 3).
 fn recording_failed(e: record::WriteError) -> UserError {
-    output::write_failed("the recording", &e.path, "-o FILE", &e.source)
+    let mut err = output::write_failed("the recording", &e.path, "-o FILE", &e.source);
+    err.message += "; it keeps what was written until then";
+    err
+}
+
+/// An error of the poll loop: a recording that cannot be written is told as one sentence and
+/// the fix.
+fn told(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<record::WriteError>() {
+        Ok(w) => recording_failed(w).into(),
+        Err(e) => e,
+    }
 }
 
 /// Observation failed mid-way (a recording that cannot be written, …) while the command looptop
@@ -548,15 +559,13 @@ fn stopped_after(e: anyhow::Error, launched: &mut Launched) -> anyhow::Error {
         (_, Some(status)) => format!("was stopped ({})", launch::describe(status)),
         (_, None) => "could not be stopped".into(),
     };
-    let err = match e.downcast::<record::WriteError>() {
-        Ok(w) => {
-            let mut err = recording_failed(w);
-            err.message += &format!("; process {pid} {how}, and the recording keeps what was seen until then");
-            err
+    match told(e).downcast::<UserError>() {
+        Ok(mut err) => {
+            err.message += &format!("; process {pid} {how}");
+            err.into()
         }
-        Err(e) => UserError::observe(format!("{e:#}; process {pid} {how}")),
-    };
-    err.into()
+        Err(e) => UserError::observe(format!("{e:#}; process {pid} {how}")).into(),
+    }
 }
 
 /// Why nothing was observed, as one sentence and the fix.
