@@ -102,10 +102,15 @@ fn sigint_to_the_command_and_sigterm_to_looptop_reach_its_handlers() {
         };
         // SAFETY: signalling the fixture this test started (through looptop).
         unsafe { libc::kill(pid, libc::SIGINT) };
-        assert_eq!(next(), "got INT", "{cmd:?}: SIGINT sent to the command");
+        let got = next();
+        assert!(!run.timed_out(), "{cmd:?}: SIGINT sent to the command never reached its handler");
+        assert_eq!(got, "got INT", "{cmd:?}: SIGINT sent to the command");
+        // Within milliseconds of the start: looptop may not have its pid back from `spawn` yet.
         // SAFETY: signalling looptop, which passes SIGTERM on.
         unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
-        assert_eq!(next(), "got TERM", "{cmd:?}: SIGTERM sent to looptop");
+        let got = next();
+        assert!(!run.timed_out(), "{cmd:?}: SIGTERM sent to looptop never reached the command's handler");
+        assert_eq!(got, "got TERM", "{cmd:?}: SIGTERM sent to looptop");
         let status = run.wait();
         assert_eq!(status.code(), Some(0), "{cmd:?}: looptop run exits with the command's status");
     }

@@ -11,7 +11,8 @@
 //! `exec` with raw system calls (async-signal-safe; glibc's wrappers hide its two internal
 //! real-time signals, which must be restored too).
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Signals blocked when looptop started (bit `n - 1` for signal `n`).
 static START_BLOCKED: AtomicU64 = AtomicU64::new(0);
@@ -134,25 +135,43 @@ fn bit(sig: libc::c_int) -> u64 {
 
 /// Set once a SIGINT/SIGTERM/SIGHUP reached looptop.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-/// Pid to forward signals to (0: none yet).
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// Where signals go: the launched command once it runs; until then, those that came.
+static FORWARD: Mutex<Forward> = Mutex::new(Forward { pid: 0, pending: Vec::new() });
 const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+struct Forward {
+    /// The launched command (0: none yet).
+    pid: libc::pid_t,
+    /// Signals that came before it started: a fast program can be signalled (through looptop)
+    /// before `spawn` has returned its pid to us.
+    pending: Vec<libc::c_int>,
+}
 
 /// True once the user asked looptop to stop (Ctrl-C, SIGTERM, SIGHUP).
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-/// Forwards the signals that reach looptop from now on to `pid` (the launched command).
+/// Forwards the signals that reach looptop to `pid` (the launched command), starting with those
+/// that came while it was being started.
 pub fn forward_to(pid: u32) {
-    FORWARD_TO.store(pid as i32, Ordering::Relaxed);
+    let pending = {
+        let mut f = FORWARD.lock().unwrap_or_else(|e| e.into_inner());
+        f.pid = pid as libc::pid_t;
+        std::mem::take(&mut f.pending)
+    };
+    for sig in pending {
+        // SAFETY: signalling the command we launched.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
+    }
 }
 
 /// Blocks the forwarded signals in every thread and starts one thread that receives them with
 /// `sigwaitinfo` and passes them on. Call before any other thread starts.
 ///
 /// A signal the terminal sent (Ctrl-C) already reached the target, which shares our process
-/// group, so it is not sent twice; one sent by a process (`kill`) is forwarded. A signal looptop
+/// group, so it is not sent twice; one sent by a process (`kill`) is forwarded, also when it came
+/// while the command was being started ([`forward_to`] passes it on). A signal looptop
 /// was started with ignored (`nohup looptop …`, a background job's SIGINT) stays ignored: it is
 /// neither blocked nor waited for (a blocked signal is queued even when ignored). Only the first
 /// call does anything.
@@ -184,10 +203,14 @@ fn start_forwarding() {
                     continue;
                 }
                 INTERRUPTED.store(true, Ordering::Relaxed);
-                let from_terminal = info.si_code == libc::SI_KERNEL;
-                let pid = FORWARD_TO.load(Ordering::Relaxed);
-                if pid > 0 && !from_terminal {
-                    libc::kill(pid, sig);
+                if info.si_code == libc::SI_KERNEL {
+                    continue;
+                }
+                let mut f = FORWARD.lock().unwrap_or_else(|e| e.into_inner());
+                if f.pid > 0 {
+                    libc::kill(f.pid, sig);
+                } else if !f.pending.contains(&sig) {
+                    f.pending.push(sig);
                 }
             })
             .ok();
