@@ -235,15 +235,18 @@ pub fn c_fixture(name: &str) -> PathBuf {
     if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
         return bin.clone();
     }
-    let dir = std::env::temp_dir().join(format!("looptop-test-c-{}", std::process::id()));
+    // In cargo's scratch folder for tests (not a new folder in /tmp per run); built under a name
+    // of this run, then renamed over the last run's.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(name);
+    let (fresh, out) = (dir.join(format!("{name}.{}", std::process::id())), dir.join(name));
     let st = Command::new("cc")
         .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-        .arg(&out)
+        .arg(&fresh)
         .arg(fixture(&format!("c/{name}.c")))
         .status_limited();
     assert!(st.success(), "compiling fixtures/c/{name}.c failed (cc, i.e. gcc, is needed for the C fixtures)");
+    std::fs::rename(&fresh, &out).unwrap();
     built.push((name.to_string(), out.clone()));
     out
 }
