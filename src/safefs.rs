@@ -4,7 +4,7 @@
 //! read a target's files only as the target's user could.
 //!
 //! Every function here is the one way looptop opens such a file; a test with a throwaway user
-//! (tests/hostile.rs) proves each rule.
+//! (tests/hostile.rs) proves each rule. Files looptop writes are opened by [`open_output`] and [`create_first_free`].
 
 use std::ffi::CString;
 use std::fs::File;
@@ -20,6 +20,10 @@ mod mapped;
 
 pub use dirs::{private_dir_under, reuse_or_new_private_dir, trusted_dir};
 pub use mapped::{open_mapped, Mapped};
+
+mod output;
+
+pub use output::{create_first_free, open_output, Opened, OutputRefused};
 
 /// Why an untrusted file was refused.
 #[derive(Debug, thiserror::Error)]

@@ -6,82 +6,13 @@
 
 use crate::util::*;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Runs `cmd` (in a process group of its own) and waits at most `secs`: a hang kills the group
-/// and fails the test with what it printed.
-fn within(cmd: &mut Command, secs: u64) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn().expect("spawn");
-    let pid = child.id() as i32;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = done.clone();
-    let watchdog = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // SAFETY: signalling the child's own process group.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        true
-    });
-    let out = child.wait_with_output().expect("wait");
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let hung = watchdog.join().unwrap();
-    assert!(
-        !hung,
-        "still running after {secs} s (killed): {cmd:?}\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    out
-}
-
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Whether we are root; prints `SKIP:` (or fails under `LOOPTOP_REQUIRE_PERF=1`) when not.
-fn root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("LOOPTOP_REQUIRE_PERF").map_or(true, |v| v != "1"),
-        "{test}: root is required (LOOPTOP_REQUIRE_PERF=1) but we are not root"
-    );
-    println!("SKIP: {test}: needs root (mount namespaces, a throwaway user)");
-    false
-}
-
-/// A C fixture, compiled once per test run.
-fn c_fixture(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("looptop-test-harm-c-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    });
-    let out = dir.join(name);
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if !out.exists() {
-        let st = Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(&out)
-            .arg(fixture(&format!("c/{name}.c")))
-            .status()
-            .expect("cc (gcc) is needed for the C fixtures");
-        assert!(st.success(), "compiling fixtures/c/{name}.c failed");
-    }
-    out
 }
 
 /// The agent library looptop embeds, written out by `looptop agent path`.
@@ -95,13 +26,6 @@ fn agent() -> PathBuf {
     .clone()
 }
 
-/// A folder anyone may write to, sticky, like /dev/shm and /tmp.
-fn shared_dir(tag: &str) -> TempDir {
-    let d = TempDir::new(tag);
-    std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    d
-}
-
 fn segments_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -111,45 +35,6 @@ fn segments_in(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// A user created for one test and removed after it (root only).
-struct Throwaway {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl Throwaway {
-    fn new() -> Throwaway {
-        let name = format!("lt{}x{}", std::process::id() % 100_000, rand_suffix());
-        let st = Command::new("useradd").args(["-M", "-N", "-s", "/usr/sbin/nologin", &name]).status().unwrap();
-        assert!(st.success(), "useradd {name}");
-        let id = |flag: &str| -> u32 {
-            let out = Command::new("id").args([flag, &name]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-        };
-        Throwaway { uid: id("-u"), gid: id("-g"), name }
-    }
-
-    /// Gives a file (not followed, for links) to this user, as if they had made it.
-    fn own(&self, path: &Path) {
-        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).unwrap();
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).status();
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
-
-fn rand_suffix() -> u32 {
-    let mut v = 0u32;
-    // SAFETY: getrandom writes at most 4 bytes into v.
-    unsafe { libc::getrandom((&mut v as *mut u32).cast(), 4, 0) };
-    v % 1_000_000
 }
 
 /// The next pids the kernel will hand out (a range to plant names for).
@@ -224,14 +109,14 @@ fn forged_segment(pid: u32, start: u64, version: u32) -> Vec<u8> {
     bytes
 }
 
-/// A process of ours that lives for `secs` and never waits (no agent).
-fn sleeper(secs: u32) -> std::process::Child {
-    Command::new("sleep").arg(secs.to_string()).spawn().unwrap()
+/// A process of ours that lives for `secs` and never waits (no agent), killed on drop.
+fn sleeper(secs: u32) -> Guarded {
+    Command::new("sleep").arg(secs.to_string()).spawn_limited()
 }
 
 #[test]
 fn a_full_shm_folder_leaves_every_preloaded_target_and_looptop_running() {
-    if !root("a_full_shm_folder_leaves_every_preloaded_target_and_looptop_running") {
+    if !root_permitted("a_full_shm_folder_leaves_every_preloaded_target_and_looptop_running") {
         return;
     }
     let loop_bin = c_epoll_loop();
@@ -250,7 +135,10 @@ ls /dev/shm
         c = loop_bin.display(),
         looptop = env!("CARGO_BIN_EXE_looptop"),
     );
-    let out = within(Command::new("unshare").args(["-m", "sh", "-c", &script]).env_remove("LD_PRELOAD"), 120);
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env_remove("LD_PRELOAD")
+        .output_within(Duration::from_secs(120));
     let text = stdout(&out);
     assert_ne!(out.status.code(), Some(99), "cannot mount a tmpfs: {}", stderr(&out));
     for line in ["c 0", "py ran", "python 0", "node ran", "node 0", "looptop 3"] {
@@ -263,10 +151,11 @@ ls /dev/shm
 
 #[test]
 fn a_folder_that_fills_up_leaves_threads_without_slots_and_the_main_loop_with_its_own() {
-    if !root("a_folder_that_fills_up_leaves_threads_without_slots_and_the_main_loop_with_its_own") {
+    if !root_permitted("a_folder_that_fills_up_leaves_threads_without_slots_and_the_main_loop_with_its_own") {
         return;
     }
     // 6 MiB: the base fits, and loop slots are reserved until only the 4 MiB reserve is left.
+    let _machine = machine_wide();
     let bin = c_fixture("many_loops");
     let dir = TempDir::new("slots-fill");
     let truth = dir.path("truth.jsonl");
@@ -275,14 +164,12 @@ fn a_folder_that_fills_up_leaves_threads_without_slots_and_the_main_loop_with_it
         looptop = env!("CARGO_BIN_EXE_looptop"),
         bin = bin.display()
     );
-    let out = within(
-        Command::new("unshare")
-            .args(["-m", "sh", "-c", &script])
-            .env("FIXTURE_THREADS", "60")
-            .env("FIXTURE_TRUTH", &truth)
-            .env("NO_COLOR", "1"),
-        120,
-    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .env("FIXTURE_THREADS", "60")
+        .env("FIXTURE_TRUTH", &truth)
+        .env("NO_COLOR", "1")
+        .output_within(Duration::from_secs(120));
     assert_ne!(out.status.code(), Some(99), "cannot mount a tmpfs: {}", stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
@@ -296,19 +183,18 @@ fn a_folder_that_fills_up_leaves_threads_without_slots_and_the_main_loop_with_it
 
 #[test]
 fn more_loops_than_slots_never_lose_the_main_loop() {
-    let _t = timing();
+    // 100 polling threads would slow the timing tests running beside it.
+    let _machine = machine_wide();
     let bin = c_fixture("many_loops");
     let dir = TempDir::new("slots");
     let truth = dir.path("truth.jsonl");
-    let out = within(
-        looptop()
-            .args(["run", "--json", "--rate", "0", "--"])
-            .arg(&bin)
-            .env("FIXTURE_THREADS", "100")
-            .env("FIXTURE_TRUTH", &truth)
-            .env("LOOPTOP_SHM_DIR", &dir.0),
-        120,
-    );
+    let out = looptop()
+        .args(["run", "--json", "--rate", "0", "--"])
+        .arg(&bin)
+        .env("FIXTURE_THREADS", "100")
+        .env("FIXTURE_TRUTH", &truth)
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
@@ -325,6 +211,7 @@ fn more_loops_than_slots_never_lose_the_main_loop() {
 
 #[test]
 fn forked_children_that_exit_without_cleanup_leave_no_segments_behind() {
+    let _machine = machine_wide();
     let dir = TempDir::new("forks");
     let script = r#"
 import os, select, sys
@@ -337,19 +224,20 @@ for i in range(300):
 print(len([f for f in os.listdir(os.environ["LOOPTOP_SHM_DIR"]) if f.startswith("looptop-")]))
 "#;
     // Preloaded alone (production): every agent sweeps its user's dead processes' segments.
-    let out = within(
-        Command::new("python3").args(["-c", script]).env("LD_PRELOAD", agent()).env("LOOPTOP_SHM_DIR", &dir.0),
-        120,
-    );
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("LD_PRELOAD", agent())
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(120));
     assert!(out.status.success(), "{}", stderr(&out));
     let during: usize = stdout(&out).trim().parse().unwrap();
     assert!(during <= 3, "{during} segments in the folder after 300 children");
     assert!(segments_in(&dir.0).len() <= 1, "{:?}", segments_in(&dir.0));
     // Under looptop run: each child's segment is kept for looptop's last read, then removed.
-    let out = within(
-        looptop().args(["run", "-q", "--rate", "0", "--", "python3", "-c", script]).env("LOOPTOP_SHM_DIR", &dir.0),
-        120,
-    );
+    let out = looptop()
+        .args(["run", "-q", "--rate", "0", "--", "python3", "-c", script])
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(120));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(segments_in(&dir.0), Vec::<String>::new(), "looptop run must remove what it kept");
 }
@@ -360,7 +248,8 @@ fn short_sleeps_inside_a_stall_are_never_cut_short_by_the_watchdog() {
     let bin = c_fixture("short_sleeps");
     // Before the fix, each run saw 2–16 EINTRs; three runs of ~150 sleeps each.
     for _ in 0..3 {
-        let out = within(looptop().args(["run", "--json", "--rate", "0", "--"]).arg(&bin), 60);
+        let out =
+            looptop().args(["run", "--json", "--rate", "0", "--"]).arg(&bin).output_within(Duration::from_secs(60));
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);
         let first = text.lines().next().unwrap_or_default();
@@ -389,13 +278,21 @@ fn a_seccomp_filter_that_kills_on_a_call_the_agent_uses_never_kills_the_target()
         "statfs",
         "kill",
     ] {
-        let out = within(Command::new(&exec).args([call, "--"]).arg(&bin).env("LD_PRELOAD", agent()), 60);
+        let out = Command::new(&exec)
+            .args([call, "--"])
+            .arg(&bin)
+            .env("LD_PRELOAD", agent())
+            .output_within(Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(0), "{call}: the target died ({:?}): {}", out.status, stderr(&out));
         assert!(stdout(&out).starts_with("eintr 0"), "{call}: {}", stdout(&out));
     }
     // Observed all the same, without signals: the stall, with stacks taken from outside.
-    let out =
-        within(looptop().args(["run", "--json", "--rate", "0", "--"]).arg(&exec).args(["tgkill", "--"]).arg(&bin), 60);
+    let out = looptop()
+        .args(["run", "--json", "--rate", "0", "--"])
+        .arg(&exec)
+        .args(["tgkill", "--"])
+        .arg(&bin)
+        .output_within(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
@@ -405,33 +302,29 @@ fn a_seccomp_filter_that_kills_on_a_call_the_agent_uses_never_kills_the_target()
 #[test]
 fn fifos_links_and_junk_named_like_segments_hang_nothing_and_fail_agent_mode_clearly() {
     let dir = shared_dir("junk");
-    let mut victim = sleeper(60);
+    let victim = sleeper(60);
     let pid = victim.id();
     let seg = dir.path(&format!("looptop-{pid}"));
     let c = std::ffi::CString::new(seg.to_str().unwrap()).unwrap();
     // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
     let check_fails = |why: &str| {
-        let out = within(
-            looptop()
-                .args(["check", "--mode", "agent", "--pid", &pid.to_string(), "-d", "1s", "-b", "stalls==0"])
-                .env("LOOPTOP_SHM_DIR", &dir.0),
-            60,
-        );
+        let out = looptop()
+            .args(["check", "--mode", "agent", "--pid", &pid.to_string(), "-d", "1s", "-b", "stalls==0"])
+            .env("LOOPTOP_SHM_DIR", &dir.0)
+            .output_within(Duration::from_secs(60));
         assert_eq!(out.status.code(), Some(3), "{why}: {}", stderr(&out));
         assert!(!stdout(&out).contains('✓') && !stderr(&out).contains("held"), "{why}: {}", stderr(&out));
         out
     };
-    let out = within(looptop().args(["ps"]).env("LOOPTOP_SHM_DIR", &dir.0), 60);
+    let out = looptop().args(["ps"]).env("LOOPTOP_SHM_DIR", &dir.0).output_within(Duration::from_secs(60));
     assert!(out.status.success(), "{}", stderr(&out));
     check_fails("a FIFO");
-    let out = within(
-        looptop()
-            .args(["record", "--mode", "agent", "--pid", &pid.to_string(), "-d", "1s", "-o"])
-            .arg(dir.path("x.rec"))
-            .env("LOOPTOP_SHM_DIR", &dir.0),
-        60,
-    );
+    let out = looptop()
+        .args(["record", "--mode", "agent", "--pid", &pid.to_string(), "-d", "1s", "-o"])
+        .arg(dir.path("x.rec"))
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     std::fs::remove_file(&seg).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", &seg).unwrap();
@@ -448,37 +341,34 @@ fn fifos_links_and_junk_named_like_segments_hang_nothing_and_fail_agent_mode_cle
     std::fs::write(&seg, vec![0x5a; 8192]).unwrap();
     let out = check_fails("junk");
     assert!(stderr(&out).contains("not a looptop segment"), "{}", stderr(&out));
-    let _ = victim.kill();
-    let _ = victim.wait();
+    drop(victim);
 }
 
 #[test]
 fn another_users_forged_segment_is_not_believed_and_a_taken_name_does_not_blind_the_agent() {
-    if !root("another_users_forged_segment_is_not_believed_and_a_taken_name_does_not_blind_the_agent") {
-        return;
-    }
-    let user = Throwaway::new();
+    let test = "another_users_forged_segment_is_not_believed_and_a_taken_name_does_not_blind_the_agent";
+    let Some(user) = Stranger::new(test) else { return };
     let dir = shared_dir("forged");
     // A root process with no agent; the other user writes a segment "of" it, with its real pid
     // and start time and a stall of 900 ms.
-    let mut victim = sleeper(60);
+    let victim = sleeper(60);
     let pid = victim.id();
     let seg = dir.path(&format!("looptop-{pid}"));
     std::fs::write(&seg, forged_segment(pid, start_time(pid), looptop_abi::LAYOUT_VERSION)).unwrap();
     user.own(&seg);
-    let out = within(looptop().args(["ps", "--json", "--window", "100ms"]).env("LOOPTOP_SHM_DIR", &dir.0), 60);
+    let out = looptop()
+        .args(["ps", "--json", "--window", "100ms"])
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(60));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains(&format!("\"pid\": {pid}")), "the forged segment was believed: {}", stdout(&out));
     assert!(stderr(&out).contains(&format!("belongs to uid {}", user.uid)), "{}", stderr(&out));
-    let out = within(
-        looptop()
-            .args(["check", "--mode", "agent", "--pid", &pid.to_string(), "-d", "1s", "-b", "stalls==0"])
-            .env("LOOPTOP_SHM_DIR", &dir.0),
-        60,
-    );
+    let out = looptop()
+        .args(["check", "--mode", "agent", "--pid", &pid.to_string(), "-d", "1s", "-b", "stalls==0"])
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let _ = victim.kill();
-    let _ = victim.wait();
+    drop(victim);
 
     // The other user takes the names of the next pids: root's program is observed all the same.
     for p in next_pids(400) {
@@ -487,10 +377,11 @@ fn another_users_forged_segment_is_not_believed_and_a_taken_name_does_not_blind_
         user.own(&planted);
     }
     let _t = timing();
-    let out = within(
-        looptop().args(["run", "--json", "--rate", "0", "--"]).arg(c_epoll_loop()).env("LOOPTOP_SHM_DIR", &dir.0),
-        60,
-    );
+    let out = looptop()
+        .args(["run", "--json", "--rate", "0", "--"])
+        .arg(c_epoll_loop())
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
@@ -501,12 +392,11 @@ fn another_users_forged_segment_is_not_believed_and_a_taken_name_does_not_blind_
 fn a_segment_truncated_while_it_is_read_never_crashes_looptop() {
     let dir = TempDir::new("truncate");
     // The target's first wait lasts 3 s: the segment stays while looptop reads it.
-    let mut target = Command::new(c_epoll_loop())
+    let target = Command::new(c_epoll_loop())
         .env("LD_PRELOAD", agent())
         .env("LOOPTOP_SHM_DIR", &dir.0)
         .env("FIXTURE_START_MS", "3000")
-        .spawn()
-        .unwrap();
+        .spawn_limited();
     let pid = target.id();
     let seg = dir.path(&format!("looptop-{pid}"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -521,26 +411,23 @@ fn a_segment_truncated_while_it_is_read_never_crashes_looptop() {
         .env("LOOPTOP_SHM_DIR", &dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_limited();
     std::thread::sleep(Duration::from_millis(800));
     // The target's user cuts the file short under the reader.
     std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(100).unwrap();
-    let out = recorder.wait_with_output().unwrap();
+    let out = recorder.wait_with_output();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), None, "looptop died of a signal: {}", stderr(&out));
     assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
     assert!(std::fs::metadata(&rec).is_ok_and(|m| m.len() > 0), "the recording was lost");
-    let _ = target.kill();
-    let _ = target.wait();
+    drop(target);
 }
 
 #[test]
 fn node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit() {
-    if !root("node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit") {
+    let Some(user) = Stranger::new("node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit") else {
         return;
-    }
-    let user = Throwaway::new();
+    };
     // Root-only file the other user points the next pids' perf maps at.
     let secret = TempDir::new("perfmap-secret");
     let target = secret.path("root-only");
@@ -552,10 +439,10 @@ fn node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit() {
             user.own(p);
         }
     }
-    let out = within(
-        Command::new("node").args(["-e", "setTimeout(() => console.log(process.pid), 50)"]).env("LD_PRELOAD", agent()),
-        60,
-    );
+    let out = Command::new("node")
+        .args(["-e", "setTimeout(() => console.log(process.pid), 50)"])
+        .env("LD_PRELOAD", agent())
+        .output_within(Duration::from_secs(60));
     for p in &planted {
         if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
             let _ = std::fs::remove_file(p);
@@ -564,16 +451,14 @@ fn node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "root's data\n", "V8 wrote through the planted link");
     // A normal run: the map exists while node runs and is gone after it exits.
-    let out = within(
-        Command::new("node")
-            .args([
-                "-e",
-                "const fs = require('fs'); const m = `/tmp/perf-${process.pid}.map`; \
+    let out = Command::new("node")
+        .args([
+            "-e",
+            "const fs = require('fs'); const m = `/tmp/perf-${process.pid}.map`; \
                  setTimeout(() => console.log(process.pid, fs.statSync(m).mode & 0o777), 50)",
-            ])
-            .env("LD_PRELOAD", agent()),
-        60,
-    );
+        ])
+        .env("LD_PRELOAD", agent())
+        .output_within(Duration::from_secs(60));
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let mut it = text.split_whitespace();

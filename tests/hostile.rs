@@ -8,91 +8,9 @@
 use crate::util::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A hung looptop fails its test after this long (instead of hanging `cargo test`).
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// Whether we are root (needed to create a user); prints `SKIP: <reason>` when not, unless
-/// `LOOPTOP_REQUIRE_PERF=1` (CI, as root), where a skip is a failure.
-fn root_permitted(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let why = if unsafe { libc::geteuid() } != 0 {
-        "creating a throwaway user needs root"
-    } else if Command::new("useradd").arg("--help").output().is_err() {
-        "useradd is not installed"
-    } else {
-        return true;
-    };
-    if std::env::var("LOOPTOP_REQUIRE_PERF").is_ok_and(|v| v == "1") {
-        panic!("{test}: required (LOOPTOP_REQUIRE_PERF=1) but {why}");
-    }
-    println!("SKIP: {test}: {why}");
-    false
-}
-
-/// A throwaway user (`looptop-t<random>`, no home, no login), removed with its group on drop.
-struct User {
-    name: String,
-    uid: u32,
-    gid: u32,
-}
-
-impl User {
-    fn new() -> User {
-        let mut random = [0u8; 4];
-        std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut random).unwrap();
-        let name = format!("looptop-t{:08x}", u32::from_ne_bytes(random));
-        // Tests run in parallel: useradd may find /etc/passwd locked by another one for a moment.
-        let mut last = String::new();
-        for _ in 0..50 {
-            let out = Command::new("useradd").args(["-M", "-s", "/usr/sbin/nologin", &name]).output().unwrap();
-            if out.status.success() {
-                let id = |flag: &str| -> u32 {
-                    let out = Command::new("id").args([flag, &name]).output().unwrap();
-                    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-                };
-                return User { uid: id("-u"), gid: id("-g"), name };
-            }
-            last = stderr(&out);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("useradd {name} failed: {last}");
-    }
-
-    /// `program` to be run as this user (no supplementary groups).
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.uid(self.uid).gid(self.gid).env("HOME", "/nonexistent");
-        c
-    }
-
-    /// Runs `sh -c script` as this user; whether it succeeded.
-    fn sh(&self, script: &str) -> bool {
-        self.command("sh").args(["-c", script]).stderr(Stdio::null()).status().unwrap().success()
-    }
-
-    /// Makes `path` this user's.
-    fn chown(&self, path: &Path) {
-        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).unwrap();
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            let st = Command::new("userdel").arg(&self.name).stderr(Stdio::null()).status();
-            if st.map_or(true, |s| s.success()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        eprintln!("userdel {} failed: remove it by hand", self.name);
-    }
-}
 
 /// A Node server of the throwaway user that keeps its loop busy in a JavaScript function, killed
 /// (and its perf map removed) on drop.
@@ -102,7 +20,7 @@ struct Server {
 
 impl Server {
     /// Starts it (with V8's perf map when `perf_map`) and waits until it says it is ready.
-    fn start(user: &User, dir: &Path, perf_map: bool) -> Server {
+    fn start(user: &Stranger, dir: &Path, perf_map: bool) -> Server {
         const JS: &str = "function spin(n) { let x = 0; for (let i = 0; i < n; i++) x += Math.sqrt(i); return x; }\n\
             setInterval(() => { const t = Date.now(); while (Date.now() - t < 150) spin(1e5); }, 200);\n\
             console.error('ready');";
@@ -163,49 +81,19 @@ impl Drop for Server {
     }
 }
 
-/// Runs `cmd`, killing it after [`LIMIT`]: a hung looptop fails the test.
-fn output_within(cmd: &mut Command, what: &str) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = out.read_to_end(&mut b);
-        b
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        b
-    });
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
-            panic!("{what}: looptop still ran after {} s and was killed; stderr:\n{err}", LIMIT.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
-}
-
-/// `looptop record --mode perf --pid PID -d DUR -o REC` within [`LIMIT`]; the recording's text
+/// `looptop record --mode perf --pid PID -d DUR -o REC` within its time limit; the recording's text
 /// and the report's (text and JSON) with it.
 fn record(pid: u32, rec: &Path, dur: &str, what: &str) -> (Output, String) {
-    let out = output_within(
-        looptop().args(["record", "--mode", "perf", "--pid", &pid.to_string(), "-d", dur, "-o"]).arg(rec),
-        what,
-    );
+    let out = looptop()
+        .args(["record", "--mode", "perf", "--pid", &pid.to_string(), "-d", dur, "-o"])
+        .arg(rec)
+        .output_limited();
     assert!(out.status.success(), "{what}: record failed: {}", stderr(&out));
     let mut all = std::fs::read_to_string(rec).unwrap();
     for json in [true, false] {
         let mut c = looptop();
         c.arg("report").args(json.then_some("--json")).arg(rec);
-        let rep = output_within(&mut c, what);
+        let rep = c.output_limited();
         assert!(rep.status.success(), "{what}: report failed: {}", stderr(&rep));
         all.push_str(&String::from_utf8_lossy(&rep.stdout));
     }
@@ -231,11 +119,11 @@ fn root_only(dir: &TempDir, name: &str, text: &str) -> PathBuf {
 #[test]
 fn issue_13_a_perf_map_naming_root_only_files_shows_root_nothing() {
     let test = "issue_13_a_perf_map_naming_root_only_files_shows_root_nothing";
-    if !root_permitted(test) || !perf_permitted(test) {
+    if !perf_permitted(test) {
         return;
     }
     let _machine = machine_wide();
-    let user = User::new();
+    let Some(user) = Stranger::new(test) else { return };
     let dir = TempDir::new("hostile-source");
     let secret = root_only(&dir, "secret.js", &"const key = 'LOOPTOP_SECRET_LINE';\n".repeat(100));
     let public = dir.path("public.js");
@@ -263,7 +151,7 @@ fn issue_13_a_perf_map_naming_root_only_files_shows_root_nothing() {
     });
     std::fs::remove_file(server.map()).unwrap();
     std::os::unix::fs::symlink(&roots_map, server.map()).unwrap();
-    user.chown(&server.map());
+    user.own(&server.map());
     let (out, seen) = record(server.pid(), &dir.path("link.rec"), "2s", "a link to root's map");
     assert!(!seen.contains("LOOPTOP_SECRET_NAME"), "root's map was read through the link:\n{seen}");
     assert!(stderr(&out).contains("not read"), "a note says the map was not read: {}", stderr(&out));
@@ -272,11 +160,11 @@ fn issue_13_a_perf_map_naming_root_only_files_shows_root_nothing() {
 #[test]
 fn issue_13_b_a_fifo_or_huge_perf_map_never_hangs_perf_mode() {
     let test = "issue_13_b_a_fifo_or_huge_perf_map_never_hangs_perf_mode";
-    if !root_permitted(test) || !perf_permitted(test) {
+    if !perf_permitted(test) {
         return;
     }
     let _machine = machine_wide();
-    let user = User::new();
+    let Some(user) = Stranger::new(test) else { return };
     let dir = TempDir::new("hostile-map");
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     let server = Server::start(&user, &dir.0, false);
@@ -286,7 +174,7 @@ fn issue_13_b_a_fifo_or_huge_perf_map_never_hangs_perf_mode() {
     let c = std::ffi::CString::new(map.to_str().unwrap()).unwrap();
     // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    user.chown(&map);
+    user.own(&map);
     let started = Instant::now();
     let (out, _) = record(server.pid(), &dir.path("fifo.rec"), "2s", "a FIFO as the perf map");
     assert!(stderr(&out).contains("not a regular file"), "{}", stderr(&out));
@@ -296,7 +184,7 @@ fn issue_13_b_a_fifo_or_huge_perf_map_never_hangs_perf_mode() {
     std::fs::remove_file(&map).unwrap();
     let f = std::fs::File::create(&map).unwrap();
     f.set_len(200 << 30).unwrap();
-    user.chown(&map);
+    user.own(&map);
     let started = Instant::now();
     let (out, _) = record(server.pid(), &dir.path("sparse.rec"), "2s", "a 200 GiB sparse perf map");
     assert!(stderr(&out).contains("more than"), "{}", stderr(&out));
@@ -318,10 +206,7 @@ fn only_root_can_change(path: &Path) -> Result<(), String> {
 #[test]
 fn issue_13_c_agent_path_never_goes_through_a_planted_link() {
     let test = "issue_13_c_agent_path_never_goes_through_a_planted_link";
-    if !root_permitted(test) {
-        return;
-    }
-    let user = User::new();
+    let Some(user) = Stranger::new(test) else { return };
     let dir = TempDir::new("hostile-agent");
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
     // A shared temporary folder of our own, like /tmp (root's, sticky, open to all).
@@ -331,7 +216,7 @@ fn issue_13_c_agent_path_never_goes_through_a_planted_link() {
     // The user's folder, and a folder of root's that others may read: both must stay as they are.
     let theirs = dir.path("theirs");
     std::fs::create_dir(&theirs).unwrap();
-    user.chown(&theirs);
+    user.own(&theirs);
     let roots = dir.path("roots");
     std::fs::create_dir(&roots).unwrap();
     let planted = tmp.join("looptop-0");
@@ -342,7 +227,7 @@ fn issue_13_c_agent_path_never_goes_through_a_planted_link() {
             Some(h) => c.env("HOME", h),
             None => c.env_remove("HOME"),
         };
-        let out = output_within(&mut c, "looptop agent path");
+        let out = c.output_limited();
         assert!(out.status.success(), "{}", stderr(&out));
         PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
     };
@@ -365,7 +250,7 @@ fn issue_13_c_agent_path_never_goes_through_a_planted_link() {
         let folder = agent.parent().unwrap();
         let name = agent.file_name().unwrap().to_str().unwrap();
         std::fs::write(theirs.join(name), b"the user's library").unwrap();
-        user.chown(&theirs.join(name));
+        user.own(&theirs.join(name));
         let evil = theirs.join(name);
         assert!(user.sh(&format!("ln -sfn {} {}", theirs.display(), planted.display())), "the link can be repointed");
         assert!(!user.sh(&format!("cp {} {}", evil.display(), agent.display())));
