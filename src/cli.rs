@@ -19,8 +19,14 @@ Examples:
   looptop ps                                 processes running the agent
   sudo looptop record -d 10s --pid 4242      attach to a server started with nothing (perf mode)
 
-Exit codes: 0 success; 1 a budget failed; 2 usage or configuration error; 3 could not observe
-the target. `looptop run` exits with the target's own status (3 when it could not observe).";
+Output files (-o, --json FILE, --junit FILE) are opened before anything starts: a path that
+cannot be written is refused at once. In a folder others can write to (/tmp), a link, file or FIFO
+another user may have planted there is never written through.
+
+Exit codes: 0 success; 1 a budget failed; 2 usage or configuration error (a bad output path too);
+3 could not observe the target, or an output could not be written mid-way (a full disk: a command
+looptop started is then stopped). `looptop run` exits with the target's own status (3 when it
+could not observe).";
 
 /// looptop shows why an event loop is slow: it times every loop iteration (tick) of a program
 /// and reports lag, stalls and what blocked the loop.
@@ -82,14 +88,16 @@ pub enum Command {
 
 const RUN_AFTER_HELP: &str = "\
 The command starts with LD_PRELOAD carrying the agent (appended to any LD_PRELOAD you already
-set). Every descendant that loads the agent is followed (npm start -> sh -> node). SIGINT,
-SIGTERM and SIGHUP are passed on to the command; when it exits, looptop prints the summary to
-stderr (like time(1)) or, with --json, the looptop.report/1 object to stdout (or to -o FILE), and
-exits with the command's own status.
+set). Every descendant that loads the agent is followed (npm start -> sh -> node). The command
+starts with the signal mask and dispositions looptop was started with (under nohup, SIGHUP stays
+ignored); SIGINT, SIGTERM and SIGHUP sent to looptop are passed on to it. When it exits, looptop
+prints the summary to stderr (like time(1)) or, with --json, the looptop.report/1 object to stdout
+(or to -o FILE, checked before the command starts), and exits with the command's own status.
 
 On a terminal (stdin, stdout and stderr all terminals, no --json, -o or --no-tui) run opens the
 live view of `looptop top` while the command runs; the command's stdout and stderr then go to a
-log file named in the view, and the summary is printed when you leave the view.
+new log file in $TMPDIR (mode 0600) named in the view, and the summary is printed when you leave
+the view.
 
 A tick is one loop iteration: from the return of epoll_wait/poll to the next wait call. A stall
 is a tick whose busy time is at least --stall-threshold. Lag percentiles are time-weighted: the
@@ -108,8 +116,11 @@ stalls and the aggregated blockers (Enter shows a stall's stack), and GC and thr
 
 Keys: q or Ctrl-C quit; p pause the display (collection goes on); Tab and the arrows move focus
 and selection; Enter opens the stack of a stall or blocker; f writes a flamegraph SVG of the last
---window (F: stalls only) to the current folder; r starts or stops a recording; + and - change the
-stall threshold; ? help.
+--window (F: stalls only) to a new file in the current folder; r starts or stops a recording (a
+new file there too); + and - change the stall threshold; ? help.
+
+A command started by top writes its output to a new log file in $TMPDIR (mode 0600), named in
+the view.
 
 When the target exits the view stays, saying so, until q. A command started by top is asked to
 exit (SIGTERM) when you quit. The view needs a terminal; for scripts use `looptop run --json` or
@@ -144,8 +155,10 @@ Output: one line per budget (✓ or ✗, the observed value), and under a failed
 (kind, function, file:line, source line) or pauses. --json FILE writes the looptop.report/1
 object with a `budgets` array; --junit FILE one test case per budget; --github prints
 ::error annotations at the worst stall's source line and appends a job summary to
-$GITHUB_STEP_SUMMARY. Exit: 0 all held, 1 a budget failed, 2 a malformed budget or file, 3 could
-not observe. The command's own exit status is reported, not used.
+$GITHUB_STEP_SUMMARY. These files are opened before the command starts. Exit: 0 all held, 1 a
+budget failed, 2 a malformed budget or file, or an output that cannot be written, 3 could not
+observe (or an output could not be written at the end). The command's own exit status is
+reported, not used.
 
 Examples:
   looptop check --budget 'lag.p99<20ms' --budget 'stalls==0' -- node test/load.js
@@ -227,7 +240,8 @@ pub struct RunArgs {
     /// Print the looptop.report/1 JSON object instead of the text summary
     #[arg(long)]
     pub json: bool,
-    /// Write the report to FILE instead of stdout/stderr
+    /// Write the report to FILE instead of stdout/stderr (refused before the command starts when
+    /// it cannot be written)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print the summary at exit instead of opening the live view on a terminal
@@ -267,7 +281,7 @@ pub struct TargetArgs {
     /// Attach to this running process (it needs the agent preloaded, or perf permissions)
     #[arg(long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
-    /// Stop after this long (a launched command is then sent SIGTERM)
+    /// Stop after this long (a launched command is then sent SIGTERM, and SIGKILL 3 s later)
     #[arg(short, long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// The command to run, after `--`
@@ -280,7 +294,10 @@ A recording is a stream of JSON lines (format looptop.recording/1, documented in
 a header, then every event as it happened (loops, ticks, stalls, GC, thread pool, allocator
 pauses), the symbolized frame table and every stack sample. It is flushed as it goes, so a
 recording cut short by a kill or crash keeps everything up to the last flush; `looptop report`
-loads it with a warning.
+loads it with a warning. The file is opened before the command starts (a path that cannot be
+written is refused at once, exit 2). If writing fails mid-way (a full disk), a command record
+started is stopped (SIGTERM, SIGKILL 3 s later), the recording keeps what was written, and record
+exits 3.
 
 --pid attaches to a running process: through its agent's segment when it was started under
 `looptop run` or with the agent preloaded (no privileges), else agentless in perf mode (root or
@@ -351,7 +368,8 @@ pub struct FlameArgs {
     /// Stack sampling.
     #[command(flatten)]
     pub stacks: StackArgs,
-    /// Where to write (default flame.svg, flame.folded or flame.speedscope.json; `-` for stdout)
+    /// Where to write (default flame.svg, flame.folded or flame.speedscope.json; `-` for stdout);
+    /// refused before anything starts when it cannot be written
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Output format (default: from the -o extension, else svg)
@@ -417,8 +435,19 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum AgentCommand {
     /// Print the agent library's path (written on first use), for LD_PRELOAD in production
+    #[command(after_help = AGENT_PATH_AFTER_HELP)]
     Path,
 }
+
+const AGENT_PATH_AFTER_HELP: &str = "\
+The agent is written to $XDG_CACHE_HOME/looptop or ~/.cache/looptop, else $TMPDIR/looptop-UID
+(/tmp by default), under a name that changes with its content. A folder is used only when nobody
+but you and root can change it or any folder above it, and the path printed is its real one, with
+no link in it. When $TMPDIR/looptop-UID is taken by something not safely yours (a link, another
+user's folder), a private $TMPDIR/looptop-UID-RANDOM of your own is used instead.
+
+Example:
+  LD_PRELOAD=$(looptop agent path) node server.js";
 
 /// The clap command, for man pages, completions and tests.
 pub fn command() -> clap::Command {

@@ -4,11 +4,11 @@
 
 use crate::util::*;
 use serde_json::Value;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// A target started by the test, with its ground truth.
 struct Target {
-    child: Child,
+    child: Guarded,
     dir: TempDir,
 }
 
@@ -22,8 +22,7 @@ impl Target {
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the target");
+            .spawn_limited();
         Target { child, dir }
     }
 
@@ -51,28 +50,18 @@ impl Target {
     /// `looptop record --pid` until the target exits, then the report of the recording.
     fn record(&mut self, extra: &[&str]) -> (Output, Value) {
         let rec = self.dir.path("attach.rec");
-        let out = looptop()
-            .args(["record", "--pid", &self.pid(), "-o", rec.to_str().unwrap()])
-            .args(extra)
-            .output()
-            .expect("run looptop record");
+        let out =
+            looptop().args(["record", "--pid", &self.pid(), "-o", rec.to_str().unwrap()]).args(extra).output_limited();
         assert!(out.status.success(), "record failed: {}", stderr(&out));
-        let status = self.child.wait().unwrap();
+        let status = self.child.wait();
         assert!(status.success(), "the target must run to the end unharmed: {status}");
-        let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output().unwrap();
+        let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
         assert!(rep.status.success(), "{}", stderr(&rep));
         (out, serde_json::from_slice(&rep.stdout).expect("report JSON"))
     }
 
     fn truth(&self) -> Vec<Truth> {
         read_truth(&self.dir.path("truth.jsonl"))
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -146,7 +135,7 @@ fn perf_mode_sees_the_libuv_pool_queue_and_wait() {
 #[test]
 fn a_preloaded_agent_is_read_from_its_segment_with_function_names() {
     let file = fixture("node/blockers.js");
-    let agent = looptop().args(["agent", "path"]).output().unwrap();
+    let agent = looptop().args(["agent", "path"]).output_limited();
     let agent = String::from_utf8(agent.stdout).unwrap().trim().to_string();
     let only = [("FIXTURE_ONLY", "regex,cpu"), ("LD_PRELOAD", agent.as_str())];
     let mut target = Target::start(&["node", file.to_str().unwrap()], &only);
@@ -223,11 +212,10 @@ fn target_record_for(target: &mut Target, duration: &str) -> (Output, Value) {
     let rec = target.dir.path("attach.rec");
     let out = looptop()
         .args(["record", "--pid", &target.pid(), "-d", duration, "-o", rec.to_str().unwrap()])
-        .output()
-        .unwrap();
+        .output_limited();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(target.child.try_wait().unwrap().is_none(), "the target must still run after we detach");
-    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output().unwrap();
+    assert!(target.child.child.try_wait().unwrap().is_none(), "the target must still run after we detach");
+    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
     (out, serde_json::from_slice(&rep.stdout).expect("report JSON"))
 }
 
@@ -251,34 +239,30 @@ fn an_unprivileged_user_is_told_what_is_missing_and_the_ways_out() {
         .arg(&bin)
         .args(["record", "--pid", &target.pid(), "-d", "1s", "-o", "/dev/null"])
         .env("HOME", "/tmp")
-        .output()
-        .expect("setpriv (util-linux) is needed");
+        .output_limited();
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.contains("not permitted"), "{text}");
     assert!(text.contains("CAP_PERFMON") && text.contains("perf_event_paranoid"), "{text}");
     assert!(text.contains("looptop run") && text.contains("LD_PRELOAD"), "{text}");
-    assert!(target.child.try_wait().unwrap().is_none(), "the target is untouched");
-    let _ = target.child.kill();
+    assert!(target.child.child.try_wait().unwrap().is_none(), "the target is untouched");
 }
 
 #[test]
 fn no_such_pid_and_a_missing_agent_are_exit_3() {
-    let out = looptop().args(["record", "--pid", "999999999", "-o", "/dev/null"]).output().unwrap();
+    let out = looptop().args(["record", "--pid", "999999999", "-o", "/dev/null"]).output_limited();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("no process with pid 999999999"), "{}", stderr(&out));
-    let mut target = Target::start(&["python3", "-c", "import time; time.sleep(30)"], &[]);
-    let out =
-        looptop().args(["record", "--pid", &target.pid(), "--mode", "agent", "-o", "/dev/null"]).output().unwrap();
+    let target = Target::start(&["python3", "-c", "import time; time.sleep(30)"], &[]);
+    let out = looptop().args(["record", "--pid", &target.pid(), "--mode", "agent", "-o", "/dev/null"]).output_limited();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("has no looptop agent"), "{}", stderr(&out));
-    let _ = target.child.kill();
 }
 
 /// The first byte of `symbol` in the running `pid`, and whether the executable has it.
 fn code_byte(pid: u32, symbol: &str) -> Option<u8> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let nm = Command::new("nm").arg(&exe).output().ok()?;
+    let nm = Command::new("nm").arg(&exe).output_limited();
     let vaddr = String::from_utf8_lossy(&nm.stdout).lines().find_map(|l| {
         let mut f = l.split_whitespace();
         let (addr, _, name) = (f.next()?, f.next()?, f.next()?);
@@ -321,9 +305,9 @@ fn detaching_on_ctrl_c_removes_the_probes() {
     let rec = target.dir.path("attach.rec");
     let attached = looptop()
         .args(["record", "--pid", &target.pid(), "-o", rec.to_str().unwrap()])
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_limited();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while code_byte(pid, "uv__work_submit") != Some(INT3) {
         assert!(std::time::Instant::now() < deadline, "the uprobe on uv__work_submit never appeared");
@@ -331,9 +315,9 @@ fn detaching_on_ctrl_c_removes_the_probes() {
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(attached.id() as i32, libc::SIGINT) };
-    let out = attached.wait_with_output().unwrap();
+    let out = attached.wait_with_output();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(code_byte(pid, "uv__work_submit"), Some(before), "the breakpoint outlived the attach");
-    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output().unwrap();
+    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
     assert!(rep.status.success(), "the recording is complete: {}", stderr(&rep));
 }

@@ -61,8 +61,7 @@ fn the_summary_names_blockers() {
     let out = looptop()
         .args(["run", "--rate", "0", "--", "node", file.to_str().unwrap()])
         .env("FIXTURE_ONLY", "regex,cpu")
-        .output()
-        .unwrap();
+        .output_limited();
     let text = stderr(&out);
     assert!(text.contains("blockers (worst first):"), "{text}");
     assert!(text.contains("regex") && text.contains("validateName") && text.contains("blockers.js:"), "{text}");
@@ -76,8 +75,7 @@ fn the_perf_map_flag_leaves_no_v8_log_behind() {
     let out = looptop()
         .args(["run", "-q", "-o", "/dev/null", "--", "node", "-e", "setTimeout(() => {}, 50)"])
         .current_dir(&dir.0)
-        .output()
-        .unwrap();
+        .output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "files left in the working directory: {left:?}");

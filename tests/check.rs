@@ -13,7 +13,7 @@ fn check(args: &[&str], fixture_rel: &str, env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().unwrap()
+    c.output_limited()
 }
 
 #[test]
@@ -145,8 +145,7 @@ fn a_budget_on_what_the_source_cannot_see_fails_as_not_observed() {
         .args(["check", "--rate", "0", "-b", "gc.max<50ms", "-b", "stalls>=1", "--"])
         .arg(c_epoll_loop())
         .env("LANG", "C")
-        .output()
-        .unwrap();
+        .output_limited();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("FAIL gc.max<50ms") && err.contains("not observed"), "{err}");
@@ -177,7 +176,7 @@ fn malformed_budgets_exit_2_pointing_at_the_character_and_nothing_runs() {
         ("lag.p99<20", "lag.p99 is a time", "              ^"),
     ];
     for (expr, what, caret) in cases {
-        let out = looptop().args(["check", "-b", expr, "--", "sh", "-c", &cmd]).output().unwrap();
+        let out = looptop().args(["check", "-b", expr, "--", "sh", "-c", &cmd]).output_limited();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{expr}: {err}");
         assert!(err.contains(what), "{expr}: {err}");
@@ -195,18 +194,17 @@ fn malformed_budgets_exit_2_pointing_at_the_character_and_nothing_runs() {
         ("[limits]\nstalls = 0\n", "has no [budgets] table"),
     ] {
         std::fs::write(&file, text).unwrap();
-        let out =
-            looptop().args(["check", "--budget-file"]).arg(&file).args(["--", "sh", "-c", &cmd]).output().unwrap();
+        let out = looptop().args(["check", "--budget-file"]).arg(&file).args(["--", "sh", "-c", &cmd]).output_limited();
         assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));
         assert!(stderr(&out).contains(what), "{text}: {}", stderr(&out));
         assert!(!marker.exists());
     }
     // No budget at all; --pid without -d.
     let empty = TempDir::new("check-empty");
-    let out = looptop().current_dir(&empty.0).args(["check", "--", "true"]).output().unwrap();
+    let out = looptop().current_dir(&empty.0).args(["check", "--", "true"]).output_limited();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no budget to check"), "{}", stderr(&out));
-    let out = looptop().args(["check", "-b", "stalls==0", "--pid", "1"]).output().unwrap();
+    let out = looptop().args(["check", "-b", "stalls==0", "--pid", "1"]).output_limited();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("needs -d DUR"), "{}", stderr(&out));
 }
@@ -222,8 +220,7 @@ fn a_budget_file_in_the_working_directory_is_read_and_flags_add_to_it() {
         .args(["check", "--rate", "0", "-b", "tick.max<1ms", "--", "node"])
         .arg(fixture("node/stalls.js"))
         .env("FIXTURE_STALLS_MS", "60")
-        .output()
-        .unwrap();
+        .output_limited();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("✓ stall.max<5s") && err.contains("✓ stalls<=3") && err.contains("✗ tick.max<1ms"), "{err}");
@@ -231,6 +228,6 @@ fn a_budget_file_in_the_working_directory_is_read_and_flags_add_to_it() {
 
 #[test]
 fn a_command_that_cannot_be_observed_exits_3() {
-    let out = looptop().args(["check", "-b", "stalls==0", "--", "/nonexistent/server"]).output().unwrap();
+    let out = looptop().args(["check", "-b", "stalls==0", "--", "/nonexistent/server"]).output_limited();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }

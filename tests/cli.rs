@@ -4,7 +4,7 @@ use crate::util::*;
 
 #[test]
 fn agent_path_prints_an_installed_library() {
-    let out = looptop().args(["agent", "path"]).output().unwrap();
+    let out = looptop().args(["agent", "path"]).output_limited();
     assert!(out.status.success());
     let path = String::from_utf8(out.stdout).unwrap();
     let path = std::path::Path::new(path.trim());
@@ -16,25 +16,24 @@ fn agent_path_prints_an_installed_library() {
 
 #[test]
 fn looptop_agent_overrides_the_path() {
-    let out = looptop().args(["agent", "path"]).env("LOOPTOP_AGENT", "/nonexistent/agent.so").output().unwrap();
+    let out = looptop().args(["agent", "path"]).env("LOOPTOP_AGENT", "/nonexistent/agent.so").output_limited();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("LOOPTOP_AGENT"), "{}", stderr(&out));
 }
 
 #[test]
 fn preloading_the_agent_by_hand_leaves_a_segment_that_is_removed_at_exit() {
-    let agent = String::from_utf8(looptop().args(["agent", "path"]).output().unwrap().stdout).unwrap();
+    let agent = String::from_utf8(looptop().args(["agent", "path"]).output_limited().stdout).unwrap();
     let out = std::process::Command::new("node")
         .args(["-e", "setTimeout(() => console.log(require('fs').existsSync('/dev/shm/looptop-' + process.pid)), 50)"])
         .env("LD_PRELOAD", agent.trim())
-        .output()
-        .unwrap();
+        .output_limited();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "true\n", "{}", stderr(&out));
 }
 
 #[test]
 fn completions_for_bash() {
-    let out = looptop().args(["completions", "bash"]).output().unwrap();
+    let out = looptop().args(["completions", "bash"]).output_limited();
     assert!(out.status.success());
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(s.contains("looptop") && s.contains("run"), "{s}");
@@ -42,7 +41,7 @@ fn completions_for_bash() {
 
 #[test]
 fn help_names_the_commands() {
-    let out = looptop().arg("--help").output().unwrap();
+    let out = looptop().arg("--help").output_limited();
     let s = String::from_utf8(out.stdout).unwrap();
     for word in ["run", "ps", "demo", "agent", "Exit codes"] {
         assert!(s.contains(word), "{word} missing from --help:\n{s}");
@@ -51,7 +50,7 @@ fn help_names_the_commands() {
 
 #[test]
 fn demo_names_its_stalls_off_a_terminal() {
-    let out = looptop().args(["demo", "-d", "4s"]).output().unwrap();
+    let out = looptop().args(["demo", "-d", "4s"]).output_limited();
     assert!(out.status.success(), "{}", stderr(&out));
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(s.contains("stalls ("), "{s}");
@@ -60,7 +59,7 @@ fn demo_names_its_stalls_off_a_terminal() {
 
 #[test]
 fn demo_without_node_says_so() {
-    let out = looptop().args(["demo", "-d", "1s"]).env("PATH", "/nonexistent").output().unwrap();
+    let out = looptop().args(["demo", "-d", "1s"]).env("PATH", "/nonexistent").output_limited();
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("no `node` on PATH"), "{}", stderr(&out));
 }

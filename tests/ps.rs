@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 #[test]
 fn ps_lists_a_preloaded_node_process() {
-    let agent = String::from_utf8(looptop().args(["agent", "path"]).output().unwrap().stdout).unwrap();
+    let agent = String::from_utf8(looptop().args(["agent", "path"]).output_limited().stdout).unwrap();
     let mut child = Command::new("node")
         .args([
             "-e",
@@ -15,22 +15,21 @@ fn ps_lists_a_preloaded_node_process() {
         ])
         .env("LD_PRELOAD", agent.trim())
         .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_limited();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));
-    let out = looptop().args(["ps", "--json", "--window", "500ms"]).output().unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let out = looptop().args(["ps", "--json", "--window", "500ms"]).output_limited();
+    let pid = child.id();
+    drop(child);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let row = rows
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["pid"] == child.id())
-        .unwrap_or_else(|| panic!("pid {} not in {rows:#}", child.id()));
+        .find(|r| r["pid"] == pid)
+        .unwrap_or_else(|| panic!("pid {pid} not in {rows:#}"));
     assert_eq!(row["runtime"], "node");
     assert!(row["loops"].as_u64().unwrap() >= 1);
     assert!(row["stalls"].as_u64().unwrap() >= 1, "{row}");
@@ -40,15 +39,14 @@ fn ps_lists_a_preloaded_node_process() {
 
 #[test]
 fn ps_removes_segments_of_dead_processes() {
-    let agent = String::from_utf8(looptop().args(["agent", "path"]).output().unwrap().stdout).unwrap();
+    let agent = String::from_utf8(looptop().args(["agent", "path"]).output_limited().stdout).unwrap();
     let dir = TempDir::new("dead");
     // SIGKILL gives the agent no chance to remove its own segment.
     let st = Command::new("sh")
         .args(["-c", "node -e 'setTimeout(()=>{},10); process.kill(process.pid, \"SIGKILL\")'"])
         .env("LD_PRELOAD", agent.trim())
         .env("LOOPTOP_SHM_DIR", &dir.0)
-        .status()
-        .unwrap();
+        .status_limited();
     assert!(!st.success());
     let left = || {
         std::fs::read_dir(&dir.0)
@@ -58,7 +56,7 @@ fn ps_removes_segments_of_dead_processes() {
             .count()
     };
     assert!(left() >= 1, "a killed process leaves its segment");
-    let out = looptop().args(["ps", "--window", "0ms"]).env("LOOPTOP_SHM_DIR", &dir.0).output().unwrap();
+    let out = looptop().args(["ps", "--window", "0ms"]).env("LOOPTOP_SHM_DIR", &dir.0).output_limited();
     assert!(out.status.success());
     assert_eq!(left(), 0, "ps removes segments of dead processes");
 }

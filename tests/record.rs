@@ -15,15 +15,14 @@ fn record_blockers(dir: &TempDir, extra: &[&str]) -> std::path::PathBuf {
         .args(extra)
         .args(["--", "node", file.to_str().unwrap()])
         .env("FIXTURE_ONLY", "regex,cpu")
-        .output()
-        .unwrap();
+        .output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("looptop report"), "{}", stderr(&out));
     rec
 }
 
 fn report_json(rec: &std::path::Path) -> (std::process::Output, Value) {
-    let out = looptop().args(["report", "--json"]).arg(rec).output().unwrap();
+    let out = looptop().args(["report", "--json"]).arg(rec).output_limited();
     let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out, v)
 }
@@ -42,7 +41,7 @@ fn a_recording_reports_what_was_seen() {
     assert!(report["samples"].as_u64().unwrap() > 20);
     assert_eq!(report["target"]["exit_code"], 0);
     // The text summary of the same recording.
-    let text = looptop().arg("report").arg(&rec).output().unwrap();
+    let text = looptop().arg("report").arg(&rec).output_limited();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("validateName") && text.contains("blockers (worst first):"), "{text}");
 }
@@ -77,10 +76,10 @@ fn files_that_are_not_recordings_are_refused() {
         (&future, "looptop.recording/9"),
         (&dir.path("missing.rec"), "cannot read"),
     ] {
-        let out = looptop().arg("report").arg(f).output().unwrap();
+        let out = looptop().arg("report").arg(f).output_limited();
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         assert!(stderr(&out).contains(want), "{}", stderr(&out));
-        let flame = looptop().args(["flame", "-o", "-", "--from"]).arg(f).output().unwrap();
+        let flame = looptop().args(["flame", "-o", "-", "--from"]).arg(f).output_limited();
         assert_eq!(flame.status.code(), Some(2), "{}", stderr(&flame));
     }
 }
@@ -91,14 +90,14 @@ fn flamegraphs_in_every_format() {
     let rec = record_blockers(&dir, &["--rate", "0"]);
     // SVG: well-formed XML with the JS names.
     let svg = dir.path("stalls.svg");
-    let out = looptop().args(["flame", "--stalls-only", "-o"]).arg(&svg).arg("--from").arg(&rec).output().unwrap();
+    let out = looptop().args(["flame", "--stalls-only", "-o"]).arg(&svg).arg("--from").arg(&rec).output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = std::fs::read_to_string(&svg).unwrap();
     let xml = roxmltree::ParsingOptions { allow_dtd: true, ..Default::default() };
     roxmltree::Document::parse_with_options(&text, xml).expect("the SVG is XML");
     assert!(text.contains("validateName") && text.contains("spinHot"), "JS names in the SVG");
     // Folded: `stack count` lines.
-    let out = looptop().args(["flame", "--format", "folded", "-o", "-", "--from"]).arg(&rec).output().unwrap();
+    let out = looptop().args(["flame", "--format", "folded", "-o", "-", "--from"]).arg(&rec).output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let folded = String::from_utf8_lossy(&out.stdout);
     assert!(folded.lines().count() > 1);
@@ -109,7 +108,7 @@ fn flamegraphs_in_every_format() {
     assert!(folded.contains("validateName"), "{folded}");
     // speedscope: the file format's required shape.
     let ss = dir.path("p.speedscope.json");
-    let out = looptop().args(["flame", "-o"]).arg(&ss).arg("--from").arg(&rec).output().unwrap();
+    let out = looptop().args(["flame", "-o"]).arg(&ss).arg("--from").arg(&rec).output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&ss).unwrap()).unwrap();
     assert!(v["$schema"].as_str().unwrap().contains("speedscope"));
@@ -128,8 +127,7 @@ fn flame_of_everything_uses_perf_samples() {
     let out = looptop()
         .args(["flame", "--format", "folded", "-o", "-", "--", "node", file.to_str().unwrap()])
         .env("FIXTURE_ONLY", "cpu")
-        .output()
-        .unwrap();
+        .output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let folded = String::from_utf8_lossy(&out.stdout);
     let spin: u64 = folded
@@ -150,7 +148,7 @@ fn flame_of_everything_uses_perf_samples() {
 #[test]
 fn record_attaches_to_a_process_with_the_agent_preloaded() {
     let dir = TempDir::new("rec-pid");
-    let agent = looptop().args(["agent", "path"]).output().unwrap();
+    let agent = looptop().args(["agent", "path"]).output_limited();
     let agent = String::from_utf8_lossy(&agent.stdout).trim().to_string();
     let file = fixture("node/blockers.js");
     // Started without looptop; its setup (payloads) takes a while before the first blocker.
@@ -158,16 +156,14 @@ fn record_attaches_to_a_process_with_the_agent_preloaded() {
         .arg(&file)
         .env("LD_PRELOAD", &agent)
         .env("FIXTURE_ONLY", "regex,cpu")
-        .spawn()
-        .unwrap();
+        .spawn_limited();
     let rec = dir.path("pid.rec");
     let out = looptop()
         .args(["record", "--rate", "0", "-o"])
         .arg(&rec)
         .args(["--pid", &node.id().to_string()])
-        .output()
-        .unwrap();
-    let _ = node.wait();
+        .output_limited();
+    node.wait();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let (out, report) = report_json(&rec);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -152,8 +152,7 @@ fn text_summary_lists_every_stall() {
         .arg("node")
         .arg(fixture("node/stalls.js"))
         .env("FIXTURE_TRUTH", &truth)
-        .output()
-        .unwrap();
+        .output_limited();
     assert!(out.status.success());
     let text = stderr(&out);
     let truth = read_truth(&truth);
@@ -171,8 +170,7 @@ fn json_to_a_file_keeps_stdout_for_the_target() {
         .args(["run", "--json", "-q", "-o"])
         .arg(&report)
         .args(["--", "node", "-e", "console.log('hello from node')"])
-        .output()
-        .unwrap();
+        .output_limited();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from node\n");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -206,9 +204,8 @@ fn ctrl_c_on_a_stuck_loop_reports_the_stall_it_interrupted() {
         .args(["run", "--json", "--", "node", "-e", "setTimeout(() => { console.log('stuck'); for (;;) {} }, 10)"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        .spawn_limited();
+    let mut stdout = BufReader::new(child.child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "stuck\n");
@@ -219,7 +216,7 @@ fn ctrl_c_on_a_stuck_loop_reports_the_stall_it_interrupted() {
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
     let stuck_ms = t0.elapsed().as_secs_f64() * 1000.0;
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert_eq!(status.code(), Some(130), "node killed by SIGINT: 128 + 2");
     let report: serde_json::Value = serde_json::from_str(&rest).unwrap();
     assert_eq!(report["target"]["exit_code"], 130);
@@ -238,8 +235,47 @@ fn an_existing_ld_preload_is_kept() {
     let out = looptop()
         .args(["run", "-q", "-o", "/dev/null", "--", "sh", "-c", "echo \"$LD_PRELOAD\""])
         .env("LD_PRELOAD", lib)
-        .output()
-        .unwrap();
+        .output_limited();
     let seen = String::from_utf8_lossy(&out.stdout);
     assert!(seen.starts_with(&format!("{lib}:")) && seen.contains("liblooptop_agent-"), "{seen}");
+}
+
+#[test]
+fn the_run_folder_is_new_and_private_whatever_was_planted_in_tmpdir() {
+    let stranger = Stranger::new("the_run_folder_is_new_and_private_whatever_was_planted_in_tmpdir");
+    let shared = shared_dir("run-folder");
+    // What another user (or, without root, we ourselves) left in TMPDIR under looptop's names.
+    let plant = |args: &[&str]| {
+        let mut c = match &stranger {
+            Some(s) => s.command(args[0]),
+            None => std::process::Command::new(args[0]),
+        };
+        assert!(c.args(&args[1..]).status_limited().success(), "{args:?}");
+    };
+    let elsewhere = shared.path("elsewhere");
+    plant(&["mkdir", "-m", "777", elsewhere.to_str().unwrap()]);
+    for n in 0..16 {
+        plant(&[
+            "ln",
+            "-s",
+            elsewhere.to_str().unwrap(),
+            shared.path(&format!("looptop-run-{n:016x}")).to_str().unwrap(),
+        ]);
+        plant(&["mkdir", "-m", "777", shared.path(&format!("looptop-run-x{n}")).to_str().unwrap()]);
+    }
+    let out = looptop()
+        .args(["run", "-q", "--rate", "0", "-o", "/dev/null", "--", "sh", "-c"])
+        .arg("stat -c '%a %u' \"$LOOPTOP_RUN_DIR\"; ls -A \"$LOOPTOP_RUN_DIR\" | wc -l; echo \"$LOOPTOP_RUN_DIR\"; sleep 0.3")
+        .env("TMPDIR", &shared.0)
+        .output_limited();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(lines[..2], [format!("700 {me}").as_str(), "0"], "a new, empty folder of ours, mode 0700: {text}");
+    let dir = std::path::Path::new(lines[2]);
+    assert_eq!(dir.parent(), Some(shared.0.as_path()), "{text}");
+    assert!(std::fs::symlink_metadata(dir).is_err(), "the run folder is removed at the end");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing went through a planted link");
 }

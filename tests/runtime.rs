@@ -90,8 +90,7 @@ fn the_node_probe_changes_no_result_error_or_order() {
             .args(["run", "-q", "-o", "/dev/null", "--", "node"])
             .arg(fixture("node/probe_transparency.js"))
             .env("LOOPTOP_PROBE", probe)
-            .output()
-            .unwrap();
+            .output_limited();
         let lines: Vec<String> = serde_json::from_slice(out.stdout.trim_ascii_end()).unwrap_or_else(|e| {
             panic!("probe={probe}: {e}; stdout {:?} stderr {}", String::from_utf8_lossy(&out.stdout), stderr(&out))
         });
@@ -134,12 +133,8 @@ fn python_gc_pauses_and_executor_queue() {
 fn slow_munmap_on_a_loop_thread_is_an_allocator_pause() {
     let dir = TempDir::new("munmap");
     let bin = dir.path("munmap_loop");
-    let st = std::process::Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&bin)
-        .arg(fixture("c/munmap_loop.c"))
-        .status()
-        .unwrap();
+    let st =
+        std::process::Command::new("cc").args(["-O1", "-o"]).arg(&bin).arg(fixture("c/munmap_loop.c")).status_limited();
     assert!(st.success());
     let run = run_json(&[], &[bin.to_str().unwrap()], &[]);
     let measured: Vec<f64> =

@@ -1,7 +1,7 @@
 //! The live view end to end: the real binary in a real terminal (tmux) against a real Node
 //! program that gets stuck in a catastrophic regex.
 
-use crate::util::{fixture, TempDir};
+use crate::util::{fixture, Limited, TempDir};
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,14 +23,13 @@ impl Tmux {
             .env_remove("LD_PRELOAD")
             .env_remove("TMUX")
             .env("LANG", "C.UTF-8")
-            .status()
-            .expect("tmux is needed for the live view's test (apt-get install tmux)");
+            .status_limited();
         assert!(st.success(), "tmux new-session failed");
         Tmux { socket }
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(["-L", &self.socket]).args(args).output().expect("tmux");
+        let out = Command::new("tmux").args(["-L", &self.socket]).args(args).output_within(TMUX_LIMIT);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -43,6 +42,18 @@ impl Tmux {
             self.tmux(&["send-keys", "-t", "top", k]);
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    /// Presses `q` and waits for the shell to write looptop's exit status to `status`.
+    fn quit(&self, status: &std::path::Path) -> String {
+        self.keys(&["q"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !status.exists() {
+            assert!(Instant::now() < deadline, "looptop did not exit after q; the screen:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::read_to_string(status).unwrap().trim().to_string()
     }
 
     /// Waits until the screen satisfies `ok`; panics with the last screen after `secs`.
@@ -61,7 +72,33 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+        // The pane's processes first (looptop and what it launched; they share its process
+        // group): a hung looptop must not outlive the test.
+        let panes = Command::new("tmux")
+            .args(["-L", &self.socket, "list-panes", "-a", "-F", "#{pane_pid}"])
+            .stderr(std::process::Stdio::null())
+            .output_within(TMUX_LIMIT);
+        for pid in String::from_utf8_lossy(&panes.stdout).lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            kill_tree(pid);
+        }
+        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).output_within(TMUX_LIMIT);
+    }
+}
+
+/// How long one tmux client command may take.
+const TMUX_LIMIT: Duration = Duration::from_secs(30);
+
+/// SIGKILL to `pid`, its process group, and every descendant (looptop runs in its own group
+/// under the pane's shell).
+fn kill_tree(pid: i32) {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for c in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+        kill_tree(c);
+    }
+    // SAFETY: signalling processes this test started.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
     }
 }
 
@@ -131,19 +168,12 @@ fn live_view_shows_the_stall_while_it_lasts_names_its_blocker_and_quits_cleanly(
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "rec"));
     let rec = rec.expect("a recording file");
-    let out = crate::util::looptop().args(["report", "--json"]).arg(&rec).output().unwrap();
+    let out = crate::util::looptop().args(["report", "--json"]).arg(&rec).output_limited();
     assert!(out.status.success(), "report of the view's recording: {}", crate::util::stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let main = crate::util::main_loop(&report);
     assert!(main["stalls"].as_array().is_some_and(|s| !s.is_empty()), "it starts with the stalls so far: {report}");
-    tmux.keys(&["q"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !status.exists() {
-        assert!(Instant::now() < deadline, "looptop did not exit after q; the screen:\n{}", tmux.screen());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0", "q exits 0");
+    assert_eq!(tmux.quit(&status), "0", "q exits 0");
     // The terminal is restored: main screen, no view left on it; the program was asked to exit.
     assert_eq!(tmux.tmux(&["display-message", "-p", "-t", "top", "#{alternate_on}"]).trim(), "0");
     let screen = tmux.screen();
@@ -157,7 +187,7 @@ fn live_view_shows_the_stall_while_it_lasts_names_its_blocker_and_quits_cleanly(
 
 #[test]
 fn top_off_a_terminal_says_what_to_use_instead() {
-    let out = crate::util::looptop().args(["top", "--", "node", "-e", "0"]).output().unwrap();
+    let out = crate::util::looptop().args(["top", "--", "node", "-e", "0"]).output_limited();
     assert_eq!(out.status.code(), Some(2));
     let err = crate::util::stderr(&out);
     assert!(err.contains("needs a terminal") && err.contains("looptop run --json"), "{err}");
@@ -181,14 +211,7 @@ fn run_on_a_terminal_opens_the_view_which_stays_after_exit_then_prints_the_summa
     assert!(screen.contains("q quits"), "{screen}");
     assert!(screen.lines().any(|l| l.contains("cpu") && l.contains("truth.js:")), "the stall is listed: {screen}");
     assert!(!status.exists(), "the view stays until q");
-    tmux.keys(&["q"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !status.exists() {
-        assert!(Instant::now() < deadline, "looptop did not exit after q:\n{}", tmux.screen());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "7", "run exits with the program's status");
+    assert_eq!(tmux.quit(&status), "7", "run exits with the program's status");
     let screen = tmux.screen();
     assert!(screen.contains("1 stall at or over 50.0 ms"), "the summary follows the view:\n{screen}");
     assert!(screen.contains("the program's output is in"), "{screen}");
@@ -197,11 +220,57 @@ fn run_on_a_terminal_opens_the_view_which_stays_after_exit_then_prints_the_summa
 #[test]
 fn looptop_pid_is_short_for_top_pid() {
     // Off a terminal both say the same: the view needs one.
-    let short = crate::util::looptop().arg(std::process::id().to_string()).output().unwrap();
-    let long = crate::util::looptop().args(["top", "--pid", &std::process::id().to_string()]).output().unwrap();
+    let short = crate::util::looptop().arg(std::process::id().to_string()).output_limited();
+    let long = crate::util::looptop().args(["top", "--pid", &std::process::id().to_string()]).output_limited();
     assert_eq!(short.status.code(), Some(2));
     assert_eq!(crate::util::stderr(&short), crate::util::stderr(&long));
     // Not a pid, not a subcommand: clap's usage error.
-    let bad = crate::util::looptop().arg("nonsense").output().unwrap();
+    let bad = crate::util::looptop().arg("nonsense").output_limited();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn the_programs_log_is_created_anew_never_through_a_planted_link_or_fifo() {
+    let stranger = crate::util::Stranger::new("the_programs_log_is_created_anew_never_through_a_planted_link_or_fifo");
+    // Without root the same user plants: what is planted is still never opened.
+    let as_planter = match &stranger {
+        Some(s) => format!("setpriv --reuid={} --regid={} --clear-groups --", s.uid, s.gid),
+        None => String::new(),
+    };
+    let mine = TempDir::new("log-victim");
+    let victim = mine.path("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    for planted in ["symlink", "fifo"] {
+        let shared = crate::util::shared_dir("log");
+        let status = mine.path(&format!("status-{planted}"));
+        // The shell plants at its own pid, then becomes looptop (exec keeps the pid).
+        let plant = match planted {
+            "symlink" => format!("{as_planter} ln -s {} \"$TMPDIR/looptop-$$.log\"", victim.display()),
+            _ => format!("{as_planter} mkfifo \"$TMPDIR/looptop-$$.log\""),
+        };
+        let command = format!(
+            "cd {dir} && export TMPDIR={shared} NO_COLOR=1 && sh -c '{plant} && exec {bin} top --rate 0 -- sh -c \"echo hello-from-target\"'; echo $? > {status}; exec sleep 60",
+            dir = mine.0.display(),
+            shared = shared.0.display(),
+            bin = env!("CARGO_BIN_EXE_looptop"),
+            status = status.display(),
+        );
+        let tmux = Tmux::start(100, 30, &command);
+        tmux.wait_for(30, "the exit notice", |s| s.contains("exited with status 0"));
+        assert_eq!(tmux.quit(&status), "0", "{planted}:\n{}", tmux.screen());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep", "{planted}: written through the planted link");
+        // The log is a new file of ours, readable by us alone, holding the program's output.
+        use std::os::unix::fs::MetadataExt;
+        let logs: Vec<_> = std::fs::read_dir(&shared.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(logs.len(), 1, "{planted}: one log expected: {logs:?}");
+        let meta = std::fs::metadata(&logs[0]).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o600, unsafe { libc::geteuid() }), "{planted}: {logs:?}");
+        assert_eq!(std::fs::read_to_string(&logs[0]).unwrap(), "hello-from-target\n");
+    }
 }

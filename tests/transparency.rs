@@ -8,9 +8,6 @@ use serde_json::Value;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// Every run here is killed, and its test failed, after this long.
-const LIMIT: Duration = Duration::from_secs(120);
-
 /// The program's own output (the lines before the report) and the report.
 struct Traced {
     program: String,
@@ -23,23 +20,21 @@ fn python(name: &str) -> [String; 2] {
     ["python3".to_string(), fixture(&format!("python/{name}")).to_string_lossy().into_owned()]
 }
 
-/// `looptop run --json --rate 0 -- CMD` within [`LIMIT`].
+/// `looptop run --json --rate 0 -- CMD`, within the tests' time limit.
 fn under_looptop(cmd: &[&str], env: &[(&str, &str)]) -> Traced {
     let _timing = timing();
-    let out = output_within(
-        looptop().args(["run", "--json", "--rate", "0", "--"]).args(cmd).envs(env.iter().copied()),
-        LIMIT,
-    );
+    let out =
+        looptop().args(["run", "--json", "--rate", "0", "--"]).args(cmd).envs(env.iter().copied()).output_limited();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let at = stdout.find("{\n").unwrap_or_else(|| panic!("no report on stdout:\n{stdout}\nstderr:\n{}", stderr(&out)));
     let report = serde_json::from_str(&stdout[at..]).expect("report JSON");
     Traced { program: stdout[..at].to_string(), report, out }
 }
 
-/// CMD on its own (no agent, no probe) within [`LIMIT`].
+/// CMD on its own (no agent, no probe), within the tests' time limit.
 fn plain(cmd: &[&str]) -> Output {
     let _timing = timing();
-    output_within(Command::new(cmd[0]).args(&cmd[1..]).env_remove("LD_PRELOAD"), LIMIT)
+    Command::new(cmd[0]).args(&cmd[1..]).env_remove("LD_PRELOAD").output_limited()
 }
 
 fn json_line(text: &str, what: &str) -> Value {
@@ -202,18 +197,11 @@ fn cpython_selectors_epoll_and_poll_tests_cannot_tell_looptop_is_there() {
     }
     let dir = TempDir::new("cpython-tests");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/transparency.py");
-    let out = output_within(
-        Command::new("python3").arg(script).args([
-            "--looptop",
-            env!("CARGO_BIN_EXE_looptop"),
-            "--quick",
-            "--python",
-            "python3",
-            "--out",
-            dir.0.to_str().unwrap(),
-        ]),
-        Duration::from_secs(900),
-    );
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["--looptop", env!("CARGO_BIN_EXE_looptop"), "--quick", "--python", "python3", "--out"])
+        .arg(&dir.0)
+        .output_within(Duration::from_secs(900));
     let text = format!("{}{}", stdout(&out), stderr(&out));
     println!("{text}");
     assert!(out.status.success(), "CPython's tests told looptop apart:\n{text}");

@@ -1,11 +1,191 @@
-//! Helpers: the binary, fixtures, temp folders, ground truth and the report.
+//! Helpers: the binary, fixtures, temp folders, ground truth, the report, and time limits for
+//! every process a test starts ([`Limited`]).
 
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long one looptop command (or fixture) may take before its test fails: a guard against a
+/// hang on a loaded 2-core machine, not a timing assertion.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// Running commands with a time limit. The command gets a process group of its own; at the
+/// limit the whole group (looptop and whatever it launched) is killed and the test panics with
+/// what the command printed so far, so a hung looptop fails its test instead of hanging
+/// `cargo test`.
+pub trait Limited {
+    /// `output()` within [`LIMIT`] (stdin empty).
+    fn output_limited(&mut self) -> Output {
+        self.output_within(LIMIT)
+    }
+    /// `output()` within `limit` (stdin empty).
+    fn output_within(&mut self, limit: Duration) -> Output;
+    /// `status()` within [`LIMIT`] (stdio inherited).
+    fn status_limited(&mut self) -> ExitStatus;
+    /// `spawn()` with a watchdog that kills the process group at [`LIMIT`].
+    fn spawn_limited(&mut self) -> Guarded {
+        self.spawn_within(LIMIT)
+    }
+    /// `spawn()` with a watchdog that kills the process group at `limit`.
+    fn spawn_within(&mut self, limit: Duration) -> Guarded;
+}
+
+impl Limited for Command {
+    fn output_within(&mut self, limit: Duration) -> Output {
+        self.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.spawn_within(limit).wait_with_output()
+    }
+
+    fn status_limited(&mut self) -> ExitStatus {
+        self.spawn_limited().wait()
+    }
+
+    fn spawn_within(&mut self, limit: Duration) -> Guarded {
+        use std::os::unix::process::CommandExt;
+        let what = format!("{self:?}");
+        let child = self.process_group(0).spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let watchdog = Watchdog::start(child.id() as i32, limit);
+        Guarded { child, watchdog, what, limit }
+    }
+}
+
+/// Kills a process group when the time is up, unless disarmed first.
+struct Watchdog {
+    /// (disarmed, fired)
+    state: Arc<(Mutex<(bool, bool)>, Condvar)>,
+}
+
+impl Watchdog {
+    fn start(pgid: i32, limit: Duration) -> Watchdog {
+        let state = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let s = state.clone();
+        std::thread::spawn(move || {
+            let (lock, cv) = &*s;
+            let deadline = Instant::now() + limit;
+            let mut g = lock.lock().unwrap();
+            while !g.0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    g.1 = true;
+                    kill_group(pgid);
+                    return;
+                }
+                g = cv.wait_timeout(g, left).unwrap().0;
+            }
+        });
+        Watchdog { state }
+    }
+
+    fn fired(&self) -> bool {
+        self.state.0.lock().unwrap().1
+    }
+
+    fn disarm(&self) {
+        self.state.0.lock().unwrap().0 = true;
+        self.state.1.notify_all();
+    }
+}
+
+fn kill_group(pgid: i32) {
+    // SAFETY: signalling a process group the test started.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+/// A child with a time limit; its process group is killed when this is dropped (a test that
+/// panicked leaves nothing running).
+pub struct Guarded {
+    pub child: Child,
+    watchdog: Watchdog,
+    what: String,
+    limit: Duration,
+}
+
+impl Guarded {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the child; panics if the limit was reached.
+    pub fn wait(&mut self) -> ExitStatus {
+        let status = self.child.wait().expect("wait");
+        self.check(&[], &[]);
+        status
+    }
+
+    /// Whether the limit has been reached (and the group killed).
+    pub fn timed_out(&self) -> bool {
+        self.watchdog.fired()
+    }
+
+    /// Reads stdout and stderr to their end and waits; panics with what was read if the limit was
+    /// reached.
+    pub fn wait_with_output(mut self) -> Output {
+        let read = |r: Option<Box<dyn Read + Send>>| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let b = buf.clone();
+            let handle = r.map(|mut r| {
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 8192];
+                    while let Ok(n) = r.read(&mut chunk) {
+                        if n == 0 {
+                            break;
+                        }
+                        b.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    }
+                })
+            });
+            (buf, handle)
+        };
+        let (out, out_h) = read(self.child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let (err, err_h) = read(self.child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+        let status = self.child.wait().expect("wait");
+        // The pipes end when every process holding them has exited: something looptop launched
+        // and left behind keeps them open until the watchdog kills the group.
+        for h in [out_h, err_h].into_iter().flatten() {
+            while !h.is_finished() && !self.watchdog.fired() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if self.watchdog.fired() {
+                // Killed: the pipes close within moments, unless a process outside the group
+                // holds them.
+                let t = Instant::now();
+                while !h.is_finished() && t.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let (stdout, stderr) = (out.lock().unwrap().clone(), err.lock().unwrap().clone());
+        self.check(&stdout, &stderr);
+        Output { status, stdout, stderr }
+    }
+
+    fn check(&self, stdout: &[u8], stderr: &[u8]) {
+        if self.watchdog.fired() {
+            panic!(
+                "{} did not finish within {} s (its process group was killed)\n--- stdout so far:\n{}\n--- stderr so \
+                 far:\n{}",
+                self.what,
+                self.limit.as_secs(),
+                String::from_utf8_lossy(stdout),
+                String::from_utf8_lossy(stderr)
+            );
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.watchdog.disarm();
+        // The group outlives its leader while any member runs; its id is not reused until then.
+        kill_group(self.child.id() as i32);
+        let _ = self.child.wait();
+    }
+}
 
 /// The looptop binary under test.
 pub fn looptop() -> Command {
@@ -45,21 +225,30 @@ impl Drop for TempDir {
 
 /// The C epoll fixture, compiled once per test run.
 pub fn c_epoll_loop() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("looptop-test-c-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("epoll_loop");
-        let st = Command::new("cc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-            .arg(&out)
-            .arg(fixture("c/epoll_loop.c"))
-            .status()
-            .expect("cc (gcc) is needed for the C fixtures");
-        assert!(st.success(), "compiling fixtures/c/epoll_loop.c failed");
-        out
-    })
-    .clone()
+    c_fixture("epoll_loop")
+}
+
+/// `fixtures/c/NAME.c`, compiled once per test run.
+pub fn c_fixture(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
+        return bin.clone();
+    }
+    // In cargo's scratch folder for tests (not a new folder in /tmp per run); built under a name
+    // of this run, then renamed over the last run's.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (fresh, out) = (dir.join(format!("{name}.{}", std::process::id())), dir.join(name));
+    let st = Command::new("cc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&fresh)
+        .arg(fixture(&format!("c/{name}.c")))
+        .status_limited();
+    assert!(st.success(), "compiling fixtures/c/{name}.c failed (cc, i.e. gcc, is needed for the C fixtures)");
+    std::fs::rename(&fresh, &out).unwrap();
+    built.push((name.to_string(), out.clone()));
+    out
 }
 
 /// One deliberate blocking episode a fixture reports about itself.
@@ -131,8 +320,7 @@ pub fn run_json(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
         .args(cmd)
         .env("FIXTURE_TRUTH", &truth)
         .envs(env.iter().copied())
-        .output()
-        .expect("run looptop");
+        .output_limited();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let json_start = stdout.find("{\n").unwrap_or_else(|| {
         panic!("no report on stdout; stderr:\n{}\nstdout:\n{stdout}", String::from_utf8_lossy(&out.stderr))
@@ -262,50 +450,106 @@ pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, check_locati
     assert!(it.all(housekeeping), "stalls beyond the truth that are not GC or allocator work: {}", dump());
 }
 
-/// Runs `cmd` to completion within `limit` (stdin closed, output captured), in a process group of
-/// its own that is killed when the limit passes: a hung looptop or target fails the test instead
-/// of hanging `cargo test`. Anything the command left behind in its group is killed too.
-pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
-    use std::process::Stdio;
-    let mut child = cmd
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let pgid = child.id() as i32;
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break Some(st);
+/// Whether `pid` is a live process (not gone, not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// Whether we are root (throwaway users, mount namespaces); prints `SKIP: <test>: <reason>` and
+/// returns false when not, unless `LOOPTOP_REQUIRE_PERF=1` (CI, as root), where a skip fails.
+pub fn root_permitted(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let why = "it needs root (a throwaway user, a mount namespace)";
+    if std::env::var("LOOPTOP_REQUIRE_PERF").is_ok_and(|v| v == "1") {
+        panic!("{test}: required (LOOPTOP_REQUIRE_PERF=1) but {why}");
+    }
+    println!("SKIP: {test}: {why}");
+    false
+}
+
+/// Another user, to plant files as in a shared folder: a throwaway account (`useradd`, root
+/// only), removed on drop with whatever it still runs.
+pub struct Stranger {
+    pub uid: u32,
+    pub gid: u32,
+    pub name: String,
+}
+
+impl Stranger {
+    /// A new throwaway user, or `None` (after `SKIP: <test>: …`, a failure under
+    /// `LOOPTOP_REQUIRE_PERF=1`) when that is not possible here.
+    pub fn new(test: &str) -> Option<Stranger> {
+        if !root_permitted(test) {
+            return None;
         }
-        if std::time::Instant::now() >= deadline {
-            break None;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("ltt{}x{n}", std::process::id());
+        // useradd takes a lock on /etc/passwd: another test or engineer may hold it a moment.
+        let mut last = String::new();
+        for _ in 0..40 {
+            let out = Command::new("useradd")
+                .args(["--no-create-home", "--no-user-group", "--shell", "/usr/sbin/nologin", &name])
+                .output_within(Duration::from_secs(30));
+            if out.status.success() {
+                let id = |flag: &str| -> u32 {
+                    let out = Command::new("id").args([flag, &name]).output_limited();
+                    String::from_utf8_lossy(&out.stdout).trim().parse().expect("id of the throwaway user")
+                };
+                let (uid, gid) = (id("-u"), id("-g"));
+                return Some(Stranger { uid, gid, name });
+            }
+            last = stderr(&out);
+            std::thread::sleep(Duration::from_millis(250));
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let finished = status.is_some();
-    // SAFETY: signals the process group this function created (its leader is our child).
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let status = status.unwrap_or_else(|| child.wait().expect("wait"));
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
-    assert!(
-        finished,
-        "{cmd:?} did not finish within {limit:?} and was killed;\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&stdout),
-        String::from_utf8_lossy(&stderr)
-    );
-    Output { status, stdout, stderr }
+        panic!("{test}: useradd {name} failed: {last}");
+    }
+
+    /// `program` run as this user, with no supplementary groups.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .args(["--clear-groups", "--"])
+            .arg(program)
+            .env("HOME", "/nonexistent");
+        c
+    }
+
+    /// Runs `sh -c script` as this user; whether it succeeded.
+    pub fn sh(&self, script: &str) -> bool {
+        self.command("sh").args(["-c", script]).output_limited().status.success()
+    }
+
+    /// Makes `path` this user's, as if they had made it (a link itself, not what it names).
+    pub fn own(&self, path: &Path) {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).unwrap();
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill").args(["-KILL", "-u", &self.name]).output_within(Duration::from_secs(30));
+        for _ in 0..40 {
+            if Command::new("userdel").arg(&self.name).output_within(Duration::from_secs(30)).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        eprintln!("userdel {} failed: remove it by hand", self.name);
+    }
+}
+
+/// A temporary folder that anyone may write to, like `/tmp` (mode 1777).
+pub fn shared_dir(tag: &str) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new(tag);
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
 }

@@ -3,6 +3,7 @@
 //! can act on: 0 all held, 1 a budget failed, 2 a malformed budget, 3 could not observe.
 
 use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow};
+use super::output::OutputFile;
 use crate::error::UserError;
 use crate::plan::{CheckPlan, TargetSpec};
 use crate::sink::check::budget::{self, Budget};
@@ -18,6 +19,14 @@ pub const DEFAULT_FILE: &str = "looptop.toml";
 /// Runs `looptop check`.
 pub fn execute(plan: CheckPlan) -> Result<u8> {
     let budgets = budgets(&plan)?;
+    // Before anything starts: outputs that cannot be written are refused now, not after the run.
+    let json_out = plan.json.as_deref().map(|p| OutputFile::create(p, "the JSON report", "--json FILE")).transpose()?;
+    let junit_out =
+        plan.junit.as_deref().map(|p| OutputFile::create(p, "the JUnit report", "--junit FILE")).transpose()?;
+    let summary_out = match std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| plan.github && !p.is_empty()) {
+        Some(p) => Some(OutputFile::append(Path::new(&p), "the job summary", "GITHUB_STEP_SUMMARY=FILE")?),
+        None => None,
+    };
     let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode);
     launch::forward_signals();
     let warmup_ns = plan.warmup.as_nanos() as u64;
@@ -58,15 +67,15 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     if let Some(code) = report.target.exit_code.filter(|&c| c != 0) {
         eprintln!("looptop: note: the command itself exited with status {code}; the budgets above are judged on what was observed");
     }
-    if let Some(path) = &plan.json {
+    if let Some(out) = &json_out {
         let mut value = serde_json::to_value(report)?;
         value["budgets"] = serde_json::to_value(&verdict.outcomes)?;
         let text = serde_json::to_string_pretty(&value)? + "\n";
-        write_file(path, text.as_bytes())?;
+        out.write_with(|w| Ok(w.write_all(text.as_bytes())?))?;
     }
-    if let Some(path) = &plan.junit {
+    if let Some(out) = &junit_out {
         let xml = junit::to_xml(report, &verdict).context("writing the JUnit report")?;
-        write_file(path, xml.as_bytes())?;
+        out.write_with(|w| Ok(w.write_all(xml.as_bytes())?))?;
     }
     if plan.github {
         let root = std::env::var_os("GITHUB_WORKSPACE")
@@ -76,23 +85,12 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
         for line in github::annotations(&verdict, &root) {
             println!("{line}");
         }
-        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("cannot write the job summary {}", Path::new(&path).display()))?;
-            f.write_all(github::summary(report, &verdict).as_bytes())?;
+        if let Some(out) = &summary_out {
+            let summary = github::summary(report, &verdict);
+            out.write_with(|w| Ok(w.write_all(summary.as_bytes())?))?;
         }
     }
     Ok(if verdict.held() { crate::error::exit::OK } else { crate::error::exit::BUDGET })
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| {
-        UserError::usage(format!("cannot write {}: {e}", path.display())).hint("choose a writable path").into()
-    })
 }
 
 /// The budgets of the file (`--budget-file`, else `looptop.toml` when present) and the flags;

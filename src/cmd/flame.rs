@@ -2,6 +2,7 @@
 //! sample, or (`--stalls-only`) of the samples taken while a loop was stalled.
 
 use super::observe::Collect;
+use super::output::OutputFile;
 use crate::analysis::stacks::StoredSample;
 use crate::analysis::Session;
 use crate::cli::FlameFormat;
@@ -15,6 +16,9 @@ use std::io::Write;
 
 /// Runs `looptop flame`.
 pub fn execute(plan: FlamePlan) -> Result<u8> {
+    // Before anything starts: a flamegraph that cannot be written is refused now.
+    let to_stdout = plan.output.as_os_str() == "-";
+    let output = if to_stdout { None } else { Some(OutputFile::create(&plan.output, "the flamegraph", "-o FILE")?) };
     let (session, command, end_ns, rate_hz) = match &plan.target {
         TargetSpec::Recording(path) => {
             let replay = super::record::load(path, None)?;
@@ -39,15 +43,15 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
     };
     let options = flame::Options { format, ..flame::Options::default() };
     let samples: u64 = profile.stacks.iter().map(|s| s.1).sum();
-    if plan.output.as_os_str() == "-" {
-        let mut out = std::io::stdout().lock();
-        flame::write(&profile, &options, &mut out)?;
-        out.flush()?;
-    } else {
-        flame::write_file(&profile, &options, &plan.output)?;
+    if let Some(out) = &output {
+        out.write_with(|w| flame::write(&profile, &options, w))?;
         if !plan.observe.quiet {
             eprintln!("looptop: wrote {} ({})", plan.output.display(), profile.subtitle);
         }
+    } else {
+        let mut out = std::io::stdout().lock();
+        flame::write(&profile, &options, &mut out)?;
+        out.flush()?;
     }
     if samples == 0 && !plan.observe.quiet {
         let why = if plan.stalls_only {

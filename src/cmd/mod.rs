@@ -4,6 +4,7 @@ mod check;
 mod demo;
 mod flame;
 mod observe;
+mod output;
 mod pipeline;
 mod ps;
 mod record;

@@ -2,25 +2,25 @@
 //! `record` and `flame`, for a command looptop launches or a pid it attaches to, and the
 //! diagnosis when nothing could be observed.
 
+use super::output::{self, OutputFile};
 use super::pipeline::Pipeline;
 use crate::analysis::report::{Report, Target};
 use crate::analysis::Session;
 use crate::error::UserError;
 use crate::event::Event;
 use crate::plan::Mode;
-use crate::sink::record::{Header, Recorder};
+use crate::sink::record::{self, Header, Recorder};
 use crate::source::agent::{AgentSource, Selector};
 use crate::source::now_ns;
 use crate::source::perf::{PerfError, PerfOptions, PerfSource};
 use crate::target::launch::{self, LaunchPlan, Launched};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often sources are read while the target runs.
 const POLL: Duration = Duration::from_millis(20);
-/// How long a launched target gets to exit after SIGTERM when the duration is over.
-const TERM_GRACE: Duration = Duration::from_secs(3);
 
 /// What to collect besides ticks.
 #[derive(Debug, Clone)]
@@ -29,8 +29,8 @@ pub struct Collect {
     pub threshold: Duration,
     /// Stop after this long (a launched target is then asked to exit with SIGTERM).
     pub duration: Option<Duration>,
-    /// Write a recording here.
-    pub record: Option<PathBuf>,
+    /// Write a recording here (opened before anything starts).
+    pub record: Option<Arc<OutputFile>>,
     /// perf `cpu-clock` samples at this rate when permitted (0: no perf stacks).
     pub rate_hz: u64,
     /// How a pid is observed (a launched command always gets the agent).
@@ -159,7 +159,10 @@ pub fn launch_and_observe(
     let pid = launched.child.id();
     let source = AgentSource::new(Selector::Session(launched.session));
     let mut run = Run::start(collect, Mode::Agent, origin, pid, &shown)?;
-    let status = run.poll_until(Polled::Agent(source), collect, Observee::Launched(&mut launched), on_poll)?;
+    let status = match run.poll_until(Polled::Agent(source), collect, Observee::Launched(&mut launched), on_poll) {
+        Ok(status) => status,
+        Err(e) => return Err(stopped_after(e, &mut launched)),
+    };
     let exit_code = status.map(launch::exit_code);
     if run.source.processes_seen() == 0 {
         return Err(not_observed(&launched, &shown.join(" "), exit_code.unwrap_or(0)).into());
@@ -208,7 +211,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     if has_agent {
         let mut run = Run::start(collect, Mode::Agent, origin, pid, &command)?;
         let source = AgentSource::new(Selector::Pid(pid));
-        run.poll_until(Polled::Agent(source), collect, Observee::Attached(pid), on_poll)?;
+        run.poll_until(Polled::Agent(source), collect, Observee::Attached(pid), on_poll).map_err(told)?;
         let warnings = run.warnings();
         return run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings);
     }
@@ -225,7 +228,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     let mut source = PerfSource::new(opts).map_err(refused)?;
     source.add_process(pid).map_err(refused)?;
     let mut run = Run::start(collect, Mode::Perf, origin, pid, &command)?;
-    run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll)?;
+    run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll).map_err(told)?;
     let mut warnings = run.warnings();
     warnings.extend(not_used.map(|e| format!("attached with perf: the agent's segment was not used ({e})")));
     warnings.extend(unnamed_js(pid, &run.pipeline.session));
@@ -255,8 +258,8 @@ fn has_agent(pid: u32) -> Result<bool, crate::source::segment::SegmentError> {
     let found = || find(&shm_dir(), pid);
     match found() {
         Some(Ok(_)) => return Ok(true),
-        Some(Err(e)) if !e.is_noise() => return Err(e),
-        _ => {}
+        Some(Err(e)) => return Err(e),
+        None => {}
     }
     let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
     let mentions = |bytes: Vec<u8>| bytes.windows(16).any(|w| w == b"liblooptop_agent");
@@ -267,8 +270,8 @@ fn has_agent(pid: u32) -> Result<bool, crate::source::segment::SegmentError> {
         std::thread::sleep(POLL);
         match found() {
             Some(Ok(_)) => return Ok(true),
-            Some(Err(e)) if !e.is_noise() => return Err(e),
-            _ => {}
+            Some(Err(e)) => return Err(e),
+            None => {}
         }
     }
     Ok(false)
@@ -400,7 +403,7 @@ impl Run {
         pipeline.watch(pid);
         // The agent's ticks get perf stacks next to them, unless --mode agent.
         let perf = Perf::new(if perf_mode || collect.mode == Mode::Agent { 0 } else { collect.rate_hz });
-        if let Some(path) = &collect.record {
+        if let Some(out) = &collect.record {
             let header = Header::new(
                 origin,
                 collect.threshold.as_nanos() as u64,
@@ -409,10 +412,7 @@ impl Run {
                 if perf.source.is_some() || perf_mode { collect.rate_hz } else { 0 },
                 if perf_mode { "perf" } else { "agent" },
             );
-            let rec = Recorder::create(path, &header).map_err(|e| {
-                UserError::usage(format!("cannot write the recording {}: {e}", path.display()))
-                    .hint("choose a writable path with -o FILE")
-            })?;
+            let rec = Recorder::new(out.writer()?, out.path(), &header).map_err(|e| out.failed(&e.source))?;
             pipeline.record_to(rec);
         }
         Ok(Run {
@@ -463,7 +463,7 @@ impl Run {
                                 // SAFETY: signalling our own child.
                                 unsafe { libc::kill(l.child.id() as i32, libc::SIGTERM) };
                             }
-                            Some(t) if now - t > TERM_GRACE.as_nanos() as u64 => {
+                            Some(t) if now - t > launch::TERM_GRACE.as_nanos() as u64 => {
                                 let _ = l.child.kill();
                             }
                             _ => {}
@@ -522,6 +522,7 @@ impl Run {
         w.extend(self.source.slot_warnings());
         w.extend(self.perf.note.clone());
         w.extend(self.unseen.iter().cloned());
+        w.extend(self.pipeline.file_notes());
         if self.pipeline.session.loop_count() == 0 {
             w.push(format!(
                 "no event loop seen in {:.1} s: the target never waited in epoll_wait, epoll_pwait, epoll_pwait2, \
@@ -545,7 +546,7 @@ impl Run {
         let recorded = match self.pipeline.take_recorder() {
             Some(rec) => {
                 let path = rec.path().to_path_buf();
-                let lines = rec.finish(self.end, &target).context("finishing the recording")?;
+                let lines = rec.finish(self.end, &target).map_err(recording_failed)?;
                 Some((path, lines))
             }
             None => None,
@@ -559,14 +560,54 @@ impl Run {
     }
 }
 
+/// A recording that could not be written (a full disk), as one sentence and the fix (exit 3).
+fn recording_failed(e: record::WriteError) -> UserError {
+    let mut err = output::write_failed("the recording", &e.path, "-o FILE", &e.source);
+    err.message += "; it keeps what was written until then";
+    err
+}
+
+/// An error of the poll loop: a recording that cannot be written is told as one sentence and
+/// the fix.
+fn told(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<record::WriteError>() {
+        Ok(w) => recording_failed(w).into(),
+        Err(e) => e,
+    }
+}
+
+/// Observation failed mid-way (a recording that cannot be written, …) while the command looptop
+/// launched runs: it is stopped — SIGTERM, SIGKILL after a grace — so that nothing is left
+/// behind, and the user is told so (exit 3).
+fn stopped_after(e: anyhow::Error, launched: &mut Launched) -> anyhow::Error {
+    let pid = launched.child.id();
+    let how = match (launched.child.try_wait(), launched.stop()) {
+        (Ok(Some(status)), _) => format!("had already ended ({})", launch::describe(status)),
+        (_, Some(status)) => format!("was stopped ({})", launch::describe(status)),
+        (_, None) => "could not be stopped".into(),
+    };
+    match told(e).downcast::<UserError>() {
+        Ok(mut err) => {
+            err.message += &format!("; process {pid} {how}");
+            err.into()
+        }
+        Err(e) => UserError::observe(format!("{e:#}; process {pid} {how}")).into(),
+    }
+}
+
 /// Why nothing was observed, as one sentence and the fix.
 fn not_observed(launched: &Launched, command: &str, exit_code: i32) -> UserError {
     let errors = launch::agent_errors(&launched.run_dir);
     if let Some(first) = errors.first() {
-        return UserError::observe(format!("{first}, so '{command}' ran unobserved (it exited {exit_code})")).hint(
+        let hint = if first.contains("reserve space") {
+            "free space in /dev/shm (the agent leaves a quarter of it free, 4 to 64 MiB, for the programs that \
+             use it), enlarge it (docker run --shm-size=256m), or set LOOPTOP_SHM_DIR to a roomier folder on tmpfs"
+        } else {
             "make /dev/shm a writable tmpfs (mount -t tmpfs -o mode=1777 tmpfs /dev/shm), or set LOOPTOP_SHM_DIR to \
-             a writable folder on tmpfs",
-        );
+             a writable folder on tmpfs"
+        };
+        return UserError::observe(format!("{first}, so '{command}' ran unobserved (it exited {exit_code})"))
+            .hint(hint);
     }
     UserError::observe(format!(
         "the looptop agent was not loaded into '{command}' (it exited {exit_code}), so nothing was observed"

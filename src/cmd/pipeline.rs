@@ -138,7 +138,7 @@ impl Pipeline {
             let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
             for (&i, f) in missing.iter().zip(frames) {
                 let settled = f.is_settled();
-                let id = stacks.intern(f, |f: &Frame| source_of(symbolizer, f));
+                let id = stacks.intern(f, |f: &Frame| source_of(symbolizer, s.pid, f));
                 if settled {
                     self.ids.insert((s.pid, ips[i]), id);
                 }
@@ -169,15 +169,21 @@ impl Pipeline {
         }
     }
 
+    /// What the user should know about the target's files read for symbols (perf maps refused
+    /// or read only in part).
+    pub fn file_notes(&self) -> Vec<String> {
+        self.symbolizer.notes()
+    }
+
     /// Ends the recording, if any; returns it.
     pub fn take_recorder(&mut self) -> Option<Recorder> {
         self.recorder.take()
     }
 }
 
-/// The source line of a frame with a file and line.
-fn source_of(symbolizer: &mut Symbolizer, f: &Frame) -> Option<String> {
-    symbolizer.source_line(f.file.as_deref()?, f.line?)
+/// The source line of a frame of process `pid` with a file and line (read as its user could).
+fn source_of(symbolizer: &mut Symbolizer, pid: u32, f: &Frame) -> Option<String> {
+    symbolizer.source_line(pid, f.file.as_deref()?, f.line?)
 }
 
 /// A hasher for (pid, address) keys: one multiply per word instead of SipHash (the keys come

@@ -2,6 +2,7 @@
 //! and print the summary of one.
 
 use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow, Observed};
+use super::output::OutputFile;
 use super::run::{emit, Stream};
 use crate::error::UserError;
 use crate::plan::{RecordPlan, ReportPlan, TargetSpec};
@@ -12,8 +13,10 @@ use std::time::Duration;
 
 /// Runs `looptop record`.
 pub fn execute(plan: RecordPlan) -> Result<u8> {
+    // Before anything starts: a recording that cannot be written is refused now.
+    let output = OutputFile::create(&plan.output, "the recording", "-o FILE")?;
     let collect = Collect {
-        record: Some(plan.output.clone()),
+        record: Some(std::sync::Arc::new(output)),
         ..Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode)
     };
     let observed = observe_target(&plan.target, &collect, plan.observe.quiet, "record")?;

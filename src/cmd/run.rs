@@ -2,22 +2,25 @@
 //! status.
 
 use super::observe::{launch_and_observe, Collect, Flow};
+use super::output::OutputFile;
 use super::top::Watch;
 use crate::plan::RunPlan;
 use crate::sink::{json, summary};
 use crate::target::launch::{self, LaunchPlan};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::io::Write;
 
 /// Runs `looptop run`.
 pub fn execute(plan: RunPlan) -> Result<u8> {
     launch::forward_signals();
+    // Before anything starts: a report that cannot be written is refused now, not after the run.
+    let output = plan.output.as_deref().map(|p| OutputFile::create(p, "the report", "-o FILE")).transpose()?;
     let threshold = plan.observe.stall_threshold;
     let launch = LaunchPlan::inherited(&plan.command, stall_floor(threshold));
     let quiet = plan.observe.quiet;
     let collect = Collect::new(threshold, None, plan.rate_hz, plan.mode);
     if !plan.json && plan.output.is_none() && !plan.no_tui && super::top::can_show() {
-        let watch = Watch::Launch(super::top::launch_plan(&plan.command, &collect), Box::new(|_| {}));
+        let watch = Watch::Logged(plan.command.clone());
         let live = super::top::observe_live(watch, &collect, plan.observe.color, super::top::WINDOW)?;
         live.observed.tell();
         let report = &live.observed.report;
@@ -41,7 +44,7 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
         eprintln!("looptop: warning: {w}");
     }
     let report = &observed.report;
-    emit(report, plan.json, plan.output.as_deref(), plan.observe.color, plan.observe.quiet, Stream::Stderr)?;
+    emit(report, plan.json, output.as_ref(), plan.observe.color, plan.observe.quiet, Stream::Stderr)?;
     // Like time(1): the target's own status.
     Ok(report.target.exit_code.unwrap_or(0).clamp(0, 255) as u8)
 }
@@ -59,21 +62,23 @@ pub(super) enum Stream {
 pub(super) fn emit(
     report: &crate::analysis::report::Report,
     as_json: bool,
-    output: Option<&std::path::Path>,
+    output: Option<&OutputFile>,
     color: bool,
     quiet: bool,
     text_to: Stream,
 ) -> Result<()> {
     match (output, as_json) {
-        (Some(path), json_out) => {
-            let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-            if json_out {
-                json::write(report, &mut f)?;
-            } else {
-                summary::write(report, &summary::Options::new(false), &mut f)?;
-            }
+        (Some(out), json_out) => {
+            out.write_with(|w| {
+                if json_out {
+                    json::write(report, w)?;
+                } else {
+                    summary::write(report, &summary::Options::new(false), w)?;
+                }
+                Ok(())
+            })?;
             if !quiet {
-                eprintln!("looptop: wrote {}", path.display());
+                eprintln!("looptop: wrote {}", out.path().display());
             }
         }
         (None, true) => json::write(report, std::io::stdout().lock())?,

@@ -31,7 +31,7 @@ const KEEP_STACKS: Duration = Duration::from_secs(120);
 pub fn execute(plan: TopPlan) -> Result<u8> {
     let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode);
     let watch = match &plan.target {
-        TargetSpec::Launch(command) => Watch::Launch(launch_plan(command, &collect), Box::new(|_| {})),
+        TargetSpec::Launch(command) => Watch::Logged(command.clone()),
         TargetSpec::Pid(pid) => Watch::Pid(*pid),
         TargetSpec::Recording(_) | TargetSpec::Missing => {
             return Err(UserError::usage("looptop top needs a target: a command after `--` or --pid PID")
@@ -47,24 +47,36 @@ pub fn execute(plan: TopPlan) -> Result<u8> {
     Ok(crate::error::exit::OK)
 }
 
-/// A command for the live view: no stdin (the view reads the keys), output to a log file.
-pub(super) fn launch_plan(command: &[std::ffi::OsString], collect: &Collect) -> LaunchPlan {
-    let log = log_path();
+/// A command for the live view: no stdin (the view reads the keys), output to the log file.
+fn launch_plan(command: &[std::ffi::OsString], collect: &Collect, log: std::fs::File) -> LaunchPlan {
+    let log = std::sync::Arc::new(log);
     LaunchPlan {
         command: command.to_vec(),
         stall_floor_ns: super::run::stall_floor(collect.threshold),
         stdin: Output::Null,
-        stdout: Output::Log(log.clone()),
-        stderr: Output::Log(log),
+        stdout: Output::File(log.clone()),
+        stderr: Output::File(log),
     }
 }
 
-fn log_path() -> PathBuf {
-    std::env::temp_dir().join(format!("looptop-{}.log", std::process::id()))
+/// The log of a program the live view launched: `$TMPDIR/looptop-<pid>.log`, or
+/// `looptop-<pid>-<random>.log` when that name is taken. Always created anew, mode 0600, never
+/// through a link: a file, link or FIFO someone planted under the name is left alone.
+fn create_log() -> Result<(std::fs::File, PathBuf), UserError> {
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let names = std::iter::once(dir.join(format!("looptop-{pid}.log")))
+        .chain((0..64).map(|_| dir.join(format!("looptop-{pid}-{:08x}.log", crate::safefs::random_u64() as u32))));
+    crate::safefs::create_first_free(names, 0o600).map_err(|e| {
+        UserError::usage(format!("cannot create a log file for the program's output in {}: {e}", dir.display()))
+            .hint("set TMPDIR to a folder you can write to, or use --no-tui")
+    })
 }
 
 /// What the live view watches.
 pub(super) enum Watch<'a> {
+    /// A command to launch, its output going to a log file (created once the view is up).
+    Logged(Vec<std::ffi::OsString>),
     /// A command to launch, and what to do once it started.
     Launch(LaunchPlan, Box<dyn FnMut(&mut Launched) + 'a>),
     /// A running process.
@@ -97,29 +109,18 @@ pub(super) fn observe_live(watch: Watch, collect: &Collect, color: bool, window:
     })?;
     let mut view = LiveView::new(tui, collect, window);
     let pid = Cell::new(0u32);
-    let (observed, log) = match watch {
-        Watch::Launch(plan, mut on_start) => {
-            let log = match &plan.stdout {
-                Output::Log(p) => Some(p.clone()),
-                _ => None,
-            };
-            if let Some(l) = &log {
-                view.live.warnings.push(format!("the program's output goes to {}", l.display()));
-            }
-            let observed = launch_and_observe(
-                &plan,
-                collect,
-                |l| {
-                    pid.set(l.child.id());
-                    on_start(l)
-                },
-                |p| view.poll(p, pid.get()),
-            )?;
-            (observed, log)
+    let mut log = None;
+    let observed = match watch {
+        Watch::Logged(command) => {
+            let (file, path) = create_log()?;
+            view.live.warnings.push(format!("the program's output goes to {}", path.display()));
+            log = Some(path);
+            view.launch(&launch_plan(&command, collect, file), collect, &pid, Box::new(|_| {}))?
         }
+        Watch::Launch(plan, on_start) => view.launch(&plan, collect, &pid, on_start)?,
         Watch::Pid(p) => {
             pid.set(p);
-            (attach_and_observe(p, collect, |pl| view.poll(pl, pid.get()))?, None)
+            attach_and_observe(p, collect, |pl| view.poll(pl, pid.get()))?
         }
     };
     let mut observed = observed;
@@ -163,6 +164,21 @@ impl LiveView {
             failed: None,
             forgot_ns: 0,
         }
+    }
+
+    /// Launches `plan` and observes it under the view.
+    fn launch(
+        &mut self,
+        plan: &LaunchPlan,
+        collect: &Collect,
+        pid: &Cell<u32>,
+        mut on_start: Box<dyn FnMut(&mut Launched) + '_>,
+    ) -> Result<Observed> {
+        let on_start = |l: &mut Launched| {
+            pid.set(l.child.id());
+            on_start(l)
+        };
+        launch_and_observe(plan, collect, on_start, |p| self.poll(p, pid.get()))
     }
 
     /// One poll of the observation: the view steps, requests are carried out.
@@ -263,12 +279,12 @@ impl LiveView {
             return;
         }
         let stem = if stalls_only { "looptop-stalls" } else { "looptop-flame" };
-        let path = free_path(stem, self.live.pid, "svg");
-        let options = crate::sink::flame::Options {
-            format: crate::sink::flame::Format::Svg,
-            ..crate::sink::flame::Options::default()
+        let (file, path) = match create_free(stem, self.live.pid, "svg") {
+            Ok(created) => created,
+            Err(e) => return self.tui.say(format!("cannot write a flamegraph here: {e}")),
         };
-        self.tui.say(match crate::sink::flame::write_file(&profile, &options, &path) {
+        let options = crate::sink::flame::Options::new(crate::sink::flame::Format::Svg);
+        self.tui.say(match crate::sink::flame::write(&profile, &options, file) {
             Ok(()) => format!("wrote {} ({})", path.display(), profile.subtitle),
             Err(e) => format!("cannot write {}: {e:#}", path.display()),
         });
@@ -296,7 +312,10 @@ impl LiveView {
             self.tui.say(message);
             return;
         }
-        let path = free_path("looptop", self.live.pid, "rec");
+        let (file, path) = match create_free("looptop", self.live.pid, "rec") {
+            Ok(created) => created,
+            Err(e) => return self.tui.say(format!("cannot record here: {e}")),
+        };
         let s = &pipeline.session;
         let header = Header::new(
             s.origin_ns(),
@@ -307,7 +326,7 @@ impl LiveView {
             s.mode(),
         );
         let started =
-            Recorder::create(&path, &header).map_err(anyhow::Error::from).and_then(|r| pipeline.start_recording(r));
+            Recorder::new(file, &path, &header).map_err(anyhow::Error::from).and_then(|r| pipeline.start_recording(r));
         match started {
             Ok(()) => {
                 self.live.recording = Some(path.display().to_string());
@@ -340,10 +359,9 @@ impl LiveView {
     }
 }
 
-/// `stem-PID-N.ext` in the current folder, with the first N not taken.
-fn free_path(stem: &str, pid: u32, ext: &str) -> PathBuf {
-    (1..)
-        .map(|n| PathBuf::from(format!("{stem}-{pid}-{n}.{ext}")))
-        .find(|p| !p.exists())
-        .unwrap_or_else(|| PathBuf::from(format!("{stem}-{pid}.{ext}")))
+/// Creates `stem-PID-N.ext` in the current folder, with the first N not taken (`O_EXCL`: a file
+/// or link already there is never opened).
+fn create_free(stem: &str, pid: u32, ext: &str) -> std::io::Result<(std::fs::File, PathBuf)> {
+    let names = (1..10_000).map(|n| PathBuf::from(format!("{stem}-{pid}-{n}.{ext}")));
+    crate::safefs::create_first_free(names, 0o666)
 }

@@ -131,6 +131,17 @@ pub enum Line {
     End(End),
 }
 
+/// A recording could not be written (a full disk): the lines written before stay readable.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the recording {}: {source}", path.display())]
+pub struct WriteError {
+    /// The recording.
+    pub path: PathBuf,
+    /// What the system said.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Writes a recording as the session goes.
 pub struct Recorder {
     path: PathBuf,
@@ -142,9 +153,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Creates `path` and writes the header.
-    pub fn create(path: &Path, header: &Header) -> std::io::Result<Recorder> {
-        let file = std::fs::File::create(path)?;
+    /// Writes the header to `file`, the recording at `path` (opened by the caller, so that a path
+    /// that cannot be written is refused before anything starts).
+    pub fn new(file: std::fs::File, path: &Path, header: &Header) -> Result<Recorder, WriteError> {
         let mut r = Recorder {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 16, file),
@@ -162,15 +173,21 @@ impl Recorder {
         &self.path
     }
 
-    fn line(&mut self, v: &impl Serialize) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, v)?;
+    fn failed(&self, source: std::io::Error) -> WriteError {
+        WriteError { path: self.path.clone(), source }
+    }
+
+    fn line(&mut self, v: &impl Serialize) -> Result<(), WriteError> {
+        let written = serde_json::to_writer(&mut self.out, v)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
         self.lines += 1;
-        self.out.write_all(b"\n")
+        written.map_err(|e| self.failed(e))
     }
 
     /// Records an event (not a sample: see [`Recorder::stack`]). Totals are thinned to one a second
     /// per loop; the latest is always written by [`Recorder::finish`].
-    pub fn event(&mut self, ev: &Event) -> std::io::Result<()> {
+    pub fn event(&mut self, ev: &Event) -> Result<(), WriteError> {
         match ev {
             Event::Sample(_) => Ok(()),
             Event::Totals { id, totals } => {
@@ -195,7 +212,7 @@ impl Recorder {
     }
 
     /// Records a sample, after any frames of the table it is the first to use.
-    pub fn stack(&mut self, pid: u32, tid: u32, s: &StoredSample, stacks: &Stacks) -> std::io::Result<()> {
+    pub fn stack(&mut self, pid: u32, tid: u32, s: &StoredSample, stacks: &Stacks) -> Result<(), WriteError> {
         let n = stacks.frames().len() as u32;
         while self.frames_written < n {
             let id = self.frames_written;
@@ -217,25 +234,28 @@ impl Recorder {
     }
 
     /// Records lost samples.
-    pub fn lost(&mut self, count: u64) -> std::io::Result<()> {
+    pub fn lost(&mut self, count: u64) -> Result<(), WriteError> {
         self.line(&Line::LostSamples { count })
     }
 
     /// Pushes what was written to the file (at every poll).
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+    pub fn flush(&mut self) -> Result<(), WriteError> {
+        self.out.flush().map_err(|e| self.failed(e))
     }
 
     /// Writes the latest totals and the end line; returns the number of lines written.
-    pub fn finish(mut self, at_ns: u64, target: &Target) -> std::io::Result<u64> {
+    pub fn finish(mut self, at_ns: u64, target: &Target) -> Result<u64, WriteError> {
         let pending: Vec<Event> = self.pending_totals.drain().map(|(_, e)| e).collect();
         for e in &pending {
             self.line(e)?;
         }
         let end = End { at_ns, exit_code: target.exit_code, runtime: target.runtime.to_string() };
         self.line(&Line::End(end))?;
-        self.out.flush()?;
-        self.out.get_ref().sync_data()?;
-        Ok(self.lines)
+        self.flush()?;
+        // A character device or a pipe (-o /dev/stdout) cannot be synced, and need not be.
+        match self.out.get_ref().sync_data() {
+            Err(e) if e.raw_os_error() != Some(libc::EINVAL) => Err(self.failed(e)),
+            _ => Ok(self.lines),
+        }
     }
 }

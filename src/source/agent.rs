@@ -62,6 +62,10 @@ pub struct AgentSource {
     dir: PathBuf,
     selector: Selector,
     images: BTreeMap<u32, Image>,
+    /// Segments read to their end (pid, inode): never taken up again.
+    finished: std::collections::BTreeSet<(u32, u64)>,
+    /// Processes seen so far.
+    seen: usize,
     /// Segments that could not be read or were not believed, with why (reported once each).
     pub errors: Vec<SegmentError>,
     /// Per process, threads that waited but found no free loop slot (their ticks are not seen).
@@ -75,6 +79,8 @@ impl AgentSource {
             dir: segment::shm_dir(),
             selector,
             images: BTreeMap::new(),
+            finished: Default::default(),
+            seen: 0,
             errors: Vec::new(),
             without_slot: BTreeMap::new(),
         }
@@ -82,7 +88,7 @@ impl AgentSource {
 
     /// Number of processes seen so far.
     pub fn processes_seen(&self) -> usize {
-        self.images.len()
+        self.seen
     }
 
     /// Reads every followed segment once and appends what changed to `out`.
@@ -100,6 +106,17 @@ impl AgentSource {
             if missing > 0 {
                 self.without_slot.insert(pid, missing);
             }
+        }
+        // A process read to its end: in a session its segment was kept for us, so it goes now
+        // (a launched tree that starts thousands of short processes leaves nothing behind), and
+        // its descriptor is closed.
+        let done: Vec<u32> = self.images.iter().filter(|(_, img)| img.exited).map(|(&pid, _)| pid).collect();
+        for pid in done {
+            let img = self.images.remove(&pid).expect("listed above");
+            if let Selector::Session(_) = self.selector {
+                remove_segment(img.seg.path(), img.inode, img.seg.header());
+            }
+            self.finished.insert((pid, img.inode));
         }
     }
 
@@ -127,7 +144,9 @@ impl AgentSource {
                 Selector::Session(s) => Owner::Session(s),
             };
             let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-            if self.images.get(&pid).is_some_and(|img| img.inode == meta.ino()) {
+            if self.images.get(&pid).is_some_and(|img| img.inode == meta.ino())
+                || self.finished.contains(&(pid, meta.ino()))
+            {
                 continue;
             }
             let seg = match Segment::open(&path, owner) {
@@ -155,6 +174,7 @@ impl AgentSource {
             }
             out.push(Event::Process(ProcessInfo { pid, command, exe, start_ns: h.created_ns }));
             self.images.insert(pid, Image::new(seg, meta.ino()));
+            self.seen += 1;
         }
     }
 

@@ -229,6 +229,15 @@ impl Segment {
         if magic != MAGIC {
             return Err(not_segment("no looptop header"));
         }
+        // Every layout version keeps the session where this one does: a launcher tells another
+        // session's segment (of whatever version) from its own before anything else.
+        let mut session = [0u8; 8];
+        if let Owner::Session(s) = owner {
+            seg.read_exact_at(&mut session, offset_of!(Header, session) as u64)?;
+            if u64::from_ne_bytes(session) != s {
+                return Err(SegmentError::NotBelieved { path: path.to_path_buf(), why: "of another session".into() });
+            }
+        }
         if seg.len < size_of::<Header>() as u64 {
             return Err(seg.truncated(size_of::<Header>() as u64));
         }
@@ -489,23 +498,17 @@ trait Sequenced {
     fn seq(&self) -> &std::sync::atomic::AtomicU64;
 }
 
-impl Sequenced for Record {
-    fn seq(&self) -> &std::sync::atomic::AtomicU64 {
-        &self.seq
-    }
+macro_rules! sequenced {
+    ($($t:ty),*) => {$(
+        impl Sequenced for $t {
+            fn seq(&self) -> &std::sync::atomic::AtomicU64 {
+                &self.seq
+            }
+        }
+    )*};
 }
 
-impl Sequenced for StallEntry {
-    fn seq(&self) -> &std::sync::atomic::AtomicU64 {
-        &self.seq
-    }
-}
-
-impl Sequenced for SampleEntry {
-    fn seq(&self) -> &std::sync::atomic::AtomicU64 {
-        &self.seq
-    }
-}
+sequenced!(Record, StallEntry, SampleEntry);
 
 fn snapshot_of(slot: &LoopSlot, seq_ok: bool) -> SlotSnapshot {
     let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -24,6 +24,8 @@ pub(crate) struct Mapping {
     pub end: u64,
     /// File offset of `start`.
     pub offset: u64,
+    /// Inode number of the file behind it (0 for anonymous memory).
+    pub inode: u64,
     /// What backs it.
     pub backing: Backing,
 }
@@ -113,7 +115,7 @@ fn parse_line(line: &str) -> Option<Mapping> {
     } else {
         Backing::File(path.into())
     };
-    Some(Mapping { start, end, offset, backing })
+    Some(Mapping { start, end, offset, inode, backing })
 }
 
 #[cfg(test)]

@@ -30,10 +30,12 @@ impl Native {
     }
 
     /// Frames for `offsets` in the ELF file at `path` (`module` is the path the process knew it
-    /// by); `None` where no symbol covers an offset. An unreadable file names nothing.
-    pub(crate) fn symbolize(&self, path: &Path, module: &str, offsets: &[u64]) -> Vec<Option<Frame>> {
+    /// by); `None` where no symbol covers an offset. An unreadable file names nothing. DWARF is
+    /// read only when `lines` is set too: it names further files (debug links) that blazesym
+    /// would open by name.
+    pub(crate) fn symbolize(&self, path: &Path, module: &str, offsets: &[u64], lines: bool) -> Vec<Option<Frame>> {
         let mut elf = Elf::new(path);
-        elf.debug_syms = self.lines;
+        elf.debug_syms = self.lines && lines;
         match self.blaze.symbolize(&Source::Elf(elf), Input::FileOffset(offsets)) {
             Ok(syms) => syms
                 .into_iter()

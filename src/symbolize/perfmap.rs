@@ -6,7 +6,12 @@
 //! waits until its newline arrives. V8 reuses code space after GC and writes a new line for code
 //! it compiles or moves there, so a new entry replaces every older entry it overlaps: the newest
 //! entry wins, and stale names are dropped rather than shown.
+//!
+//! The file is the target's, and may be anything its user made of it: it is opened as that user
+//! could ([`Reader`]), only when it is a regular file they own, never blocking; what is read and
+//! kept is bounded, and a map past the bounds is read no further, with a note.
 
+use crate::safefs::{Expect, Reader, Refused};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -16,6 +21,13 @@ use std::time::{Duration, Instant};
 
 /// Bytes read per `read` call while catching up.
 const CHUNK: usize = 1 << 20;
+/// Bytes of a map read at most, over its life: a big application's map reaches hundreds of MB
+/// (each compilation adds a line); a map already longer than this is not read at all.
+const MAX_READ: u64 = 1 << 30;
+/// Entries kept at most (V8 replaces code in place, so live entries stay far fewer than lines).
+const MAX_ENTRIES: usize = 4 << 20;
+/// Bytes of names kept at most.
+const MAX_NAME_BYTES: usize = 256 << 20;
 /// How long [`PerfMap::refresh`] waits before looking again for a file it did not find: processes
 /// without a perf map are common, and samples of them often hold addresses no mapping knows.
 const RETRY_OPEN: Duration = Duration::from_millis(100);
@@ -35,6 +47,8 @@ pub(crate) struct PerfMap {
     candidates: Vec<PathBuf>,
     /// Its path as the process knows it, for frames' `module`.
     name: String,
+    /// Whose eyes the file is opened with; `None`: not at all (whose process it was is unknown).
+    reader: Option<Reader>,
     /// The file once found; kept open so it can be read after the process exits.
     file: Option<File>,
     /// When [`PerfMap::refresh`] last looked for the file in vain.
@@ -45,21 +59,54 @@ pub(crate) struct PerfMap {
     entries: BTreeMap<u64, Entry>,
     /// Entries removed by newer ones so far: names looked up before may be stale.
     replaced: u64,
+    /// Bytes parsed at most ([`MAX_READ`]; smaller in tests).
+    max_read: u64,
+    /// Bytes parsed so far (all readings, should the file be truncated and written again).
+    read_total: u64,
+    /// Bytes of the names in `entries`.
+    name_bytes: usize,
+    /// Past a bound: nothing more is read.
+    stopped: bool,
+    /// Why the map was not read, or not to its end.
+    note: Option<String>,
 }
 
 impl PerfMap {
-    /// A map called `name` in its process, read from the first of `candidates` that opens.
-    pub(crate) fn new(name: String, candidates: Vec<PathBuf>) -> Self {
-        PerfMap { candidates, name, ..PerfMap::default() }
+    /// A map called `name` in its process, read from the first of `candidates` that opens as
+    /// `reader` could, and is a regular file of theirs; never opened when `reader` is `None`.
+    pub(crate) fn new(name: String, candidates: Vec<PathBuf>, reader: Option<Reader>) -> Self {
+        PerfMap { candidates, name, reader, max_read: MAX_READ, ..PerfMap::default() }
     }
 
     /// Opens the file if it was not yet; returns whether it is open. Opened while the process
-    /// runs, it stays readable after the process exits.
+    /// runs, it stays readable after the process exits. A candidate that is there but refused
+    /// (a link, a FIFO, someone else's, too large) leaves a note.
     pub(crate) fn open(&mut self) -> bool {
-        if self.file.is_none() {
-            self.file = self.candidates.iter().find_map(|p| File::open(p).ok());
+        if self.file.is_some() {
+            return true;
         }
-        self.file.is_some()
+        let Some(reader) = &self.reader else { return false };
+        let expect = Expect::read(self.max_read).owned_by(reader.uid());
+        for path in &self.candidates {
+            match reader.open(path, expect) {
+                Ok(file) => {
+                    self.file = Some(file);
+                    return true;
+                }
+                Err(e) if e.os_error().is_some_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                Err(e) => {
+                    if self.note.is_none() {
+                        self.note = Some(refused_note(&self.name, &e));
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Why the map was not read, or not to its end.
+    pub(crate) fn note(&self) -> Option<&str> {
+        self.note.as_deref()
     }
 
     /// Its path as the process knows it, for frames' `module`.
@@ -85,32 +132,53 @@ impl PerfMap {
     }
 
     fn read_new(&mut self, file: &File) -> io::Result<bool> {
+        if self.stopped {
+            return Ok(false);
+        }
         let len = file.metadata()?.len();
         if len < self.offset {
             // Truncated: a new file under the same name. Start over.
             self.entries.clear();
+            self.name_bytes = 0;
             self.replaced += 1;
             self.offset = 0;
         }
+        let until = len.min(self.offset + self.max_read.saturating_sub(self.read_total));
         let mut added = false;
-        let mut buf = vec![0u8; CHUNK.min((len - self.offset) as usize)];
-        while self.offset < len {
-            let n = file.read_at(&mut buf, self.offset)?;
+        let mut buf = vec![0u8; CHUNK.min((until - self.offset) as usize)];
+        while self.offset < until && !self.stopped {
+            let want = buf.len().min((until - self.offset) as usize);
+            let n = file.read_at(&mut buf[..want], self.offset)?;
             if n == 0 {
                 break;
             }
             let (consumed, any) = self.apply(&buf[..n]);
             added |= any;
+            let mut advance = consumed as u64;
             if consumed == 0 {
                 if n < CHUNK {
                     break; // a partial last line: wait for the rest
                 }
                 // A line longer than a chunk is garbage: skip past it.
-                self.offset += n as u64;
+                advance = n as u64;
             }
-            self.offset += consumed as u64;
+            self.offset += advance;
+            // What was parsed counts, not what is read again while a last line is incomplete.
+            self.read_total += advance;
+        }
+        if until < len && !self.stopped {
+            self.stop(format!("passed {} MiB", self.max_read >> 20));
         }
         Ok(added)
+    }
+
+    /// Reads no more of the map, saying why.
+    fn stop(&mut self, why: String) {
+        self.stopped = true;
+        self.note = Some(format!(
+            "perf map {} {why}: read no further, so JavaScript compiled from then on is unnamed",
+            self.name
+        ));
     }
 
     /// Parses the complete lines at the start of `bytes`; returns the bytes consumed (up to and
@@ -124,6 +192,13 @@ impl PerfMap {
             if let Some((start, size, name)) = parse_line(line) {
                 self.insert(start, size, name);
                 added = true;
+                if self.entries.len() > MAX_ENTRIES || self.name_bytes > MAX_NAME_BYTES {
+                    self.stop(format!(
+                        "holds more than {MAX_ENTRIES} entries or {} MiB of names",
+                        MAX_NAME_BYTES >> 20
+                    ));
+                    break;
+                }
             }
         }
         (last_nl + 1, added)
@@ -137,16 +212,23 @@ impl PerfMap {
         }
         if let Some((&s, e)) = self.entries.range(..start).next_back() {
             if e.end > start {
-                self.entries.remove(&s);
-                self.replaced += 1;
+                self.remove(s);
             }
         }
         let inside: Vec<u64> = self.entries.range(start..end).map(|(&s, _)| s).collect();
-        self.replaced += inside.len() as u64;
         for s in inside {
-            self.entries.remove(&s);
+            self.remove(s);
         }
+        self.name_bytes += name.len();
         self.entries.insert(start, Entry { end, name: name.into() });
+    }
+
+    /// Removes the entry at `start`, replaced by a newer one.
+    fn remove(&mut self, start: u64) {
+        if let Some(e) = self.entries.remove(&start) {
+            self.name_bytes -= e.name.len();
+            self.replaced += 1;
+        }
     }
 
     /// How many entries newer ones replaced so far: when it changes, names looked up earlier may
@@ -166,6 +248,11 @@ impl PerfMap {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// The note for a perf map that is there but was refused.
+fn refused_note(name: &str, e: &Refused) -> String {
+    format!("perf map {name} not read ({e}): JavaScript frames are unnamed")
 }
 
 /// `START SIZE NAME` → its parts; `None` for anything else.
@@ -248,7 +335,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("perf-1.map");
         let _ = std::fs::remove_file(&path);
-        let mut m = PerfMap::new("/tmp/perf-1.map".into(), vec![dir.join("missing.map"), path.clone()]);
+        let mut m =
+            PerfMap::new("/tmp/perf-1.map".into(), vec![dir.join("missing.map"), path.clone()], Some(Reader::Me));
         assert!(!m.open());
         let mut f = File::create(&path).unwrap();
 
@@ -288,7 +376,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("looptop-perfmap-late-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("perf-2.map");
-        let mut m = PerfMap::new(String::new(), vec![PathBuf::from("/nonexistent/perf-1.map"), path.clone()]);
+        let mut m =
+            PerfMap::new(String::new(), vec![PathBuf::from("/nonexistent/perf-1.map"), path.clone()], Some(Reader::Me));
         assert!(!m.refresh().unwrap());
         assert_eq!(m.lookup(0), None);
         std::fs::write(&path, "10 10 Builtin:A\n").unwrap();
@@ -298,6 +387,66 @@ mod tests {
         std::thread::sleep(RETRY_OPEN);
         assert!(m.refresh().unwrap());
         assert_eq!(m.lookup(0x10), Some("Builtin:A"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_map_of_the_targets_user() {
+        let dir = std::env::temp_dir().join(format!("looptop-perfmap-hostile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = dir.join("real.map");
+        std::fs::write(&real, "10 10 JS:~secret /s.js:1:1\n").unwrap();
+        let link = dir.join("link.map");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let fifo = dir.join("fifo.map");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (path, why) in [(&link, "link"), (&fifo, "regular")] {
+            let mut m = PerfMap::new("/tmp/perf-1.map".into(), vec![path.clone()], Some(Reader::Me));
+            // A FIFO with no writer would block a plain open forever.
+            assert!(!m.open(), "{why}");
+            assert!(m.note().is_some_and(|n| n.contains("/tmp/perf-1.map")), "{why}: {:?}", m.note());
+            assert_eq!(m.lookup(0x10), None);
+        }
+        // Not the target user's own file.
+        let other = Reader::User(crate::safefs::Creds { uid: crate::safefs::euid() + 1, gid: 0, groups: vec![] });
+        if crate::safefs::euid() == 0 {
+            std::os::unix::fs::chown(&real, Some(0), None).unwrap();
+        }
+        let mut m = PerfMap::new(String::new(), vec![real.clone()], Some(other));
+        assert!(!m.open());
+        // Whose process it was is unknown: not opened at all.
+        let mut m = PerfMap::new(String::new(), vec![real.clone()], None);
+        assert!(!m.open() && m.note().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stops_reading_past_the_bound() {
+        let dir = std::env::temp_dir().join(format!("looptop-perfmap-bound-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("perf-3.map");
+        let mut f = File::create(&path).unwrap();
+        let mut m = PerfMap::new("/tmp/perf-3.map".into(), vec![path.clone()], Some(Reader::Me));
+        m.max_read = 64;
+        f.write_all(b"1000 10 JS:~a /a.js:1:1\n2000 10 JS:~b /b.js:1:1\n").unwrap();
+        assert!(m.refresh().unwrap());
+        assert!(m.note().is_none());
+        // Grows past 64 bytes: the lines before the bound count, nothing after.
+        f.write_all(b"3000 10 JS:~c /c.js:1:1\n4000 10 JS:~d /d.js:1:1\n").unwrap();
+        m.refresh().unwrap();
+        assert_eq!(m.lookup(0x1000), Some("JS:~a /a.js:1:1"));
+        assert_eq!(m.lookup(0x4000), None);
+        assert!(m.note().is_some_and(|n| n.contains("read no further")), "{:?}", m.note());
+        f.write_all(b"5000 10 JS:~e /e.js:1:1\n").unwrap();
+        assert!(!m.refresh().unwrap());
+        // A file already over the bound is not read at all.
+        let mut m = PerfMap::new("/tmp/perf-3.map".into(), vec![path.clone()], Some(Reader::Me));
+        m.max_read = 64;
+        assert!(!m.refresh().unwrap());
+        assert!(m.note().is_some_and(|n| n.contains("more than the 64 accepted")), "{:?}", m.note());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,12 @@
 //! Source lines for frames: each file is read once and kept, within bounds.
+//!
+//! A frame's file is named by its process (its perf map, its DWARF), so it is read only as that
+//! process's user could ([`Reader`]), only when it is a regular file, never blocking, and only up
+//! to [`MAX_FILE`] bytes: a FIFO or `/dev/zero` named as a script shows no line and costs nothing.
 
+use crate::safefs::{self, Expect, Reader};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// Files larger than this are not read (generated bundles, minified code).
 const MAX_FILE: u64 = 16 << 20;
@@ -9,31 +15,41 @@ const MAX_TOTAL: usize = 64 << 20;
 /// Characters of a line returned at most.
 const MAX_LINE: usize = 160;
 
-/// Source files read so far (and those that could not be read).
+/// A file's text and where each of its lines starts.
+type Text = (String, Vec<u32>);
+
+/// Source files read so far (and those that could not be read), by who read them and where.
 #[derive(Debug, Default)]
 pub(crate) struct SourceCache {
-    /// File → its text and where each line starts; `None` when unreadable.
-    files: HashMap<String, Option<(String, Vec<u32>)>>,
+    /// (reader, path opened) → its text and where each line starts; `None` when unreadable.
+    files: HashMap<(Reader, PathBuf), Option<Text>>,
     total: usize,
 }
 
 impl SourceCache {
-    /// Line `line` (1-based) of `file`, trimmed and cut to 160 characters; `None` for Node's
-    /// built-in modules (`node:…`), unreadable or large files and lines past the end.
-    pub(crate) fn line(&mut self, file: &str, line: u32) -> Option<String> {
+    /// Line `line` (1-based) of `file`, read as `reader` could (through `root`, the process's
+    /// root folder, when it has another one), trimmed and cut to 160 characters; `None` for
+    /// Node's built-in modules (`node:…`), unreadable, odd or large files and lines past the end.
+    pub(crate) fn line(&mut self, reader: &Reader, root: Option<&Path>, file: &str, line: u32) -> Option<String> {
         if line == 0 || file.starts_with("node:") || file.is_empty() {
             return None;
         }
-        if !self.files.contains_key(file) {
-            let read = read(file);
+        let path = super::v8name::script_path(file);
+        let path = match root {
+            Some(root) if path.starts_with('/') => root.join(path.trim_start_matches('/')),
+            _ => PathBuf::from(path),
+        };
+        let key = (reader.clone(), path);
+        if !self.files.contains_key(&key) {
+            let read = read(reader, &key.1);
             self.total += read.as_ref().map_or(0, |(t, s)| t.len() + s.len() * 4);
             if self.total > MAX_TOTAL {
                 self.files.clear();
                 self.total = read.as_ref().map_or(0, |(t, s)| t.len() + s.len() * 4);
             }
-            self.files.insert(file.to_string(), read);
+            self.files.insert(key.clone(), read);
         }
-        let (text, starts) = self.files.get(file)?.as_ref()?;
+        let (text, starts) = self.files.get(&key)?.as_ref()?;
         let i = line as usize - 1;
         let start = *starts.get(i)? as usize;
         let end = starts.get(i + 1).map_or(text.len(), |&e| e as usize);
@@ -41,14 +57,10 @@ impl SourceCache {
     }
 }
 
-/// The text of `file` and where its lines start.
-fn read(file: &str) -> Option<(String, Vec<u32>)> {
-    let path = super::v8name::script_path(file);
-    let meta = std::fs::metadata(&path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_FILE {
-        return None;
-    }
-    let bytes = std::fs::read(&path).ok()?;
+/// The text of `path` and where its lines start, read as `reader` could.
+fn read(reader: &Reader, path: &Path) -> Option<Text> {
+    let file = reader.open(path, Expect::read(MAX_FILE)).ok()?;
+    let bytes = safefs::read_bounded(&file, MAX_FILE).ok()??;
     let text = String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     let mut starts = vec![0u32];
     starts.extend(text.match_indices('\n').map(|(i, _)| i as u32 + 1));
@@ -80,31 +92,76 @@ mod tests {
             .unwrap();
         let p = path.to_str().unwrap();
         let mut c = SourceCache::default();
-        assert_eq!(c.line(p, 1).as_deref(), Some("function f() {"));
-        assert_eq!(c.line(p, 2).as_deref(), Some("if (/^([a-z0-9]+)+@/.test(s)) {"));
-        let l3 = c.line(p, 3).unwrap();
+        let me = &Reader::Me;
+        assert_eq!(c.line(me, None, p, 1).as_deref(), Some("function f() {"));
+        assert_eq!(c.line(me, None, p, 2).as_deref(), Some("if (/^([a-z0-9]+)+@/.test(s)) {"));
+        let l3 = c.line(me, None, p, 3).unwrap();
         assert_eq!(l3.chars().count(), 160);
         assert!(l3.starts_with("const s = 'éé") && l3.ends_with("é…"));
-        assert_eq!(c.line(p, 4).as_deref(), Some(""));
-        assert_eq!(c.line(p, 5).as_deref(), Some("last"));
-        assert_eq!(c.line(p, 6), None);
-        assert_eq!(c.line(p, 0), None);
+        assert_eq!(c.line(me, None, p, 4).as_deref(), Some(""));
+        assert_eq!(c.line(me, None, p, 5).as_deref(), Some("last"));
+        assert_eq!(c.line(me, None, p, 6), None);
+        assert_eq!(c.line(me, None, p, 0), None);
         // A file URL, percent-encoded.
         let url = format!("file://{}", p.replace(' ', "%20"));
-        assert_eq!(c.line(&url, 1).as_deref(), Some("function f() {"));
+        assert_eq!(c.line(me, None, &url, 1).as_deref(), Some("function f() {"));
         // Read once: later changes are not seen.
         std::fs::write(&path, "changed\n").unwrap();
-        assert_eq!(c.line(p, 1).as_deref(), Some("function f() {"));
+        assert_eq!(c.line(me, None, p, 1).as_deref(), Some("function f() {"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn internal_missing_and_odd_files() {
         let mut c = SourceCache::default();
-        assert_eq!(c.line("node:internal/timers", 1), None);
-        assert_eq!(c.line("/nonexistent/x.js", 1), None);
-        assert_eq!(c.line("", 1), None);
-        assert_eq!(c.line("/", 1), None, "a directory");
-        assert_eq!(c.line("/proc/self/status", 1).map(|l| l.starts_with("Name:")), Some(true));
+        let me = &Reader::Me;
+        assert_eq!(c.line(me, None, "node:internal/timers", 1), None);
+        assert_eq!(c.line(me, None, "/nonexistent/x.js", 1), None);
+        assert_eq!(c.line(me, None, "", 1), None);
+        assert_eq!(c.line(me, None, "/", 1), None, "a directory");
+        assert_eq!(c.line(me, None, "/proc/self/status", 1).map(|l| l.starts_with("Name:")), Some(true));
+        // Devices and FIFOs named as scripts: no line, no wait, nothing read.
+        assert_eq!(c.line(me, None, "/dev/zero", 1), None);
+        assert_eq!(c.line(me, None, "/dev/null", 1), None);
+        let dir = std::env::temp_dir().join(format!("looptop-source-odd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.js");
+        let cpath = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o644) }, 0);
+        assert_eq!(c.line(me, None, fifo.to_str().unwrap(), 1), None);
+        // A link to a readable file: not followed.
+        std::fs::write(dir.join("real.js"), "real\n").unwrap();
+        std::os::unix::fs::symlink(dir.join("real.js"), dir.join("link.js")).unwrap();
+        assert_eq!(c.line(me, None, dir.join("link.js").to_str().unwrap(), 1), None);
+        // Through a process's root.
+        assert_eq!(
+            c.line(me, Some(Path::new("/proc/self/root")), dir.join("real.js").to_str().unwrap(), 1).as_deref(),
+            Some("real")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn another_users_source_is_read_as_that_user() {
+        use std::os::unix::fs::PermissionsExt;
+        if safefs::euid() != 0 {
+            println!("SKIP: another_users_source_is_read_as_that_user: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("looptop-source-user-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let secret = dir.join("secret.js");
+        std::fs::write(&secret, "SECRET\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let p = secret.to_str().unwrap();
+        let user = Reader::User(safefs::Creds { uid: 65534, gid: 65534, groups: vec![] });
+        let mut c = SourceCache::default();
+        assert_eq!(c.line(&user, None, p, 1), None);
+        // Root's own process: its file; and the user's refusal was not cached for root.
+        assert_eq!(c.line(&Reader::Me, None, p, 1).as_deref(), Some("SECRET"));
+        assert_eq!(c.line(&user, None, p, 1), None, "nor root's reading for the user");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

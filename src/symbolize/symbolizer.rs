@@ -9,12 +9,20 @@ use super::perfmap::PerfMap;
 use super::source::SourceCache;
 use super::v8name;
 use crate::event::KERNEL_ADDRESS_MIN;
+use crate::safefs::{self, Mapped, Reader};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+/// ELF files larger than this are not read (a sparse file is not a library).
+const MAX_ELF: u64 = 8 << 30;
+
+/// The ELF files open for any process, by (device, inode, whether DWARF is read): processes
+/// that map the same library share one open file, and blazesym's parse of it.
+type OpenElves = HashMap<(u64, u64, bool), Weak<ElfFile>>;
 
 /// Turns sampled addresses into [`Frame`]s: native code (ELF symbols and DWARF lines), the
 /// kernel, and JIT code named in perf maps (V8, CPython); also reads source lines.
@@ -24,6 +32,7 @@ pub struct Symbolizer {
     procs: HashMap<u32, Process>,
     kernel: Kernel,
     sources: SourceCache,
+    elves: OpenElves,
     /// Bumped whenever an address may now be named differently (JIT code replaced, a pid
     /// reused): caches of names keyed by address are stale from then on.
     epoch: u64,
@@ -61,6 +70,9 @@ struct Process {
     start_time: Option<u64>,
     maps: Maps,
     perf_map: PerfMap,
+    /// Whose permissions its files (ELF files, perf map, sources) are read with; `None`: it was
+    /// gone before anyone could tell whose it was, so none are read.
+    reader: Option<Reader>,
     /// Whether the process sees this process's root directory (not in a container or chroot).
     same_root: bool,
     /// How to open each mapped ELF file from here, by its path in the process (or its mapping's
@@ -89,14 +101,17 @@ struct Batch {
     addrs: Vec<(u64, u64, usize)>,
 }
 
-/// An ELF file as this process can open it.
+/// An ELF file the process maps, opened once (see [`safefs::open_mapped`]).
 #[derive(Debug)]
 struct ElfFile {
-    /// A path that opens it: the original one, or `/proc/self/fd/N` for `fd`.
+    /// `/proc/self/fd/N` for `_fd`: blazesym opens that, the very file checked, whatever its
+    /// name holds now.
     path: PathBuf,
-    /// Kept open for files only reachable through the process (containers, deleted files), so
-    /// they can still be read after it exits.
-    _fd: Option<File>,
+    /// Kept open so it can be read after the process exits.
+    _fd: File,
+    /// Whether its DWARF (and debug links, which name further files) may be read: not for
+    /// another user's process, whose files could name a FIFO or another user's file.
+    lines: bool,
 }
 
 impl Symbolizer {
@@ -112,6 +127,7 @@ impl Symbolizer {
             procs: HashMap::new(),
             kernel: Kernel::default(),
             sources: SourceCache::default(),
+            elves: HashMap::new(),
             epoch: 0,
         }
     }
@@ -131,7 +147,7 @@ impl Symbolizer {
             }
         }
         let p = self.procs.entry(pid).or_insert_with(|| Process::new(pid, &proc_dir, start_time));
-        p.read_maps(pid);
+        p.read_maps(pid, &mut self.elves);
         if p.perf_map.open() && p.refresh_perf_map() {
             self.epoch += 1;
         }
@@ -149,7 +165,7 @@ impl Symbolizer {
         if !self.procs.contains_key(&pid) && ips.iter().any(|&ip| ip < KERNEL_ADDRESS_MIN) {
             self.observe(pid);
         }
-        let Symbolizer { native, procs, kernel, epoch, .. } = self;
+        let Symbolizer { native, procs, kernel, epoch, elves, .. } = self;
         let mut process = procs.get_mut(&pid);
         let mut out: Vec<Option<Frame>> = vec![None; ips.len()];
         // Addresses to look up in ELF files, one batch per file.
@@ -171,7 +187,7 @@ impl Symbolizer {
             }
             if !remapped && p.maps.find(ip).is_none() {
                 // Code mapped since the mappings were last read (a library loaded late).
-                p.read_maps(pid);
+                p.read_maps(pid, elves);
                 remapped = true;
             }
             match p.maps.find(ip) {
@@ -225,7 +241,7 @@ impl Symbolizer {
         }
         for Batch { elf, module, addrs } in batches.into_values() {
             let offsets: Vec<u64> = addrs.iter().map(|a| a.1).collect();
-            let frames = native.symbolize(&elf.path, &module, &offsets);
+            let frames = native.symbolize(&elf.path, &module, &offsets, elf.lines);
             let Some(p) = process.as_deref_mut() else { break };
             for ((ip, _, i), f) in addrs.into_iter().zip(frames) {
                 let f = f.unwrap_or_else(|| Frame::unknown(Some(module.to_string())));
@@ -236,10 +252,26 @@ impl Symbolizer {
         out.into_iter().map(|f| f.unwrap_or_else(|| Frame::unknown(None))).collect()
     }
 
-    /// Line `line` (1-based) of source file `file` (a path or a `file://` URL), trimmed and cut
-    /// to 160 characters; `None` for Node's built-in modules, unreadable or huge files.
-    pub fn source_line(&mut self, file: &str, line: u32) -> Option<String> {
-        self.sources.line(file, line)
+    /// Line `line` (1-based) of source file `file` (a path or a `file://` URL) of a frame of
+    /// process `pid`, trimmed and cut to 160 characters; `None` for Node's built-in modules,
+    /// huge files and files the process's user could not read (opened as that user, through the
+    /// process's root when it has another).
+    pub fn source_line(&mut self, pid: u32, file: &str, line: u32) -> Option<String> {
+        let (reader, root) = match self.procs.get(&pid) {
+            Some(p) => (p.reader.clone()?, (!p.same_root).then(|| PathBuf::from(format!("/proc/{pid}/root")))),
+            None => (Reader::of_pid(pid)?, None),
+        };
+        self.sources.line(&reader, root.as_deref(), file, line)
+    }
+
+    /// What the user should know about the files read so far: perf maps refused or read only
+    /// in part.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> =
+            self.procs.values().filter_map(|p| p.perf_map.note().map(str::to_string)).collect();
+        notes.sort();
+        notes.dedup();
+        notes
     }
 }
 
@@ -252,6 +284,7 @@ impl Process {
             _ => true,
         };
         let nspid = read_nspid(proc_dir).unwrap_or(pid);
+        let reader = Reader::of_pid(pid);
         // Through the process's root while it runs (its /tmp may be a container's), then ours.
         let mut candidates = vec![root.join(format!("tmp/perf-{nspid}.map"))];
         if same_root || nspid == pid {
@@ -260,7 +293,8 @@ impl Process {
         Process {
             start_time,
             maps: Maps::default(),
-            perf_map: PerfMap::new(format!("/tmp/perf-{nspid}.map"), candidates),
+            perf_map: PerfMap::new(format!("/tmp/perf-{nspid}.map"), candidates, reader.clone()),
+            reader,
             same_root,
             files: HashMap::new(),
             named: HashMap::new(),
@@ -270,11 +304,11 @@ impl Process {
     }
 
     /// Reads the process's mappings again (nothing changes once it is gone).
-    fn read_maps(&mut self, pid: u32) {
+    fn read_maps(&mut self, pid: u32, elves: &mut OpenElves) {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         if let Ok(text) = std::fs::read_to_string(proc_dir.join("maps")) {
             self.maps.update(&text);
-            self.open_files(&proc_dir);
+            self.open_files(pid, &proc_dir, elves);
         }
     }
 
@@ -291,34 +325,42 @@ impl Process {
         false
     }
 
-    /// Decides, for each mapped file not seen before, how to open it from here; opens it now
-    /// when only the live process makes it reachable.
-    fn open_files(&mut self, proc_dir: &Path) {
+    /// Opens each mapped file not seen before, as the process's user could, and keeps it open
+    /// (so it can be read after the process exits, and no one can swap it for another).
+    fn open_files(&mut self, pid: u32, proc_dir: &Path, elves: &mut OpenElves) {
+        let Some(reader) = self.reader.clone() else { return };
+        let lines = !reader.is_other_user();
         let mut new = Vec::new();
         for m in self.maps.iter() {
-            let key = match &m.backing {
-                Backing::File(p) => FileKey::Path(p.clone()),
-                Backing::Deleted(_) => FileKey::Deleted(m.start),
+            let (key, path) = match &m.backing {
+                Backing::File(p) => (FileKey::Path(p.clone()), Some(p)),
+                Backing::Deleted(_) => (FileKey::Deleted(m.start), None),
                 _ => continue,
             };
-            if self.files.contains_key(&key) {
+            if self.files.contains_key(&key) || new.iter().any(|(k, _)| *k == key) {
                 continue;
             }
-            let elf = match &m.backing {
-                Backing::File(p) if self.same_root => Some(ElfFile { path: PathBuf::from(&**p), _fd: None }),
-                Backing::File(p) => open_fd(&proc_dir.join("root").join(p.trim_start_matches('/'))),
-                _ => open_fd(&proc_dir.join(format!("map_files/{:x}-{:x}", m.start, m.end))),
-            };
-            new.push((key, elf.map(Arc::new)));
+            let by_name = path.map(|p| match self.same_root {
+                true => PathBuf::from(&**p),
+                false => proc_dir.join("root").join(p.trim_start_matches('/')),
+            });
+            let mapped = Mapped { pid, start: m.start, end: m.end, path: by_name.as_deref(), inode: m.inode };
+            let elf = safefs::open_mapped(&reader, &mapped, MAX_ELF).ok().and_then(|f| {
+                let meta = f.metadata().ok()?;
+                let id = (meta.dev(), meta.ino(), lines);
+                if let Some(elf) = elves.get(&id).and_then(Weak::upgrade) {
+                    return Some(elf);
+                }
+                let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                let elf = Arc::new(ElfFile { path, _fd: f, lines });
+                elves.retain(|_, e| e.strong_count() > 0);
+                elves.insert(id, Arc::downgrade(&elf));
+                Some(elf)
+            });
+            new.push((key, elf));
         }
         self.files.extend(new);
     }
-}
-
-/// Opens `path` and keeps it open, to be read later through `/proc/self/fd`.
-fn open_fd(path: &Path) -> Option<ElfFile> {
-    let f = File::open(path).ok()?;
-    Some(ElfFile { path: PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())), _fd: Some(f) })
 }
 
 /// Field 22 of `/proc/PID/stat`, counted after the command name (which may hold spaces).

@@ -198,7 +198,7 @@ fn names_js_and_node_while_running_and_after_exit() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
     let (start, size) = perf_map_entry(pid, "looptopBusyTarget");
     check(&after.symbolize(pid, &[start + size - 1, uv_run + 5]));
-    let source = after.source_line(script.to_str().unwrap(), 1).unwrap();
+    let source = after.source_line(pid, script.to_str().unwrap(), 1).unwrap();
     assert!(source.starts_with("function looptopBusyTarget(n)"), "{source}");
 }
 

@@ -1,10 +1,18 @@
 //! Files embedded in this executable (the agent library, the demo server), written on first use
 //! to a private cache folder under content-addressed names (so upgrades never mix versions).
+//!
+//! The agent's path is handed to `LD_PRELOAD`, often root's: whoever can change a folder on that
+//! path, or the file, runs code in every program that preloads it. So the folder is one that only
+//! we (and root) can change all the way from `/` ([`safefs::private_dir_under`]), the path printed
+//! is its real one (no link in it that someone could repoint later), files are written under a
+//! fresh name with `O_EXCL` and renamed into place, and an existing file is reused only when it is
+//! a regular file of ours with the right mode and content.
 
 use crate::error::UserError;
-use std::fs::{self, DirBuilder, Permissions};
+use crate::safefs::{self, Expect};
+use std::fs::{self, Permissions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The agent built for this looptop (see build.rs).
@@ -66,7 +74,7 @@ fn install_probes(agent: &Path) -> std::io::Result<()> {
     let dir = stem.parent().unwrap_or(Path::new("."));
     let name = |ext: &str| stem.with_extension(ext).file_name().unwrap_or_default().to_string_lossy().into_owned();
     install(dir, &name("node.js"), NODE_PROBE, 0o644)?;
-    let py = stem.with_extension("python");
+    let py = safefs::private_dir_under(dir, Path::new(&name("python")))?;
     for (file, bytes) in PYTHON_PROBE {
         install(&py, file, bytes, 0o644)?;
     }
@@ -88,49 +96,78 @@ fn cached_as(stem: &str, ext: &str, bytes: &[u8], hash: u64, mode: u32) -> Resul
     let name = format!("{stem}-{hash:016x}.{ext}");
     let mut last_err = None;
     for dir in cache_dirs() {
-        match install(&dir, &name, bytes, mode) {
+        match dir.make().and_then(|dir| install(&dir, &name, bytes, mode)) {
             Ok(p) => return Ok(p),
-            Err(e) => last_err = Some(format!("{}: {e}", dir.display())),
+            Err(e) => last_err = Some(e.to_string()),
         }
     }
     Err(UserError::observe(format!("cannot write {name} to a private cache folder ({})", last_err.unwrap_or_default())))
 }
 
-fn cache_dirs() -> Vec<PathBuf> {
+/// A cache folder to try.
+enum CacheDir {
+    /// `base/rel`, made private ([`safefs::private_dir_under`]).
+    Under(PathBuf, PathBuf),
+    /// A private folder `parent/<prefix>-<random>` of ours ([`safefs::reuse_or_new_private_dir`]).
+    Fresh(PathBuf, String),
+}
+
+impl CacheDir {
+    /// The folder's real path, once it is private and ours.
+    fn make(&self) -> std::io::Result<PathBuf> {
+        match self {
+            CacheDir::Under(base, rel) => safefs::private_dir_under(base, rel),
+            CacheDir::Fresh(parent, prefix) => safefs::reuse_or_new_private_dir(parent, prefix),
+        }
+    }
+}
+
+/// The cache folders to try, best first: `$XDG_CACHE_HOME/looptop` or `~/.cache/looptop`, else
+/// `$TMPDIR/looptop-<uid>`, else — when that name is taken by something that is not safely ours
+/// (a link, another user's folder) — a private folder `$TMPDIR/looptop-<uid>-<random>` of ours.
+fn cache_dirs() -> Vec<CacheDir> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let mut dirs = Vec::new();
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        dirs.push(PathBuf::from(x).join("looptop"));
-    } else if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        dirs.push(PathBuf::from(h).join(".cache/looptop"));
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").and_then(absolute) {
+        dirs.push(CacheDir::Under(x, "looptop".into()));
+    } else if let Some(h) = std::env::var_os("HOME").and_then(absolute) {
+        dirs.push(CacheDir::Under(h, ".cache/looptop".into()));
     }
     // SAFETY: getuid has no preconditions.
-    dirs.push(std::env::temp_dir().join(format!("looptop-{}", unsafe { libc::getuid() })));
+    let name = format!("looptop-{}", unsafe { libc::getuid() });
+    dirs.push(CacheDir::Under(std::env::temp_dir(), name.clone().into()));
+    dirs.push(CacheDir::Fresh(std::env::temp_dir(), name));
     dirs
 }
 
-/// Writes `bytes` into `dir` (created 0700 and checked to be ours) unless already there.
+/// Writes `bytes` as `dir/name` with `mode` (`dir` is private and ours, see [`cache_dirs`])
+/// unless a regular file of ours with that mode and content is already there: under a fresh name
+/// with `O_EXCL`, then renamed over the old one.
 fn install(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<PathBuf> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let meta = fs::metadata(dir)?;
-    // SAFETY: getuid has no preconditions.
-    if meta.uid() != unsafe { libc::getuid() } {
-        return Err(std::io::Error::other("the folder belongs to another user"));
-    }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, Permissions::from_mode(0o700))?;
-    }
     let path = dir.join(name);
-    if fs::read(&path).is_ok_and(|b| b == bytes) {
+    if holds(&path, bytes, mode) {
         return Ok(path);
     }
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.set_permissions(Permissions::from_mode(mode))?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, &path)?;
+    let tmp = dir.join(format!(".{name}.{:016x}", safefs::random_u64()));
+    let mut f = safefs::create_new(&tmp, 0o600)?;
+    let written = (|| {
+        f.write_all(bytes)?;
+        f.set_permissions(Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+    }
     Ok(path)
+}
+
+/// Whether `path` is a regular file of ours (not a link) with exactly `mode` and `bytes`.
+fn holds(path: &Path, bytes: &[u8], mode: u32) -> bool {
+    let Ok(f) = safefs::open(path, Expect::read(bytes.len() as u64).owned_by(safefs::euid())) else { return false };
+    let mode_ok = f.metadata().is_ok_and(|m| m.mode() & 0o7777 == mode);
+    mode_ok && safefs::read_bounded(&f, bytes.len() as u64).is_ok_and(|b| b.as_deref() == Some(bytes))
 }
 
 #[cfg(test)]
@@ -147,12 +184,33 @@ mod tests {
 
     #[test]
     fn installs_once_under_a_content_name() {
-        let dir = std::env::temp_dir().join(format!("looptop-agent-test-{}", std::process::id()));
+        let base = std::env::temp_dir().join(format!("looptop-agent-test-{}", std::process::id()));
+        fs::create_dir_all(&base).unwrap();
+        fs::set_permissions(&base, Permissions::from_mode(0o755)).unwrap();
+        let dir = safefs::private_dir_under(&base, Path::new("cache")).unwrap();
         let a = install(&dir, "x.so", AGENT, 0o755).unwrap();
+        let ino = fs::metadata(&a).unwrap().ino();
         let b = install(&dir, "x.so", AGENT, 0o755).unwrap();
         assert_eq!(a, b);
+        assert_eq!(fs::metadata(&b).unwrap().ino(), ino, "reused, not written again");
         assert_eq!(fs::read(&a).unwrap(), AGENT);
+        assert_eq!(fs::metadata(&a).unwrap().mode() & 0o777, 0o755);
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        fs::remove_dir_all(dir).unwrap();
+        // Wrong content, wrong mode or a link: replaced by a file of ours.
+        fs::write(&a, b"not the agent").unwrap();
+        assert_eq!(fs::read(install(&dir, "x.so", AGENT, 0o755).unwrap()).unwrap(), AGENT);
+        fs::set_permissions(&a, Permissions::from_mode(0o777)).unwrap();
+        install(&dir, "x.so", AGENT, 0o755).unwrap();
+        assert_eq!(fs::metadata(&a).unwrap().mode() & 0o777, 0o755);
+        let elsewhere = base.join("elsewhere.so");
+        fs::write(&elsewhere, AGENT).unwrap();
+        fs::remove_file(&a).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &a).unwrap();
+        install(&dir, "x.so", AGENT, 0o755).unwrap();
+        assert!(fs::symlink_metadata(&a).unwrap().file_type().is_file(), "the link is replaced");
+        // No temporary files left behind.
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["x.so"]);
+        fs::remove_dir_all(base).unwrap();
     }
 }

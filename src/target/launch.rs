@@ -1,11 +1,20 @@
 //! Launching a command with the agent: `LD_PRELOAD` (appended, never clobbered), a session id
-//! that every descendant inherits, and forwarding of SIGINT/SIGTERM/SIGHUP.
+//! that every descendant inherits, the signal state looptop was started with, and forwarding of
+//! SIGINT/SIGTERM/SIGHUP ([`super::signals`]).
 
+use super::signals::{self, Inherited};
 use crate::error::UserError;
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use super::signals::{forward_signals, interrupted};
+
+/// How long a launched command gets to exit after SIGTERM before it is killed.
+pub const TERM_GRACE: Duration = Duration::from_secs(3);
 
 /// What to launch and how.
 #[derive(Debug, Clone)]
@@ -37,7 +46,7 @@ impl LaunchPlan {
 }
 
 /// Where a stream of the target goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Output {
     /// Same as looptop's.
     Inherit,
@@ -45,8 +54,9 @@ pub enum Output {
     Piped,
     /// Discarded (or, for stdin, nothing to read).
     Null,
-    /// Appended to this file (the program's output while the live view owns the terminal).
-    Log(PathBuf),
+    /// This file, opened by the caller (the program's output while the live view owns the
+    /// terminal).
+    File(Arc<std::fs::File>),
 }
 
 impl Output {
@@ -55,14 +65,9 @@ impl Output {
             Output::Inherit => Stdio::inherit(),
             Output::Piped => Stdio::piped(),
             Output::Null => Stdio::null(),
-            Output::Log(path) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    UserError::usage(format!("cannot write the program's output to {}: {e}", path.display()))
-                        .hint("set TMPDIR to a writable folder, or use --no-tui")
-                })?
+            Output::File(file) => file
+                .try_clone()
+                .map_err(|e| UserError::observe(format!("cannot pass its output file to the program: {e}")))?
                 .into(),
         })
     }
@@ -78,53 +83,45 @@ pub struct Launched {
     pub run_dir: PathBuf,
 }
 
-/// Set once a SIGINT/SIGTERM/SIGHUP reached looptop.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-/// Pid to forward signals to (0: none yet).
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
-const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-/// True once the user asked looptop to stop (Ctrl-C, SIGTERM, SIGHUP).
-pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
-}
-
-/// Blocks the forwarded signals in every thread and starts one thread that receives them with
-/// `sigwaitinfo` and passes them on. Call before any other thread starts.
-///
-/// A signal the terminal sent (Ctrl-C) already reached the target, which shares our process
-/// group, so it is not sent twice; one sent by a process (`kill`) is forwarded. Only the first
-/// call does anything.
-pub fn forward_signals() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(start_forwarding);
-}
-
-fn start_forwarding() {
-    // SAFETY: plain signal-mask calls on a local sigset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in FORWARDED {
-            libc::sigaddset(&mut set, s);
+impl Launched {
+    /// Stops the command if it still runs: SIGTERM, then SIGKILL after [`TERM_GRACE`]. Returns how
+    /// it ended (`None` if that cannot be known).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        std::thread::Builder::new()
-            .name("looptop-signals".into())
-            .spawn(move || loop {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                let sig = libc::sigwaitinfo(&set, &mut info);
-                if sig < 0 {
-                    continue;
-                }
-                INTERRUPTED.store(true, Ordering::Relaxed);
-                let from_terminal = info.si_code == libc::SI_KERNEL;
-                let pid = FORWARD_TO.load(Ordering::Relaxed);
-                if pid > 0 && !from_terminal {
-                    libc::kill(pid, sig);
-                }
-            })
-            .ok();
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let asked = Instant::now();
+        while asked.elapsed() < TERM_GRACE {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => return None,
+            }
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+/// How a finished command ended: "exited 3", "killed by SIGTERM".
+pub fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited {code}"),
+        (None, Some(sig)) => format!("killed by {}", signal_name(sig)),
+        _ => status.to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        other => format!("signal {other}"),
     }
 }
 
@@ -155,19 +152,33 @@ fn preload_value(agent: &Path) -> OsString {
 pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
     let (program, args) = plan.command.split_first().ok_or_else(|| UserError::usage("no command to run"))?;
     let session = new_session();
-    let run_dir = std::env::temp_dir().join(format!("looptop-run-{}-{:x}", std::process::id(), session));
-    std::fs::create_dir_all(&run_dir)
-        .map_err(|e| UserError::observe(format!("cannot create the run folder {}: {e}", run_dir.display())))?;
+    // A new private folder (mkdir 0700 of a random name): nothing another user planted in a
+    // shared TMPDIR can be it.
+    let tmp = std::env::temp_dir();
+    let run_dir = crate::safefs::new_private_dir(&tmp, "looptop-run").map_err(|e| {
+        UserError::observe(format!("cannot create a private folder in {}: {e}", tmp.display()))
+            .hint("set TMPDIR to a folder you can write to")
+    })?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env("LD_PRELOAD", preload_value(agent))
         .env(looptop_abi::ENV_SESSION, session.to_string())
         .env(looptop_abi::ENV_RUN_DIR, &run_dir)
-        .env(looptop_abi::ENV_KEEP_SEGMENT, "1")
+        .env(looptop_abi::ENV_KEEP_SEGMENT, std::process::id().to_string())
         .env(looptop_abi::ENV_STALL_FLOOR_NS, plan.stall_floor_ns.to_string())
         .stdin(plan.stdin.stdio()?)
         .stdout(plan.stdout.stdio()?)
         .stderr(plan.stderr.stdio()?);
+    // The command starts with the signal mask and dispositions looptop was started with, not
+    // with what looptop changed for itself (the forwarded signals blocked, SIGPIPE ignored).
+    let inherited = Inherited::at_start();
+    // SAFETY: the hook only makes raw, async-signal-safe system calls on values copied in.
+    unsafe {
+        cmd.pre_exec(move || {
+            inherited.restore();
+            Ok(())
+        })
+    };
     let child = cmd.spawn().map_err(|e| {
         let _ = std::fs::remove_dir_all(&run_dir);
         let name = program.to_string_lossy();
@@ -179,7 +190,7 @@ pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
             _ => UserError::observe(format!("cannot start '{name}': {e}")),
         }
     })?;
-    FORWARD_TO.store(child.id() as i32, Ordering::Relaxed);
+    signals::forward_to(child.id());
     Ok(Launched { child, session, run_dir })
 }
 
@@ -208,7 +219,10 @@ pub fn agent_errors(run_dir: &Path) -> Vec<String> {
 }
 
 impl Drop for Launched {
+    /// A command still running when its observation ends (an error, a panic) is stopped: looptop
+    /// never leaves behind a process it started.
     fn drop(&mut self) {
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
 }

@@ -4,3 +4,4 @@
 pub mod embedded;
 pub mod launch;
 pub mod proc;
+pub mod signals;

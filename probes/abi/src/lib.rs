@@ -70,8 +70,9 @@ pub const ENV_WATCH_INTERVAL_NS: &str = "LOOPTOP_WATCH_INTERVAL_NS";
 pub const DEFAULT_WATCH_INTERVAL_NS: u64 = 5_000_000;
 /// Most stack samples the watchdog takes of one stall.
 pub const SAMPLES_PER_STALL: u64 = 200;
-/// Environment: when set to `1`, the agent leaves its segment at exit (the launcher removes it
-/// after its last read, so a short-lived process is never missed).
+/// Environment: the pid of a looptop that launched the process; the agent then leaves its segment
+/// at exit and other agents' sweeps leave it while that looptop lives (the launcher removes it
+/// after its last read, so a short-lived process is never missed). `1` keeps it with no keeper.
 pub const ENV_KEEP_SEGMENT: &str = "LOOPTOP_KEEP_SEGMENT";
 
 /// Slot states ([`LoopSlot::state`]).

@@ -150,8 +150,10 @@ fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
     } else {
         free(seg)
             .or_else(|| {
+                // Reserve slots in steps that double (1, 2, 4 … 64): few reservations for a
+                // process that starts many loops at once.
                 let backed = seg.slots().len();
-                (backed < looptop_abi::LOOP_SLOTS && seg.grow(backed + 1)).then(|| free(seg)).flatten()
+                (backed < looptop_abi::LOOP_SLOTS && seg.grow(backed * 2)).then(|| free(seg)).flatten()
             })
             .or_else(|| {
                 let oldest = seg

@@ -52,8 +52,11 @@ static INO: AtomicU64 = AtomicU64::new(0);
 /// Held while a thread reserves more slots.
 static GROWING: AtomicBool = AtomicBool::new(false);
 
-/// The folder's space looptop never takes: a quarter of it, and at least 4 MiB.
+/// The folder's space looptop never takes: a quarter of it, at least 4 MiB and at most 64 MiB
+/// (a quarter of a 24 GiB tmpfs, or of a disk when LOOPTOP_SHM_DIR names one, is more than any
+/// program needs kept free).
 const RESERVE_MIN: u64 = 4 << 20;
+const RESERVE_MAX: u64 = 64 << 20;
 
 /// A mapped segment of this process.
 #[derive(Clone, Copy)]
@@ -99,27 +102,38 @@ impl Segment {
         unsafe { std::slice::from_raw_parts(self.0.add(looptop_abi::slot_offset(0)) as *const LoopSlot, n) }
     }
 
-    /// Reserves pages for `want` slots (at most [`LOOP_SLOTS`]); false when that is not possible
-    /// (the folder is full or would drop under its reserve, the file is gone or replaced).
+    /// Reserves pages for `want` slots (at most [`LOOP_SLOTS`]), or at least one more; false when
+    /// not even that is possible (the folder is full or would drop under its reserve, the file is
+    /// gone or replaced).
     pub(crate) fn grow(self, want: usize) -> bool {
         let want = want.min(LOOP_SLOTS);
         let h = self.header();
         if h.backed_slots.load(Ordering::Acquire) as usize >= want {
             return true;
         }
-        // One grower at a time; the others wait for it (it makes a handful of system calls).
-        let mut spins = 0u32;
+        // One grower at a time; the others wait for it (it makes a handful of system calls), for
+        // at most a second of a loaded machine.
+        let since = crate::now_ns();
         while GROWING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            spins += 1;
-            if spins > 100_000 {
+            if crate::now_ns().saturating_sub(since) > 1_000_000_000 {
                 return false;
             }
             std::thread::yield_now();
         }
         let have = h.backed_slots.load(Ordering::Acquire) as usize;
-        let ok = have >= want || reserve_more(have, want);
-        if ok && have < want {
-            h.backed_slots.store(want as u32, Ordering::Release);
+        // When the folder has no room for the whole step, one more slot may still fit.
+        let got = if have >= want {
+            have
+        } else if reserve_more(have, want) {
+            want
+        } else if want > have + 1 && reserve_more(have, have + 1) {
+            have + 1
+        } else {
+            have
+        };
+        let ok = got > have || have >= want;
+        if got > have {
+            h.backed_slots.store(got as u32, Ordering::Release);
         }
         GROWING.store(false, Ordering::Release);
         ok
@@ -170,7 +184,7 @@ fn space_left_for(dir: &Path, extra: u64) -> bool {
         return true;
     }
     let avail = (st.f_bavail as u64).saturating_mul(unit);
-    avail >= extra.saturating_add((total / 4).max(RESERVE_MIN))
+    avail >= extra.saturating_add((total / 4).clamp(RESERVE_MIN, RESERVE_MAX))
 }
 
 /// Whether the segment can be used now.

@@ -5,7 +5,7 @@
 //!
 //! Not covered (a program could still see `EINTR` from the watchdog's signal in them, only while
 //! a stall is in progress on that loop thread): raw `syscall(SYS_nanosleep, …)`, `semop`,
-//! `msgrcv`, `io_getevents`, socket calls with `SO_RCVTIMEO`.
+//! `msgrcv`, `io_getevents`, a blocking `connect`, socket calls with `SO_RCVTIMEO`.
 
 use crate::wrappers::{MaskArg, Next};
 use libc::{c_int, c_uint, clockid_t, fd_set, siginfo_t, sigset_t, timespec, timeval, useconds_t};

@@ -59,9 +59,10 @@ pub(crate) fn ensure_started(seg: Segment) {
         return;
     }
     // The watchdog blocks every signal in its own thread (else a process-directed signal of the
-    // program could run its handler here) and is started with pthread_create: without those
-    // calls there is no watchdog.
-    if !crate::sys::allowed(crate::sys::Call::Sigprocmask) || !crate::sys::allowed(crate::sys::Call::Clone3) {
+    // program could run its handler here) and is started with pthread_create, which installs
+    // glibc's own handlers for the first thread: without those calls there is no watchdog.
+    use crate::sys::{allowed, Call};
+    if !allowed(Call::Sigprocmask) || !allowed(Call::Clone3) || !allowed(Call::Sigaction) {
         return;
     }
     let threshold = crate::STALL_FLOOR_NS.load(Ordering::Relaxed);
@@ -69,7 +70,10 @@ pub(crate) fn ensure_started(seg: Segment) {
         SIGNAL.store(install_handler().unwrap_or(0) as u32, Ordering::Relaxed);
     }
     seg.header().watch_signal.store(SIGNAL.load(Ordering::Relaxed), Ordering::Relaxed);
-    let spawned = std::thread::Builder::new().name("looptop-watch".into()).stack_size(256 * 1024).spawn(move || {
+    // Naming the thread is a prctl call.
+    let builder = std::thread::Builder::new().stack_size(256 * 1024);
+    let builder = if allowed(Call::Prctl) { builder.name("looptop-watch".into()) } else { builder };
+    let spawned = builder.spawn(move || {
         block_all_signals();
         let _ = std::panic::catch_unwind(move || run(seg, threshold));
     });
@@ -247,7 +251,12 @@ pub(crate) struct Quiet {
     /// The watchdog's signal, when it is blocked for the call (a request was posted for this
     /// thread just before); calls that pass a signal mask to the kernel must add it.
     pub(crate) blocked: Option<libc::c_int>,
-    old: libc::sigset_t,
+}
+
+thread_local! {
+    /// The mask a blocking [`Quiet`] restores (kept out of `Quiet`, which the wait path moves).
+    static OLD_MASK: std::cell::Cell<std::mem::MaybeUninit<libc::sigset_t>> =
+        const { std::cell::Cell::new(std::mem::MaybeUninit::uninit()) };
 }
 
 impl Quiet {
@@ -256,16 +265,18 @@ impl Quiet {
     #[inline]
     pub(crate) fn begin(slot: &'static LoopSlot) -> Quiet {
         slot.in_call.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: an all-zero sigset_t is a valid (empty) set.
-        let mut q = Quiet { slot, blocked: None, old: unsafe { std::mem::zeroed() } };
+        let mut q = Quiet { slot, blocked: None };
         let sig = SIGNAL.load(Ordering::Relaxed) as libc::c_int;
         if sig != 0 && stack::requested_for(slot.tid.load(Ordering::Relaxed)) {
-            // SAFETY: a sigset with our signal; the old mask is restored in drop.
+            // SAFETY: a sigset with our signal; pthread_sigmask fills `old`, restored in drop.
             unsafe {
                 let mut set: libc::sigset_t = std::mem::zeroed();
                 libc::sigemptyset(&mut set);
                 libc::sigaddset(&mut set, sig);
-                if libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut q.old) == 0 {
+                let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+                if libc::pthread_sigmask(libc::SIG_BLOCK, &set, old.as_mut_ptr()) == 0
+                    && OLD_MASK.try_with(|m| m.set(old)).is_ok()
+                {
                     q.blocked = Some(sig);
                 }
             }
@@ -278,8 +289,10 @@ impl Drop for Quiet {
     #[inline]
     fn drop(&mut self) {
         if self.blocked.is_some() {
-            // SAFETY: restoring the mask saved in begin.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+            if let Ok(old) = OLD_MASK.try_with(|m| m.get()) {
+                // SAFETY: OLD_MASK was filled by pthread_sigmask in begin (blocked is set only then).
+                unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+            }
         }
         self.slot.in_call.fetch_sub(1, Ordering::Release);
     }

@@ -58,7 +58,7 @@ pub(crate) fn enosys() -> c_int {
 /// A signal mask argument with `add` added (a copy), for the length of a call: a call that
 /// installs its own mask must not unblock the watchdog's signal the agent blocked around it.
 pub(crate) struct MaskArg {
-    copy: sigset_t,
+    copy: std::mem::MaybeUninit<sigset_t>,
 }
 
 impl MaskArg {
@@ -70,19 +70,18 @@ impl MaskArg {
     pub(crate) unsafe fn with(&mut self, mask: *const sigset_t, add: Option<c_int>) -> *const sigset_t {
         match add {
             Some(sig) if !mask.is_null() => {
-                self.copy = *mask;
-                libc::sigaddset(&mut self.copy, sig);
-                &self.copy
+                let copy = self.copy.write(*mask);
+                libc::sigaddset(copy, sig);
+                copy
             }
             _ => mask,
         }
     }
 
-    /// An empty holder.
+    /// An empty holder (nothing is copied unless [`MaskArg::with`] needs it).
     #[inline]
     pub(crate) fn new() -> Self {
-        // SAFETY: an all-zero sigset_t is a valid (empty) set.
-        MaskArg { copy: unsafe { std::mem::zeroed() } }
+        MaskArg { copy: std::mem::MaybeUninit::uninit() }
     }
 }
 

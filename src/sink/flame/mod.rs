@@ -129,13 +129,6 @@ impl Options {
     }
 }
 
-/// Writes the profile to a new file at `path`.
-pub fn write_file(profile: &Profile, options: &Options, path: &std::path::Path) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot write the flamegraph {}", path.display()))?;
-    write(profile, options, file)
-}
-
 /// Writes `profile` to `out` in `options.format`. `out` need not be buffered.
 pub fn write(profile: &Profile, options: &Options, out: impl Write) -> anyhow::Result<()> {
     profile.check()?;

@@ -27,6 +27,7 @@
 //! All times are `CLOCK_MONOTONIC` (`attr.clockid`), the clock of [`crate::source::now_ns`].
 
 mod error;
+mod sites;
 mod sys;
 mod thread;
 mod ticks;
@@ -42,11 +43,12 @@ use crate::event::{Event, ProcessInfo};
 use error::{is_refusal, Access};
 use perf_event::events::Software;
 use perf_event::Builder;
+use sites::RuntimeProbes;
 use std::collections::{BTreeMap, BTreeSet};
 use thread::{OpenError, Setup, Thread};
 use ticks::WaitTracepoints;
 use tracefs::SchedSwitch;
-use uprobes::{ProbeEvents, RuntimeClock, RuntimeProbes};
+use uprobes::{ProbeEvents, RuntimeClock};
 
 /// What the perf source samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

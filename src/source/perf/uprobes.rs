@@ -12,21 +12,20 @@
 //!   collector it runs (`Heap::Scavenge`, `MinorMarkCompact`, `MarkCompact`) entered inside
 //!   names its kind.
 //!
-//! Symbols come from the `.symtab` of the executable or of a mapped libuv/libnode; a binary
-//! without them gets no probes (the pool is then unseen and GC shows only as GC frames in
+//! The sites come from the executable's or a mapped libuv/libnode's symbols (`sites.rs`); a
+//! binary without them gets no probes (the pool is then unseen and GC shows only as GC frames in
 //! stacks). The events are CPU-wide (one ring per CPU) and hits of other processes are dropped:
 //! per-thread events would miss the pool's workers, which libuv starts at the first submission,
 //! until the next poll. So while looptop is attached, other processes running the same binary
 //! take the breakpoints too (a few µs per pool item or GC, nothing per tick); closing the events
 //! removes them all.
 
+use super::sites::RuntimeProbes;
 use super::sys;
 use crate::event::{Event, GcKind};
 use perf_event::{Builder, Clock, Counter, SampleFlag, Sampler};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::ops::ControlFlow;
-use std::path::PathBuf;
 
 /// What reaching a probe site means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,141 +67,9 @@ pub const REGS_MASK: u64 = (1 << PERF_REG_X86_SI) | (1 << PERF_REG_X86_DI);
 const ARG_RSI: usize = 0;
 const ARG_RDI: usize = 1;
 
-/// libuv's work functions: every item of the pool runs in one of them.
-const WORK_FUNCTIONS: [&str; 5] =
-    ["uv__fs_work", "uv__queue_work", "uv__getaddrinfo_work", "uv__getnameinfo_work", "uv__random_work"];
-const SUBMIT: &str = "uv__work_submit";
-const QUEUE_WORK: &str = "uv_queue_work";
 /// `offsetof(uv_work_t, work_req)` on 64-bit: `UV_REQ_FIELDS` (data, type, reserved[6]: 64 bytes),
 /// then `loop`, `work_cb`, `after_work_cb`. Public ABI, stable across libuv 1.x.
 const UV_WORK_REQ_OFFSET: u64 = 88;
-/// Itanium-mangled prefixes of `v8::internal::Heap::…` (their parameter lists vary by version).
-const GC_PAUSE: &str = "_ZN2v88internal4Heap24PerformGarbageCollection";
-const GC_KINDS: [(&str, GcKind); 3] = [
-    ("_ZN2v88internal4Heap8ScavengeEv", GcKind::Minor),
-    ("_ZN2v88internal4Heap16MinorMarkCompactEv", GcKind::Minor),
-    ("_ZN2v88internal4Heap11MarkCompactEv", GcKind::Major),
-];
-
-/// One place to put a uprobe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    /// The ELF file, through `/proc/PID/root` (the process's own mount namespace).
-    pub path: PathBuf,
-    /// File offset of the function's first instruction.
-    pub offset: u64,
-    /// A uretprobe (on return) rather than a uprobe.
-    pub ret: bool,
-    /// What reaching it means.
-    pub role: Role,
-}
-
-/// The probe sites of one process and what they give.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeProbes {
-    /// Every site, to open on each thread.
-    pub sites: Vec<Site>,
-    /// Workers of the libuv pool (`UV_THREADPOOL_SIZE`, default 4); `None` without pool sites.
-    pub pool_size: Option<u64>,
-    /// GC pause sites were found.
-    pub gc: bool,
-}
-
-impl RuntimeProbes {
-    /// Finds the sites in the executable and the libuv / libnode libraries `pid` maps; `None`
-    /// when it has none of them (not a Node process, or a stripped binary).
-    pub fn find(pid: u32) -> Option<RuntimeProbes> {
-        let mut sites = Vec::new();
-        let (mut pool, mut gc) = (false, false);
-        for file in candidate_files(pid) {
-            let path = PathBuf::from(format!("/proc/{pid}/root{file}"));
-            let found = functions(&path);
-            let at = |name: &str| found.iter().find(|(n, _)| n == name).map(|(_, off)| *off);
-            if !pool {
-                if let (Some(submit), works) = (at(SUBMIT), WORK_FUNCTIONS.map(at)) {
-                    pool = true;
-                    sites.push(Site { path: path.clone(), offset: submit, ret: false, role: Role::Submit });
-                    if let Some(offset) = at(QUEUE_WORK) {
-                        sites.push(Site { path: path.clone(), offset, ret: false, role: Role::QueueWork });
-                    }
-                    for offset in works.into_iter().flatten() {
-                        sites.push(Site { path: path.clone(), offset, ret: false, role: Role::WorkStart });
-                        sites.push(Site { path: path.clone(), offset, ret: true, role: Role::WorkEnd });
-                    }
-                }
-            }
-            if !gc {
-                if let Some(&(_, pause)) = found.iter().find(|(n, _)| n.starts_with(GC_PAUSE)) {
-                    gc = true;
-                    sites.push(Site { path: path.clone(), offset: pause, ret: false, role: Role::GcStart });
-                    sites.push(Site { path: path.clone(), offset: pause, ret: true, role: Role::GcEnd });
-                    for (name, kind) in GC_KINDS {
-                        if let Some(offset) = at(name) {
-                            sites.push(Site { path: path.clone(), offset, ret: false, role: Role::GcKind(kind) });
-                        }
-                    }
-                }
-            }
-        }
-        if sites.is_empty() {
-            return None;
-        }
-        Some(RuntimeProbes { sites, pool_size: pool.then(|| pool_size(pid)), gc })
-    }
-}
-
-/// The executable and the mapped libraries that may hold libuv or V8.
-fn candidate_files(pid: u32) -> Vec<String> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string()).unwrap_or_default();
-    let mut files = vec![exe.trim_end_matches(" (deleted)").to_string()];
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    for line in maps.lines() {
-        let Some(path) = line.split_whitespace().nth(5) else { continue };
-        let base = path.rsplit('/').next().unwrap_or(path);
-        if ["libuv", "libnode", "libv8"].iter().any(|l| base.starts_with(l)) && !files.iter().any(|f| f == path) {
-            files.push(path.to_string());
-        }
-    }
-    files.retain(|f| f.starts_with('/'));
-    files
-}
-
-/// The functions of interest in an ELF file's symbol table, with their file offsets.
-fn functions(path: &std::path::Path) -> Vec<(String, u64)> {
-    use blazesym::inspect::{source::Elf, Inspector};
-    let mut src = Elf::new(path);
-    src.debug_syms = false;
-    let wanted = |name: &str| {
-        name == SUBMIT
-            || name == QUEUE_WORK
-            || WORK_FUNCTIONS.contains(&name)
-            || name.starts_with(GC_PAUSE)
-            || GC_KINDS.iter().any(|(n, _)| *n == name)
-    };
-    let mut found = Vec::new();
-    let _ = Inspector::new().for_each(&blazesym::inspect::source::Source::Elf(src), |sym| {
-        if sym.sym_type == blazesym::SymType::Function && wanted(&sym.name) {
-            if let Some(offset) = sym.file_offset {
-                found.push((sym.name.to_string(), offset));
-            }
-        }
-        ControlFlow::Continue(())
-    });
-    found
-}
-
-/// `UV_THREADPOOL_SIZE` from the process's environment, as libuv reads it (1..=1024, default 4).
-fn pool_size(pid: u32) -> u64 {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    let value = environ
-        .split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"UV_THREADPOOL_SIZE="))
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u64>().ok());
-    match value {
-        Some(0) | None => 4,
-        Some(n) => n.min(1024),
-    }
-}
 
 /// A probe site reached by a thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -547,26 +414,5 @@ mod tests {
                 bucket_low(b + 1)
             );
         }
-    }
-
-    #[test]
-    fn the_node_binary_has_every_site() {
-        let Some(node) = std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("node")).find(|n| n.exists()))
-        else {
-            return;
-        };
-        let node = std::fs::canonicalize(node).unwrap();
-        let found = functions(&node);
-        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
-        if !names.contains(&SUBMIT) {
-            eprintln!("SKIP: {} has no libuv symbols (stripped)", node.display());
-            return;
-        }
-        for f in WORK_FUNCTIONS {
-            assert!(names.contains(&f), "{f} not in {}", node.display());
-        }
-        assert!(names.iter().any(|n| n.starts_with(GC_PAUSE)), "{names:?}");
-        assert!(found.iter().all(|(_, off)| *off > 0));
     }
 }
