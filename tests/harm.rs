@@ -27,12 +27,7 @@ fn agent() -> PathBuf {
 }
 
 fn segments_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("looptop-"))
-        .collect();
+    let mut v = segments_like(dir, "looptop-");
     v.sort();
     v
 }
@@ -465,4 +460,62 @@ fn node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit() {
     let pid: u32 = it.next().unwrap().parse().unwrap();
     assert_eq!(it.next(), Some("384"), "the map must be 0600");
     assert!(!Path::new(&format!("/tmp/perf-{pid}.map")).exists(), "the perf map of {pid} was left behind");
+}
+
+#[test]
+fn v8s_files_stay_out_of_a_node_programs_way() {
+    let dir = TempDir::new("v8files");
+    // A daemon that closes every file descriptor it inherited, by number, then opens its data
+    // files: V8's perf map and log never take their numbers, so nothing else lands in them.
+    let out = Command::new("node")
+        .arg(fixture("node/closes_inherited.js"))
+        .args([dir.0.to_str().unwrap(), "4"])
+        .env("LD_PRELOAD", agent())
+        .output_limited();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..4 {
+        let len = std::fs::metadata(dir.path(&format!("data-{i}"))).unwrap().len();
+        assert_eq!(len, 10, "data-{i} holds {len} bytes: V8 wrote into the program's file");
+    }
+    // V8 writes no isolate log into the working folder, and never on stdout when it cannot.
+    let out = Command::new("node")
+        .args(["-e", "console.log('hello')"])
+        .current_dir(&dir.0)
+        .env("LD_PRELOAD", agent())
+        .output_limited();
+    assert_eq!(stdout(&out), "hello\n", "{}", stderr(&out));
+    let logs: Vec<_> = segments_like(&dir.0, "isolate-");
+    assert!(logs.is_empty(), "isolate logs left in the working folder: {logs:?}");
+    if let Some(user) = Stranger::new("v8s_files_stay_out_of_a_node_programs_way") {
+        let mut c = user.command("node");
+        c.args(["-e", "console.log('hello')"]).current_dir("/").env("LD_PRELOAD", agent());
+        let out = c.output_limited();
+        assert_eq!(stdout(&out), "hello\n", "V8 logged on the program's stdout: {}", stderr(&out));
+    }
+    // A node started by node inherits the flags: its map is made safe (0600) and removed too.
+    let out = Command::new("node")
+        .args([
+            "-e",
+            "const { execFileSync } = require('child_process'); \
+             process.stdout.write(execFileSync(process.execPath, ['-e', \
+             'const m = `/tmp/perf-${process.pid}.map`; console.log(process.pid, require(\"fs\").statSync(m).mode & 0o777)']))",
+        ])
+        .env("LD_PRELOAD", agent())
+        .output_limited();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut it = text.split_whitespace();
+    let child: u32 = it.next().unwrap().parse().unwrap();
+    assert_eq!(it.next(), Some("384"), "the child's perf map must be the agent's 0600 file");
+    assert!(!Path::new(&format!("/tmp/perf-{child}.map")).exists(), "the child's perf map was left behind");
+}
+
+/// Names in `dir` that start with `prefix`.
+fn segments_like(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }

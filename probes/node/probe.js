@@ -375,25 +375,6 @@
     });
   }
 
-  // V8 opens an isolate log (isolate-0x…-<pid>-v8.log in the working directory) for the
-  // --perf-basic-prof the agent added; nobody asked for it, so it is unlinked (V8 writes on into
-  // the unlinked file). Not when the program was started with V8 logging of its own.
-  function dropIsolateLog() {
-    if (process.env.LOOPTOP_V8_LOG_UNWANTED !== '1') return;
-    if (process.execArgv.some((a) => /^--(log|prof|logfile)/.test(a))) return;
-    const fs = require('fs');
-    const suffix = `-${process.pid}-v8.log`;
-    for (const name of fs.readdirSync('.')) {
-      if (name.startsWith('isolate-0x') && name.endsWith(suffix)) fs.unlinkSync(name);
-    }
-  }
-
-  try {
-    dropIsolateLog();
-  } catch (_) {
-    // fail open
-  }
-
   try {
     if (process.env.LOOPTOP_PROBE === '0') return;
     write([[KIND.PROBE, nowNs(), 0, 1, 0]]);

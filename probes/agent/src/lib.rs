@@ -19,6 +19,7 @@ mod sleeps;
 mod stack;
 mod sweep;
 mod sys;
+mod v8files;
 mod watchdog;
 mod wrappers;
 

@@ -7,8 +7,9 @@
 //!
 //! For Node it also adds `--perf-basic-prof --interpreted-frames-native-stack`, so that V8 writes
 //! `/tmp/perf-<pid>.map` (JS function names for stacks) and interpreted JS functions keep a frame
-//! of their own on the native stack — once the map's file is made safe ([`crate::perfmap`]);
-//! `LOOPTOP_PERF_MAP=0` leaves them out.
+//! of their own on the native stack — once the map's file is made safe ([`crate::perfmap`]), and
+//! with V8's files kept from the program's way ([`crate::v8files`]); `LOOPTOP_PERF_MAP=0` leaves
+//! them out.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -38,19 +39,29 @@ pub(crate) fn arrange() {
     let stem = agent.with_extension("");
     if name.starts_with("node") {
         if std::env::var_os("LOOPTOP_PERF_MAP").is_none_or(|v| v != "0") {
-            let had = std::env::var_os("NODE_OPTIONS").is_some_and(|v| {
-                let v = v.to_string_lossy();
-                v.contains("--perf-basic-prof") || v.contains("--perf-prof")
-            });
-            // The map's name is V8's, in /tmp: made safe first, or no map (see perfmap.rs).
-            if had || crate::perfmap::prepare() {
-                for flag in ["--perf-basic-prof", "--interpreted-frames-native-stack"] {
-                    add_to_env("NODE_OPTIONS", OsStr::new(" "), flag.as_bytes(), false);
-                }
-            }
+            // Flags an agent added in a parent process are inherited through NODE_OPTIONS, with
+            // the marker it set: they are ours here too, not the user's.
+            let inherited = std::env::var_os(V8_MARKER).is_some_and(|v| v == "1");
+            let had = !inherited
+                && std::env::var_os("NODE_OPTIONS").is_some_and(|v| {
+                    let v = v.to_string_lossy();
+                    v.contains("--perf-basic-prof") || v.contains("--perf-prof")
+                });
             if !had {
-                // The probe removes the isolate log V8 opens for this flag (see probe.js).
-                set_env("LOOPTOP_V8_LOG_UNWANTED", b"1");
+                // The map's name is V8's, in /tmp: made safe first, or no map (see perfmap.rs).
+                if crate::perfmap::prepare() {
+                    for flag in PERF_FLAGS {
+                        add_to_env("NODE_OPTIONS", OsStr::new(" "), flag.as_bytes(), false);
+                    }
+                    set_env(V8_MARKER, b"1");
+                    if !logs_of_its_own() {
+                        crate::v8files::set_ours();
+                    }
+                } else {
+                    for flag in PERF_FLAGS {
+                        remove_from_env("NODE_OPTIONS", flag.as_bytes());
+                    }
+                }
             }
         }
         let probe = stem.with_extension("node.js");
@@ -64,6 +75,26 @@ pub(crate) fn arrange() {
         if dir.join("sitecustomize.py").is_file() {
             add_to_env("PYTHONPATH", OsStr::new(":"), dir.as_os_str().as_bytes(), true);
         }
+    }
+}
+
+/// Marks NODE_OPTIONS's perf flags as the agent's (inherited by child processes).
+const V8_MARKER: &str = "LOOPTOP_V8_LOG_UNWANTED";
+/// The flags the agent adds for V8's perf map.
+const PERF_FLAGS: [&str; 2] = ["--perf-basic-prof", "--interpreted-frames-native-stack"];
+
+/// Whether the command line asks V8 for a log of its own (`--log…`, `--prof…`, `--logfile`).
+fn logs_of_its_own() -> bool {
+    let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else { return false };
+    cmdline.split(|&b| b == 0).any(|a| a.starts_with(b"--log") || a.starts_with(b"--prof"))
+}
+
+/// Removes every space-separated `item` from a list variable.
+fn remove_from_env(var: &str, item: &[u8]) {
+    let Some(old) = std::env::var_os(var) else { return };
+    let kept: Vec<&[u8]> = old.as_bytes().split(|&b| b == b' ').filter(|w| !w.is_empty() && *w != item).collect();
+    if kept.len() != old.as_bytes().split(|&b| b == b' ').filter(|w| !w.is_empty()).count() {
+        set_env(var, &kept.join(&b' '));
     }
 }
 

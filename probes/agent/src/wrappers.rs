@@ -43,6 +43,7 @@ pub(crate) fn resolve_all() {
         .into_iter()
         .chain(crate::alloc::ALL)
         .chain(crate::sleeps::ALL)
+        .chain(crate::v8files::ALL)
     {
         n.get();
     }
