@@ -210,3 +210,20 @@ fn cpython_selectors_epoll_and_poll_tests_cannot_tell_looptop_is_there() {
     assert!(out.status.success(), "CPython's tests told looptop apart:\n{text}");
     assert!(text.contains("identical"), "{text}");
 }
+
+/// A Python signal handler whose signal arrives during a collection runs when the probe's GC
+/// callback resumes; CPython would report its exception as "ignored" there. The probe hands it
+/// back: Ctrl-C's KeyboardInterrupt and a SIGTERM handler's sys.exit reach the program as
+/// without looptop, even in a program that does little but collect.
+#[test]
+fn signal_handlers_that_raise_during_a_collection_still_reach_the_program() {
+    let script = fixture("python/gc_signals.py");
+    let script = script.to_str().unwrap();
+    let alone = plain(&["python3", script]);
+    assert_eq!(stdout(&alone).trim(), "interrupted", "without looptop: {}", stderr(&alone));
+    let run = under_looptop(&["python3", script], &[]);
+    assert_eq!(run.program.trim(), "interrupted", "Ctrl-C was lost under looptop: {}", stderr(&run.out));
+    assert!(run.report["gc"]["count"].as_u64().unwrap_or(0) > 0, "the probe recorded no GC: {:#}", run.report["gc"]);
+    let term = under_looptop(&["python3", script, "15"], &[]);
+    assert_eq!(term.out.status.code(), Some(7), "the SIGTERM handler's sys.exit(7) was lost: {}", stderr(&term.out));
+}

@@ -45,7 +45,7 @@ _NESTED = -1
 # Taken now, before the program runs: the program's patches of os never see the probe.
 _open, _close, _fstat, _pread, _pwrite, _read = os.open, os.close, os.fstat, os.pread, os.pwrite, os.read
 _listdir, _getpid, _geteuid = os.listdir, os.getpid, os.geteuid
-_now = time.monotonic_ns
+_now, _sleep = time.monotonic_ns, time.sleep
 _ident, _native_id, _new_lock, _new_rlock = _thread.get_ident, _thread.get_native_id, _thread.allocate_lock, \
     _thread.RLock
 _DIR = os.environ.get("LOOPTOP_SHM_DIR") or "/dev/shm"
@@ -272,6 +272,102 @@ _seg = _Segment()
 _gc_start = {}
 
 
+def _gc_driver():
+    """The body of the probe's GC callback, as a generator. The callback itself is C code
+    (`_functools.partial(max, key=driver.send)`), so a Python signal handler whose signal came
+    during the collection runs inside this generator's `try` (CPython runs pending handlers when
+    Python code resumes) rather than at the entry of a Python callback, where CPython would report
+    its exception as "ignored" and lose it. Caught here, the exception is handed back (see
+    `_hand_back`): the handler runs once more in the program's own code, where its exception
+    (KeyboardInterrupt on Ctrl-C, SystemExit from sys.exit in a SIGTERM handler) is raised as it
+    would be without the probe."""
+    phase = None
+    while True:
+        try:
+            while True:
+                value = yield 0
+                if value.__class__ is str:
+                    phase = value
+                elif phase is not None:
+                    _on_gc(phase, value)
+                    phase = None
+        except BaseException as e:  # noqa: B902 - a signal handler's exception, handed back
+            phase = None
+            signum = _signal_of(e)
+            if signum is not None:
+                _hand_back(signum)
+
+
+_callback = []  # [the partial in gc.callbacks]
+_pending_signals = []
+_NO_OP = {}.get  # a callback in C that does nothing: gc.callbacks[i] = _NO_OP while handing back
+
+
+def _hand_back(signum):
+    """Runs the handler of `signum` again in the program's own code: the probe's callback steps
+    out of gc.callbacks (replaced in place by a no-op in C, so that no Python code runs in a
+    collection and the program's own callbacks keep their places), and a short-lived thread
+    raises the signal again (`_thread.interrupt_main`; from the callback itself the handler would
+    run right there), then puts the callback back 50 ms later. GC pauses in those 50 ms are not
+    recorded."""
+    if signum not in _pending_signals:
+        _pending_signals.append(signum)
+    try:
+        i = gc.callbacks.index(_callback[0])
+    except (IndexError, ValueError):
+        return  # already stepped out: the thread under way raises it too
+    gc.callbacks[i] = _NO_OP
+    try:
+        _thread.start_new_thread(_retrip, ())
+    except BaseException:  # noqa: B902 - no thread to be had: step back in, as without the fix
+        gc.callbacks[i] = _callback[0]
+
+
+def _retrip():
+    try:
+        while _pending_signals:
+            _thread.interrupt_main(_pending_signals.pop(0))
+        _sleep(0.05)
+        i = gc.callbacks.index(_NO_OP)
+        gc.callbacks[i] = _callback[0]
+    except BaseException:  # noqa: B902 - a thread of the probe never raises
+        pass
+
+
+def _signal_of(exc):
+    """The signal whose handler raised `exc`: the one whose handler's code is on its traceback,
+    or SIGINT for the default handler's KeyboardInterrupt; None when no handler raised it."""
+    codes = set()
+    tb = exc.__traceback__
+    while tb is not None:
+        codes.add(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    signal = sys.modules.get("signal")
+    if signal is not None:
+        for signum in signal.valid_signals():
+            try:
+                handler = signal.getsignal(signum)
+            except (OSError, ValueError):
+                continue
+            code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+            if code is not None and code in codes:
+                return int(signum)
+    return 2 if isinstance(exc, KeyboardInterrupt) else None
+
+
+def _gc_callback():
+    """The callback to append to gc.callbacks (see `_gc_driver`); `_functools` is taken out of
+    sys.modules again when the program had not imported it (it is stateless)."""
+    had = "_functools" in sys.modules
+    import _functools
+    if not had:
+        sys.modules.pop("_functools", None)
+    driver = _gc_driver()
+    next(driver)
+    _callback[:] = [_functools.partial(max, key=driver.send)]
+    return _callback[0]
+
+
 def _on_gc(phase, info):
     try:
         if phase == "start":
@@ -495,7 +591,7 @@ class _AfterImport:
 
 try:
     if os.environ.get("LOOPTOP_PROBE") != "0":
-        gc.callbacks.append(_on_gc)
+        gc.callbacks.append(_gc_callback())
         _seg.write(_PROBE, _now(), 0, 2)
         if "asyncio.base_events" in sys.modules:
             _track_executor(sys.modules["asyncio.base_events"])
