@@ -1,13 +1,17 @@
 //! Flamegraphs of sampled stacks: an SVG drawn by inferno, Brendan Gregg's folded text, or a
 //! speedscope JSON file.
 //!
-//! The input is a [`Profile`]: a frame table and weighted stacks of indices into it. Every format
+//! The input is a [`Profile`]: a frame table and weighted stacks of indices into it
+//! ([`build_profile`] makes one of a session's samples). Every format
 //! is written by [`write()`] with [`Options`]; the folded lines are the common ground (the SVG is
 //! inferno drawing them), so a frame looks the same in the folded file and in the SVG.
 
+mod build;
 mod folded;
 mod speedscope;
 mod svg;
+
+pub use build::{build_profile, perf_rate};
 
 use crate::symbolize::Frame;
 use anyhow::Context as _;
