@@ -7,6 +7,7 @@ use super::output::OutputFile;
 use crate::error::UserError;
 use crate::plan::{CheckPlan, TargetSpec};
 use crate::sink::check::budget::{self, Budget};
+use crate::sink::check::budget_file;
 use crate::sink::check::{github, junit, text, Verdict};
 use crate::source::now_ns;
 use crate::target::launch::{self, LaunchPlan};
@@ -115,7 +116,7 @@ fn budgets(plan: &CheckPlan) -> Result<Vec<Budget>> {
         out.extend(from_file(path)?);
     }
     for expr in &plan.budgets {
-        out.push(budget::parse(expr).map_err(|e| UserError::usage(e.to_string()).hint(hint()))?);
+        out.push(budget::parse(expr).map_err(|e| UserError::usage(e.to_string()).hint(budget::syntax_hint()))?);
     }
     if out.is_empty() {
         return Err(UserError::usage("no budget to check: give --budget EXPR or a budget file")
@@ -125,61 +126,10 @@ fn budgets(plan: &CheckPlan) -> Result<Vec<Budget>> {
     Ok(out)
 }
 
-fn hint() -> String {
-    let names: Vec<&str> = budget::METRICS.iter().map(|m| m.name).collect();
-    format!(
-        "a budget is METRIC OP VALUE[UNIT], OP one of < <= > >= ==, UNIT us ms s or %; metrics: {}",
-        names.join(", ")
-    )
-}
-
-/// Budgets of a TOML file's `[budgets]` table: `"lag.p99" = "<20ms"`, `stalls = "==0"` (a
-/// number means `<=` it).
+/// The budgets of a TOML budget file.
 fn from_file(path: &Path) -> Result<Vec<Budget>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         UserError::usage(format!("cannot read the budget file {}: {e}", path.display())).hint("check the path")
     })?;
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        let at = e.span().map(|s| line_col(&text, s.start)).unwrap_or_default();
-        UserError::usage(format!("the budget file {}{at} is not valid TOML: {}", path.display(), e.message()))
-            .hint("budgets go in a [budgets] table: \"lag.p99\" = \"<20ms\"")
-    })?;
-    let Some(table) = doc.get("budgets") else {
-        return Err(UserError::usage(format!("the budget file {} has no [budgets] table", path.display()))
-            .hint("add one: [budgets] then lines like \"lag.p99\" = \"<20ms\" and stalls = \"==0\"")
-            .into());
-    };
-    let Some(table) = table.as_table() else {
-        return Err(UserError::usage(format!("in {}, budgets is not a table", path.display()))
-            .hint("write [budgets] on its own line, then one budget per line")
-            .into());
-    };
-    let mut out = Vec::new();
-    for (metric, limit) in table {
-        let expr = match limit {
-            toml::Value::String(s) => format!("{metric}{s}"),
-            toml::Value::Integer(n) => format!("{metric}<={n}"),
-            toml::Value::Float(x) => format!("{metric}<={x}"),
-            other => {
-                return Err(UserError::usage(format!(
-                    "in {}, budgets.\"{metric}\" is a {}: write it as a string like \"<20ms\"",
-                    path.display(),
-                    other.type_str()
-                ))
-                .into())
-            }
-        };
-        let b = budget::parse(&expr)
-            .map_err(|e| UserError::usage(format!("in {}, budgets.\"{metric}\": {e}", path.display())).hint(hint()))?;
-        out.push(b);
-    }
-    Ok(out)
-}
-
-/// ` (line L, column C)` of a byte offset.
-fn line_col(text: &str, at: usize) -> String {
-    let before = &text[..at.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!(" (line {line}, column {col})")
+    budget_file::parse(&text, path).map_err(|e| UserError { hint: e.hint(), ..UserError::usage(e.to_string()) }.into())
 }

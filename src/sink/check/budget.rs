@@ -352,6 +352,15 @@ pub fn parse(expr: &str) -> Result<Budget, BudgetError> {
     Ok(Budget { expr, metric: metric.name, op, value, unit })
 }
 
+/// How a budget is written, with every metric: the fix under a malformed budget.
+pub fn syntax_hint() -> String {
+    let names: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+    format!(
+        "a budget is METRIC OP VALUE[UNIT], OP one of < <= > >= ==, UNIT us ms s or %; metrics: {}",
+        names.join(", ")
+    )
+}
+
 fn suggestion(name: &str) -> String {
     let close: Vec<&str> = METRICS
         .iter()

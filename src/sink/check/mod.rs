@@ -1,8 +1,10 @@
-//! `looptop check`'s outputs: budgets checked against a report ([`budget`]), and the ways a
-//! result is told — the text summary ([`text`]), JUnit XML ([`junit`]) and GitHub Actions
-//! annotations and job summary ([`github`]). All render the same [`Verdict`].
+//! `looptop check`'s outputs: budgets checked against a report ([`budget`]; from a TOML file,
+//! [`budget_file`]), and the ways a result is told — the text summary ([`text`]), JUnit XML
+//! ([`junit`]) and GitHub Actions annotations and job summary ([`github`]). All render the same
+//! [`Verdict`].
 
 pub mod budget;
+pub mod budget_file;
 pub mod github;
 pub mod junit;
 pub mod text;
