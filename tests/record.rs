@@ -171,3 +171,178 @@ fn record_attaches_to_a_process_with_the_agent_preloaded() {
     let frames: Vec<&str> = stalls.iter().filter_map(|s| s["blocker"]["frame"].as_str()).collect();
     assert!(frames.contains(&"validateName") && frames.contains(&"spinHot"), "{report:#}");
 }
+
+/// A real recording of the regex and busy blockers, made once for the tests that damage a copy
+/// of it, with the main loop's stalls as its report gives them.
+fn real_recording() -> &'static (std::path::PathBuf, Vec<Value>) {
+    static REC: std::sync::OnceLock<(std::path::PathBuf, Vec<Value>)> = std::sync::OnceLock::new();
+    REC.get_or_init(|| {
+        // In cargo's scratch folder for tests: written under a name of this run, then renamed
+        // over the last run's.
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("recordings");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (fresh, rec) = (dir.join(format!("blockers.{}.rec", std::process::id())), dir.join("blockers.rec"));
+        let file = fixture("node/blockers.js");
+        let mut cmd = looptop();
+        cmd.args(["record", "--rate", "0", "-o"]).arg(&fresh).args(["--", "node", file.to_str().unwrap()]);
+        let out = cmd.env("FIXTURE_ONLY", "regex,cpu").output_limited();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        std::fs::rename(&fresh, &rec).unwrap();
+        let (out, report) = report_json(&rec);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let stalls = main_stalls(&report);
+        assert_eq!(stalls.len(), 2, "{report:#}");
+        (rec, stalls)
+    })
+}
+
+/// Address space a looptop reading a small recording gets: however large a line or an id in it,
+/// the 16 MiB line cap and the debug binary (about 10 MiB resident) fit many times over, while
+/// reading by what the file claims (a 1 GiB line, a 17 GiB frame table) fails.
+const SMALL_AS: u64 = 256 << 20;
+
+/// `cmd` limited to `bytes` of address space (`RLIMIT_AS`).
+fn small(cmd: &mut std::process::Command, bytes: u64) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
+    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `report --json FILE` in [`SMALL_AS`] of memory: the outcome and its report.
+fn report_small(rec: &std::path::Path) -> (std::process::Output, Value) {
+    let out = small(looptop().args(["report", "--json"]).arg(rec), SMALL_AS).output_limited();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, v)
+}
+
+/// The stalls of two reports agree: same starts, durations and blockers.
+fn assert_same_stalls(got: &[Value], want: &[Value]) {
+    let key = |s: &Value| (s["start_ms"].to_string(), s["duration_ms"].to_string(), s["blocker"]["frame"].to_string());
+    let got: Vec<_> = got.iter().map(key).collect();
+    let want: Vec<_> = want.iter().map(key).collect();
+    assert_eq!(got, want);
+}
+
+/// The lines of the shared recording.
+fn real_lines() -> Vec<String> {
+    std::fs::read_to_string(&real_recording().0).unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn issue_13_an_invalid_utf8_byte_on_line_3_hides_nothing() {
+    let dir = TempDir::new("rec-utf8");
+    let (_, want) = real_recording();
+    let mut bytes = Vec::new();
+    for (i, line) in real_lines().iter().enumerate() {
+        let mut line = line.clone().into_bytes();
+        if i == 2 {
+            line[10] = 0xff;
+        }
+        bytes.extend_from_slice(&line);
+        bytes.push(b'\n');
+    }
+    let lines = real_lines().len();
+    let rec = dir.path("utf8.rec");
+    std::fs::write(&rec, &bytes).unwrap();
+    let (out, report) = report_small(&rec);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_same_stalls(&main_stalls(&report), want);
+    let warning = format!("skipped 1 unreadable line of {lines} (first: line 3, not valid UTF-8)");
+    assert!(err.contains(&warning), "{err}");
+    assert!(!err.contains("ends early"), "the file has its end line: {err}");
+    assert_eq!(report["warnings"].as_array().map(Vec::len), Some(1), "{report:#}");
+    assert!(report["warnings"][0].as_str().unwrap().contains(&warning), "{report:#}");
+    let text = looptop().arg("report").arg(&rec).output_limited();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("validateName"), "{}", stderr(&text));
+    let flame = looptop().args(["flame", "--format", "folded", "-o", "-", "--from"]).arg(&rec).output_limited();
+    assert_eq!(flame.status.code(), Some(0), "{}", stderr(&flame));
+    assert!(String::from_utf8_lossy(&flame.stdout).contains("validateName"));
+}
+
+#[test]
+fn issue_13_frame_ids_of_u32_max_and_u64_max_take_no_memory() {
+    let dir = TempDir::new("rec-ids");
+    let (_, want) = real_recording();
+    // Frame 0 becomes frame 4294967295, in its definition and in every stack naming it; a frame
+    // with an id past u32 is added before the end.
+    let mut out = String::new();
+    for line in real_lines() {
+        let mut v: Value = serde_json::from_str(&line).unwrap();
+        match v["t"].as_str() {
+            Some("frame") if v["id"] == 0 => v["id"] = u32::MAX.into(),
+            Some("stack") => {
+                for f in v["frames"].as_array_mut().unwrap() {
+                    if *f == 0 {
+                        *f = u32::MAX.into();
+                    }
+                }
+            }
+            Some("end") => out
+                .push_str("{\"t\":\"frame\",\"id\":18446744073709551615,\"frame\":{\"name\":\"x\",\"kind\":\"js\"}}\n"),
+            _ => {}
+        }
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    let rec = dir.path("ids.rec");
+    std::fs::write(&rec, out).unwrap();
+    let (out, report) = report_small(&rec);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_same_stalls(&main_stalls(&report), want);
+    assert!(err.contains("skipped 1 unreadable line"), "{err}");
+}
+
+#[test]
+fn issue_13_a_1_gib_line_is_skipped_without_holding_it() {
+    let dir = TempDir::new("rec-long");
+    let (_, want) = real_recording();
+    let lines = real_lines();
+    // Line 3 is a gigabyte of zero bytes: a hole in a sparse file, no disk space used.
+    let rec = dir.path("long.rec");
+    let mut f = std::fs::File::create(&rec).unwrap();
+    use std::io::{Seek, Write};
+    writeln!(f, "{}\n{}", lines[0], lines[1]).unwrap();
+    f.seek(std::io::SeekFrom::Current(1 << 30)).unwrap();
+    writeln!(f).unwrap();
+    for l in &lines[2..] {
+        writeln!(f, "{l}").unwrap();
+    }
+    drop(f);
+    let (out, report) = report_small(&rec);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_same_stalls(&main_stalls(&report), want);
+    assert!(err.contains("skipped 1 unreadable line") && err.contains("line 3, longer than 16 MiB"), "{err}");
+}
+
+#[test]
+fn issue_13_devices_fifos_and_folders_are_refused_at_once() {
+    let dir = TempDir::new("rec-dev");
+    let fifo = dir.path("fifo.rec");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let quick = std::time::Duration::from_secs(15);
+    for (path, what) in [
+        (std::path::PathBuf::from("/dev/zero"), "is a character device, not a recording file"),
+        (fifo.clone(), "is a FIFO, not a recording file"),
+        (dir.0.clone(), "is a folder, not a recording file"),
+    ] {
+        let out = small(looptop().arg("report").arg(&path), SMALL_AS).output_within(quick);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(what), "{}", stderr(&out));
+        assert!(stderr(&out).contains("fix: give a file written by `looptop record -o FILE`"), "{}", stderr(&out));
+        let flame = looptop().args(["flame", "-o", "-", "--from"]).arg(&path).output_within(quick);
+        assert_eq!(flame.status.code(), Some(2), "{}", stderr(&flame));
+    }
+}

@@ -34,6 +34,9 @@ pub struct Report {
     pub lost_samples: u64,
     /// Events lost (a reader that fell behind a ring).
     pub dropped_events: u64,
+    /// What the user should know about this report (lost data, lines of a recording that could
+    /// not be read), as printed on stderr.
+    pub warnings: Vec<String>,
 }
 
 /// The observed process.

@@ -354,6 +354,7 @@ impl Session {
             samples: self.stacks.len(),
             lost_samples: self.lost_samples,
             dropped_events: self.dropped,
+            warnings: Vec::new(),
         }
         .with_blockers()
     }

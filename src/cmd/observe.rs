@@ -542,7 +542,8 @@ impl Run {
 
     fn finish(mut self, mut target: Target, warnings: Vec<String>) -> Result<Observed> {
         target.runtime = self.pipeline.session.runtime();
-        let report = self.pipeline.session.report(target.clone(), self.end);
+        let mut report = self.pipeline.session.report(target.clone(), self.end);
+        report.warnings = warnings.clone();
         let recorded = match self.pipeline.take_recorder() {
             Some(rec) => {
                 let path = rec.path().to_path_buf();

@@ -72,14 +72,14 @@ fn note_start(quiet: bool, pid: u32, duration: Option<Duration>) {
 pub(super) fn load(path: &std::path::Path, threshold: Option<Duration>) -> Result<recording::Replay> {
     let mut replay = recording::load(path).map_err(|e| match e {
         RecordingError::Io { .. } => UserError::usage(e.to_string()).hint("check the path"),
-        RecordingError::NotRecording { .. } => {
+        RecordingError::NotFile { .. } | RecordingError::NotRecording { .. } => {
             UserError::usage(e.to_string()).hint("give a file written by `looptop record -o FILE`")
         }
         RecordingError::Version { .. } => {
             UserError::usage(e.to_string()).hint("read it with the looptop version that wrote it")
         }
     })?;
-    if let Some(w) = replay.warning(path) {
+    for w in replay.warnings(path) {
         eprintln!("looptop: warning: {w}");
     }
     if let Some(t) = threshold {
@@ -91,7 +91,7 @@ pub(super) fn load(path: &std::path::Path, threshold: Option<Duration>) -> Resul
 /// Runs `looptop report`.
 pub fn report(plan: ReportPlan) -> Result<u8> {
     let replay = load(&plan.recording, plan.stall_threshold)?;
-    let report = replay.session.report(replay.target(), replay.end_ns());
+    let report = replay.report(&plan.recording);
     emit(&report, plan.json, None, plan.color, false, Stream::Stdout)?;
     Ok(crate::error::exit::OK)
 }

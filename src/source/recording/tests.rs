@@ -1,0 +1,232 @@
+//! The reader against recordings built line by line: what is kept, what is skipped and counted,
+//! what is refused.
+
+use super::*;
+use crate::event::LoopId;
+use serde_json::json;
+use std::io::Read;
+
+const PID: u32 = 4242;
+const ORIGIN: u64 = 1_000_000_000;
+
+fn header() -> String {
+    let h = Header::new(ORIGIN, 50_000_000, PID, &["node".into(), "server.js".into()], 0, "agent");
+    serde_json::to_string(&Line::Recording(h)).unwrap()
+}
+
+fn loop_id() -> serde_json::Value {
+    json!({"pid": PID, "tid": PID, "since_ns": ORIGIN})
+}
+
+fn loop_started() -> String {
+    json!({"t": "loop_started", "id": loop_id(), "name": "node", "start_ns": ORIGIN}).to_string()
+}
+
+fn stall(i: u64) -> String {
+    json!({"t": "stall", "id": loop_id(), "start_ns": ORIGIN + i * 1_000_000_000, "duration_ns": 100_000_000})
+        .to_string()
+}
+
+fn frame(id: u64, name: &str) -> String {
+    json!({"t": "frame", "id": id, "frame": {"name": name, "kind": "js", "file": "/srv/app/a.js", "line": 3}})
+        .to_string()
+}
+
+fn stack(t_ns: u64, frames: &[u64]) -> String {
+    json!({"t": "stack", "pid": PID, "tid": PID, "t_ns": t_ns, "weight_ns": 1_000_000, "origin": "perf-cpu",
+           "tick_ns": 0, "off_cpu": null, "frames": frames})
+    .to_string()
+}
+
+fn end() -> String {
+    json!({"t": "end", "at_ns": ORIGIN + 10_000_000_000u64, "exit_code": 0, "runtime": "node"}).to_string()
+}
+
+fn read(lines: &[&[u8]]) -> Replay {
+    let mut bytes = Vec::new();
+    for l in lines {
+        bytes.extend_from_slice(l);
+        bytes.push(b'\n');
+    }
+    read_from(bytes.as_slice()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn stalls(r: &Replay) -> usize {
+    r.session.stall_count()
+}
+
+#[test]
+fn a_whole_recording_has_no_warning() {
+    let (h, l, s, e) = (header(), loop_started(), stall(1), end());
+    let r = read(&[h.as_bytes(), l.as_bytes(), s.as_bytes(), e.as_bytes()]);
+    assert_eq!(stalls(&r), 1);
+    assert_eq!(r.lines, 4);
+    assert!(r.warnings(Path::new("a.rec")).is_empty(), "{:?}", r.warnings(Path::new("a.rec")));
+    assert!(r.report(Path::new("a.rec")).warnings.is_empty());
+}
+
+#[test]
+fn an_unreadable_line_is_skipped_and_the_rest_kept() {
+    // Issue 13: one invalid UTF-8 byte on line 3 hid everything after it.
+    let (h, l, e) = (header(), loop_started(), end());
+    let (s1, s2, s3) = (stall(1), stall(2), stall(3));
+    let mut bad = stall(4).into_bytes();
+    bad[20] = 0xff;
+    let r = read(&[h.as_bytes(), l.as_bytes(), &bad, s1.as_bytes(), s2.as_bytes(), s3.as_bytes(), e.as_bytes()]);
+    assert_eq!(stalls(&r), 3);
+    assert_eq!(r.skipped, Skipped { count: 1, first: Some((3, "not valid UTF-8".into())) });
+    assert!(r.end.is_some());
+    let w = r.warnings(Path::new("a.rec"));
+    assert_eq!(w, ["a.rec: skipped 1 unreadable line of 7 (first: line 3, not valid UTF-8); everything else is shown"]);
+    assert_eq!(r.report(Path::new("a.rec")).warnings, w);
+}
+
+#[test]
+fn every_kind_of_bad_line_is_counted_with_the_first_reason() {
+    let (h, l, s, e) = (header(), loop_started(), stall(1), end());
+    let cases: [(&[u8], &str); 7] = [
+        (b"{\"t\":\"stall\",\"id\":", "not a JSON object"),
+        (b"[1,2,3]", "not a JSON object"),
+        (b"{\"t\":\"telemetry\",\"x\":1}", "a 'telemetry' line looptop cannot read"),
+        (b"{\"t\":\"\\u001b[31m\"}", "a JSON object of no kind looptop knows"),
+        (b"{\"x\":1}", "a JSON object of no kind looptop knows"),
+        (b"{\"t\":\"stall\",\"start_ns\":-1}", "a 'stall' line looptop cannot read"),
+        (h.as_bytes(), "a second header"),
+    ];
+    for (bad, why) in cases {
+        let r = read(&[h.as_bytes(), l.as_bytes(), bad, s.as_bytes(), bad, e.as_bytes()]);
+        assert_eq!(stalls(&r), 1, "{why}");
+        assert_eq!(r.skipped, Skipped { count: 2, first: Some((3, why.into())) });
+    }
+    // A sample event: recordings keep stacks as stack lines.
+    let sample = json!({"t": "sample", "pid": 1, "tid": 1, "t_ns": 1, "origin": "perf-cpu", "weight_ns": 1,
+                        "tick_ns": 0, "off_cpu": null, "ips": [1, 2]})
+    .to_string();
+    let r = read(&[h.as_bytes(), sample.as_bytes(), e.as_bytes()]);
+    assert_eq!(r.skipped.count, 1);
+    assert_eq!(r.session.stacks().len(), 0);
+    // Lines after the end line.
+    let r = read(&[h.as_bytes(), e.as_bytes(), l.as_bytes(), s.as_bytes()]);
+    assert_eq!(r.skipped, Skipped { count: 2, first: Some((3, "after the end line".into())) });
+    assert_eq!(r.session.loop_count(), 0);
+}
+
+#[test]
+fn frame_ids_are_looked_up_never_used_as_sizes() {
+    // Issue 13: a frame id of 4294967295 made the reader allocate 17 GiB.
+    let (h, e) = (header(), end());
+    let (f_max, f_0) = (frame(u32::MAX as u64, "spin"), frame(0, "main"));
+    let ok = stack(ORIGIN + 5, &[u32::MAX as u64, 0]);
+    let unknown = stack(ORIGIN + 6, &[7]);
+    let too_big = frame(u64::MAX, "huge");
+    let r = read(&[
+        h.as_bytes(),
+        f_max.as_bytes(),
+        f_0.as_bytes(),
+        ok.as_bytes(),
+        unknown.as_bytes(),
+        too_big.as_bytes(),
+        e.as_bytes(),
+    ]);
+    assert_eq!(r.session.stacks().len(), 1);
+    let (_, _, samples) = r.session.stacks().threads().next().unwrap();
+    let names: Vec<&str> = samples[0].stack.iter().map(|&f| r.session.stacks().frame(f).name.as_str()).collect();
+    assert_eq!(names, ["spin", "main"]);
+    assert_eq!(
+        r.skipped,
+        Skipped { count: 2, first: Some((5, "a stack naming a frame the file does not define before it".into())) }
+    );
+}
+
+#[test]
+fn samples_out_of_order_are_sorted_by_thread_and_time() {
+    let (h, f, e) = (header(), frame(0, "main"), end());
+    let lines: Vec<String> = (0..2000u64).rev().map(|i| stack(ORIGIN + i, &[0])).collect();
+    let mut all: Vec<&[u8]> = vec![h.as_bytes(), f.as_bytes()];
+    all.extend(lines.iter().map(|l| l.as_bytes()));
+    all.push(e.as_bytes());
+    let r = read(&all);
+    let (_, _, samples) = r.session.stacks().threads().next().unwrap();
+    assert_eq!(samples.len(), 2000);
+    assert!(samples.windows(2).all(|w| w[0].t_ns <= w[1].t_ns));
+}
+
+#[test]
+fn a_cut_last_line_means_the_file_ends_early_and_is_not_counted() {
+    let (h, l, s) = (header(), loop_started(), stall(1));
+    let mut bytes = [h.as_bytes(), l.as_bytes(), s.as_bytes()].join(&b'\n');
+    bytes.extend_from_slice(b"\n{\"t\":\"stall\",\"id\":{\"pi");
+    let r = read_from(bytes.as_slice()).unwrap();
+    assert_eq!(stalls(&r), 1);
+    assert_eq!(r.skipped.count, 0);
+    let w = r.warnings(Path::new("a.rec"));
+    assert_eq!(w.len(), 1);
+    assert!(w[0].contains("ends early"), "{w:?}");
+}
+
+#[test]
+fn a_line_over_the_cap_is_skipped() {
+    let (h, l, s, e) = (header(), loop_started(), stall(1), end());
+    let long = vec![b'x'; MAX_LINE + 10];
+    let r = read(&[h.as_bytes(), l.as_bytes(), &long, s.as_bytes(), e.as_bytes()]);
+    assert_eq!(stalls(&r), 1);
+    assert_eq!(r.skipped, Skipped { count: 1, first: Some((3, "longer than 16 MiB".into())) });
+}
+
+#[test]
+fn what_is_not_a_recording_is_refused_from_its_first_line() {
+    let refused = |bytes: &[u8]| matches!(read_from(bytes), Err(ReadError::NotRecording));
+    assert!(refused(b""));
+    assert!(refused(b"\0\0\0\0"));
+    assert!(refused(b"\x7fELF\x02\x01\x01"));
+    assert!(refused(b"{\"schema\":\"looptop.report/1\"}\n"));
+    assert!(refused(b"{\"t\":\"stall\"}\n"));
+    let future = b"{\"t\":\"recording\",\"schema\":\"looptop.recording/9\"}\n";
+    assert!(matches!(read_from(&future[..]), Err(ReadError::Version(v)) if v == "looptop.recording/9"));
+    // A first line with no end: refused after MAX_LINE bytes, the rest never read.
+    let endless = std::io::BufReader::new(std::io::repeat(b'{').take(u64::MAX));
+    let t = std::time::Instant::now();
+    assert!(matches!(read_from(endless), Err(ReadError::NotRecording)));
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn line_tags_are_the_tags_of_line() {
+    let h = Header::new(0, 0, 1, &[], 0, "agent");
+    let frame = crate::symbolize::Frame::unknown(None);
+    let end = End { at_ns: 0, exit_code: None, runtime: "native".into() };
+    let lines = [
+        Line::Recording(h),
+        Line::Frame { id: 0, frame, source: None },
+        Line::Stack {
+            pid: 1,
+            tid: 1,
+            t_ns: 0,
+            weight_ns: 0,
+            origin: crate::event::SampleOrigin::Watchdog,
+            tick_ns: 0,
+            off_cpu: None,
+            frames: vec![],
+        },
+        Line::LostSamples { count: 1 },
+        Line::End(end),
+    ];
+    let tags: Vec<String> =
+        lines.iter().map(|l| serde_json::to_value(l).unwrap()["t"].as_str().unwrap().into()).collect();
+    assert_eq!(tags, LINE_TAGS);
+    let ev = Event::Stall { id: LoopId { pid: 1, tid: 1, since_ns: 0 }, start_ns: 0, duration_ns: 0 };
+    assert!(!LINE_TAGS.contains(&serde_json::to_value(ev).unwrap()["t"].as_str().unwrap()));
+}
+
+#[test]
+fn a_loop_whose_start_line_is_lost_keeps_its_stalls() {
+    let (h, s1, s2, e) = (header(), stall(1), stall(2), end());
+    let mut bad = loop_started().into_bytes();
+    bad[5] = 0xc3;
+    let r = read(&[h.as_bytes(), &bad, s1.as_bytes(), s2.as_bytes(), e.as_bytes()]);
+    assert_eq!(stalls(&r), 2);
+    let report = r.report(Path::new("a.rec"));
+    assert_eq!(report.loops.len(), 1);
+    assert_eq!(report.loops[0].name, UNNAMED);
+    assert_eq!(report.loops[0].stalls.len(), 2);
+}
