@@ -103,7 +103,7 @@ pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
         return None;
     }
     let kinds: Vec<(BlockerKind, bool)> = samples.iter().map(|s| sample_kind(&s.frames, s.off_cpu)).collect();
-    let total: u64 = samples.iter().map(|s| s.weight_ns.max(1)).sum();
+    let total = samples.iter().map(|s| s.weight_ns.max(1)).fold(0, u64::saturating_add);
     // A broken stack that matched nothing cannot tell `cpu` from an operation whose frames were
     // cut off: it votes only when no sample could tell.
     let tells = |(s, (_, matched)): &(&ClassSample, &(BlockerKind, bool))| *matched || !is_truncated(&s.frames);
@@ -112,7 +112,7 @@ pub fn classify(samples: &[ClassSample]) -> Option<Verdict> {
     for (s, (k, _)) in samples.iter().zip(&kinds).filter(|v| all_vote || tells(v)) {
         let w = s.weight_ns.max(1);
         match counts.iter_mut().find(|(c, _)| c == k) {
-            Some((_, n)) => *n += w,
+            Some((_, n)) => *n = n.saturating_add(w),
             None => counts.push((*k, w)),
         }
     }

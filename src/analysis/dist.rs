@@ -43,7 +43,7 @@ impl TickDist {
 
     /// Number of ticks.
     pub fn count(&self) -> u64 {
-        self.groups.iter().map(|g| g.1).sum()
+        self.groups.iter().map(|g| g.1).fold(0, u64::saturating_add)
     }
 
     /// Σ busy (ns).
@@ -63,9 +63,9 @@ impl TickDist {
             return 0.0;
         }
         let rank = ((p * n as f64).ceil() as u64).clamp(1, n);
-        let mut seen = 0;
+        let mut seen = 0u64;
         for &(v, c) in &self.groups {
-            seen += c;
+            seen = seen.saturating_add(c);
             if seen >= rank {
                 return v;
             }

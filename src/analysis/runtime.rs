@@ -74,7 +74,7 @@ impl Runtime {
             }
             Event::PoolWaits { pid, low_ns, high_ns, count, max_ns } => {
                 let b = self.pools.entry(pid).or_default().waits.entry(low_ns).or_insert((high_ns, 0, 0));
-                b.1 += count;
+                b.1 = b.1.saturating_add(count);
                 b.2 = b.2.max(max_ns);
             }
             other => return Some(other),
@@ -105,7 +105,10 @@ impl Runtime {
     }
 
     fn busiest(&self) -> Option<&Pool> {
-        self.pools.values().filter(|p| !p.kind.is_empty()).max_by_key(|p| p.waits.values().map(|w| w.1).sum::<u64>())
+        self.pools
+            .values()
+            .filter(|p| !p.kind.is_empty())
+            .max_by_key(|p| p.waits.values().map(|w| w.1).fold(0, u64::saturating_add))
     }
 
     /// Whether GC pauses of `pid` are visible (a probe runs there).
@@ -119,13 +122,13 @@ impl Runtime {
         if !self.sees_gc(pid) {
             return None;
         }
-        let end = start_ns + dur_ns;
+        let end = start_ns.saturating_add(dur_ns);
         let ns: u64 = self
             .gc
             .iter()
             .filter(|g| g.pid == pid && (g.thread == tid || (g.thread == 0 && tid == pid)))
-            .map(|g| end.min(g.start_ns + g.duration_ns).saturating_sub(start_ns.max(g.start_ns)))
-            .sum();
+            .map(|g| end.min(g.start_ns.saturating_add(g.duration_ns)).saturating_sub(start_ns.max(g.start_ns)))
+            .fold(0, u64::saturating_add);
         Some(ns as f64 / MS)
     }
 
@@ -136,7 +139,7 @@ impl Runtime {
             return None;
         }
         let counted = || self.gc.iter().filter(move |g| g.start_ns >= from_ns);
-        let total: u64 = counted().map(|g| g.duration_ns).sum();
+        let total = counted().map(|g| g.duration_ns).fold(0, u64::saturating_add);
         let max = counted().map(|g| g.duration_ns).max().unwrap_or(0);
         Some(GcReport {
             count: counted().count() as u64,
@@ -156,15 +159,15 @@ impl Runtime {
     /// The `pool` object of the process whose pool did the most work; `None` if no probe saw one.
     pub fn pool_report(&self) -> Option<PoolReport> {
         let p = self.busiest()?;
-        let n: u64 = p.waits.values().map(|w| w.1).sum();
+        let n = p.waits.values().map(|w| w.1).fold(0, u64::saturating_add);
         let pct = |q: f64| {
             let rank = ((q * n as f64).ceil() as u64).clamp(1, n.max(1));
-            let mut seen = 0;
+            let mut seen = 0u64;
             for (&low, &(high, count, max)) in &p.waits {
-                seen += count;
+                seen = seen.saturating_add(count);
                 if seen >= rank {
                     // The bucket's middle, but never past its longest wait.
-                    return ((low + high) as f64 / 2.0).min(max as f64) / MS;
+                    return ((low as f64 + high as f64) / 2.0).min(max as f64) / MS;
                 }
             }
             0.0
@@ -184,7 +187,7 @@ impl Runtime {
     /// Pauses that started before `from_ns` are left out.
     pub fn alloc_report(&self, origin_ns: u64, from_ns: u64) -> AllocReport {
         let counted = || self.alloc_raw.iter().zip(&self.alloc).filter(move |(raw, _)| raw.0 >= from_ns);
-        let total: u64 = counted().map(|(raw, _)| raw.1).sum();
+        let total = counted().map(|(raw, _)| raw.1).fold(0, u64::saturating_add);
         let max = counted().map(|(raw, _)| raw.1).max().unwrap_or(0);
         AllocReport {
             count: counted().count() as u64,

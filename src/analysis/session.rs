@@ -120,7 +120,7 @@ impl Session {
 
     /// Counts stack samples a source lost.
     pub fn lose_samples(&mut self, n: u64) {
-        self.lost_samples += n;
+        self.lost_samples = self.lost_samples.saturating_add(n);
     }
 
     /// Changes the stall threshold (a report of a recording with another threshold).
@@ -177,7 +177,9 @@ impl Session {
     pub fn forget_samples(&mut self, before_ns: u64) {
         let spans = self.stall_spans(before_ns);
         self.stacks.retain_before(before_ns, |pid, tid, t| {
-            spans.iter().any(|&(p, th, start, dur)| p == pid && th == tid && t >= start && t <= start + dur)
+            spans
+                .iter()
+                .any(|&(p, th, start, dur)| p == pid && th == tid && t >= start && t <= start.saturating_add(dur))
         });
     }
 
@@ -210,8 +212,11 @@ impl Session {
         frame: &str,
     ) -> Vec<(&Frame, Option<&str>)> {
         let mut counts: HashMap<&[u32], u64> = HashMap::new();
-        let samples: Vec<&[u32]> =
-            self.stacks.during(pid, tid, start_ns, start_ns + duration_ns).map(|s| s.stack.as_slice()).collect();
+        let samples: Vec<&[u32]> = self
+            .stacks
+            .during(pid, tid, start_ns, start_ns.saturating_add(duration_ns))
+            .map(|s| s.stack.as_slice())
+            .collect();
         let through = |st: &&[u32]| st.iter().any(|&f| self.stacks.frame(f).name == frame);
         let any_through = samples.iter().any(through);
         for st in samples.into_iter().filter(|st| !any_through || through(st)) {
@@ -276,7 +281,7 @@ impl Session {
                     p.exited_ns.get_or_insert(at_ns);
                 }
             }
-            Event::Dropped { count } => self.dropped += count,
+            Event::Dropped { count } => self.dropped = self.dropped.saturating_add(count),
             // Runtime events were taken above.
             _ => {}
         }
@@ -457,7 +462,7 @@ impl Session {
                 self.runtime.gc_overlap_ms(id.pid, id.tid, start_ns, duration_ns),
                 self.blocker(id, start_ns, duration_ns),
             );
-            if !in_progress && start_ns + duration_ns + SETTLED_NS < now_ns {
+            if !in_progress && start_ns.saturating_add(duration_ns).saturating_add(SETTLED_NS) < now_ns {
                 self.settled.borrow_mut().insert(key, known.clone());
             }
             known
@@ -477,7 +482,7 @@ impl Session {
             self.processes.get(&id.pid).map(|p| p.info.exe.as_str()).filter(|exe| classify::native_is_user(exe));
         let samples: Vec<ClassSample> = self
             .stacks
-            .during(id.pid, id.tid, start_ns, start_ns + duration_ns)
+            .during(id.pid, id.tid, start_ns, start_ns.saturating_add(duration_ns))
             .map(|s| ClassSample {
                 frames: s.stack.iter().map(|&f| self.stacks.frame(f)).collect(),
                 off_cpu: s.off_cpu.as_ref(),

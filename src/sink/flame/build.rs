@@ -25,7 +25,7 @@ pub fn build_profile(
     let spans = session.stall_spans(end_ns);
     let mut by_thread: BTreeMap<(u32, u32), Vec<(u64, u64)>> = BTreeMap::new();
     for &(pid, tid, start, dur) in &spans {
-        by_thread.entry((pid, tid)).or_default().push((start, start + dur));
+        by_thread.entry((pid, tid)).or_default().push((start, start.saturating_add(dur)));
     }
     let perf_pids: BTreeSet<u32> =
         stacks.threads().filter(|t| t.2.iter().any(|s| s.origin != SampleOrigin::Watchdog)).map(|t| t.0).collect();
@@ -54,15 +54,16 @@ pub fn build_profile(
                 });
                 stack.push(id);
             }
-            *merged.entry(stack).or_default() += weight(s, rate_hz);
+            let w = merged.entry(stack).or_default();
+            *w = w.saturating_add(weight(s, rate_hz));
         }
     }
-    let samples: u64 = merged.values().sum();
+    let samples = merged.values().fold(0, |n: u64, &w| n.saturating_add(w));
     let mut stacks_out: Vec<(Vec<u32>, u64)> = merged.into_iter().collect();
     stacks_out.sort();
     let from = since_ns.max(session.origin_ns());
     let wall_s = end_ns.saturating_sub(from) as f64 / 1e9;
-    let stalls = spans.iter().filter(|s| s.3 >= session.threshold_ns() && s.2 + s.3 >= from).count();
+    let stalls = spans.iter().filter(|s| s.3 >= session.threshold_ns() && s.2.saturating_add(s.3) >= from).count();
     Profile {
         title: format!("looptop: {}", command.join(" ")),
         subtitle: format!(

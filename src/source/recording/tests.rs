@@ -230,3 +230,126 @@ fn a_loop_whose_start_line_is_lost_keeps_its_stalls() {
     assert_eq!(report.loops[0].name, UNNAMED);
     assert_eq!(report.loops[0].stalls.len(), 2);
 }
+
+/// A recording with one of each line, numbers as a recorder writes them.
+fn every_kind() -> Vec<serde_json::Value> {
+    let id = loop_id();
+    let hist = json!([[1, 2], [300, 4], [5000, 1]]);
+    let totals = |at: u64, since: u64| {
+        json!({"t": "totals", "id": id, "totals": {"at_ns": at, "ticks": 7, "busy_ns": 5, "idle_ns": 5,
+               "max_busy_ns": 5, "busy_since_ns": since, "hist": hist}})
+    };
+    let stack = |origin: &str, off_cpu: serde_json::Value| {
+        json!({"t": "stack", "pid": PID, "tid": PID, "t_ns": ORIGIN + 150, "weight_ns": 5, "origin": origin,
+               "tick_ns": ORIGIN + 100, "off_cpu": off_cpu, "frames": [0, 0]})
+    };
+    vec![
+        serde_json::from_str(&header()).unwrap(),
+        json!({"t": "process", "pid": PID, "command": ["node"], "exe": "/usr/bin/node", "start_ns": ORIGIN}),
+        json!({"t": "probe_ready", "pid": PID}),
+        serde_json::from_str(&loop_started()).unwrap(),
+        totals(ORIGIN + 10, 0),
+        json!({"t": "stall", "id": id, "start_ns": ORIGIN + 100, "duration_ns": 100_000_000}),
+        json!({"t": "stall", "id": id, "start_ns": ORIGIN + 200, "duration_ns": 100_000_000}),
+        json!({"t": "gc", "pid": PID, "thread": 0, "start_ns": ORIGIN + 150, "duration_ns": 1000, "kind": "Minor"}),
+        json!({"t": "gc", "pid": PID, "thread": 0, "start_ns": ORIGIN + 160, "duration_ns": 1000, "kind": {"Generation": 2}}),
+        json!({"t": "alloc", "pid": PID, "tid": PID, "start_ns": ORIGIN + 150, "duration_ns": 1000, "call": "mmap", "size": 5}),
+        json!({"t": "alloc", "pid": PID, "tid": PID, "start_ns": ORIGIN + 170, "duration_ns": 1000, "call": "brk", "size": 5}),
+        json!({"t": "pool_kind", "pid": PID, "kind": "libuv", "size": 4}),
+        json!({"t": "pool_sample", "pid": PID, "at_ns": ORIGIN + 30, "size": 4, "in_flight": 2, "queued_max": 1}),
+        json!({"t": "pool_waits", "pid": PID, "low_ns": 1000, "high_ns": 2000, "count": 3, "max_ns": 1900}),
+        json!({"t": "pool_waits", "pid": PID, "low_ns": 1000, "high_ns": 2000, "count": 3, "max_ns": 1900}),
+        json!({"t": "pool_waits", "pid": PID, "low_ns": 3000, "high_ns": 4000, "count": 3, "max_ns": 3900}),
+        serde_json::from_str(&frame(0, "f")).unwrap(),
+        stack("perf-off-cpu", json!({"syscall": 1, "wchan": null})),
+        stack("watchdog", json!(null)),
+        stack("perf-cpu", json!(null)),
+        json!({"t": "lost_samples", "count": 3}),
+        json!({"t": "lost_samples", "count": 3}),
+        json!({"t": "dropped", "count": 3}),
+        json!({"t": "dropped", "count": 3}),
+        totals(ORIGIN + 20, ORIGIN + 15),
+        json!({"t": "loop_ended", "id": id, "at_ns": ORIGIN + 500, "clean": false}),
+        json!({"t": "process_exited", "pid": PID, "at_ns": ORIGIN + 600, "clean": true}),
+        serde_json::from_str(&end()).unwrap(),
+    ]
+}
+
+/// The paths of the integers in `v`.
+fn number_paths(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        serde_json::Value::Number(_) => out.push(at.clone()),
+        serde_json::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| {
+            at.push(i.to_string());
+            number_paths(v, at, out);
+            at.pop();
+        }),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| {
+            at.push(k.clone());
+            number_paths(v, at, out);
+            at.pop();
+        }),
+        _ => {}
+    }
+}
+
+fn set_number(v: &mut serde_json::Value, path: &[String], n: u64) {
+    let mut v = v;
+    for k in path {
+        v = match v {
+            serde_json::Value::Array(a) => match k.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                Some(v) => v,
+                None => return,
+            },
+            serde_json::Value::Object(o) => match o.get_mut(k) {
+                Some(v) => v,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    if v.is_number() {
+        *v = n.into();
+    }
+}
+
+/// Reads `lines` and renders what was read every way `report` and `flame --from` do.
+fn read_and_render(lines: &[serde_json::Value]) {
+    use crate::sink::{flame, json, summary};
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let Ok(r) = read_from(text.as_bytes()) else { return };
+    let report = r.report(Path::new("a.rec"));
+    json::write(&report, std::io::sink()).unwrap();
+    summary::write(&report, &summary::Options::new(false), std::io::sink()).unwrap();
+    for stalls_only in [false, true] {
+        let p = flame::build_profile(&r.session, &[], 0, r.end_ns(), 997, stalls_only);
+        for format in [flame::Format::Folded, flame::Format::Speedscope, flame::Format::Svg] {
+            flame::write(&p, &flame::Options::new(format), std::io::sink()).unwrap();
+        }
+    }
+}
+
+/// Found by fuzzing the reader: sums and ends of spans (`start + duration`) taken from a file
+/// overflowed, a panic in builds with overflow checks (the tests', the fuzzer's) and nonsense
+/// in release builds. Every number of every line at an extreme, in that line alone and in
+/// every line of its kind: reading, the report in all its forms and the flamegraph never panic.
+#[test]
+fn extreme_numbers_in_any_line_never_panic() {
+    let lines = every_kind();
+    for i in 1..lines.len() {
+        let mut paths = Vec::new();
+        number_paths(&lines[i], &mut Vec::new(), &mut paths);
+        for path in &paths {
+            for n in [u64::MAX, u64::MAX - 1, 1 << 63, u32::MAX as u64, 0] {
+                let mut one = lines.clone();
+                set_number(&mut one[i], path, n);
+                read_and_render(&one);
+                let mut kind = lines.clone();
+                for l in kind.iter_mut().filter(|l| l["t"] == lines[i]["t"]) {
+                    set_number(l, path, n);
+                }
+                read_and_render(&kind);
+            }
+        }
+    }
+}
