@@ -294,10 +294,11 @@ A recording is a stream of JSON lines (format looptop.recording/1, documented in
 a header, then every event as it happened (loops, ticks, stalls, GC, thread pool, allocator
 pauses), the symbolized frame table and every stack sample. It is flushed as it goes, so a
 recording cut short by a kill or crash keeps everything up to the last flush; `looptop report`
-loads it with a warning. The file is opened before the command starts (a path that cannot be
-written is refused at once, exit 2). If writing fails mid-way (a full disk), a command record
-started is stopped (SIGTERM, SIGKILL 3 s later), the recording keeps what was written, and record
-exits 3.
+loads it with a warning, and a damaged line (not UTF-8, not JSON, longer than 16 MiB) is skipped
+and counted while everything else is shown. The file is opened before the command starts (a path
+that cannot be written is refused at once, exit 2). If writing fails mid-way (a full disk), a
+command record started is stopped (SIGTERM, SIGKILL 3 s later), the recording keeps what was
+written, and record exits 3.
 
 --pid attaches to a running process: through its agent's segment when it was started under
 `looptop run` or with the agent preloaded (no privileges), else agentless in perf mode (root or
