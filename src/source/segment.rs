@@ -421,7 +421,8 @@ impl Segment {
         let first = from.max(upto.saturating_sub(STALL_RING as u64));
         let offset = (looptop_abi::slot_offset(i) + offset_of!(LoopSlot, stalls)) as u64;
         let got = self.ring_span::<StallEntry>(offset, STALL_RING, first, upto)?;
-        let lost = (upto - from) - got.len() as u64;
+        // A count that went back (a slot rewritten under us) has lost nothing and has nothing new.
+        let lost = upto.saturating_sub(from).saturating_sub(got.len() as u64);
         Ok((
             got.iter()
                 .map(|(_, e)| (e.start_ns.load(Ordering::Relaxed), e.duration_ns.load(Ordering::Relaxed)))
@@ -451,11 +452,12 @@ impl Segment {
             self.read_exact_at(&mut seq, at)?;
             let seq = u64::from_ne_bytes(seq);
             // The writer lapped us: skip to the record that now sits where we looked.
-            if seq > next + 1 && (seq - 1) % PROBE_RING as u64 == next % PROBE_RING as u64 {
+            if seq > next.saturating_add(1) && (seq - 1) % PROBE_RING as u64 == next % PROBE_RING as u64 {
                 lost += seq - 1 - next;
                 next = seq - 1;
             }
-            match self.ring_span::<Record>(offset, PROBE_RING, next, next + 1)?.pop() {
+            // At u64::MAX (sequence words the writer never wrote) there is nothing more to read.
+            match self.ring_span::<Record>(offset, PROBE_RING, next, next.saturating_add(1))?.pop() {
                 Some((_, r)) => {
                     out.push(RecordCopy::of(&r));
                     next += 1;
@@ -485,7 +487,7 @@ impl Segment {
             out.push(SampleCopy::of(&e));
         }
         // The newest entries may not be written yet: read them next time (unless far behind).
-        if expect < head && expect + 2 >= head {
+        if expect < head && head - expect <= 2 {
             return Ok((out, lost, expect));
         }
         lost += head.saturating_sub(expect);
@@ -652,6 +654,59 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = Segment::open(&path, Owner::Pid(std::process::id())).err().unwrap();
         assert!(matches!(e, SegmentError::NotSegment { .. }), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A segment file laid out as the agent writes it (one slot backed, rings empty), with
+    /// `words` (offset, value) written over it; opened as [`Owner::Named`].
+    fn fake(tag: &str, adjust: impl FnOnce(&mut Header), words: &[(usize, u64)]) -> (PathBuf, Segment) {
+        let dir = std::env::temp_dir().join(format!("looptop-seg-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{SEGMENT_PREFIX}{}", std::process::id()));
+        let mut h = zeroed::<Header>();
+        h.magic = MAGIC;
+        h.version = LAYOUT_VERSION;
+        h.header_size = size_of::<Header>() as u32;
+        h.pid = std::process::id();
+        (h.loop_slots, h.slot_size, h.slot_offset) = (LOOP_SLOTS as u32, SLOT_SIZE as u32, SLOT_OFFSET as u64);
+        (h.event_offset, h.probe_offset, h.sample_offset) =
+            (EVENT_OFFSET as u64, PROBE_OFFSET as u64, SAMPLE_OFFSET as u64);
+        (h.probe_channels, h.probe_ring, h.record_size) =
+            (PROBE_CHANNELS as u32, PROBE_RING as u32, RECORD_SIZE as u32);
+        (h.sample_ring, h.sample_size) = (SAMPLE_RING as u32, SAMPLE_SIZE as u32);
+        h.backed_slots.store(1, Ordering::Relaxed);
+        adjust(&mut h);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(backed_len(1) as u64).unwrap();
+        file.write_all_at(bytes_of_mut(&mut *h), 0).unwrap();
+        for &(at, v) in words {
+            file.write_all_at(&v.to_ne_bytes(), at as u64).unwrap();
+        }
+        let seg = Segment::open(&path, Owner::Named).unwrap_or_else(|e| panic!("{e}"));
+        (dir, seg)
+    }
+
+    /// Found by fuzzing the segment reader: counters and sequence words its writer (the target's
+    /// user) controls overflowed the reader's arithmetic — a panic with overflow checks, a
+    /// huge count of lost events without.
+    #[test]
+    fn counters_that_go_back_or_reach_u64_max_lose_nothing_and_panic_nowhere() {
+        // A stall count that went back (5 stalls read, the slot now says 3).
+        let (dir, seg) = fake("back", |_| {}, &[]);
+        assert_eq!(seg.stalls(0, 5, 3).unwrap(), (vec![], 0));
+        std::fs::remove_dir_all(dir).unwrap();
+        // A probe reader that followed sequence words up to u64::MAX.
+        let at = PROBE_OFFSET + (u64::MAX % PROBE_RING as u64) as usize * RECORD_SIZE;
+        let (dir, seg) = fake("probe", |_| {}, &[(at, u64::MAX)]);
+        let (records, lost, next) = seg.probe_records(0, u64::MAX).unwrap();
+        assert_eq!((records.len(), lost, next), (0, 0, u64::MAX));
+        std::fs::remove_dir_all(dir).unwrap();
+        // A sample head at u64::MAX with the entry before the last written.
+        let n = u64::MAX - 2;
+        let at = SAMPLE_OFFSET + (n % SAMPLE_RING as u64) as usize * SAMPLE_SIZE;
+        let (dir, seg) = fake("samples", |h| h.sample_head.store(u64::MAX, Ordering::Relaxed), &[(at, n + 1)]);
+        let (samples, _, next) = seg.samples(u64::MAX - 3).unwrap();
+        assert_eq!((samples.len(), next), (1, u64::MAX - 1));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
