@@ -1,0 +1,28 @@
+//! The recording reader on arbitrary bytes, and everything `looptop report` and `looptop flame
+//! --from` then do with what it read: the report, its text and JSON forms, and the flamegraph
+//! profile in the folded and speedscope formats.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use looptop::sink::{flame, json, summary};
+use looptop::source::recording;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(replay) = recording::read_from(data) else { return };
+    let report = replay.report(std::path::Path::new("fuzz.rec"));
+    json::write(&report, std::io::sink()).unwrap();
+    summary::write(&report, &summary::Options::new(false), std::io::sink()).unwrap();
+    for stalls_only in [false, true] {
+        let profile = flame::build_profile(
+            &replay.session,
+            &replay.header.command,
+            0,
+            replay.end_ns(),
+            replay.header.rate_hz,
+            stalls_only,
+        );
+        for format in [flame::Format::Folded, flame::Format::Speedscope] {
+            flame::write(&profile, &flame::Options::new(format), std::io::sink()).unwrap();
+        }
+    }
+});
