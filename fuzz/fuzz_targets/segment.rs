@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
     let slots = (mode >> 1) as usize % (abi::LOOP_SLOTS + 1);
     let len = (abi::backed_len(slots.max(1)) as u64).saturating_sub(cut as u64).max(hsize as u64 / 2);
     let pid = u32::from_ne_bytes(header[offset_of!(abi::Header, pid)..][..4].try_into().unwrap());
-    let path = dir().join(format!("{}{pid}", abi::SEGMENT_PREFIX));
+    // A segment's name may end in `-<hex>`: this fuzzer's pid, so that fuzzers side by side
+    // (-jobs) never share a file.
+    let path = dir().join(format!("{}{pid}-{:x}", abi::SEGMENT_PREFIX, std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
     file.set_len(len).unwrap();
     file.write_all_at(&header[..hsize.min(len as usize)], 0).unwrap();
@@ -86,12 +88,13 @@ fn keep_layout(h: &mut [u8]) {
     put(offset_of!(abi::Header, record_size), &(abi::RECORD_SIZE as u32).to_ne_bytes());
 }
 
-/// A private folder for the files (removed by nobody: it holds at most one file at a time).
+/// The folder for the files: tmpfs when there is one. It holds at most one file per fuzzer, for
+/// the length of one input.
 fn dir() -> &'static std::path::Path {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let base = if std::path::Path::new("/dev/shm").is_dir() { "/dev/shm".into() } else { std::env::temp_dir() };
-        let d = base.join(format!("looptop-fuzz-segment-{}", std::process::id()));
+        let d = base.join("looptop-fuzz-segment");
         std::fs::create_dir_all(&d).unwrap();
         d
     })

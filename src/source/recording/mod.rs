@@ -304,15 +304,25 @@ fn read_header(lines: &mut Lines<impl BufRead>) -> Result<Header, ReadError> {
                 schema: String,
             }
             return match serde_json::from_slice::<Schema>(text) {
-                Ok(s) if s.schema.starts_with("looptop.recording/") => Err(ReadError::Version(s.schema)),
+                Ok(s) if s.schema.starts_with("looptop.recording/") => Err(version(s.schema)),
                 _ => Err(ReadError::NotRecording),
             };
         }
     };
     if header.schema != SCHEMA {
-        return Err(ReadError::Version(header.schema));
+        return Err(version(header.schema));
     }
     Ok(header)
+}
+
+/// A recording of another version, named only when the name is one (the file's bytes never reach
+/// the terminal).
+fn version(schema: String) -> ReadError {
+    if schema.len() <= 64 && schema.bytes().all(|b| b.is_ascii_graphic()) {
+        ReadError::Version(schema)
+    } else {
+        ReadError::NotRecording
+    }
 }
 
 /// A line of a recording: one of its own lines, or an event.

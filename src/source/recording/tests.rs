@@ -183,6 +183,7 @@ fn what_is_not_a_recording_is_refused_from_its_first_line() {
     assert!(refused(b"{\"t\":\"stall\"}\n"));
     let future = b"{\"t\":\"recording\",\"schema\":\"looptop.recording/9\"}\n";
     assert!(matches!(read_from(&future[..]), Err(ReadError::Version(v)) if v == "looptop.recording/9"));
+    assert!(refused(b"{\"t\":\"recording\",\"schema\":\"looptop.recording/\\u001b[2J\"}\n"));
     // A first line with no end: refused after MAX_LINE bytes, the rest never read.
     let endless = std::io::BufReader::new(std::io::repeat(b'{').take(u64::MAX));
     let t = std::time::Instant::now();
