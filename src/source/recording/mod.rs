@@ -221,6 +221,7 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
     let mut frames: HashMap<u32, u32> = HashMap::new();
     let mut samples: Vec<(u32, u32, StoredSample)> = Vec::new();
     let mut loops: HashSet<LoopId> = HashSet::new();
+    let mut stall_ends: HashMap<LoopId, u64> = HashMap::new();
     while let Some((n, item)) = lines.next_line()? {
         replay.lines = n;
         let (text, terminated) = match item {
@@ -262,7 +263,15 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
             Parsed::Event(Event::Sample(_)) => {
                 replay.skip(n, || "a 'sample' line (recordings keep stacks as 'stack' lines)".into())
             }
+            Parsed::Event(Event::Stall { id, start_ns, .. }) if stall_ends.get(&id).is_some_and(|&e| start_ns < e) => {
+                // Ticks of one thread follow one another: stalls that overlap are not a loop's, and
+                // each would be classified from every sample under it.
+                replay.skip(n, || "a stall that starts before its loop's previous stall ended".into())
+            }
             Parsed::Event(ev) => {
+                if let Event::Stall { id, start_ns, duration_ns } = &ev {
+                    stall_ends.insert(*id, start_ns.saturating_add(*duration_ns));
+                }
                 replay.last_ns = replay.last_ns.max(event_time(&ev));
                 // A loop whose start line was lost is still a loop: its id tells when it began.
                 if let Event::Totals { id, .. } | Event::Stall { id, .. } | Event::LoopEnded { id, .. } = &ev {

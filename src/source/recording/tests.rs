@@ -139,6 +139,23 @@ fn frame_ids_are_looked_up_never_used_as_sizes() {
 }
 
 #[test]
+fn overlapping_stalls_of_one_loop_are_skipped() {
+    // Each would be classified from every sample under it: thousands of them made `report` of a
+    // 2 MB file run for minutes.
+    let (h, l, e) = (header(), loop_started(), end());
+    let first = json!({"t": "stall", "id": loop_id(), "start_ns": ORIGIN, "duration_ns": 1_000_000_000}).to_string();
+    let inside =
+        json!({"t": "stall", "id": loop_id(), "start_ns": ORIGIN + 10, "duration_ns": 100_000_000}).to_string();
+    let after = stall(2);
+    let r = read(&[h.as_bytes(), l.as_bytes(), first.as_bytes(), inside.as_bytes(), after.as_bytes(), e.as_bytes()]);
+    assert_eq!(stalls(&r), 2);
+    assert_eq!(
+        r.skipped,
+        Skipped { count: 1, first: Some((4, "a stall that starts before its loop's previous stall ended".into())) }
+    );
+}
+
+#[test]
 fn samples_out_of_order_are_sorted_by_thread_and_time() {
     let (h, f, e) = (header(), frame(0, "main"), end());
     let lines: Vec<String> = (0..2000u64).rev().map(|i| stack(ORIGIN + i, &[0])).collect();
