@@ -18,6 +18,8 @@ dict=""
 # stay on (cargo fuzz's default) and the memory limit is kept by RSS. SANITIZER=address adds
 # AddressSanitizer, which also refuses any single allocation over the limit at once (the segment
 # reader's byte views of ABI types are its only unsafe code).
+# ASan's quarantine of freed memory (256 MiB by default) would count against the 512 MiB.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=16}"
 exec cargo +nightly fuzz run -s "${SANITIZER:-none}" "$target" "work/$target" "corpus/$target" -- \
     $dict -runs="$runs" -rss_limit_mb=512 -malloc_limit_mb=512 -timeout=5 \
     -artifact_prefix="artifacts/$target/" -print_final_stats=1 "$@"
