@@ -3,7 +3,7 @@
 //! flamegraph format parses.
 
 use crate::util::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Records the regex and busy blockers of the Node fixture; returns the recording's path.
 fn record_blockers(dir: &TempDir, extra: &[&str]) -> std::path::PathBuf {
@@ -345,4 +345,26 @@ fn issue_13_devices_fifos_and_folders_are_refused_at_once() {
         let flame = looptop().args(["flame", "-o", "-", "--from"]).arg(&path).output_within(quick);
         assert_eq!(flame.status.code(), Some(2), "{}", stderr(&flame));
     }
+}
+
+#[test]
+fn issue_13_extreme_rates_and_weights_do_not_crash_flame() {
+    // Two off-CPU samples whose weights saturate (a header's rate of u64::MAX Hz) overflowed the
+    // sum of samples in `flame --from`, a panic with overflow checks (the fuzz target stops at
+    // the profile and did not reach that sum).
+    let dir = TempDir::new("rec-rate");
+    let header = json!({"t": "recording", "schema": "looptop.recording/1", "looptop": "0.1.0", "origin_ns": 1_000,
+        "stall_threshold_ns": 50_000_000, "pid": 1, "command": ["x"], "rate_hz": u64::MAX, "mode": "perf"});
+    let mut lines = vec![header];
+    for f in 0..2u32 {
+        lines.push(json!({"t": "frame", "id": f, "frame": {"name": format!("f{f}"), "kind": "js"}}));
+        lines.push(json!({"t": "stack", "pid": 1, "tid": 1, "t_ns": 2_000 + f as u64, "weight_ns": u64::MAX,
+            "origin": "perf-off-cpu", "tick_ns": 0, "off_cpu": {"syscall": 1, "wchan": null}, "frames": [f]}));
+    }
+    lines.push(json!({"t": "end", "at_ns": 1_000_000_000u64, "exit_code": 0, "runtime": "native"}));
+    let rec = dir.path("rate.rec");
+    std::fs::write(&rec, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let out = looptop().args(["flame", "--format", "folded", "-o", "-", "--from"]).arg(&rec).output_limited();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }

@@ -37,7 +37,7 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
         FlameFormat::Speedscope => Format::Speedscope,
     };
     let options = flame::Options { format, ..flame::Options::default() };
-    let samples: u64 = profile.stacks.iter().map(|s| s.1).sum();
+    let samples = profile.sample_count();
     if let Some(out) = &output {
         out.write_with(|w| flame::write(&profile, &options, w))?;
         if !plan.observe.quiet {
