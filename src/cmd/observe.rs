@@ -21,6 +21,8 @@ use std::time::Duration;
 
 /// How often sources are read while the target runs.
 const POLL: Duration = Duration::from_millis(20);
+/// How long a process whose environment or maps name the agent is given to create its segment.
+const AGENT_STARTUP: Duration = Duration::from_secs(5);
 
 /// What to collect besides ticks.
 #[derive(Debug, Clone)]
@@ -254,27 +256,39 @@ fn settled_cmdline(pid: u32) -> Vec<String> {
 /// after the pid that is not believed (truncated, corrupt, of another version, another user's)
 /// is the error to report when the agent is all there is to use.
 fn has_agent(pid: u32) -> Result<bool, crate::source::segment::SegmentError> {
-    use crate::source::segment::{find, shm_dir};
-    let found = || find(&shm_dir(), pid);
-    match found() {
-        Some(Ok(_)) => return Ok(true),
-        Some(Err(e)) => return Err(e),
-        None => {}
+    use crate::source::segment::{find, shm_dir, SegmentError};
+    // A file with no header yet, or a short one, may be a segment its agent is still writing.
+    let starting = |e: &SegmentError| matches!(e, SegmentError::NotSegment { .. } | SegmentError::Truncated { .. });
+    let mut last = None;
+    let mut step = || -> Result<Option<bool>, SegmentError> {
+        match find(&shm_dir(), pid) {
+            Some(Ok(_)) => Ok(Some(true)),
+            Some(Err(e)) if starting(&e) => {
+                last = Some(e);
+                Ok(None)
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
+    };
+    if step()?.is_some() {
+        return Ok(true);
     }
     let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
     let mentions = |bytes: Vec<u8>| bytes.windows(16).any(|w| w == b"liblooptop_agent");
-    if !mentions(read("maps")) && !mentions(read("environ")) {
-        return Ok(false);
-    }
-    for _ in 0..50 {
-        std::thread::sleep(POLL);
-        match found() {
-            Some(Ok(_)) => return Ok(true),
-            Some(Err(e)) => return Err(e),
-            None => {}
+    if mentions(read("maps")) || mentions(read("environ")) {
+        // The agent is loaded or about to be: a process that was just started creates its
+        // segment once the loader has run its constructors, which a loaded machine can delay
+        // for seconds, and a segment is read here while its agent writes its header.
+        let deadline = std::time::Instant::now() + AGENT_STARTUP;
+        while std::time::Instant::now() < deadline && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            std::thread::sleep(POLL);
+            if step()?.is_some() {
+                return Ok(true);
+            }
         }
     }
-    Ok(false)
+    last.map_or(Ok(false), Err)
 }
 
 /// Why perf mode cannot observe `pid`, with every way out (exit 3).
