@@ -33,6 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 static ENABLED: AtomicBool = AtomicBool::new(true);
 /// Fork generation: a thread's cached slot is valid only for the generation it was claimed in.
 static GENERATION: AtomicU32 = AtomicU32::new(1);
+/// How long a thread that found no loop slot waits before it tries again (ns).
+const SLOT_RETRY_NS: u64 = 1_000_000_000;
+
 /// Stall ring floor (ns).
 static STALL_FLOOR_NS: AtomicU64 = AtomicU64::new(looptop_abi::DEFAULT_STALL_FLOOR_NS);
 
@@ -40,8 +43,12 @@ static STALL_FLOOR_NS: AtomicU64 = AtomicU64::new(looptop_abi::DEFAULT_STALL_FLO
 struct Local {
     generation: Cell<u32>,
     slot: Cell<*const LoopSlot>,
-    /// True when this generation already tried to claim and must not retry.
+    /// True when this generation already tried to claim and must not retry before `retry_ns`.
     settled: Cell<bool>,
+    /// When a thread that found no slot may try again (0: never, the agent is off).
+    retry_ns: Cell<u64>,
+    /// This thread was counted in `slots_exhausted` already.
+    counted: Cell<bool>,
     /// Nesting depth of wait calls (a wait inside a signal handler during a wait).
     depth: Cell<u32>,
 }
@@ -52,6 +59,8 @@ thread_local! {
             generation: Cell::new(0),
             slot: Cell::new(ptr::null()),
             settled: Cell::new(false),
+            retry_ns: Cell::new(0),
+            counted: Cell::new(false),
             depth: Cell::new(0),
         }
     };
@@ -107,16 +116,31 @@ fn current_slot() -> Option<&'static LoopSlot> {
                 if let Some(slot) = unsafe { l.slot.get().as_ref() } {
                     return Some(slot);
                 }
-                if l.settled.get() {
+                // A thread that found no slot tries again now and then: slots free up as
+                // threads exit, and a grower it gave up on may have finished.
+                if l.settled.get() && (l.retry_ns.get() == 0 || now_ns() < l.retry_ns.get()) {
                     return None;
                 }
+            } else {
+                l.counted.set(false);
             }
             l.generation.set(generation);
             l.slot.set(ptr::null());
             match segment::ensure() {
                 segment::Ready::Yes(seg) => {
                     l.settled.set(true);
-                    let slot = claim(seg)?;
+                    let Some(slot) = claim(seg) else {
+                        l.retry_ns.set(now_ns() + SLOT_RETRY_NS);
+                        if !l.counted.replace(true) {
+                            seg.header().slots_exhausted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return None;
+                    };
+                    l.retry_ns.set(0);
+                    if l.counted.replace(false) {
+                        // Found one at a later try: no longer a thread without a slot.
+                        seg.header().slots_exhausted.fetch_sub(1, Ordering::Relaxed);
+                    }
                     l.slot.set(slot);
                     let _ = EXIT_GUARD.try_with(|_| {});
                     watchdog::ensure_started(seg);
@@ -124,6 +148,7 @@ fn current_slot() -> Option<&'static LoopSlot> {
                 }
                 segment::Ready::Never => {
                     l.settled.set(true);
+                    l.retry_ns.set(0);
                     None
                 }
                 segment::Ready::NotYet => None,
@@ -166,10 +191,7 @@ fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
                 take(oldest, slot_state::EXITED).then_some(oldest)
             })
     };
-    let Some(slot) = slot else {
-        seg.header().slots_exhausted.fetch_add(1, Ordering::Relaxed);
-        return None;
-    };
+    let slot = slot?;
     reset_slot(slot);
     let mut name = [0u8; 16];
     thread_name(&mut name);

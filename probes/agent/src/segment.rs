@@ -111,14 +111,19 @@ impl Segment {
         if h.backed_slots.load(Ordering::Acquire) as usize >= want {
             return true;
         }
-        // One grower at a time; the others wait for it (it makes a handful of system calls), for
-        // at most a second of a loaded machine.
+        // One grower at a time; the others sleep while it works (a handful of system calls), for
+        // at most a second of a loaded machine, then try again at a later wait. Sleeping, not
+        // spinning: sixty threads yielding to each other starved the grower on two cores.
         let since = crate::now_ns();
         while GROWING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             if crate::now_ns().saturating_sub(since) > 1_000_000_000 {
                 return false;
             }
-            std::thread::yield_now();
+            let ts = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+            // SAFETY: the raw system call (not libc's nanosleep, which this library wraps).
+            unsafe {
+                libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, ptr::null_mut::<libc::timespec>())
+            };
         }
         let have = h.backed_slots.load(Ordering::Acquire) as usize;
         // When the folder has no room for the whole step, one more slot may still fit.
