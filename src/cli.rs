@@ -258,8 +258,9 @@ pub struct StackArgs {
     /// perf stack samples per second when perf is permitted (root or CAP_PERFMON); 0: no perf stacks (perf mode still times the ticks through perf)
     #[arg(long, value_name = "HZ", default_value_t = 997)]
     pub rate: u64,
-    /// How to observe a --pid: its agent's segment, or agentless through perf (ticks from the
-    /// wait calls' tracepoints; needs root or CAP_PERFMON). auto prefers the agent
+    /// How to observe a --pid: its agent's segment, or agentless from the kernel (BPF, else perf
+    /// events; ticks from the wait calls' tracepoints; needs root or CAP_PERFMON). auto prefers
+    /// the agent. LOOPTOP_NO_BPF=1 uses perf events instead of BPF
     #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Auto)]
     pub mode: Mode,
 }
@@ -271,7 +272,8 @@ pub enum Mode {
     Auto,
     /// Only the agent's segment: no privileges needed, the process must have the agent preloaded
     Agent,
-    /// Agentless: perf tracepoints, samples and uprobes (root or CAP_PERFMON)
+    /// Agentless: the kernel's view through BPF (perf events when BPF is refused): tick
+    /// tracepoints, stacks counted in the kernel, uprobes (root or CAP_PERFMON)
     Perf,
 }
 
@@ -302,8 +304,10 @@ written, and record exits 3.
 
 --pid attaches to a running process: through its agent's segment when it was started under
 `looptop run` or with the agent preloaded (no privileges), else agentless in perf mode (root or
-CAP_PERFMON): ticks from the wait calls' tracepoints, stacks from cpu-clock and sched_switch, the
-libuv pool and V8 GC pauses from uprobes. --mode chooses; see the README.
+CAP_PERFMON): ticks from the wait calls' tracepoints, stacks from cpu-clock and sched_switch (both
+kept in the kernel by a BPF program; perf events when BPF is refused, with a warning saying why,
+or with LOOPTOP_NO_BPF=1), the libuv pool and V8 GC pauses from uprobes. --mode chooses; see the
+README.
 
 Examples:
   looptop record -o api.rec -d 30s -- node server.js

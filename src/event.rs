@@ -235,6 +235,9 @@ pub enum SampleOrigin {
     PerfCpu,
     /// A perf `sched_switch`: the thread left the CPU to wait.
     PerfOffCpu,
+    /// Counted in the kernel between two reads (the BPF source): no instant of its own, so never
+    /// part of a stall; `weight_ns` is the on-CPU samples' periods, or the time off the CPU.
+    KernelCount,
 }
 
 /// Why a thread was off-CPU when sampled.
@@ -267,6 +270,20 @@ pub struct Sample {
     /// Instruction addresses, innermost first: kernel addresses (at or above
     /// [`KERNEL_ADDRESS_MIN`]) come before user ones when both are present.
     pub ips: Vec<u64>,
+    /// Samples it stands for: 1, or the on-CPU samples of this stack that the kernel counted
+    /// between two reads ([`SampleOrigin::KernelCount`]).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+}
+
+/// Serde's default sample count.
+pub fn one() -> u64 {
+    1
+}
+
+/// Whether a sample count is the default (left out of JSON).
+pub fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 /// Addresses at or above this are kernel addresses (x86_64 and aarch64 higher half).

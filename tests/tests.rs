@@ -5,6 +5,7 @@ mod util;
 
 mod attach;
 mod blockers;
+mod bpf;
 mod check;
 mod cli;
 mod errors;

@@ -20,6 +20,8 @@ pub struct StoredSample {
     pub off_cpu: Option<OffCpu>,
     /// Frame ids, innermost first.
     pub stack: Vec<u32>,
+    /// Samples it stands for (1, or a count the kernel kept).
+    pub count: u64,
 }
 
 /// The frame table and the samples of each thread.
@@ -63,6 +65,7 @@ impl Stacks {
                 tick_ns: s.tick_ns,
                 off_cpu: s.off_cpu.clone(),
                 stack,
+                count: s.count,
             },
         );
     }
@@ -72,8 +75,8 @@ impl Stacks {
         let v = self.threads.entry((pid, tid)).or_default();
         // Sources interleave a little (each is read in turn): keep every thread sorted by time.
         let at = v.len() - v.iter().rev().take_while(|l| l.t_ns > s.t_ns).count();
+        self.count += s.count.max(1);
         v.insert(at, s);
-        self.count += 1;
     }
 
     /// A frame by id.
@@ -126,6 +129,7 @@ impl Stacks {
         let from = v.partition_point(|s| s.t_ns < start);
         v[from..].iter().take_while(move |s| s.t_ns <= end).filter(move |s| match s.origin {
             SampleOrigin::Watchdog => s.tick_ns == start,
+            SampleOrigin::KernelCount => false,
             _ => true,
         })
     }

@@ -11,8 +11,9 @@ use crate::event::Event;
 use crate::plan::Mode;
 use crate::sink::record::{self, Header, Recorder};
 use crate::source::agent::{AgentSource, Selector};
+use crate::source::kernel::KernelSource;
 use crate::source::now_ns;
-use crate::source::perf::{PerfError, PerfOptions, PerfSource};
+use crate::source::perf::{PerfError, PerfOptions};
 use crate::target::launch::{self, LaunchPlan, Launched};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -69,7 +70,7 @@ pub struct Observed {
     pub recorded: Option<(PathBuf, u64)>,
     /// Perf mode's events, disabled, closed when this is dropped: after the results are out
     /// (each uprobe close waits for an RCU grace period, seconds in all).
-    _closing: Option<Box<PerfSource>>,
+    _closing: Option<Box<KernelSource>>,
 }
 
 impl Observed {
@@ -86,7 +87,9 @@ impl Observed {
 
 /// perf next to the agent, when permitted.
 struct Perf {
-    source: Option<PerfSource>,
+    source: Option<KernelSource>,
+    /// The next poll is the last: it takes everything the kernel still holds.
+    last: bool,
     added: std::collections::BTreeSet<u32>,
     note: Option<String>,
     lost: u64,
@@ -95,15 +98,16 @@ struct Perf {
 impl Perf {
     fn new(rate_hz: u64) -> Perf {
         if rate_hz == 0 {
-            return Perf { source: None, added: Default::default(), note: None, lost: 0 };
+            return Perf { source: None, added: Default::default(), note: None, lost: 0, last: false };
         }
         let opts = PerfOptions { rate_hz, ..PerfOptions::default() };
-        match PerfSource::permitted().and_then(|_| PerfSource::new(opts)) {
-            Ok(s) => Perf { source: Some(s), added: Default::default(), note: None, lost: 0 },
+        match KernelSource::permitted().and_then(|_| KernelSource::open(opts)) {
+            Ok((s, note)) => Perf { source: Some(s), added: Default::default(), note, lost: 0, last: false },
             Err(e) => Perf {
                 source: None,
                 added: Default::default(),
                 lost: 0,
+                last: false,
                 note: Some(format!(
                     "perf stack sampling is off ({e}); stacks come from the agent's watchdog, during stalls only"
                 )),
@@ -125,7 +129,7 @@ impl Perf {
 
     fn poll(&mut self, out: &mut Vec<Event>) {
         if let Some(src) = &mut self.source {
-            src.poll(out);
+            src.poll(out, self.last);
         }
     }
 }
@@ -227,11 +231,12 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
         ..PerfOptions::default()
     };
     let refused = |e: PerfError| perf_refused(pid, &shown, e);
-    let mut source = PerfSource::new(opts).map_err(refused)?;
+    let (mut source, bpf_note) = KernelSource::open(opts).map_err(refused)?;
     source.add_process(pid).map_err(refused)?;
     let mut run = Run::start(collect, Mode::Perf, origin, pid, &command)?;
     run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll).map_err(told)?;
     let mut warnings = run.warnings();
+    warnings.extend(bpf_note);
     warnings.extend(not_used.map(|e| format!("attached with perf: the agent's segment was not used ({e})")));
     warnings.extend(unnamed_js(pid, &run.pipeline.session));
     run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings)
@@ -324,14 +329,14 @@ enum Polled {
     /// The agents' segments.
     Agent(AgentSource),
     /// perf tracepoints and samples of a process without the agent.
-    Perf(Box<PerfSource>),
+    Perf(Box<KernelSource>),
 }
 
 impl Polled {
-    fn poll(&mut self, out: &mut Vec<Event>) {
+    fn poll(&mut self, out: &mut Vec<Event>, last: bool) {
         match self {
             Polled::Agent(a) => a.poll(now_ns(), out),
-            Polled::Perf(p) => p.poll(out),
+            Polled::Perf(p) => p.poll(out, last),
         }
     }
 }
@@ -356,7 +361,7 @@ impl Collector {
             .spawn(move || loop {
                 let last = flag.load(Ordering::Acquire);
                 let mut events = Vec::new();
-                source.poll(&mut events);
+                source.poll(&mut events, last);
                 if !events.is_empty() && tx.send(events).is_err() {
                     return source;
                 }
@@ -401,7 +406,7 @@ struct Run {
     /// What perf mode could not observe (e.g. uprobes refused).
     unseen: Vec<String>,
     /// Perf mode's source once stopped, to close after the results are out.
-    closing: Option<Box<PerfSource>>,
+    closing: Option<Box<KernelSource>>,
     /// An attached process ended while observed.
     gone: Option<u32>,
 }
@@ -511,6 +516,7 @@ impl Run {
                 }
             }
         }
+        self.perf.last = true;
         self.read(&mut events)?;
         self.source.remove_finished();
         Ok(status)

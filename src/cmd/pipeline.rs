@@ -152,6 +152,7 @@ impl Pipeline {
             tick_ns: s.tick_ns,
             off_cpu: s.off_cpu.clone(),
             stack,
+            count: s.count,
         };
         if let Some(r) = &mut self.recorder {
             // Frames first (the recorder writes those it has not written yet), then the stack.

@@ -121,6 +121,9 @@ pub enum Line {
         off_cpu: Option<OffCpu>,
         /// Frame ids, innermost first.
         frames: Vec<u32>,
+        /// Samples it stands for (left out when 1).
+        #[serde(default = "crate::event::one", skip_serializing_if = "crate::event::is_one")]
+        count: u64,
     },
     /// Samples lost by a source.
     LostSamples {
@@ -230,6 +233,7 @@ impl Recorder {
             tick_ns: s.tick_ns,
             off_cpu: s.off_cpu.clone(),
             frames: s.stack.clone(),
+            count: s.count,
         })
     }
 

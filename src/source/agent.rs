@@ -325,6 +325,7 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) -> Result<(), S
             tick_ns: s.tick_ns,
             off_cpu: off.then_some(OffCpu { syscall: s.syscall, wchan: s.wchan }),
             ips: s.frames,
+            count: 1,
         }));
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! formats output.
 
 pub mod agent;
+pub mod bpf;
+pub mod kernel;
 pub mod perf;
 pub mod recording;
 pub mod segment;

@@ -90,14 +90,22 @@ pub fn perf_rate(session: &Session, rate_hz: u64) -> u64 {
 fn in_stall(s: &StoredSample, spans: &[(u64, u64)]) -> bool {
     match s.origin {
         SampleOrigin::Watchdog => spans.iter().any(|&(start, _)| start == s.tick_ns),
+        SampleOrigin::KernelCount => false,
         _ => spans.iter().any(|&(start, end)| s.t_ns >= start && s.t_ns <= end),
     }
 }
 
-/// Samples a stored sample counts for: 1, or its off-CPU time in sampling periods.
+/// Off-CPU time in sampling periods (at least one).
+fn off_cpu_periods(ns: u64, rate_hz: u64) -> u64 {
+    ((ns as f64 * rate_hz as f64 / 1e9).round() as u64).max(1)
+}
+
+/// Samples a stored sample counts for: its count (1, or what the kernel counted), or its
+/// off-CPU time in sampling periods.
 fn weight(s: &StoredSample, rate_hz: u64) -> u64 {
     match s.origin {
-        SampleOrigin::PerfOffCpu if rate_hz > 0 => ((s.weight_ns as f64 * rate_hz as f64 / 1e9).round() as u64).max(1),
-        _ => 1,
+        SampleOrigin::PerfOffCpu if rate_hz > 0 => off_cpu_periods(s.weight_ns, rate_hz),
+        SampleOrigin::KernelCount if s.off_cpu.is_some() && rate_hz > 0 => off_cpu_periods(s.weight_ns, rate_hz),
+        _ => s.count.max(1),
     }
 }

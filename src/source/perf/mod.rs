@@ -28,27 +28,26 @@
 
 mod error;
 mod sites;
-mod sys;
+pub(crate) mod sys;
 mod thread;
-mod ticks;
+pub(crate) mod ticks;
 mod tracefs;
-mod uprobes;
+pub(crate) mod uprobes;
 
 #[cfg(test)]
 mod tests;
 
 pub use error::{Missing, PerfError, PARANOID_PATH};
 
-use crate::event::{Event, ProcessInfo};
+use crate::event::Event;
 use error::{is_refusal, Access};
 use perf_event::events::Software;
 use perf_event::Builder;
-use sites::RuntimeProbes;
 use std::collections::{BTreeMap, BTreeSet};
 use thread::{OpenError, Setup, Thread};
 use ticks::WaitTracepoints;
 use tracefs::SchedSwitch;
-use uprobes::{ProbeEvents, RuntimeClock};
+use uprobes::Runtime;
 
 /// What the perf source samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +83,7 @@ struct Process {
     /// Threads whose events would not open; not retried.
     failed: BTreeSet<u32>,
     /// Its libuv pool and GC probes (perf mode, a binary with the symbols), and their state.
-    runtime: Option<(ProbeEvents, RuntimeClock)>,
+    runtime: Option<Runtime>,
     /// When it was added (ns): CPU-wide samples from before are not ours to give.
     since_ns: u64,
 }
@@ -232,26 +231,7 @@ impl PerfSource {
             return Err(PerfError::NoSuchProcess(pid));
         }
         if self.setup.waits.is_some() {
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string());
-            let exe = exe.unwrap_or_default().trim_end_matches(" (deleted)").to_string();
-            let command = crate::target::proc::cmdline(pid);
-            self.pending.push(Event::Process(ProcessInfo { pid, command, exe, start_ns: now }));
-            if let Some(probes) = RuntimeProbes::find(pid) {
-                match ProbeEvents::open(pid, &probes) {
-                    Ok(events) => {
-                        if let Some(size) = probes.pool_size {
-                            self.pending.push(Event::PoolKind { pid, kind: "libuv".into(), size });
-                        }
-                        if probes.gc {
-                            self.pending.push(Event::ProbeReady { pid });
-                        }
-                        process.runtime = Some((events, RuntimeClock::new(pid, probes.pool_size)));
-                    }
-                    Err(e) => self.notes.push(format!(
-                        "the thread pool and GC pauses of process {pid} are not probed: uprobes would not open ({e})"
-                    )),
-                }
-            }
+            process.runtime = Runtime::attach(pid, now, &mut self.pending, &mut self.notes);
         }
         self.processes.insert(pid, process);
         Ok(())
@@ -292,15 +272,8 @@ impl PerfSource {
                 lost += thread.drain(out);
                 out.extend(thread.totals(now));
             }
-            if let Some((events, clock)) = &mut process.runtime {
-                let mut hits = Vec::new();
-                let lost_hits = events.drain(&mut hits);
-                if lost_hits > 0 {
-                    clock.lost();
-                    lost += lost_hits;
-                }
-                clock.feed(&mut hits, now, out);
-                clock.sample(now, out);
+            if let Some(runtime) = &mut process.runtime {
+                lost += runtime.poll(now, out);
             }
             if alive.is_empty() {
                 if ticks {
@@ -335,8 +308,8 @@ impl PerfSource {
             for thread in process.threads.values_mut() {
                 thread.disable();
             }
-            if let Some((events, _)) = &mut process.runtime {
-                events.disable();
+            if let Some(runtime) = &mut process.runtime {
+                runtime.disable();
             }
         }
         for ring in self.cpu_wide.iter_mut().flat_map(|c| c.rings.iter_mut()) {

@@ -179,6 +179,7 @@ impl Thread {
                         tick_ns: 0,
                         off_cpu: Some(OffCpu { syscall: None, wchan: None }),
                         ips: away.ips,
+                        count: 1,
                     }));
                 }
                 continue;
@@ -234,6 +235,7 @@ pub(super) fn cpu_sample(s: &perf_event::data::Sample, pid: u32, tid: u32) -> Sa
         tick_ns: 0,
         off_cpu: None,
         ips: addresses(s.callchain().unwrap_or_default()),
+        count: 1,
     }
 }
 

@@ -316,6 +316,65 @@ fn bucket_low(b: u32) -> u64 {
     }
 }
 
+/// A process's libuv pool and GC probes with their state: what both kernel sources (perf and
+/// BPF) add to the ticks of a process without the agent.
+pub struct Runtime {
+    events: ProbeEvents,
+    clock: RuntimeClock,
+}
+
+impl Runtime {
+    /// A process attached at `now_ns` without the agent: its `Process` event (command line and
+    /// executable from `/proc`), then its probes as [`Runtime::open`] places them.
+    pub fn attach(pid: u32, now_ns: u64, pending: &mut Vec<Event>, notes: &mut Vec<String>) -> Option<Runtime> {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string());
+        let exe = exe.unwrap_or_default().trim_end_matches(" (deleted)").to_string();
+        let command = crate::target::proc::cmdline(pid);
+        pending.push(Event::Process(crate::event::ProcessInfo { pid, command, exe, start_ns: now_ns }));
+        Runtime::open(pid, pending, notes)
+    }
+
+    /// Probes `pid` when its binary has the symbols; the pool and probe events for the session
+    /// go to `pending`, and why the probes would not open to `notes`.
+    pub fn open(pid: u32, pending: &mut Vec<Event>, notes: &mut Vec<String>) -> Option<Runtime> {
+        let probes = super::sites::RuntimeProbes::find(pid)?;
+        match ProbeEvents::open(pid, &probes) {
+            Ok(events) => {
+                if let Some(size) = probes.pool_size {
+                    pending.push(Event::PoolKind { pid, kind: "libuv".into(), size });
+                }
+                if probes.gc {
+                    pending.push(Event::ProbeReady { pid });
+                }
+                Some(Runtime { events, clock: RuntimeClock::new(pid, probes.pool_size) })
+            }
+            Err(e) => {
+                notes.push(format!(
+                    "the thread pool and GC pauses of process {pid} are not probed: uprobes would not open ({e})"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Applies the hits so far; returns the records the kernel lost.
+    pub fn poll(&mut self, now_ns: u64, out: &mut Vec<Event>) -> u64 {
+        let mut hits = Vec::new();
+        let lost = self.events.drain(&mut hits);
+        if lost > 0 {
+            self.clock.lost();
+        }
+        self.clock.feed(&mut hits, now_ns, out);
+        self.clock.sample(now_ns, out);
+        lost
+    }
+
+    /// Stops the probes (closed on drop).
+    pub fn disable(&mut self) {
+        self.events.disable();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

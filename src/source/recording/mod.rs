@@ -249,13 +249,13 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
             Parsed::Line(Line::Frame { id, frame, source }) => {
                 frames.insert(id, session.stacks_mut().intern(frame, |_| source));
             }
-            Parsed::Line(Line::Stack { pid, tid, t_ns, weight_ns, origin, tick_ns, off_cpu, frames: ids }) => {
+            Parsed::Line(Line::Stack { pid, tid, t_ns, weight_ns, origin, tick_ns, off_cpu, frames: ids, count }) => {
                 let Some(stack) = ids.iter().map(|f| frames.get(f).copied()).collect::<Option<Vec<u32>>>() else {
                     replay.skip(n, || "a stack naming a frame the file does not define before it".into());
                     continue;
                 };
                 replay.last_ns = replay.last_ns.max(t_ns);
-                samples.push((pid, tid, StoredSample { t_ns, weight_ns, origin, tick_ns, off_cpu, stack }));
+                samples.push((pid, tid, StoredSample { t_ns, weight_ns, origin, tick_ns, off_cpu, stack, count }));
             }
             Parsed::Line(Line::LostSamples { count }) => session.lose_samples(count),
             Parsed::Line(Line::End(end)) => replay.end = Some(end),

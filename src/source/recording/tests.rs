@@ -225,6 +225,7 @@ fn line_tags_are_the_tags_of_line() {
             tick_ns: 0,
             off_cpu: None,
             frames: vec![],
+            count: 1,
         },
         Line::LostSamples { count: 1 },
         Line::End(end),

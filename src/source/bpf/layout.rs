@@ -1,0 +1,93 @@
+//! The records and map values `looptop.bpf.c` shares with looptop, byte for byte.
+
+/// Loops the kernel side keeps (threads beyond are counted in `slot_count[1]`).
+pub const SLOTS: usize = 128;
+
+/// Phases of a slot (0: not known yet, no wait call seen).
+pub mod phase {
+    /// Inside a wait call.
+    pub const WAITING: u32 = 1;
+    /// Running a tick.
+    pub const BUSY: u32 = 2;
+}
+
+/// Kinds of ring-buffer record.
+pub mod kind {
+    /// A completed tick at least the floor long.
+    pub const STALL: u32 = 1;
+    /// An on-CPU sample inside a stall.
+    pub const SAMPLE: u32 = 2;
+    /// A wait off the CPU inside a stall.
+    pub const OFF_CPU: u32 = 3;
+}
+
+/// One loop thread (`struct slot`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slot {
+    pub seq: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub phase: u32,
+    pub since: u64,
+    pub loop_ns: u64,
+    pub ticks: u64,
+    pub busy_ns: u64,
+    pub idle_ns: u64,
+    pub max_busy_ns: u64,
+    pub lost: u64,
+    pub comm: [u8; 16],
+}
+
+/// Key of the `counts` map (`struct stack_key`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct StackKey {
+    pub tgid: u32,
+    pub tid: u32,
+    pub user: i32,
+    pub kernel: i32,
+    pub off_cpu: u32,
+    pub pad: u32,
+}
+
+// SAFETY: plain C structs of integers, no padding left uninitialized by the kernel side.
+unsafe impl aya::Pod for StackKey {}
+
+/// A ring-buffer record (`struct record`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Record {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub user: i32,
+    pub kernel: i32,
+    pub pad: u32,
+    pub t: u64,
+    pub value: u64,
+    pub tick: u64,
+}
+
+impl Record {
+    /// The record in `bytes`, when it is one.
+    pub fn read(bytes: &[u8]) -> Option<Record> {
+        if bytes.len() < std::mem::size_of::<Record>() {
+            return None;
+        }
+        // SAFETY: the length is checked; Record is plain integers, read unaligned.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Record>()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_match_the_c_structs() {
+        assert_eq!(std::mem::size_of::<Slot>(), 88);
+        assert_eq!(std::mem::size_of::<StackKey>(), 24);
+        assert_eq!(std::mem::size_of::<Record>(), 48);
+    }
+}

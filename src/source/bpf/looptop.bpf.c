@@ -1,0 +1,465 @@
+// looptop's in-kernel source: ticks from the wait calls, stacks counted in the kernel, and the
+// samples and off-CPU waits of stalls sent one by one. Read by src/source/bpf/ (DESIGN.md).
+//
+// Built by `src/source/bpf/build.sh` (clang -target bpf); the object is committed so that
+// building looptop needs no clang. Needs no kernel headers: the classic tracepoints' records
+// have a stable layout (see /sys/kernel/tracing/events/*/*/format).
+//
+// SPDX-License-Identifier: GPL-2.0 (the helpers bpf_get_stackid and bpf_ktime_get_ns need it)
+
+typedef unsigned char __u8;
+typedef unsigned int __u32;
+typedef int __s32;
+typedef unsigned long long __u64;
+typedef long long __s64;
+
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+#define __always_inline inline __attribute__((always_inline))
+
+enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2, BPF_MAP_TYPE_STACK_TRACE = 7, BPF_MAP_TYPE_RINGBUF = 27 };
+enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
+#define BPF_F_NO_PREALLOC (1U << 0)
+#define BPF_F_MMAPABLE (1U << 10)
+#define BPF_F_USER_STACK (1ULL << 8)
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
+static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
+static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
+static long (*bpf_get_stackid)(void *ctx, void *map, __u64 flags) = (void *)27;
+static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
+static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
+
+// Must match src/source/bpf/layout.rs.
+#define SLOTS 128
+#define HIST_SUB_BITS 7
+#define HIST_SUB (1ULL << HIST_SUB_BITS)
+#define HIST_MAX_EXP 42
+#define HIST_BUCKETS ((HIST_MAX_EXP - HIST_SUB_BITS + 2) * HIST_SUB)
+#define STACK_DEPTH 127
+
+enum phase { UNKNOWN = 0, WAITING = 1, BUSY = 2 };
+enum record_kind { REC_STALL = 1, REC_SAMPLE = 2, REC_OFF_CPU = 3 };
+
+// Set by looptop before loading: the stall floor (ns).
+volatile const __u64 stall_floor_ns = 10000000;
+
+// One thread that waited in a wait call (a loop) or is assumed to be in a tick.
+struct slot {
+    __u32 seq;     // odd while the thread updates the slot
+    __u32 tgid;
+    __u32 tid;
+    __u32 phase;
+    __u64 since;   // start of the current phase (ns)
+    __u64 loop_ns; // when it became a loop, 0 before
+    __u64 ticks;
+    __u64 busy_ns;
+    __u64 idle_ns;
+    __u64 max_busy_ns;
+    __u64 lost;    // completed ticks not counted (none today: kept for the layout)
+    char comm[16];
+};
+
+struct stack_key {
+    __u32 tgid;
+    __u32 tid;
+    __s32 user;    // stack ids, negative when none
+    __s32 kernel;
+    __u32 off_cpu; // 1: the value is ns off the CPU in a tick, 0: on-CPU samples
+    __u32 pad;
+};
+
+struct record {
+    __u32 kind;
+    __u32 tgid;
+    __u32 tid;
+    __s32 user;
+    __s32 kernel;
+    __u32 pad;
+    __u64 t;       // stall start, sample time, or switch-out time
+    __u64 value;   // stall duration or off-CPU time (ns); 0 for an on-CPU sample
+    __u64 tick;    // start of the tick it belongs to
+};
+
+struct switched_out {
+    __u64 t;
+    __s32 user;
+    __s32 kernel;
+};
+
+// Processes observed: tgid → 1, written by looptop.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, __u32);
+} targets SEC(".maps");
+
+// Thread id → its slot.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u32);
+} slot_of SEC(".maps");
+
+// [0]: the next free slot; [1]: threads that found no slot. Mapped by looptop, which takes
+// slots for the threads it finds when it attaches.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 2);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, __u64);
+} slot_count SEC(".maps");
+
+// The slots, mapped by looptop and read every poll without a system call.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, SLOTS);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, struct slot);
+} slots SEC(".maps");
+
+// Each slot's completed ticks by busy time, in the agent's log-linear buckets.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, SLOTS * HIST_BUCKETS);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __type(key, __u32);
+    __type(value, __u64);
+} hist SEC(".maps");
+
+// Stacks by id. Ids collide by hash: looptop removes the ones it has read at each counts read,
+// so a collision (the stack lost, counted in `lost[1]`) needs two new stacks in one interval.
+struct {
+    __uint(type, BPF_MAP_TYPE_STACK_TRACE);
+    __uint(max_entries, 16384);
+    __uint(key_size, sizeof(__u32));
+    __uint(value_size, STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+// (thread, stacks) → samples or ns off-CPU, outside stalls; read and cleared by looptop.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16384);
+    __type(key, struct stack_key);
+    __type(value, __u64);
+} counts SEC(".maps");
+
+// Loop threads off the CPU inside a tick: since when, and their stacks at the switch.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct switched_out);
+} off_cpu SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 20);
+} records SEC(".maps");
+
+// [0] records the ring buffer had no room for, [1] stacks the stack map had no room for,
+// [2] samples that found counts full.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 3);
+    __type(key, __u32);
+    __type(value, __u64);
+} lost SEC(".maps");
+
+static __always_inline void count_lost(__u32 what) {
+    __u64 *n = bpf_map_lookup_elem(&lost, &what);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+}
+
+static __always_inline int observed(__u32 tgid) {
+    return bpf_map_lookup_elem(&targets, &tgid) != 0;
+}
+
+static __always_inline __u32 hist_bucket(__u64 ns) {
+    if (ns < HIST_SUB)
+        return ns;
+    __u32 msb = 0;
+    __u64 v = ns;
+    if (v >> 32) { v >>= 32; msb += 32; }
+    if (v >> 16) { v >>= 16; msb += 16; }
+    if (v >> 8) { v >>= 8; msb += 8; }
+    if (v >> 4) { v >>= 4; msb += 4; }
+    if (v >> 2) { v >>= 2; msb += 2; }
+    if (v >> 1) { msb += 1; }
+    if (msb > HIST_MAX_EXP)
+        return HIST_BUCKETS - 1;
+    __u32 shift = msb - HIST_SUB_BITS;
+    __u64 mantissa = (ns >> shift) - HIST_SUB;
+    return (shift + 1) * HIST_SUB + mantissa;
+}
+
+// The slot of the calling thread, taking a free one when `create`.
+static __always_inline struct slot *my_slot(__u32 tgid, __u32 tid, int create) {
+    __u32 *idx = bpf_map_lookup_elem(&slot_of, &tid);
+    if (idx) {
+        struct slot *s = bpf_map_lookup_elem(&slots, idx);
+        if (s && s->tgid == tgid && s->tid == tid)
+            return s;
+        // A reused thread id of another process: that slot is not this thread's.
+        if (!create)
+            return 0;
+    }
+    if (!create)
+        return 0;
+    __u32 zero = 0;
+    __u64 *next = bpf_map_lookup_elem(&slot_count, &zero);
+    if (!next)
+        return 0;
+    __u32 i = __sync_fetch_and_add(next, 1);
+    if (i >= SLOTS) {
+        __u32 one = 1;
+        __u64 *missing = bpf_map_lookup_elem(&slot_count, &one);
+        if (missing)
+            __sync_fetch_and_add(missing, 1);
+        return 0;
+    }
+    struct slot *s = bpf_map_lookup_elem(&slots, &i);
+    if (!s)
+        return 0;
+    s->tgid = tgid;
+    s->tid = tid;
+    s->phase = UNKNOWN;
+    bpf_get_current_comm(s->comm, sizeof(s->comm));
+    bpf_map_update_elem(&slot_of, &tid, &i, BPF_ANY);
+    return s;
+}
+
+static __always_inline void start_loop(struct slot *s, __u64 at) {
+    if (!s->loop_ns)
+        s->loop_ns = at;
+}
+
+// The slot of a thread of an observed process at a wait call (taken at its first), or none.
+static __always_inline struct slot *at_wait_call(__u32 *tgid, __u32 *tid) {
+    __u64 id = bpf_get_current_pid_tgid();
+    *tgid = id >> 32;
+    *tid = (__u32)id;
+    if (!observed(*tgid))
+        return 0;
+    return my_slot(*tgid, *tid, 1);
+}
+
+// A wait call entered: the tick under way ends (TickClock::enter in ticks.rs).
+static __always_inline int wait_enter(void) {
+    __u32 tgid, tid;
+    struct slot *s = at_wait_call(&tgid, &tid);
+    if (!s)
+        return 0;
+    __u64 t = bpf_ktime_get_ns();
+    s->seq++;
+    if (s->phase == BUSY && t >= s->since) {
+        __u64 since = s->since;
+        start_loop(s, since);
+        __u64 busy = t - since;
+        s->ticks++;
+        s->busy_ns += busy;
+        if (busy > s->max_busy_ns)
+            s->max_busy_ns = busy;
+        __u32 i;
+        __u32 *idx = bpf_map_lookup_elem(&slot_of, &tid);
+        if (idx && *idx < SLOTS) {
+            i = *idx * HIST_BUCKETS + hist_bucket(busy);
+            __u64 *h = bpf_map_lookup_elem(&hist, &i);
+            if (h)
+                *h += 1;
+        }
+        if (busy >= stall_floor_ns) {
+            struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+            if (r) {
+                r->kind = REC_STALL;
+                r->tgid = tgid;
+                r->tid = tid;
+                r->user = -1;
+                r->kernel = -1;
+                r->pad = 0;
+                r->t = since;
+                r->value = busy;
+                r->tick = since;
+                bpf_ringbuf_submit(r, 0);
+            } else {
+                count_lost(0);
+            }
+        }
+    } else {
+        start_loop(s, t);
+    }
+    s->phase = WAITING;
+    s->since = t;
+    s->seq++;
+    return 0;
+}
+
+// A wait call returned: a tick begins (TickClock::exit).
+static __always_inline int wait_exit(void) {
+    __u32 tgid, tid;
+    struct slot *s = at_wait_call(&tgid, &tid);
+    if (!s)
+        return 0;
+    __u64 t = bpf_ktime_get_ns();
+    s->seq++;
+    if (s->phase == WAITING && t >= s->since)
+        s->idle_ns += t - s->since;
+    else
+        start_loop(s, t);
+    s->phase = BUSY;
+    s->since = t;
+    s->seq++;
+    return 0;
+}
+
+#define WAIT_CALL(name)                                                                            \
+    SEC("tracepoint/syscalls/sys_enter_" #name) int enter_##name(void *ctx) { return wait_enter(); } \
+    SEC("tracepoint/syscalls/sys_exit_" #name) int exit_##name(void *ctx) { return wait_exit(); }
+
+WAIT_CALL(epoll_wait)
+WAIT_CALL(epoll_pwait)
+WAIT_CALL(epoll_pwait2)
+WAIT_CALL(poll)
+WAIT_CALL(ppoll)
+
+// The start of the tick `s` is in, when it is already at least the stall floor old.
+static __always_inline __u64 stalled_tick(struct slot *s, __u64 now) {
+    if (s && s->phase == BUSY && now >= s->since && now - s->since >= stall_floor_ns)
+        return s->since;
+    return 0;
+}
+
+static __always_inline void add_count(struct stack_key *k, __u64 v) {
+    __u64 *n = bpf_map_lookup_elem(&counts, k);
+    if (n) {
+        __sync_fetch_and_add(n, v);
+        return;
+    }
+    if (bpf_map_update_elem(&counts, k, &v, BPF_NOEXIST) != 0) {
+        n = bpf_map_lookup_elem(&counts, k);
+        if (n)
+            __sync_fetch_and_add(n, v);
+        else
+            count_lost(2);
+    }
+}
+
+// Set by looptop: 1 to take kernel frames too.
+volatile const __u32 kernel_stacks = 1;
+
+static __always_inline void take_stacks(void *ctx, __s32 *user, __s32 *kernel) {
+    *user = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+    *kernel = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 0) : -1;
+    if (*user < 0 && *user != -14 /* EFAULT: no user stack */)
+        count_lost(1);
+}
+
+// cpu-clock on every CPU: count the target's stacks; a stall's samples go out one by one.
+SEC("perf_event") int on_cpu(void *ctx) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    if (!observed(tgid))
+        return 0;
+    __s32 user, kernel;
+    take_stacks(ctx, &user, &kernel);
+    __u64 now = bpf_ktime_get_ns();
+    __u64 tick = stalled_tick(my_slot(tgid, tid, 0), now);
+    if (tick) {
+        struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+        if (r) {
+            r->kind = REC_SAMPLE;
+            r->tgid = tgid;
+            r->tid = tid;
+            r->user = user;
+            r->kernel = kernel;
+            r->pad = 0;
+            r->t = now;
+            r->value = 0;
+            r->tick = tick;
+            bpf_ringbuf_submit(r, 0);
+            return 0;
+        }
+        count_lost(0);
+    }
+    struct stack_key k = {.tgid = tgid, .tid = tid, .user = user, .kernel = kernel, .off_cpu = 0, .pad = 0};
+    add_count(&k, 1);
+    return 0;
+}
+
+// Set by looptop: 1 to follow loop threads off the CPU inside their ticks.
+volatile const __u32 off_cpu_enabled = 1;
+
+struct sched_switch_args {
+    __u64 common;
+    char prev_comm[16];
+    __s32 prev_pid;
+    __s32 prev_prio;
+    __s64 prev_state;
+    char next_comm[16];
+    __s32 next_pid;
+    __s32 next_prio;
+};
+
+SEC("tracepoint/sched/sched_switch") int on_switch(struct sched_switch_args *ctx) {
+    if (!off_cpu_enabled)
+        return 0;
+    __u64 now = bpf_ktime_get_ns();
+    // Switch-out: a loop thread in a tick (never one inside its wait call) leaves the CPU.
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    if (tid && observed(tgid)) {
+        struct slot *s = my_slot(tgid, tid, 0);
+        if (s && s->phase == BUSY) {
+            struct switched_out o = {.t = now};
+            take_stacks(ctx, &o.user, &o.kernel);
+            bpf_map_update_elem(&off_cpu, &tid, &o, BPF_ANY);
+        }
+    }
+    // Switch-in: how long it was away.
+    __u32 next = ctx->next_pid;
+    struct switched_out *o = bpf_map_lookup_elem(&off_cpu, &next);
+    if (!o)
+        return 0;
+    struct switched_out out = *o;
+    bpf_map_delete_elem(&off_cpu, &next);
+    if (now < out.t)
+        return 0;
+    __u32 *idx = bpf_map_lookup_elem(&slot_of, &next);
+    if (!idx)
+        return 0;
+    struct slot *s = bpf_map_lookup_elem(&slots, idx);
+    if (!s || s->tid != next)
+        return 0;
+    __u64 tick = stalled_tick(s, now);
+    if (tick) {
+        struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+        if (r) {
+            r->kind = REC_OFF_CPU;
+            r->tgid = s->tgid;
+            r->tid = next;
+            r->user = out.user;
+            r->kernel = out.kernel;
+            r->pad = 0;
+            r->t = out.t;
+            r->value = now - out.t;
+            r->tick = tick;
+            bpf_ringbuf_submit(r, 0);
+            return 0;
+        }
+        count_lost(0);
+    }
+    struct stack_key k = {.tgid = s->tgid, .tid = next, .user = out.user, .kernel = out.kernel, .off_cpu = 1, .pad = 0};
+    add_count(&k, now - out.t);
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

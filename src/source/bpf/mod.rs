@@ -1,0 +1,581 @@
+//! The BPF source: what the perf source does, done in the kernel (`looptop.bpf.c`), so that
+//! attaching costs the target almost nothing.
+//!
+//! - **Ticks**: programs on the wait calls' enter/exit tracepoints keep each loop thread's tick
+//!   state, totals and histogram in a slot of an array map that looptop maps and reads every
+//!   poll without a system call (the start of a tick under way included, so a stall in progress
+//!   shows live). Only stalls cross to looptop, through a ring buffer.
+//! - **Stacks**: a `cpu-clock` program on every CPU takes the target's stacks into a stack map
+//!   and counts them per thread in the kernel; looptop reads and clears the counts every
+//!   [`COUNTS_EVERY`]. A sample taken while its thread's tick is already older than the stall
+//!   floor goes to the ring buffer with its time instead, so every stall keeps its own stacks.
+//! - **Off-CPU**, for loop threads inside a tick only (never inside their wait call):
+//!   `sched_switch` takes the stack at switch-out and the time away at switch-in; in a stall it
+//!   is sent, else counted.
+//!
+//! The program is compiled from `looptop.bpf.c` by `build.sh` and committed (`looptop.bpf.o`),
+//! so building looptop needs no clang; a test checks that the object matches its source.
+
+mod layout;
+
+use crate::event::{Event, LoopId, LoopTotals, OffCpu, Sample, SampleOrigin};
+use crate::source::perf::uprobes::Runtime;
+use crate::source::perf::PerfOptions;
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap};
+use aya::programs::perf_event::{perf_sw_ids, PerfEventScope, PerfTypeId, SamplePolicy};
+use aya::programs::{PerfEvent, TracePoint};
+use layout::{kind, phase, Record, Slot, StackKey, SLOTS};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The compiled program (`build.sh` rebuilds it from `looptop.bpf.c`).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!("looptop.bpf.o");
+
+/// How often the in-kernel stack counts are read and cleared (ns): each read is a few system
+/// calls per distinct stack, so not every poll.
+const COUNTS_EVERY: u64 = 250_000_000;
+
+/// Why the BPF source could not start (the perf source is used instead).
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    /// The kernel refused to load or attach a program or map (no CAP_BPF/CAP_PERFMON, seccomp,
+    /// an old kernel).
+    #[error("the kernel refused BPF ({what}: {reason})")]
+    Refused {
+        /// What was refused.
+        what: &'static str,
+        /// The kernel's or aya's words.
+        reason: String,
+    },
+    /// Turned off by `LOOPTOP_NO_BPF`.
+    #[error("BPF is turned off (LOOPTOP_NO_BPF is set)")]
+    Off,
+}
+
+fn refused(what: &'static str) -> impl FnOnce(String) -> BpfError {
+    move |reason| BpfError::Refused { what, reason }
+}
+
+/// An error and its causes, as one line ("…: Operation not permitted (os error 1)").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// An array map mapped into looptop (`BPF_F_MMAPABLE`): read (and, for slots, seeded) without a
+/// system call.
+struct Shared {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, accessed through volatile reads and atomics.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    fn map(data: &MapData, len: usize) -> Result<Shared, BpfError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let page = 4096;
+        let len = len.div_ceil(page) * page;
+        let fd = data.fd().as_fd().as_raw_fd();
+        // SAFETY: mapping a BPF array map's memory, shared, for as long as `Shared` lives.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(BpfError::Refused {
+                what: "mmap of a map",
+                reason: std::io::Error::last_os_error().to_string(),
+            });
+        }
+        Ok(Shared { ptr: ptr.cast(), len })
+    }
+
+    /// The `i`-th element of `size` bytes (elements of a mapped array are 8-byte aligned).
+    fn at(&self, i: usize, size: usize) -> *mut u8 {
+        let stride = size.div_ceil(8) * 8;
+        assert!((i + 1) * stride <= self.len, "element {i} out of the mapping");
+        // SAFETY: in bounds, checked above.
+        unsafe { self.ptr.add(i * stride) }
+    }
+
+    fn u64_at(&self, i: usize) -> &AtomicU64 {
+        // SAFETY: 8-byte aligned, in bounds, shared with the kernel's atomic adds.
+        unsafe { &*(self.at(i, 8) as *const AtomicU64) }
+    }
+
+    /// A consistent copy of slot `i` (the thread may be writing it: retried while its sequence
+    /// is odd or changes).
+    fn slot(&self, i: usize) -> Slot {
+        let p = self.at(i, std::mem::size_of::<Slot>()) as *const Slot;
+        let mut copy = Slot::default();
+        for _ in 0..4 {
+            // SAFETY: in bounds; a volatile copy of plain integers.
+            let seq = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*p).seq)) };
+            std::sync::atomic::fence(Ordering::Acquire);
+            copy = unsafe { std::ptr::read_volatile(p) };
+            std::sync::atomic::fence(Ordering::Acquire);
+            let again = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*p).seq)) };
+            if seq == again && seq % 2 == 0 {
+                break;
+            }
+        }
+        copy
+    }
+
+    /// Slot `i`'s histogram.
+    fn hist(&self, i: usize) -> Box<[u64]> {
+        let n = looptop_abi::HIST_BUCKETS;
+        let base = self.at(i * n, 8) as *const u64;
+        // SAFETY: a slot's buckets are contiguous and in bounds (`at` checked the first; the
+        // map holds SLOTS × HIST_BUCKETS).
+        (0..n).map(|b| unsafe { std::ptr::read_volatile(base.add(b)) }).collect()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// What looptop last said about a slot's loop.
+struct LoopView {
+    id: LoopId,
+    ended: bool,
+    /// (ticks, idle, busy since) last reported.
+    last: (u64, u64, u64),
+}
+
+/// A process observed.
+struct Process {
+    runtime: Option<Runtime>,
+}
+
+/// Ticks, stacks and off-CPU waits from the kernel, for the processes added.
+pub struct BpfSource {
+    _ebpf: aya::Ebpf,
+    targets: BpfHashMap<MapData, u32, u32>,
+    slot_of: BpfHashMap<MapData, u32, u32>,
+    slot_count: Shared,
+    slots: Shared,
+    hist: Shared,
+    records: RingBuf<MapData>,
+    counts: BpfHashMap<MapData, StackKey, u64>,
+    stacks: StackTraceMap<MapData>,
+    lost_map: Array<MapData, u64>,
+    options: PerfOptions,
+    period_ns: u64,
+    processes: BTreeMap<u32, Process>,
+    loops: HashMap<usize, LoopView>,
+    /// Stack id → frames, for the ids read since the last counts read (which removes them from
+    /// the stack map: a stack map whose buckets are never freed refuses new stacks that collide).
+    frames: HashMap<u32, Vec<u64>>,
+    counts_at: u64,
+    lost_seen: u64,
+    lost: u64,
+    pending: Vec<Event>,
+    notes: Vec<String>,
+    disabled: bool,
+}
+
+impl BpfSource {
+    /// Loads and attaches the programs `options` need. Fails when BPF is refused, for the
+    /// caller to fall back on the perf source.
+    pub fn new(options: PerfOptions) -> Result<BpfSource, BpfError> {
+        if std::env::var_os("LOOPTOP_NO_BPF").is_some_and(|v| !v.is_empty() && v != "0") {
+            return Err(BpfError::Off);
+        }
+        let floor = options.stall_floor_ns;
+        let kernel: u32 = options.kernel.into();
+        let off_cpu: u32 = (options.off_cpu && options.rate_hz > 0).into();
+        let mut ebpf = aya::EbpfLoader::new()
+            .set_global("stall_floor_ns", &floor, true)
+            .set_global("kernel_stacks", &kernel, true)
+            .set_global("off_cpu_enabled", &off_cpu, true)
+            .load(OBJECT)
+            .map_err(|e| refused("loading the program")(chain(&e)))?;
+        for (call, _) in crate::source::perf::ticks::WAIT_CALLS {
+            for (dir, prefix) in [("enter", "enter_"), ("exit", "exit_")] {
+                let name = format!("{prefix}{call}");
+                let prog: &mut TracePoint = ebpf
+                    .program_mut(&name)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| BpfError::Refused { what: "the program", reason: format!("{name} is missing") })?;
+                prog.load().map_err(|e| refused("loading a tracepoint program")(chain(&e)))?;
+                // An older kernel without epoll_pwait2 has no such tracepoint: not a refusal.
+                if let Err(e) = prog.attach("syscalls", &format!("sys_{dir}_{call}")) {
+                    if call != "epoll_pwait2" {
+                        return Err(refused("attaching to a wait call")(chain(&e)));
+                    }
+                }
+            }
+        }
+        if options.rate_hz > 0 {
+            let prog: &mut PerfEvent = ebpf
+                .program_mut("on_cpu")
+                .and_then(|p| p.try_into().ok())
+                .ok_or_else(|| refused("the program")("on_cpu is missing".into()))?;
+            prog.load().map_err(|e| refused("loading the sampler")(chain(&e)))?;
+            let period = 1_000_000_000 / options.rate_hz.max(1);
+            let cpus = crate::source::perf::sys::online_cpus().map_err(|e| refused("listing CPUs")(chain(&e)))?;
+            for cpu in cpus {
+                prog.attach(
+                    PerfTypeId::Software,
+                    perf_sw_ids::PERF_COUNT_SW_CPU_CLOCK as u64,
+                    PerfEventScope::AllProcessesOneCpu { cpu: cpu as u32 },
+                    SamplePolicy::Period(period),
+                    false,
+                )
+                .map_err(|e| refused("attaching the sampler")(chain(&e)))?;
+            }
+            if off_cpu == 1 {
+                let prog: &mut TracePoint = ebpf
+                    .program_mut("on_switch")
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| refused("the program")("on_switch is missing".into()))?;
+                prog.load().map_err(|e| refused("loading the off-CPU program")(chain(&e)))?;
+                prog.attach("sched", "sched_switch").map_err(|e| refused("attaching to sched_switch")(chain(&e)))?;
+            }
+        }
+        let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or_else(|| refused("the program's maps")(format!("{name} is missing")))
+        };
+        let map_err = |e: aya::maps::MapError| refused("a map")(chain(&e));
+        let data = |m: aya::maps::Map| -> Result<MapData, BpfError> {
+            use aya::maps::Map;
+            match m {
+                Map::Array(d) => Ok(d),
+                other => Err(refused("a map")(format!("{other:?} is not an array"))),
+            }
+        };
+        let slot_count = Shared::map(&data(take(&mut ebpf, "slot_count")?)?, 16)?;
+        let slots = Shared::map(&data(take(&mut ebpf, "slots")?)?, SLOTS * std::mem::size_of::<Slot>())?;
+        let hist = Shared::map(&data(take(&mut ebpf, "hist")?)?, SLOTS * looptop_abi::HIST_BUCKETS * 8)?;
+        Ok(BpfSource {
+            targets: BpfHashMap::try_from(take(&mut ebpf, "targets")?).map_err(map_err)?,
+            slot_of: BpfHashMap::try_from(take(&mut ebpf, "slot_of")?).map_err(map_err)?,
+            records: RingBuf::try_from(take(&mut ebpf, "records")?).map_err(map_err)?,
+            counts: BpfHashMap::try_from(take(&mut ebpf, "counts")?).map_err(map_err)?,
+            stacks: StackTraceMap::try_from(take(&mut ebpf, "stacks")?).map_err(map_err)?,
+            lost_map: Array::try_from(take(&mut ebpf, "lost")?).map_err(map_err)?,
+            _ebpf: ebpf,
+            slot_count,
+            slots,
+            hist,
+            options,
+            period_ns: 1_000_000_000 / options.rate_hz.max(1),
+            processes: BTreeMap::new(),
+            loops: HashMap::new(),
+            frames: HashMap::new(),
+            counts_at: 0,
+            lost_seen: 0,
+            lost: 0,
+            pending: Vec::new(),
+            notes: Vec::new(),
+            disabled: false,
+        })
+    }
+
+    /// Observes `pid` from now on: the threads found inside a wait call are loops at once and
+    /// the main thread is taken to be in a tick (a stall in progress is not missed).
+    pub fn add_process(&mut self, pid: u32) -> Result<(), crate::source::perf::PerfError> {
+        use crate::source::perf::PerfError;
+        if self.processes.contains_key(&pid) {
+            return Ok(());
+        }
+        let tids = tasks(pid).ok_or(PerfError::NoSuchProcess(pid))?;
+        let now = crate::source::now_ns();
+        for tid in tids {
+            let waiting = crate::source::perf::ticks::in_wait_call(pid, tid);
+            if tid == pid || waiting {
+                let (p, since, loop_ns) = if waiting { (phase::WAITING, now, now) } else { (phase::BUSY, now, 0) };
+                self.seed(pid, tid, p, since, loop_ns);
+            }
+        }
+        self.targets.insert(pid, 1, 0).map_err(|e| PerfError::Open {
+            what: "the BPF target map",
+            tid: pid,
+            source: std::io::Error::other(e),
+        })?;
+        let mut process = Process { runtime: None };
+        if self.options.ticks {
+            process.runtime = Runtime::attach(pid, now, &mut self.pending, &mut self.notes);
+        }
+        self.processes.insert(pid, process);
+        Ok(())
+    }
+
+    /// Takes a slot for a thread of a process not yet in `targets` (so its programs do not run
+    /// for it yet and the slot is ours to fill).
+    fn seed(&mut self, pid: u32, tid: u32, p: u32, since: u64, loop_ns: u64) {
+        let i = self.slot_count.u64_at(0).fetch_add(1, Ordering::AcqRel) as usize;
+        if i >= SLOTS {
+            self.slot_count.u64_at(1).fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut comm = [0u8; 16];
+        let name = crate::target::proc::thread_name(pid, tid).unwrap_or_default();
+        let n = name.len().min(15);
+        comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+        let slot = Slot { seq: 0, tgid: pid, tid, phase: p, since, loop_ns, comm, ..Slot::default() };
+        // SAFETY: slot i was just taken; no program writes it before the insert below.
+        unsafe { std::ptr::write_volatile(self.slots.at(i, std::mem::size_of::<Slot>()) as *mut Slot, slot) };
+        let _ = self.slot_of.insert(tid, i as u32, 0);
+    }
+
+    /// Reads what happened since the last poll into `out`. `last`: the final read, which also
+    /// takes the stack counts however recent the previous read.
+    pub fn poll(&mut self, out: &mut Vec<Event>, last: bool) {
+        out.append(&mut self.pending);
+        let now = crate::source::now_ns();
+        if self.options.ticks {
+            self.read_slots(now, out);
+        }
+        self.read_records(out);
+        if self.options.rate_hz > 0 && (last || now.saturating_sub(self.counts_at) >= COUNTS_EVERY) {
+            self.read_counts(now, out);
+            self.counts_at = now;
+        }
+        let mut lost = 0;
+        for process in self.processes.values_mut() {
+            if let Some(runtime) = &mut process.runtime {
+                lost += runtime.poll(now, out);
+            }
+        }
+        self.end_gone(now, out);
+        let unslotted = self.unslotted();
+        if unslotted > 0 && !self.notes.iter().any(|n| n.contains("found no slot")) {
+            self.notes.push(format!(
+                "{unslotted} threads that waited found no slot among the {SLOTS} the kernel side keeps: their ticks \
+                 are not timed"
+            ));
+        }
+        let kernel_lost: u64 = (0..3).filter_map(|i| self.lost_map.get(&i, 0).ok()).sum();
+        lost += kernel_lost.saturating_sub(self.lost_seen);
+        self.lost_seen = kernel_lost;
+        if lost > 0 {
+            self.lost += lost;
+            out.push(Event::Dropped { count: lost });
+        }
+    }
+
+    /// Slots in use, at most [`SLOTS`].
+    fn used(&self) -> usize {
+        (self.slot_count.u64_at(0).load(Ordering::Acquire) as usize).min(SLOTS)
+    }
+
+    /// Announces slot `i`'s loop when it has become one; its id.
+    fn announce(&mut self, i: usize, s: &Slot, out: &mut Vec<Event>) -> Option<LoopId> {
+        if let Some(v) = self.loops.get(&i) {
+            if v.id.tid == s.tid && v.id.pid == s.tgid {
+                return Some(v.id);
+            }
+        }
+        if s.loop_ns == 0 || !self.processes.contains_key(&s.tgid) {
+            return None;
+        }
+        let id = LoopId { pid: s.tgid, tid: s.tid, since_ns: s.loop_ns };
+        let end = s.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        let name = String::from_utf8_lossy(&s.comm[..end]).into_owned();
+        out.push(Event::LoopStarted { id, name, start_ns: s.loop_ns });
+        self.loops.insert(i, LoopView { id, ended: false, last: (u64::MAX, 0, 0) });
+        Some(id)
+    }
+
+    fn read_slots(&mut self, now: u64, out: &mut Vec<Event>) {
+        for i in 0..self.used() {
+            let s = self.slots.slot(i);
+            let Some(id) = self.announce(i, &s, out) else { continue };
+            let busy_since = if s.phase == phase::BUSY { s.since } else { 0 };
+            let view = self.loops.get_mut(&i).expect("announced");
+            if view.ended {
+                continue;
+            }
+            let key = (s.ticks, s.idle_ns, busy_since);
+            if key == view.last && busy_since == 0 {
+                continue;
+            }
+            view.last = key;
+            let totals = LoopTotals {
+                at_ns: now,
+                ticks: s.ticks,
+                busy_ns: s.busy_ns,
+                idle_ns: s.idle_ns,
+                max_busy_ns: s.max_busy_ns,
+                busy_since_ns: busy_since,
+                hist: self.hist.hist(i),
+            };
+            out.push(Event::Totals { id, totals });
+        }
+    }
+
+    fn read_records(&mut self, out: &mut Vec<Event>) {
+        let mut records = Vec::new();
+        while let Some(item) = self.records.next() {
+            records.extend(Record::read(&item));
+        }
+        for r in records {
+            if !self.processes.contains_key(&r.tgid) {
+                continue;
+            }
+            match r.kind {
+                kind::STALL if self.options.ticks => {
+                    let Some(id) = self.loop_of(r.tid, out) else { continue };
+                    out.push(Event::Stall { id, start_ns: r.t, duration_ns: r.value });
+                }
+                kind::SAMPLE | kind::OFF_CPU => {
+                    let off = r.kind == kind::OFF_CPU;
+                    let ips = self.ips(r.kernel, r.user);
+                    out.push(Event::Sample(Sample {
+                        pid: r.tgid,
+                        tid: r.tid,
+                        t_ns: r.t,
+                        origin: if off { SampleOrigin::PerfOffCpu } else { SampleOrigin::PerfCpu },
+                        weight_ns: if off { r.value } else { self.period_ns },
+                        tick_ns: r.tick,
+                        off_cpu: off.then_some(OffCpu { syscall: None, wchan: None }),
+                        ips,
+                        count: 1,
+                    }));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The loop of thread `tid`, announcing it first if this poll has not yet.
+    fn loop_of(&mut self, tid: u32, out: &mut Vec<Event>) -> Option<LoopId> {
+        let i = self.slot_of.get(&tid, 0).ok()? as usize;
+        if i >= SLOTS {
+            return None;
+        }
+        let s = self.slots.slot(i);
+        self.announce(i, &s, out)
+    }
+
+    /// The frames of a stack pair, kernel first, innermost first.
+    fn ips(&mut self, kernel: i32, user: i32) -> Vec<u64> {
+        let mut ips = Vec::new();
+        for id in [kernel, user] {
+            let Ok(id) = u32::try_from(id) else { continue };
+            if let Some(frames) = self.frames.get(&id) {
+                ips.extend_from_slice(frames);
+                continue;
+            }
+            if let Ok(trace) = self.stacks.get(&id, 0) {
+                let frames: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+                ips.extend_from_slice(&frames);
+                self.frames.insert(id, frames);
+            }
+        }
+        ips
+    }
+
+    fn read_counts(&mut self, now: u64, out: &mut Vec<Event>) {
+        let keys: Vec<StackKey> = self.counts.keys().filter_map(Result::ok).collect();
+        let mut samples = Vec::new();
+        for key in keys {
+            let Ok(value) = self.counts.get(&key, 0) else { continue };
+            let _ = self.counts.remove(&key);
+            if value == 0 || !self.processes.contains_key(&key.tgid) {
+                continue;
+            }
+            let off = key.off_cpu != 0;
+            let ips = self.ips(key.kernel, key.user);
+            samples.push(Sample {
+                pid: key.tgid,
+                tid: key.tid,
+                t_ns: now,
+                origin: SampleOrigin::KernelCount,
+                weight_ns: if off { value } else { value.saturating_mul(self.period_ns) },
+                tick_ns: 0,
+                off_cpu: off.then_some(OffCpu { syscall: None, wchan: None }),
+                ips,
+                count: if off { 1 } else { value },
+            });
+        }
+        out.extend(samples.into_iter().map(Event::Sample));
+        // Room for new stacks: the ones read are removed (a sample counted since under one of
+        // them loses its stack, which is rare; a full map loses every new one).
+        for (id, _) in self.frames.drain() {
+            let _ = self.stacks.remove(&id);
+        }
+    }
+
+    /// Ends the loops of threads and processes that are gone.
+    fn end_gone(&mut self, now: u64, out: &mut Vec<Event>) {
+        let gone: Vec<u32> =
+            self.processes.keys().copied().filter(|&pid| !crate::target::proc::is_alive(pid, 0)).collect();
+        for pid in &gone {
+            if let Some(mut p) = self.processes.remove(pid) {
+                if let Some(r) = &mut p.runtime {
+                    r.disable();
+                }
+            }
+            let _ = self.targets.remove(pid);
+            if self.options.ticks {
+                out.push(Event::ProcessExited { pid: *pid, at_ns: now, clean: false });
+            }
+        }
+        for view in self.loops.values_mut().filter(|v| !v.ended) {
+            if gone.contains(&view.id.pid) {
+                view.ended = true;
+                continue;
+            }
+            let path = format!("/proc/{}/task/{}", view.id.pid, view.id.tid);
+            if !std::path::Path::new(&path).exists() {
+                view.ended = true;
+                if self.options.ticks {
+                    out.push(Event::LoopEnded { id: view.id, at_ns: now, clean: true });
+                }
+            }
+        }
+    }
+
+    /// Stops observing: the programs stay loaded until drop but skip every process.
+    pub fn disable(&mut self) {
+        if self.disabled {
+            return;
+        }
+        self.disabled = true;
+        for pid in self.processes.keys().copied().collect::<Vec<_>>() {
+            let _ = self.targets.remove(&pid);
+        }
+        for p in self.processes.values_mut() {
+            if let Some(r) = &mut p.runtime {
+                r.disable();
+            }
+        }
+    }
+
+    /// What could not be observed and why, one sentence each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Records or stacks lost so far (ring buffer or maps full, runtime probes' rings).
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Loops that found no slot (more than [`SLOTS`] threads waited).
+    pub fn unslotted(&self) -> u64 {
+        self.slot_count.u64_at(1).load(Ordering::Relaxed)
+    }
+}
+
+/// The thread ids of a process; `None` when it is gone.
+fn tasks(pid: u32) -> Option<Vec<u32>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+}
