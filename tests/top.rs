@@ -274,3 +274,60 @@ fn the_programs_log_is_created_anew_never_through_a_planted_link_or_fifo() {
         assert_eq!(std::fs::read_to_string(&logs[0]).unwrap(), "hello-from-target\n");
     }
 }
+
+#[test]
+fn attached_without_an_agent_the_view_shows_a_stall_in_progress_from_the_kernel() {
+    if !crate::util::perf_permitted("attached_without_an_agent_the_view_shows_a_stall_in_progress_from_the_kernel") {
+        return;
+    }
+    // The BPF source keeps each loop's current tick in a map the view reads every poll: a stall
+    // shows while it lasts, not only when its tick ends. A 6 s regex keeps a core busy.
+    let _machine = crate::util::machine_wide();
+    let dir = TempDir::new("top-bpf");
+    let status = dir.path("status");
+    let script = fixture("node/stuck.js");
+    // Started with nothing; --perf-basic-prof so that the JS frames have names. At 99 Hz: the
+    // debug build classifies a stall in progress from all its samples at every redraw.
+    let node = Command::new("node")
+        .args(["--perf-basic-prof", script.to_str().unwrap()])
+        .env("FIXTURE_START_MS", "4000")
+        .env("FIXTURE_STUCK_MS", "6000")
+        .stdout(std::process::Stdio::null())
+        .spawn_limited();
+    let command = format!(
+        "cd {dir} && env NO_COLOR=1 {bin} top --mode perf --rate 99 --pid {pid}; echo $? > {status}; exec sleep 60",
+        dir = dir.0.display(),
+        bin = env!("CARGO_BIN_EXE_looptop"),
+        pid = node.id(),
+        status = status.display(),
+    );
+    let tmux = Tmux::start(120, 40, &command);
+    // Named from the kernel's stacks: the kind, and V8's code for the regex (a perf map names
+    // the compiled RegExp, the innermost frame).
+    let screen = tmux.wait_for(30, "stall banner", |s| s.contains("stuck for") && s.contains("regex in"));
+    assert!(screen.contains("STALL IN PROGRESS"), "{screen}");
+    assert!(!screen.contains("refused BPF"), "{screen}");
+    // The banner's time grows while the regex runs.
+    let first = stuck_ms(&screen);
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = tmux.wait_for(10, "the banner again", |s| s.contains("stuck for"));
+    assert!(stuck_ms(&later) > first + 500.0, "{first} ms, then {} ms:\n{later}", stuck_ms(&later));
+    tmux.wait_for(30, "the stall listed after it ended", |s| {
+        s.contains("no stall in progress")
+            && s.lines().any(|l| l.contains("regex") && (l.contains("RegExp") || l.contains("validateEmail")))
+    });
+    assert_eq!(tmux.quit(&status), "0", "q exits 0");
+    drop(node);
+}
+
+/// The time in the banner's "stuck for 1.23 s" (or "… 850 ms"), in ms.
+fn stuck_ms(screen: &str) -> f64 {
+    let rest = screen.split("stuck for ").nth(1).unwrap_or("");
+    let mut words = rest.split_whitespace();
+    let n: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
+    match words.next() {
+        Some(u) if u.starts_with("ms") => n,
+        Some(u) if u.starts_with('s') => n * 1000.0,
+        _ => 0.0,
+    }
+}
