@@ -28,7 +28,7 @@ srv_pid=""; lt_pid=""; load_pid=""
 cleanup() {
   trap - EXIT INT TERM
   # looptop first, with SIGINT, so it detaches (closes its perf events) before the server goes.
-  if [ -n "$lt_pid" ] && kill -0 "$lt_pid" 2>/dev/null; then kill -INT "$lt_pid" 2>/dev/null || true; fi
+  if [ -n "$lt_pid" ] && kill -0 "$lt_pid" 2>/dev/null; then kill -TERM "$lt_pid" 2>/dev/null || true; fi
   for p in $load_pid $srv_pid; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -91,7 +91,7 @@ measure() { # plain|bpf|perf
     c1=$(cpu_ticks "$lt_pid"); t1=$(now)
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$lt_pid/status")
     cpu=$(awk -v c="$((c1 - c0))" -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN{printf "%.2f", 100 * c / hz / (t1 - t0)}')
-    kill -INT "$lt_pid"
+    kill -TERM "$lt_pid"
     wait "$lt_pid" || fail "looptop record --pid exited with status $? after SIGINT"
     lt_pid=""
     samples=$(grep -c '^{"t":"stack"' "$work/r.rec" || true)

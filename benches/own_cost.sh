@@ -17,7 +17,7 @@ pin0=""; pin1=""
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin0="taskset -c 0"; pin1="taskset -c 1"; fi
 work=$(mktemp -d)
 srv=""; ltp=""
-cleanup() { [ -n "$ltp" ] && kill -INT "$ltp" 2>/dev/null; [ -n "$srv" ] && kill "$srv" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { [ -n "$ltp" ] && kill -TERM "$ltp" 2>/dev/null; [ -n "$srv" ] && kill "$srv" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 cpu_ticks() { local s; s=$(cat "/proc/$1/stat"); s=${s##*) }; set -- $s; echo $((${12} + ${13})); }
 declare -A cpu hwm
@@ -38,7 +38,7 @@ for r in $(seq "$rounds"); do
     c1=$(cpu_ticks "$ltp"); t1=$(date +%s.%N)
     h=$(awk '/^VmHWM:/ {print $2}' "/proc/$ltp/status")
     c=$(awk -v c="$((c1 - c0))" -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN{printf "%.2f", 100 * c / hz / (t1 - t0)}')
-    kill -INT "$ltp"; wait "$ltp" || true; ltp=""
+    kill -TERM "$ltp"; wait "$ltp" || true; ltp=""
     kill "$srv"; wait "$srv" 2>/dev/null || true; srv=""
     m=$(awk -v k="$h" 'BEGIN{printf "%.1f", k/1024}')
     cpu[$mode]+="$c "; hwm[$mode]+="$m "

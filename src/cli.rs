@@ -263,6 +263,12 @@ pub struct StackArgs {
     /// the agent. LOOPTOP_NO_BPF=1 uses perf events instead of BPF
     #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Auto)]
     pub mode: Mode,
+    /// Attached without the agent, probe the libuv thread pool too: queue, busy workers and each
+    /// item's wait, from uprobes hit on every item submitted, started and done (a few µs each;
+    /// GC pauses are always probed). Off by default: it costs a pool-heavy server more than the
+    /// rest of the attach together
+    #[arg(long)]
+    pub pool_probes: bool,
 }
 
 /// How a running process is observed.

@@ -27,6 +27,8 @@ pub struct RunPlan {
     pub rate_hz: u64,
     /// How a pid is observed.
     pub mode: Mode,
+    /// Attached without the agent: probe the libuv pool too.
+    pub pool_probes: bool,
     /// Program and arguments.
     pub command: Vec<OsString>,
     /// JSON instead of text.
@@ -46,6 +48,8 @@ pub struct TopPlan {
     pub rate_hz: u64,
     /// How a pid is observed.
     pub mode: Mode,
+    /// Attached without the agent: probe the libuv pool too.
+    pub pool_probes: bool,
     /// What `f` draws: the last this long.
     pub window: Duration,
     /// What to watch.
@@ -63,6 +67,8 @@ pub struct CheckPlan {
     pub rate_hz: u64,
     /// How a pid is observed.
     pub mode: Mode,
+    /// Attached without the agent: probe the libuv pool too.
+    pub pool_probes: bool,
     /// Budget expressions from the flags.
     pub budgets: Vec<String>,
     /// The budget file, when given.
@@ -103,6 +109,8 @@ pub struct RecordPlan {
     pub rate_hz: u64,
     /// How a pid is observed.
     pub mode: Mode,
+    /// Attached without the agent: probe the libuv pool too.
+    pub pool_probes: bool,
     /// The recording to write.
     pub output: PathBuf,
     /// What to record.
@@ -133,6 +141,8 @@ pub struct FlamePlan {
     pub rate_hz: u64,
     /// How a pid is observed.
     pub mode: Mode,
+    /// Attached without the agent: probe the libuv pool too.
+    pub pool_probes: bool,
     /// Where to write (`-` = stdout).
     pub output: PathBuf,
     /// The format.
@@ -165,6 +175,8 @@ pub struct DemoPlan {
     pub rate_hz: u64,
     /// How a pid is observed.
     pub mode: Mode,
+    /// Attached without the agent: probe the libuv pool too.
+    pub pool_probes: bool,
     /// How long to run.
     pub duration: Duration,
     /// JSON instead of text.
@@ -244,6 +256,7 @@ impl From<Command> for Plan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
                 mode: a.stacks.mode,
+                pool_probes: a.stacks.pool_probes,
                 command: a.command,
                 json: a.json,
                 output: a.output,
@@ -253,6 +266,7 @@ impl From<Command> for Plan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
                 mode: a.stacks.mode,
+                pool_probes: a.stacks.pool_probes,
                 window: a.window,
                 target: target(&a.target, None),
                 duration: a.target.duration,
@@ -261,6 +275,7 @@ impl From<Command> for Plan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
                 mode: a.stacks.mode,
+                pool_probes: a.stacks.pool_probes,
                 budgets: a.budgets,
                 budget_file: a.budget_file,
                 junit: a.junit,
@@ -275,6 +290,7 @@ impl From<Command> for Plan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
                 mode: a.stacks.mode,
+                pool_probes: a.stacks.pool_probes,
                 duration: a.duration,
                 json: a.json,
                 no_tui: a.no_tui,
@@ -283,6 +299,7 @@ impl From<Command> for Plan {
                 observe: observe(a.observe),
                 rate_hz: a.stacks.rate,
                 mode: a.stacks.mode,
+                pool_probes: a.stacks.pool_probes,
                 output: a.output,
                 target: target(&a.target, None),
                 duration: a.target.duration,
@@ -300,6 +317,7 @@ impl From<Command> for Plan {
                     observe: observe(a.observe),
                     rate_hz: a.stacks.rate,
                     mode: a.stacks.mode,
+                    pool_probes: a.stacks.pool_probes,
                     output,
                     format,
                     stalls_only: a.stalls_only,

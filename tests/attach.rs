@@ -49,9 +49,17 @@ impl Target {
 
     /// `looptop record --pid` until the target exits, then the report of the recording.
     fn record(&mut self, extra: &[&str]) -> (Output, Value) {
+        self.record_env(extra, &[])
+    }
+
+    /// [`Target::record`] with looptop's environment extended by `env`.
+    fn record_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> (Output, Value) {
         let rec = self.dir.path("attach.rec");
-        let out =
-            looptop().args(["record", "--pid", &self.pid(), "-o", rec.to_str().unwrap()]).args(extra).output_limited();
+        let out = looptop()
+            .args(["record", "--pid", &self.pid(), "-o", rec.to_str().unwrap()])
+            .args(extra)
+            .envs(env.iter().copied())
+            .output_limited();
         assert!(out.status.success(), "record failed: {}", stderr(&out));
         let status = self.child.wait();
         assert!(status.success(), "the target must run to the end unharmed: {status}");
@@ -115,11 +123,25 @@ fn perf_mode_sees_the_libuv_pool_queue_and_wait() {
     }
     // Perf mode: uprobes in every process running the same binary, machine-wide tracing.
     let _machine = machine_wide();
+    // Kept in the kernel by the BPF source, and parsed hit by hit by the perf-event source.
+    for no_bpf in ["", "1"] {
+        pool_burst_attached(no_bpf);
+    }
+    // Without --pool-probes the pool is not probed (a uprobe hit per item costs a pool-heavy
+    // server the most), and the report says nothing of it.
     let file = fixture("node/pool_burst.js");
     let mut target = Target::start_loop(&["node", file.to_str().unwrap()], &[("FIXTURE_JOBS", "12")]);
-    let (out, report) = target.record(&["--rate", "0"]);
+    let (_, report) = target.record(&["--rate", "0"]);
+    assert!(report["pool"].is_null(), "{:#}", report["pool"]);
+}
+
+fn pool_burst_attached(no_bpf: &str) {
+    let file = fixture("node/pool_burst.js");
+    let mut target = Target::start_loop(&["node", file.to_str().unwrap()], &[("FIXTURE_JOBS", "12")]);
+    let (out, report) = target.record_env(&["--rate", "0", "--pool-probes"], &[("LOOPTOP_NO_BPF", no_bpf)]);
+    assert!(!stderr(&out).contains("refused BPF"), "{}", stderr(&out));
     let p = &report["pool"];
-    assert!(p.is_object(), "pool expected from uprobes: {}\n{report:#}", stderr(&out));
+    assert!(p.is_object(), "pool expected from uprobes (LOOPTOP_NO_BPF={no_bpf}): {}\n{report:#}", stderr(&out));
     assert_eq!(p["size"], 4, "{p:#}");
     // Exact, not modelled: the burst is queued faster than the idle workers wake, so more than
     // jobs - workers may wait at once, never more than the jobs.
@@ -304,7 +326,7 @@ fn detaching_on_ctrl_c_removes_the_probes() {
     assert_ne!(before, INT3);
     let rec = target.dir.path("attach.rec");
     let attached = looptop()
-        .args(["record", "--pid", &target.pid(), "-o", rec.to_str().unwrap()])
+        .args(["record", "--pool-probes", "--pid", &target.pid(), "-o", rec.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_limited();

@@ -38,12 +38,14 @@ pub struct Collect {
     pub rate_hz: u64,
     /// How a pid is observed (a launched command always gets the agent).
     pub mode: Mode,
+    /// Attached without the agent: probe the libuv pool too.
+    pub pool_probes: bool,
 }
 
 impl Collect {
     /// Observe with perf stacks at `rate_hz` (when permitted), for `duration` if given.
     pub fn new(threshold: Duration, duration: Option<Duration>, rate_hz: u64, mode: Mode) -> Self {
-        Collect { threshold, duration, record: None, rate_hz, mode }
+        Collect { threshold, duration, record: None, rate_hz, mode, pool_probes: false }
     }
 }
 
@@ -228,6 +230,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
         off_cpu: collect.rate_hz > 0,
         ticks: true,
         stall_floor_ns: super::run::stall_floor(collect.threshold),
+        pool: collect.pool_probes,
         ..PerfOptions::default()
     };
     let refused = |e: PerfError| perf_refused(pid, &shown, e);

@@ -19,6 +19,8 @@ pub mod kind {
     pub const SAMPLE: u32 = 2;
     /// A wait off the CPU inside a stall.
     pub const OFF_CPU: u32 = 3;
+    /// A GC pause (`pad`: its kind, as `GcKind::from_code`).
+    pub const GC: u32 = 4;
 }
 
 /// One loop thread (`struct slot`).
@@ -53,6 +55,28 @@ pub struct StackKey {
 
 // SAFETY: plain C structs of integers, no padding left uninitialized by the kernel side.
 unsafe impl aya::Pod for StackKey {}
+
+/// Buckets of a pool's wait histogram (`WAIT_BUCKETS`).
+pub const WAIT_BUCKETS: usize = (40 - 4 + 2) * 16;
+
+/// One process's libuv pool (`struct pool`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    pub queued: i64,
+    pub running: i64,
+    pub waits: [u64; WAIT_BUCKETS],
+    pub wait_max: [u64; WAIT_BUCKETS],
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool { queued: 0, running: 0, waits: [0; WAIT_BUCKETS], wait_max: [0; WAIT_BUCKETS] }
+    }
+}
+
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for Pool {}
 
 /// A ring-buffer record (`struct record`).
 #[repr(C)]

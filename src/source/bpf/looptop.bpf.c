@@ -43,7 +43,7 @@ static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 #define STACK_DEPTH 127
 
 enum phase { UNKNOWN = 0, WAITING = 1, BUSY = 2 };
-enum record_kind { REC_STALL = 1, REC_SAMPLE = 2, REC_OFF_CPU = 3 };
+enum record_kind { REC_STALL = 1, REC_SAMPLE = 2, REC_OFF_CPU = 3, REC_GC = 4 };
 
 // Set by looptop before loading: the stall floor (ns).
 volatile const __u64 stall_floor_ns = 10000000;
@@ -413,10 +413,13 @@ SEC("tracepoint/sched/sched_switch") int on_switch(struct sched_switch_args *ctx
     if (!off_cpu_enabled)
         return 0;
     __u64 now = bpf_ktime_get_ns();
-    // Switch-out: a loop thread in a tick (never one inside its wait call) leaves the CPU.
+    // Switch-out: a loop thread in a tick (never one inside its wait call) leaves the CPU to
+    // wait. Only a thread that goes to sleep (a state in the low byte: S, D, …): one that is
+    // preempted stays runnable, and taking its stacks at every preemption (a pool worker waking
+    // on the loop's CPU for each request) cost a busy server a tenth of its throughput.
     __u64 id = bpf_get_current_pid_tgid();
     __u32 tgid = id >> 32, tid = (__u32)id;
-    if (tid && observed(tgid)) {
+    if (tid && (ctx->prev_state & 0xff) && observed(tgid)) {
         struct slot *s = my_slot(tgid, tid, 0);
         if (s && s->phase == BUSY) {
             struct switched_out o = {.t = now};
@@ -459,6 +462,220 @@ SEC("tracepoint/sched/sched_switch") int on_switch(struct sched_switch_args *ctx
     }
     struct stack_key k = {.tgid = s->tgid, .tid = next, .user = out.user, .kernel = out.kernel, .off_cpu = 1, .pad = 0};
     add_count(&k, now - out.t);
+    return 0;
+}
+
+// ---- The libuv pool and V8's GC, from uprobes (src/source/perf/sites.rs finds the sites) ----
+// The pool's state is kept here, per process: no record per item. A GC pause is one record.
+
+#define WAIT_SUB_BITS 4
+#define WAIT_SUB (1ULL << WAIT_SUB_BITS)
+#define WAIT_MAX_EXP 40
+#define WAIT_BUCKETS ((WAIT_MAX_EXP - WAIT_SUB_BITS + 2) * WAIT_SUB)
+
+// One process's pool: items queued (submitted, not started) and running, and waits by
+// duration. Only the programs write it (looptop creates it zeroed and reads it).
+struct pool {
+    __s64 queued;
+    __s64 running;
+    __u64 waits[WAIT_BUCKETS];
+    __u64 wait_max[WAIT_BUCKETS];
+};
+
+// The most queued since looptop last read it (it writes the queue length back).
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 64);
+    __type(key, __u32);
+    __type(value, __s64);
+} pool_queued_max SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 64);
+    __type(key, __u32);
+    __type(value, struct pool);
+} pools SEC(".maps");
+
+// Item → submission time.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);
+    __type(value, __u64);
+} pool_items SEC(".maps");
+
+// Worker thread → 1 while it runs an item.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u32);
+} pool_running SEC(".maps");
+
+struct gc_pause {
+    __u64 start;
+    __u32 depth;
+    __u32 kind;
+};
+
+// Thread → the GC pause it is in.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct gc_pause);
+} gc_pauses SEC(".maps");
+
+// x86_64's registers at the probe (the verifier knows a uprobe's context by this name).
+struct pt_regs {
+    unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+// The first and second integer arguments.
+#define ARG0(ctx) ((ctx)->di)
+#define ARG1(ctx) ((ctx)->si)
+/* offsetof(uv_work_t, work_req) on 64-bit (src/source/perf/uprobes.rs). */
+#define UV_WORK_REQ_OFFSET 88
+
+static __always_inline __u32 wait_bucket(__u64 ns) {
+    if (ns < WAIT_SUB)
+        return ns;
+    __u32 msb = 0;
+    __u64 v = ns;
+    if (v >> 32) { v >>= 32; msb += 32; }
+    if (v >> 16) { v >>= 16; msb += 16; }
+    if (v >> 8) { v >>= 8; msb += 8; }
+    if (v >> 4) { v >>= 4; msb += 4; }
+    if (v >> 2) { v >>= 2; msb += 2; }
+    if (v >> 1) { msb += 1; }
+    if (msb > WAIT_MAX_EXP)
+        return WAIT_BUCKETS - 1;
+    __u32 shift = msb - WAIT_SUB_BITS;
+    return (shift + 1) * WAIT_SUB + ((ns >> shift) - WAIT_SUB);
+}
+
+// The pool of the calling thread's process, when it is observed.
+static __always_inline struct pool *my_pool(__u32 *tgid_out, __u32 *tid) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    *tgid_out = tgid;
+    *tid = (__u32)id;
+    if (!observed(tgid))
+        return 0;
+    return bpf_map_lookup_elem(&pools, &tgid);
+}
+
+static __always_inline int queued(__u64 item) {
+    __u32 tgid, tid;
+    struct pool *p = my_pool(&tgid, &tid);
+    if (!p)
+        return 0;
+    __u64 t = bpf_ktime_get_ns();
+    // A build whose uv_queue_work calls uv__work_submit reports the item twice.
+    if (bpf_map_update_elem(&pool_items, &item, &t, BPF_NOEXIST) != 0)
+        return 0;
+    __s64 q = __sync_fetch_and_add(&p->queued, 1) + 1;
+    __s64 *m = bpf_map_lookup_elem(&pool_queued_max, &tgid);
+    if (m && q > *m)
+        *m = q;
+    return 0;
+}
+
+SEC("uprobe") int pool_submit(struct pt_regs *ctx) { return queued(ARG1(ctx)); }
+SEC("uprobe") int pool_queue_work(struct pt_regs *ctx) { return queued(ARG1(ctx) + UV_WORK_REQ_OFFSET); }
+
+SEC("uprobe") int pool_start(struct pt_regs *ctx) {
+    __u32 tgid, tid;
+    struct pool *p = my_pool(&tgid, &tid);
+    if (!p)
+        return 0;
+    __u64 item = ARG0(ctx);
+    __u64 *at = bpf_map_lookup_elem(&pool_items, &item);
+    if (at) {
+        __u64 now = bpf_ktime_get_ns();
+        __u64 wait = now > *at ? now - *at : 0;
+        bpf_map_delete_elem(&pool_items, &item);
+        __sync_fetch_and_add(&p->queued, -1);
+        __u32 b = wait_bucket(wait);
+        // Keeps the bound check the compiler would drop (the verifier needs to see it).
+        asm volatile("" : "+r"(b));
+        if (b < WAIT_BUCKETS) {
+            __sync_fetch_and_add(&p->waits[b], 1);
+            if (wait > p->wait_max[b])
+                p->wait_max[b] = wait;
+        }
+    }
+    __u32 one = 1;
+    if (bpf_map_update_elem(&pool_running, &tid, &one, BPF_NOEXIST) == 0)
+        __sync_fetch_and_add(&p->running, 1);
+    return 0;
+}
+
+SEC("uretprobe") int pool_end(struct pt_regs *ctx) {
+    __u32 tgid, tid;
+    struct pool *p = my_pool(&tgid, &tid);
+    if (!p)
+        return 0;
+    if (bpf_map_delete_elem(&pool_running, &tid) == 0)
+        __sync_fetch_and_add(&p->running, -1);
+    return 0;
+}
+
+SEC("uprobe") int gc_start(struct pt_regs *ctx) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tid = (__u32)id;
+    if (!observed(id >> 32))
+        return 0;
+    struct gc_pause *g = bpf_map_lookup_elem(&gc_pauses, &tid);
+    if (g) {
+        g->depth++;
+        return 0;
+    }
+    struct gc_pause fresh = {.start = bpf_ktime_get_ns(), .depth = 1, .kind = 0};
+    bpf_map_update_elem(&gc_pauses, &tid, &fresh, BPF_ANY);
+    return 0;
+}
+
+static __always_inline int gc_kind(__u32 kind) {
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
+    struct gc_pause *g = bpf_map_lookup_elem(&gc_pauses, &tid);
+    if (g && !g->kind)
+        g->kind = kind;
+    return 0;
+}
+
+// GcKind::from_code: 1 minor, 2 major.
+SEC("uprobe") int gc_minor(struct pt_regs *ctx) { return gc_kind(1); }
+SEC("uprobe") int gc_major(struct pt_regs *ctx) { return gc_kind(2); }
+
+SEC("uretprobe") int gc_end(struct pt_regs *ctx) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    struct gc_pause *g = bpf_map_lookup_elem(&gc_pauses, &tid);
+    if (!g)
+        return 0;
+    if (g->depth > 1) {
+        g->depth--;
+        return 0;
+    }
+    struct gc_pause done = *g;
+    bpf_map_delete_elem(&gc_pauses, &tid);
+    __u64 now = bpf_ktime_get_ns();
+    struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+    if (!r) {
+        count_lost(0);
+        return 0;
+    }
+    r->kind = REC_GC;
+    r->tgid = tgid;
+    r->tid = tid;
+    r->user = -1;
+    r->kernel = -1;
+    r->pad = done.kind;
+    r->t = done.start;
+    r->value = now > done.start ? now - done.start : 0;
+    r->tick = 0;
+    bpf_ringbuf_submit(r, 0);
     return 0;
 }
 

@@ -17,14 +17,15 @@
 //! so building looptop needs no clang; a test checks that the object matches its source.
 
 mod layout;
+mod runtime;
 
 use crate::event::{Event, LoopId, LoopTotals, OffCpu, Sample, SampleOrigin};
-use crate::source::perf::uprobes::Runtime;
 use crate::source::perf::PerfOptions;
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{perf_sw_ids, PerfEventScope, PerfTypeId, SamplePolicy};
 use aya::programs::{PerfEvent, TracePoint};
 use layout::{kind, phase, Record, Slot, StackKey, SLOTS};
+use runtime::{PoolMaps, ProcessRuntime, Uprobes};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -158,12 +159,16 @@ struct LoopView {
 
 /// A process observed.
 struct Process {
-    runtime: Option<Runtime>,
+    runtime: Option<ProcessRuntime>,
 }
 
 /// Ticks, stacks and off-CPU waits from the kernel, for the processes added.
 pub struct BpfSource {
-    _ebpf: aya::Ebpf,
+    ebpf: aya::Ebpf,
+    /// The uprobe programs loaded (attach mode; else the pool and GC are not probed).
+    uprobes: bool,
+    attached: Uprobes,
+    pool_maps: PoolMaps,
     targets: BpfHashMap<MapData, u32, u32>,
     slot_of: BpfHashMap<MapData, u32, u32>,
     slot_count: Shared,
@@ -247,6 +252,21 @@ impl BpfSource {
                 prog.attach("sched", "sched_switch").map_err(|e| refused("attaching to sched_switch")(chain(&e)))?;
             }
         }
+        // The pool and GC uprobes, for a process without the agent (its probe does that work).
+        let mut notes = Vec::new();
+        let mut uprobes = options.ticks;
+        for name in runtime::PROGRAMS.iter().filter(|_| options.ticks) {
+            let loaded =
+                ebpf.program_mut(name).and_then(|p| <&mut aya::programs::UProbe>::try_from(p).ok()).map(|p| p.load());
+            if let Some(Err(e)) = loaded {
+                notes.push(format!(
+                    "the thread pool and GC pauses are not probed: the kernel refused uprobes ({})",
+                    chain(&e)
+                ));
+                uprobes = false;
+                break;
+            }
+        }
         let take = |ebpf: &mut aya::Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or_else(|| refused("the program's maps")(format!("{name} is missing")))
         };
@@ -268,7 +288,13 @@ impl BpfSource {
             counts: BpfHashMap::try_from(take(&mut ebpf, "counts")?).map_err(map_err)?,
             stacks: StackTraceMap::try_from(take(&mut ebpf, "stacks")?).map_err(map_err)?,
             lost_map: Array::try_from(take(&mut ebpf, "lost")?).map_err(map_err)?,
-            _ebpf: ebpf,
+            pool_maps: PoolMaps {
+                pools: BpfHashMap::try_from(take(&mut ebpf, "pools")?).map_err(map_err)?,
+                queued_max: BpfHashMap::try_from(take(&mut ebpf, "pool_queued_max")?).map_err(map_err)?,
+            },
+            uprobes,
+            attached: Uprobes::default(),
+            ebpf,
             slot_count,
             slots,
             hist,
@@ -281,7 +307,7 @@ impl BpfSource {
             lost_seen: 0,
             lost: 0,
             pending: Vec::new(),
-            notes: Vec::new(),
+            notes,
             disabled: false,
         })
     }
@@ -309,7 +335,18 @@ impl BpfSource {
         })?;
         let mut process = Process { runtime: None };
         if self.options.ticks {
-            process.runtime = Runtime::attach(pid, now, &mut self.pending, &mut self.notes);
+            self.pending.push(crate::source::perf::uprobes::process_event(pid, now));
+            if self.uprobes {
+                process.runtime = ProcessRuntime::attach(
+                    &mut self.ebpf,
+                    &mut self.attached,
+                    &mut self.pool_maps,
+                    pid,
+                    self.options.pool,
+                    &mut self.pending,
+                    &mut self.notes,
+                );
+            }
         }
         self.processes.insert(pid, process);
         Ok(())
@@ -349,7 +386,7 @@ impl BpfSource {
         let mut lost = 0;
         for process in self.processes.values_mut() {
             if let Some(runtime) = &mut process.runtime {
-                lost += runtime.poll(now, out);
+                runtime.poll(&mut self.pool_maps, now, out);
             }
         }
         self.end_gone(now, out);
@@ -433,6 +470,13 @@ impl BpfSource {
                     let Some(id) = self.loop_of(r.tid, out) else { continue };
                     out.push(Event::Stall { id, start_ns: r.t, duration_ns: r.value });
                 }
+                kind::GC => out.push(Event::Gc {
+                    pid: r.tgid,
+                    thread: r.tid,
+                    start_ns: r.t,
+                    duration_ns: r.value,
+                    kind: crate::event::GcKind::from_code(r.pad.into()),
+                }),
                 kind::SAMPLE | kind::OFF_CPU => {
                     let off = r.kind == kind::OFF_CPU;
                     let ips = self.ips(r.kernel, r.user);
@@ -517,10 +561,8 @@ impl BpfSource {
         let gone: Vec<u32> =
             self.processes.keys().copied().filter(|&pid| !crate::target::proc::is_alive(pid, 0)).collect();
         for pid in &gone {
-            if let Some(mut p) = self.processes.remove(pid) {
-                if let Some(r) = &mut p.runtime {
-                    r.disable();
-                }
+            if let Some(r) = self.processes.remove(pid).and_then(|p| p.runtime) {
+                r.detach(&mut self.ebpf, &mut self.attached, &mut self.pool_maps);
             }
             let _ = self.targets.remove(pid);
             if self.options.ticks {
@@ -550,11 +592,6 @@ impl BpfSource {
         self.disabled = true;
         for pid in self.processes.keys().copied().collect::<Vec<_>>() {
             let _ = self.targets.remove(&pid);
-        }
-        for p in self.processes.values_mut() {
-            if let Some(r) = &mut p.runtime {
-                r.disable();
-            }
         }
     }
 

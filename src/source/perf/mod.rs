@@ -27,7 +27,7 @@
 //! All times are `CLOCK_MONOTONIC` (`attr.clockid`), the clock of [`crate::source::now_ns`].
 
 mod error;
-mod sites;
+pub(crate) mod sites;
 pub(crate) mod sys;
 mod thread;
 pub(crate) mod ticks;
@@ -62,6 +62,9 @@ pub struct PerfOptions {
     pub ticks: bool,
     /// With `ticks`, completed ticks at least this long become stall events.
     pub stall_floor_ns: u64,
+    /// With `ticks`, probe the libuv pool too (a uprobe hit per item submitted, started and
+    /// done); GC pauses are always probed.
+    pub pool: bool,
 }
 
 impl Default for PerfOptions {
@@ -72,6 +75,7 @@ impl Default for PerfOptions {
             kernel: true,
             ticks: false,
             stall_floor_ns: looptop_abi::DEFAULT_STALL_FLOOR_NS,
+            pool: false,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct PerfSource {
     closer: Closer,
     /// On-CPU samples of every CPU, when permitted (else each thread has its own sampler).
     cpu_wide: Option<CpuWide>,
+    /// Probe the libuv pool ([`PerfOptions::pool`]).
+    pool: bool,
 }
 
 /// `cpu-clock` samplers of every online CPU, any process.
@@ -200,6 +206,7 @@ impl PerfSource {
             notes: Vec::new(),
             closer: Closer::new(),
             cpu_wide,
+            pool: options.pool,
         })
     }
 
@@ -231,7 +238,7 @@ impl PerfSource {
             return Err(PerfError::NoSuchProcess(pid));
         }
         if self.setup.waits.is_some() {
-            process.runtime = Runtime::attach(pid, now, &mut self.pending, &mut self.notes);
+            process.runtime = Runtime::attach(pid, now, self.pool, &mut self.pending, &mut self.notes);
         }
         self.processes.insert(pid, process);
         Ok(())

@@ -106,6 +106,14 @@ impl RuntimeProbes {
         files.retain(|f| sites.iter().any(|s| s.path == Path::new(&format!("/proc/self/fd/{}", f.as_raw_fd()))));
         Some(RuntimeProbes { sites, _files: files, pool_size: pool.then(|| pool_size(pid)), gc })
     }
+
+    /// The same without the pool's sites (`None` when nothing is left): the pool's probes are
+    /// hit on every item, the GC's a few times a second.
+    pub fn without_pool(mut self) -> Option<RuntimeProbes> {
+        self.sites.retain(|s| matches!(s.role, Role::GcStart | Role::GcEnd | Role::GcKind(_)));
+        self.pool_size = None;
+        (!self.sites.is_empty()).then_some(self)
+    }
 }
 
 /// A mapping of a file that may hold libuv or V8.

@@ -316,6 +316,15 @@ fn bucket_low(b: u32) -> u64 {
     }
 }
 
+/// The `Process` event of a process attached at `now_ns` without the agent (command line and
+/// executable from `/proc`).
+pub fn process_event(pid: u32, now_ns: u64) -> Event {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string());
+    let exe = exe.unwrap_or_default().trim_end_matches(" (deleted)").to_string();
+    let command = crate::target::proc::cmdline(pid);
+    Event::Process(crate::event::ProcessInfo { pid, command, exe, start_ns: now_ns })
+}
+
 /// A process's libuv pool and GC probes with their state: what both kernel sources (perf and
 /// BPF) add to the ticks of a process without the agent.
 pub struct Runtime {
@@ -326,18 +335,22 @@ pub struct Runtime {
 impl Runtime {
     /// A process attached at `now_ns` without the agent: its `Process` event (command line and
     /// executable from `/proc`), then its probes as [`Runtime::open`] places them.
-    pub fn attach(pid: u32, now_ns: u64, pending: &mut Vec<Event>, notes: &mut Vec<String>) -> Option<Runtime> {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string());
-        let exe = exe.unwrap_or_default().trim_end_matches(" (deleted)").to_string();
-        let command = crate::target::proc::cmdline(pid);
-        pending.push(Event::Process(crate::event::ProcessInfo { pid, command, exe, start_ns: now_ns }));
-        Runtime::open(pid, pending, notes)
+    pub fn attach(
+        pid: u32,
+        now_ns: u64,
+        pool: bool,
+        pending: &mut Vec<Event>,
+        notes: &mut Vec<String>,
+    ) -> Option<Runtime> {
+        pending.push(process_event(pid, now_ns));
+        Runtime::open(pid, pool, pending, notes)
     }
 
     /// Probes `pid` when its binary has the symbols; the pool and probe events for the session
     /// go to `pending`, and why the probes would not open to `notes`.
-    pub fn open(pid: u32, pending: &mut Vec<Event>, notes: &mut Vec<String>) -> Option<Runtime> {
+    pub fn open(pid: u32, pool: bool, pending: &mut Vec<Event>, notes: &mut Vec<String>) -> Option<Runtime> {
         let probes = super::sites::RuntimeProbes::find(pid)?;
+        let probes = if pool { probes } else { probes.without_pool()? };
         match ProbeEvents::open(pid, &probes) {
             Ok(events) => {
                 if let Some(size) = probes.pool_size {
