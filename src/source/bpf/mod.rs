@@ -18,6 +18,7 @@
 
 mod layout;
 mod runtime;
+mod shared;
 
 use crate::event::{Event, LoopId, LoopTotals, OffCpu, Sample, SampleOrigin};
 use crate::source::perf::PerfOptions;
@@ -26,8 +27,9 @@ use aya::programs::perf_event::{perf_sw_ids, PerfEventScope, PerfTypeId, SampleP
 use aya::programs::{PerfEvent, TracePoint};
 use layout::{kind, phase, Record, Slot, StackKey, SLOTS};
 use runtime::{PoolMaps, ProcessRuntime, Uprobes};
+use shared::Shared;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 /// The compiled program (`build.sh` rebuilds it from `looptop.bpf.c`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("looptop.bpf.o");
@@ -69,84 +71,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// An array map mapped into looptop (`BPF_F_MMAPABLE`): read (and, for slots, seeded) without a
-/// system call.
-struct Shared {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory, accessed through volatile reads and atomics.
-unsafe impl Send for Shared {}
-
-impl Shared {
-    fn map(data: &MapData, len: usize) -> Result<Shared, BpfError> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let page = 4096;
-        let len = len.div_ceil(page) * page;
-        let fd = data.fd().as_fd().as_raw_fd();
-        // SAFETY: mapping a BPF array map's memory, shared, for as long as `Shared` lives.
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(BpfError::Refused {
-                what: "mmap of a map",
-                reason: std::io::Error::last_os_error().to_string(),
-            });
-        }
-        Ok(Shared { ptr: ptr.cast(), len })
-    }
-
-    /// The `i`-th element of `size` bytes (elements of a mapped array are 8-byte aligned).
-    fn at(&self, i: usize, size: usize) -> *mut u8 {
-        let stride = size.div_ceil(8) * 8;
-        assert!((i + 1) * stride <= self.len, "element {i} out of the mapping");
-        // SAFETY: in bounds, checked above.
-        unsafe { self.ptr.add(i * stride) }
-    }
-
-    fn u64_at(&self, i: usize) -> &AtomicU64 {
-        // SAFETY: 8-byte aligned, in bounds, shared with the kernel's atomic adds.
-        unsafe { &*(self.at(i, 8) as *const AtomicU64) }
-    }
-
-    /// A consistent copy of slot `i` (the thread may be writing it: retried while its sequence
-    /// is odd or changes).
-    fn slot(&self, i: usize) -> Slot {
-        let p = self.at(i, std::mem::size_of::<Slot>()) as *const Slot;
-        let mut copy = Slot::default();
-        for _ in 0..4 {
-            // SAFETY: in bounds; a volatile copy of plain integers.
-            let seq = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*p).seq)) };
-            std::sync::atomic::fence(Ordering::Acquire);
-            copy = unsafe { std::ptr::read_volatile(p) };
-            std::sync::atomic::fence(Ordering::Acquire);
-            let again = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*p).seq)) };
-            if seq == again && seq % 2 == 0 {
-                break;
-            }
-        }
-        copy
-    }
-
-    /// Slot `i`'s histogram.
-    fn hist(&self, i: usize) -> Box<[u64]> {
-        let n = looptop_abi::HIST_BUCKETS;
-        let base = self.at(i * n, 8) as *const u64;
-        // SAFETY: a slot's buckets are contiguous and in bounds (`at` checked the first; the
-        // map holds SLOTS × HIST_BUCKETS).
-        (0..n).map(|b| unsafe { std::ptr::read_volatile(base.add(b)) }).collect()
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
 }
 
 /// What looptop last said about a slot's loop.
