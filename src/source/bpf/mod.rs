@@ -37,6 +37,8 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!("looptop.bpf.o");
 /// How often the in-kernel stack counts are read and cleared (ns): each read is a few system
 /// calls per distinct stack, so not every poll.
 const COUNTS_EVERY: u64 = 250_000_000;
+/// Every this many polls (100 ms at the 20 ms poll) the pools and lost counts are read.
+const SLOW_EVERY: u64 = 5;
 
 /// Why the BPF source could not start (the perf source is used instead).
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,8 @@ pub struct BpfSource {
     /// the stack map: a stack map whose buckets are never freed refuses new stacks that collide).
     frames: HashMap<u32, Vec<u64>>,
     counts_at: u64,
+    /// Polls so far.
+    polls: u64,
     lost_seen: u64,
     lost: u64,
     pending: Vec<Event>,
@@ -228,6 +232,7 @@ impl BpfSource {
             loops: HashMap::new(),
             frames: HashMap::new(),
             counts_at: 0,
+            polls: 0,
             lost_seen: 0,
             lost: 0,
             pending: Vec::new(),
@@ -307,13 +312,18 @@ impl BpfSource {
             self.read_counts(now, out);
             self.counts_at = now;
         }
-        let mut lost = 0;
+        // Every poll: the time a process is found gone ends its loops' open ticks.
+        self.end_gone(now, out);
+        // What takes system calls, less often: the pools and the lost counts.
+        self.polls += 1;
+        if !last && self.polls % SLOW_EVERY != 0 {
+            return;
+        }
         for process in self.processes.values_mut() {
             if let Some(runtime) = &mut process.runtime {
                 runtime.poll(&mut self.pool_maps, now, out);
             }
         }
-        self.end_gone(now, out);
         let unslotted = self.unslotted();
         if unslotted > 0 && !self.notes.iter().any(|n| n.contains("found no slot")) {
             self.notes.push(format!(
@@ -322,7 +332,7 @@ impl BpfSource {
             ));
         }
         let kernel_lost: u64 = (0..3).filter_map(|i| self.lost_map.get(&i, 0).ok()).sum();
-        lost += kernel_lost.saturating_sub(self.lost_seen);
+        let lost = kernel_lost.saturating_sub(self.lost_seen);
         self.lost_seen = kernel_lost;
         if lost > 0 {
             self.lost += lost;
