@@ -107,7 +107,8 @@ fn attached_stalls_keep_their_own_stacks_and_the_rest_is_counted_in_the_kernel()
     let folded = String::from_utf8_lossy(&folded.stdout);
     let total: u64 = folded.lines().filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
     assert!(total > n + 5, "{total} samples in all, {n} in the stall:\n{folded}");
-    assert!(report["samples"].as_u64().unwrap_or(0) >= total / 2, "{report:#}");
+    // The report counts what the kernel counted by its count, not as one sample per stack.
+    assert!(report["samples"].as_u64().unwrap_or(0) >= n + 5, "{report:#}");
 }
 
 #[test]
@@ -167,14 +168,17 @@ fn a_program_that_exits_while_attached_ends_the_observation_with_what_it_did() {
     let dir = TempDir::new("bpf-exit");
     let mut target = c_loop(&dir, &[("FIXTURE_EXIT", "7")]);
     let pid = target.id();
-    // No duration: the observation lasts as long as the program.
-    let (out, report) = record_pid(&dir, pid, &[], &[]);
+    // No duration: the observation lasts as long as the program. At a 20 ms threshold: the
+    // program's last tick (a return from its last wait, then exit) lasts well under a
+    // millisecond, and ends when the kernel saw the exit, not when looptop next looked (a poll
+    // later, up to 20 ms, which would make it a stall).
+    let (out, report) = record_pid(&dir, pid, &[], &["--stall-threshold", "20ms"]);
     let status = target.wait();
     assert_eq!(status.code(), Some(7), "the program ran to its own end");
     let text = stderr(&out);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("process {pid} exited")), "{text}");
-    assert_eq!(main_stalls(&report).len(), 2, "{report:#}");
+    assert_eq!(main_stalls(&report).len(), 2, "the busy and the sleeping stall only: {report:#}");
     // Nothing of it stays in the kernel: a second attach to a new program starts clean.
     let dir = TempDir::new("bpf-exit-2");
     let mut again = c_loop(&dir, &[]);

@@ -37,7 +37,7 @@ pub struct Slot {
     pub busy_ns: u64,
     pub idle_ns: u64,
     pub max_busy_ns: u64,
-    pub lost: u64,
+    pub exited_ns: u64,
     pub comm: [u8; 16],
 }
 

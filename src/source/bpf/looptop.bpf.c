@@ -60,7 +60,7 @@ struct slot {
     __u64 busy_ns;
     __u64 idle_ns;
     __u64 max_busy_ns;
-    __u64 lost;    // completed ticks not counted (none today: kept for the layout)
+    __u64 exited_ns; // when the thread exited (sched_process_exit), 0 while it runs
     char comm[16];
 };
 
@@ -330,6 +330,22 @@ WAIT_CALL(epoll_pwait)
 WAIT_CALL(epoll_pwait2)
 WAIT_CALL(poll)
 WAIT_CALL(ppoll)
+
+// A loop thread exits: the time, so that its open tick ends there and not when looptop next
+// looks (a process is found gone at the next poll).
+SEC("tracepoint/sched/sched_process_exit") int on_exit(void *ctx) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    if (!observed(tgid))
+        return 0;
+    struct slot *s = my_slot(tgid, tid, 0);
+    if (!s)
+        return 0;
+    s->seq++;
+    s->exited_ns = bpf_ktime_get_ns();
+    s->seq++;
+    return 0;
+}
 
 // The start of the tick `s` is in, when it is already at least the stall floor old.
 static __always_inline __u64 stalled_tick(struct slot *s, __u64 now) {

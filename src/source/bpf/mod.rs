@@ -153,6 +153,15 @@ impl BpfSource {
                 }
             }
         }
+        // Exact exit times (else a process is found gone at the next poll).
+        if options.ticks {
+            let prog: Option<&mut TracePoint> = ebpf.program_mut("on_exit").and_then(|p| p.try_into().ok());
+            if let Some(prog) = prog {
+                if prog.load().is_ok() {
+                    let _ = prog.attach("sched", "sched_process_exit");
+                }
+            }
+        }
         if options.rate_hz > 0 {
             let prog: &mut PerfEvent = ebpf
                 .program_mut("on_cpu")
@@ -494,16 +503,28 @@ impl BpfSource {
     fn end_gone(&mut self, now: u64, out: &mut Vec<Event>) {
         let gone: Vec<u32> =
             self.processes.keys().copied().filter(|&pid| !crate::target::proc::is_alive(pid, 0)).collect();
+        // When each loop's thread exited, as the kernel side stamped it (else now).
+        let slots = &self.slots;
+        let exited = |i: usize, view: &LoopView| {
+            let s = slots.slot(i);
+            (s.tid == view.id.tid && s.exited_ns != 0 && s.exited_ns <= now).then_some(s.exited_ns)
+        };
         for pid in &gone {
             if let Some(r) = self.processes.remove(pid).and_then(|p| p.runtime) {
                 r.detach(&mut self.ebpf, &mut self.attached, &mut self.pool_maps);
             }
             let _ = self.targets.remove(pid);
             if self.options.ticks {
-                out.push(Event::ProcessExited { pid: *pid, at_ns: now, clean: false });
+                let at_ns = self
+                    .loops
+                    .iter()
+                    .filter(|(_, v)| v.id.pid == *pid && v.id.tid == *pid)
+                    .find_map(|(&i, v)| exited(i, v))
+                    .unwrap_or(now);
+                out.push(Event::ProcessExited { pid: *pid, at_ns, clean: false });
             }
         }
-        for view in self.loops.values_mut().filter(|v| !v.ended) {
+        for (&i, view) in self.loops.iter_mut().filter(|(_, v)| !v.ended) {
             if gone.contains(&view.id.pid) {
                 view.ended = true;
                 continue;
@@ -512,7 +533,8 @@ impl BpfSource {
             if !std::path::Path::new(&path).exists() {
                 view.ended = true;
                 if self.options.ticks {
-                    out.push(Event::LoopEnded { id: view.id, at_ns: now, clean: true });
+                    let at_ns = exited(i, view).unwrap_or(now);
+                    out.push(Event::LoopEnded { id: view.id, at_ns, clean: true });
                 }
             }
         }
