@@ -113,12 +113,19 @@ pub fn hist_bucket(ns: u64) -> usize {
 
 /// The range `[low, high)` of durations (ns) that fall in a bucket.
 pub fn hist_bucket_range(index: usize) -> (u64, u64) {
+    log_linear_range(index, HIST_SUB_BITS)
+}
+
+/// The range `[low, high)` of bucket `index` of a log-linear histogram with `2^sub_bits` buckets
+/// per power of two (the agent's has [`HIST_SUB_BITS`]; the BPF source's pool waits have fewer).
+pub fn log_linear_range(index: usize, sub_bits: u32) -> (u64, u64) {
+    let sub = 1u64 << sub_bits;
     let index = index as u64;
-    if index < HIST_SUB {
+    if index < sub {
         return (index, index + 1);
     }
-    let shift = index / HIST_SUB - 1;
-    let mantissa = index % HIST_SUB + HIST_SUB;
+    let shift = index / sub - 1;
+    let mantissa = index % sub + sub;
     (mantissa << shift, (mantissa + 1) << shift)
 }
 

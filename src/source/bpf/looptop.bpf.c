@@ -184,8 +184,11 @@ static __always_inline int observed(__u32 tgid) {
     return bpf_map_lookup_elem(&targets, &tgid) != 0;
 }
 
-static __always_inline __u32 hist_bucket(__u64 ns) {
-    if (ns < HIST_SUB)
+// The log-linear bucket of `ns` with 2^sub_bits buckets per power of two, exact below 2^sub_bits,
+// the last bucket from 2^(max_exp+1) on (looptop_abi::hist_bucket with its constants).
+static __always_inline __u32 log_linear_bucket(__u64 ns, __u32 sub_bits, __u32 max_exp) {
+    __u64 sub = 1ULL << sub_bits;
+    if (ns < sub)
         return ns;
     __u32 msb = 0;
     __u64 v = ns;
@@ -195,11 +198,14 @@ static __always_inline __u32 hist_bucket(__u64 ns) {
     if (v >> 4) { v >>= 4; msb += 4; }
     if (v >> 2) { v >>= 2; msb += 2; }
     if (v >> 1) { msb += 1; }
-    if (msb > HIST_MAX_EXP)
-        return HIST_BUCKETS - 1;
-    __u32 shift = msb - HIST_SUB_BITS;
-    __u64 mantissa = (ns >> shift) - HIST_SUB;
-    return (shift + 1) * HIST_SUB + mantissa;
+    if (msb > max_exp)
+        return (max_exp - sub_bits + 2) * sub - 1;
+    __u32 shift = msb - sub_bits;
+    return (shift + 1) * sub + ((ns >> shift) - sub);
+}
+
+static __always_inline __u32 hist_bucket(__u64 ns) {
+    return log_linear_bucket(ns, HIST_SUB_BITS, HIST_MAX_EXP);
 }
 
 // The slot of the calling thread, taking a free one when `create`.
@@ -554,20 +560,7 @@ struct pt_regs {
 #define UV_WORK_REQ_OFFSET 88
 
 static __always_inline __u32 wait_bucket(__u64 ns) {
-    if (ns < WAIT_SUB)
-        return ns;
-    __u32 msb = 0;
-    __u64 v = ns;
-    if (v >> 32) { v >>= 32; msb += 32; }
-    if (v >> 16) { v >>= 16; msb += 16; }
-    if (v >> 8) { v >>= 8; msb += 8; }
-    if (v >> 4) { v >>= 4; msb += 4; }
-    if (v >> 2) { v >>= 2; msb += 2; }
-    if (v >> 1) { msb += 1; }
-    if (msb > WAIT_MAX_EXP)
-        return WAIT_BUCKETS - 1;
-    __u32 shift = msb - WAIT_SUB_BITS;
-    return (shift + 1) * WAIT_SUB + ((ns >> shift) - WAIT_SUB);
+    return log_linear_bucket(ns, WAIT_SUB_BITS, WAIT_MAX_EXP);
 }
 
 // The pool of the calling thread's process, when it is observed.

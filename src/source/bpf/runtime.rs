@@ -12,17 +12,10 @@ use std::collections::HashMap;
 
 /// Buckets of the wait histogram (`WAIT_BUCKETS` in the C): 16 per power of two.
 pub const WAIT_SUB_BITS: u32 = 4;
-const WAIT_SUB: u64 = 1 << WAIT_SUB_BITS;
 
 /// The range `[low, high)` of waits (ns) in bucket `b`.
 pub fn wait_range(b: usize) -> (u64, u64) {
-    let b = b as u64;
-    if b < WAIT_SUB {
-        return (b, b + 1);
-    }
-    let shift = b / WAIT_SUB - 1;
-    let mantissa = b % WAIT_SUB + WAIT_SUB;
-    (mantissa << shift, (mantissa + 1) << shift)
+    looptop_abi::log_linear_range(b, WAIT_SUB_BITS)
 }
 
 /// The program that runs at a site of this role.
