@@ -74,7 +74,9 @@ fn a_broken_budget_fails_the_build_and_names_the_code() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let ann: Vec<&str> = stdout.lines().filter(|l| l.starts_with("::error ")).collect();
     assert_eq!(ann.len(), 2, "{stdout}");
-    assert!(ann[0].starts_with("::error file=node/truth.js,line=16,"), "{}", ann[0]);
+    let source = std::fs::read_to_string(fixture("node/truth.js")).unwrap();
+    let line = source.lines().position(|l| l.starts_with("function busy(")).unwrap() + 1;
+    assert!(ann[0].starts_with(&format!("::error file=node/truth.js,line={line},")), "{}", ann[0]);
     assert!(ann[0].contains("title=looptop budget stalls==0 failed::stalls==0: observed 1"), "{}", ann[0]);
     let md = std::fs::read_to_string(&summary).unwrap();
     assert!(md.contains("2 of 4 budgets failed") && md.contains("| ❌ | `stalls==0` | 1 |"), "{md}");
