@@ -59,9 +59,9 @@ fn c_loop(dir: &TempDir, env: &[(&str, &str)]) -> Guarded {
     child
 }
 
-/// `looptop record --pid` (under `wrap`, e.g. a seccomp filter) until the target exits, and the
-/// report of the recording.
-fn record_pid(dir: &TempDir, pid: u32, wrap: &[&str], extra: &[&str]) -> (Output, Value) {
+/// `looptop record --pid` (under `wrap`, e.g. a seccomp filter; with `env`) until the target
+/// exits, and the report of the recording.
+fn record_pid(dir: &TempDir, pid: u32, wrap: &[&str], extra: &[&str], env: &[(&str, &str)]) -> (Output, Value) {
     let rec = dir.path("attach.rec");
     let mut cmd = if wrap.is_empty() {
         looptop()
@@ -70,7 +70,12 @@ fn record_pid(dir: &TempDir, pid: u32, wrap: &[&str], extra: &[&str]) -> (Output
         c.args(&wrap[1..]).arg(env!("CARGO_BIN_EXE_looptop"));
         c
     };
-    let out = cmd.args(["record", "--pid", &pid.to_string(), "-o"]).arg(&rec).args(extra).output_limited();
+    let out = cmd
+        .args(["record", "--pid", &pid.to_string(), "-o"])
+        .arg(&rec)
+        .args(extra)
+        .envs(env.iter().copied())
+        .output_limited();
     let rep = looptop().args(["report", "--json"]).arg(&rec).output_limited();
     (out, serde_json::from_slice(&rep.stdout).unwrap_or(Value::Null))
 }
@@ -81,9 +86,16 @@ fn attached_stalls_keep_their_own_stacks_and_the_rest_is_counted_in_the_kernel()
         return;
     }
     let _machine = machine_wide();
+    // sched_switch from tp_btf (the default where it loads) and from the classic tracepoint.
+    for hooks in ["", "tracepoints"] {
+        stalls_keep_their_stacks(hooks);
+    }
+}
+
+fn stalls_keep_their_stacks(hooks: &str) {
     let dir = TempDir::new("bpf-stacks");
     let mut target = c_loop(&dir, &[]);
-    let (out, report) = record_pid(&dir, target.id(), &[], &[]);
+    let (out, report) = record_pid(&dir, target.id(), &[], &[], &[("LOOPTOP_BPF_HOOKS", hooks)]);
     target.wait();
     let text = stderr(&out);
     assert!(out.status.success(), "{text}");
@@ -96,7 +108,7 @@ fn attached_stalls_keep_their_own_stacks_and_the_rest_is_counted_in_the_kernel()
     let n = stalls[0]["blocker"]["samples"].as_u64().unwrap_or(0);
     assert!(n >= 40, "{n} samples in a 90 ms stall at 997 Hz: {:#}", stalls[0]);
     // The 60 ms sleep: one off-CPU wait, sent when it ended.
-    assert_eq!(stalls[1]["blocker"]["kind"], "sync-wait", "{:#}", stalls[1]);
+    assert_eq!(stalls[1]["blocker"]["kind"], "sync-wait", "hooks {hooks:?}: {:#}", stalls[1]);
     // Everything else was counted in the kernel: the flamegraph of everything has the idle
     // loop's short busy tick too, with more samples than the stalls alone.
     let folded = looptop()
@@ -111,6 +123,42 @@ fn attached_stalls_keep_their_own_stacks_and_the_rest_is_counted_in_the_kernel()
     assert!(report["samples"].as_u64().unwrap_or(0) >= n + 5, "{report:#}");
 }
 
+/// The BPF program types looptop (`pid`) holds: `prog_type` of each descriptor's fdinfo.
+fn program_types(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("prog_type:")).and_then(|v| v.trim().parse().ok()))
+        .collect()
+}
+
+#[test]
+fn context_switches_are_followed_from_tp_btf_unless_the_classic_tracepoint_is_asked_for() {
+    if !perf_permitted("context_switches_are_followed_from_tp_btf_unless_the_classic_tracepoint_is_asked_for") {
+        return;
+    }
+    let _machine = machine_wide();
+    // BPF_PROG_TYPE_TRACING (tp_btf) = 26, BPF_PROG_TYPE_TRACEPOINT = 5.
+    for (hooks, want, not) in [("", 26, 0), ("tracepoints", 5, 26)] {
+        let dir = TempDir::new("bpf-hooks");
+        let mut target = c_loop(&dir, &[]);
+        let mut lt = looptop()
+            .args(["record", "--pid", &target.id().to_string(), "-d", "3s", "-o"])
+            .arg(dir.path("r.rec"))
+            .env("LOOPTOP_BPF_HOOKS", hooks)
+            .stderr(Stdio::null())
+            .spawn_limited();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut types = Vec::new();
+        while std::time::Instant::now() < deadline && !types.contains(&want) {
+            std::thread::sleep(Duration::from_millis(50));
+            types = program_types(lt.id());
+        }
+        lt.wait();
+        target.wait();
+        assert!(types.contains(&want) && !types.contains(&not), "LOOPTOP_BPF_HOOKS={hooks:?}: program types {types:?}");
+    }
+}
+
 #[test]
 fn bpf_refused_falls_back_to_perf_and_perf_refused_to_the_agent_each_saying_why() {
     if !perf_permitted("bpf_refused_falls_back_to_perf_and_perf_refused_to_the_agent_each_saying_why") {
@@ -122,7 +170,7 @@ fn bpf_refused_falls_back_to_perf_and_perf_refused_to_the_agent_each_saying_why(
     // bpf() refused (Docker's default profile): perf events, and one line saying why.
     let dir = TempDir::new("bpf-refused");
     let mut target = c_loop(&dir, &[]);
-    let (out, report) = record_pid(&dir, target.id(), &[exec, "bpf:EPERM", "--"], &[]);
+    let (out, report) = record_pid(&dir, target.id(), &[exec, "bpf:EPERM", "--"], &[], &[]);
     target.wait();
     let text = stderr(&out);
     assert!(out.status.success(), "{text}");
@@ -152,7 +200,8 @@ fn bpf_refused_falls_back_to_perf_and_perf_refused_to_the_agent_each_saying_why(
     // And attaching with neither: exit 3, with the ways out.
     let dir = TempDir::new("bpf-none");
     let mut target = c_loop(&dir, &[]);
-    let (out, _) = record_pid(&dir, target.id(), &[exec, "bpf:EPERM", "perf_event_open:EPERM", "--"], &["-d", "1s"]);
+    let (out, _) =
+        record_pid(&dir, target.id(), &[exec, "bpf:EPERM", "perf_event_open:EPERM", "--"], &["-d", "1s"], &[]);
     let _status = target.wait();
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{text}");
@@ -172,7 +221,7 @@ fn a_program_that_exits_while_attached_ends_the_observation_with_what_it_did() {
     // program's last tick (a return from its last wait, then exit) lasts well under a
     // millisecond, and ends when the kernel saw the exit, not when looptop next looked (a poll
     // later, up to 20 ms, which would make it a stall).
-    let (out, report) = record_pid(&dir, pid, &[], &["--stall-threshold", "20ms"]);
+    let (out, report) = record_pid(&dir, pid, &[], &["--stall-threshold", "20ms"], &[]);
     let status = target.wait();
     assert_eq!(status.code(), Some(7), "the program ran to its own end");
     let text = stderr(&out);
@@ -182,7 +231,7 @@ fn a_program_that_exits_while_attached_ends_the_observation_with_what_it_did() {
     // Nothing of it stays in the kernel: a second attach to a new program starts clean.
     let dir = TempDir::new("bpf-exit-2");
     let mut again = c_loop(&dir, &[]);
-    let (out, report) = record_pid(&dir, again.id(), &[], &[]);
+    let (out, report) = record_pid(&dir, again.id(), &[], &[], &[]);
     again.wait();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(main_stalls(&report).len(), 2, "{report:#}");

@@ -362,6 +362,10 @@ impl Collector {
         let handle = std::thread::Builder::new()
             .name("looptop-collect".into())
             .spawn(move || loop {
+                let every = match &source {
+                    Polled::Perf(k) if matches!(**k, KernelSource::Bpf(_)) => crate::source::bpf::POLL_EVERY,
+                    _ => POLL,
+                };
                 let last = flag.load(Ordering::Acquire);
                 let mut events = Vec::new();
                 source.poll(&mut events, last);
@@ -371,7 +375,7 @@ impl Collector {
                 if last {
                     return source;
                 }
-                std::thread::sleep(POLL);
+                std::thread::sleep(every);
             })
             .context("starting the collector thread")?;
         Ok(Collector { stop, rx, handle })

@@ -84,7 +84,14 @@ struct Process {
     jit: HashMap<u64, Frame>,
     /// [`PerfMap::replaced`] when `jit` was last known current.
     jit_replaced: u64,
+    /// When the mappings were last read for an address outside them.
+    remapped_at: Option<std::time::Instant>,
 }
+
+/// How often an address outside every known mapping makes the mappings be read again: a stack
+/// walked through code without frame pointers yields such addresses in most samples, and
+/// reading `/proc/PID/maps` for each was most of looptop's own CPU while attached.
+const REMAP_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum FileKey {
@@ -185,9 +192,10 @@ impl Symbolizer {
                 out[i] = Some(f.clone());
                 continue;
             }
-            if !remapped && p.maps.find(ip).is_none() {
+            if !remapped && p.maps.find(ip).is_none() && !p.remapped_at.is_some_and(|t| t.elapsed() < REMAP_EVERY) {
                 // Code mapped since the mappings were last read (a library loaded late).
                 p.read_maps(pid, elves);
+                p.remapped_at = Some(std::time::Instant::now());
                 remapped = true;
             }
             match p.maps.find(ip) {
@@ -300,6 +308,7 @@ impl Process {
             named: HashMap::new(),
             jit: HashMap::new(),
             jit_replaced: 0,
+            remapped_at: None,
         }
     }
 

@@ -3,7 +3,9 @@
 //
 // Built by `src/source/bpf/build.sh` (clang -target bpf); the object is committed so that
 // building looptop needs no clang. Needs no kernel headers: the classic tracepoints' records
-// have a stable layout (see /sys/kernel/tracing/events/*/*/format).
+// have a stable layout (see /sys/kernel/tracing/events/*/*/format), and the one kernel structure
+// read (task_struct's pid, in tp_btf/sched_switch) is relocated against the kernel's BTF when
+// loaded (CO-RE); where that program does not load, the classic tracepoint is used.
 //
 // SPDX-License-Identifier: GPL-2.0 (the helpers bpf_get_stackid and bpf_ktime_get_ns need it)
 
@@ -431,31 +433,40 @@ struct sched_switch_args {
     __s32 next_prio;
 };
 
-SEC("tracepoint/sched/sched_switch") int on_switch(struct sched_switch_args *ctx) {
-    if (!off_cpu_enabled)
-        return 0;
-    __u64 now = bpf_ktime_get_ns();
+// Loop threads off the CPU in a tick, i.e. entries in `off_cpu` (approximate: an entry of a thread
+// that exited while away is never taken). While it is 0, a switch-in needs no map lookup: most
+// context switches on the machine are not of the target.
+__u64 off_cpu_pending = 0;
+
+// One context switch (`now` read lazily: most switches are not the target's).
+static __always_inline int switched(void *ctx, __u64 prev_state, __u32 next) {
     // Switch-out: a loop thread in a tick (never one inside its wait call) leaves the CPU to
     // wait. Only a thread that goes to sleep (a state in the low byte: S, D, …): one that is
     // preempted stays runnable, and taking its stacks at every preemption (a pool worker waking
     // on the loop's CPU for each request) cost a busy server a tenth of its throughput.
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 tgid = id >> 32, tid = (__u32)id;
-    if (tid && (ctx->prev_state & 0xff) && observed(tgid)) {
-        struct slot *s = my_slot(tgid, tid, 0);
-        if (s && s->phase == BUSY) {
-            struct switched_out o = {.t = now};
-            take_stacks(ctx, &o.user, &o.kernel);
-            bpf_map_update_elem(&off_cpu, &tid, &o, BPF_ANY);
+    if (prev_state & 0xff) {
+        __u64 id = bpf_get_current_pid_tgid();
+        __u32 tgid = id >> 32, tid = (__u32)id;
+        if (tid && observed(tgid)) {
+            struct slot *s = my_slot(tgid, tid, 0);
+            if (s && s->phase == BUSY) {
+                struct switched_out o = {.t = bpf_ktime_get_ns()};
+                take_stacks(ctx, &o.user, &o.kernel);
+                if (bpf_map_update_elem(&off_cpu, &tid, &o, BPF_ANY) == 0)
+                    __sync_fetch_and_add(&off_cpu_pending, 1);
+            }
         }
     }
     // Switch-in: how long it was away.
-    __u32 next = ctx->next_pid;
+    if (!off_cpu_pending)
+        return 0;
     struct switched_out *o = bpf_map_lookup_elem(&off_cpu, &next);
     if (!o)
         return 0;
     struct switched_out out = *o;
-    bpf_map_delete_elem(&off_cpu, &next);
+    if (bpf_map_delete_elem(&off_cpu, &next) == 0)
+        __sync_fetch_and_add(&off_cpu_pending, -1);
+    __u64 now = bpf_ktime_get_ns();
     if (now < out.t)
         return 0;
     __u32 *idx = bpf_map_lookup_elem(&slot_of, &next);
@@ -485,6 +496,27 @@ SEC("tracepoint/sched/sched_switch") int on_switch(struct sched_switch_args *ctx
     struct stack_key k = {.tgid = s->tgid, .tid = next, .user = out.user, .kernel = out.kernel, .off_cpu = 1, .pad = 0};
     add_count(&k, now - out.t);
     return 0;
+}
+
+// The classic tracepoint: works everywhere, but the kernel formats a record for it at every
+// context switch on the machine before the program runs.
+SEC("tracepoint/sched/sched_switch") int on_switch(struct sched_switch_args *ctx) {
+    if (!off_cpu_enabled)
+        return 0;
+    return switched(ctx, ctx->prev_state, ctx->next_pid);
+}
+
+// The same from the raw tracepoint with BTF (kernel 5.18+: prev_state is its fourth argument):
+// no record formatted, a few loads per switch that is not the target's.
+struct task_struct {
+    int pid;
+} __attribute__((preserve_access_index));
+
+SEC("tp_btf/sched_switch") int on_switch_btf(__u64 *ctx) {
+    if (!off_cpu_enabled)
+        return 0;
+    struct task_struct *next = (struct task_struct *)ctx[2];
+    return switched(ctx, (__u32)ctx[3], next->pid);
 }
 
 // ---- The libuv pool and V8's GC, from uprobes (src/source/perf/sites.rs finds the sites) ----

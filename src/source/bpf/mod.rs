@@ -16,6 +16,8 @@
 //! The program is compiled from `looptop.bpf.c` by `build.sh` and committed (`looptop.bpf.o`),
 //! so building looptop needs no clang; a test checks that the object matches its source.
 
+mod batch;
+mod hooks;
 mod layout;
 mod runtime;
 mod shared;
@@ -37,8 +39,12 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!("looptop.bpf.o");
 /// How often the in-kernel stack counts are read and cleared (ns): each read is a few system
 /// calls per distinct stack, so not every poll.
 const COUNTS_EVERY: u64 = 250_000_000;
-/// Every this many polls (100 ms at the 20 ms poll) the pools and lost counts are read.
-const SLOW_EVERY: u64 = 5;
+/// How often gone processes (/proc), the pools and the lost counts are read (ns).
+const SLOW_EVERY: u64 = 100_000_000;
+/// How often looptop needs to poll this source: the kernel stamps every time, and the ring
+/// holds far more than this long of records, so polling is only for how fresh the numbers
+/// look (a stall in progress in the live view). Each wake-up costs looptop's own CPU.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Why the BPF source could not start (the perf source is used instead).
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +108,8 @@ pub struct BpfSource {
     hist: Shared,
     records: RingBuf<MapData>,
     counts: BpfHashMap<MapData, StackKey, u64>,
+    /// `counts`' descriptor, for the batch reads (owned by `counts`).
+    counts_fd: std::os::fd::RawFd,
     stacks: StackTraceMap<MapData>,
     lost_map: Array<MapData, u64>,
     options: PerfOptions,
@@ -113,7 +121,7 @@ pub struct BpfSource {
     frames: HashMap<u32, Vec<u64>>,
     counts_at: u64,
     /// Polls so far.
-    polls: u64,
+    slow_at: u64,
     lost_seen: u64,
     lost: u64,
     pending: Vec<Event>,
@@ -137,22 +145,7 @@ impl BpfSource {
             .set_global("off_cpu_enabled", &off_cpu, true)
             .load(OBJECT)
             .map_err(|e| refused("loading the program")(chain(&e)))?;
-        for (call, _) in crate::source::perf::ticks::WAIT_CALLS {
-            for (dir, prefix) in [("enter", "enter_"), ("exit", "exit_")] {
-                let name = format!("{prefix}{call}");
-                let prog: &mut TracePoint = ebpf
-                    .program_mut(&name)
-                    .and_then(|p| p.try_into().ok())
-                    .ok_or_else(|| BpfError::Refused { what: "the program", reason: format!("{name} is missing") })?;
-                prog.load().map_err(|e| refused("loading a tracepoint program")(chain(&e)))?;
-                // An older kernel without epoll_pwait2 has no such tracepoint: not a refusal.
-                if let Err(e) = prog.attach("syscalls", &format!("sys_{dir}_{call}")) {
-                    if call != "epoll_pwait2" {
-                        return Err(refused("attaching to a wait call")(chain(&e)));
-                    }
-                }
-            }
-        }
+        hooks::attach_wait_calls(&mut ebpf)?;
         // Exact exit times (else a process is found gone at the next poll).
         if options.ticks {
             let prog: Option<&mut TracePoint> = ebpf.program_mut("on_exit").and_then(|p| p.try_into().ok());
@@ -181,12 +174,7 @@ impl BpfSource {
                 .map_err(|e| refused("attaching the sampler")(chain(&e)))?;
             }
             if off_cpu == 1 {
-                let prog: &mut TracePoint = ebpf
-                    .program_mut("on_switch")
-                    .and_then(|p| p.try_into().ok())
-                    .ok_or_else(|| refused("the program")("on_switch is missing".into()))?;
-                prog.load().map_err(|e| refused("loading the off-CPU program")(chain(&e)))?;
-                prog.attach("sched", "sched_switch").map_err(|e| refused("attaching to sched_switch")(chain(&e)))?;
+                hooks::attach_switch(&mut ebpf)?;
             }
         }
         // The pool and GC uprobes, for a process without the agent (its probe does that work).
@@ -215,6 +203,12 @@ impl BpfSource {
                 other => Err(refused("a map")(format!("{other:?} is not an array"))),
             }
         };
+        let counts = take(&mut ebpf, "counts")?;
+        let counts_fd = match &counts {
+            aya::maps::Map::HashMap(d) => std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(d.fd())),
+            other => return Err(refused("a map")(format!("{other:?} is not a hash map"))),
+        };
+        let counts = BpfHashMap::try_from(counts).map_err(map_err)?;
         let slot_count = Shared::map(&data(take(&mut ebpf, "slot_count")?)?, 16)?;
         let slots = Shared::map(&data(take(&mut ebpf, "slots")?)?, SLOTS * std::mem::size_of::<Slot>())?;
         let hist = Shared::map(&data(take(&mut ebpf, "hist")?)?, SLOTS * looptop_abi::HIST_BUCKETS * 8)?;
@@ -222,7 +216,8 @@ impl BpfSource {
             targets: BpfHashMap::try_from(take(&mut ebpf, "targets")?).map_err(map_err)?,
             slot_of: BpfHashMap::try_from(take(&mut ebpf, "slot_of")?).map_err(map_err)?,
             records: RingBuf::try_from(take(&mut ebpf, "records")?).map_err(map_err)?,
-            counts: BpfHashMap::try_from(take(&mut ebpf, "counts")?).map_err(map_err)?,
+            counts,
+            counts_fd,
             stacks: StackTraceMap::try_from(take(&mut ebpf, "stacks")?).map_err(map_err)?,
             lost_map: Array::try_from(take(&mut ebpf, "lost")?).map_err(map_err)?,
             pool_maps: PoolMaps {
@@ -241,7 +236,7 @@ impl BpfSource {
             loops: HashMap::new(),
             frames: HashMap::new(),
             counts_at: 0,
-            polls: 0,
+            slow_at: 0,
             lost_seen: 0,
             lost: 0,
             pending: Vec::new(),
@@ -321,11 +316,17 @@ impl BpfSource {
             self.read_counts(now, out);
             self.counts_at = now;
         }
-        // Every poll: the time a process is found gone ends its loops' open ticks.
-        self.end_gone(now, out);
-        // What takes system calls, less often: the pools and the lost counts.
-        self.polls += 1;
-        if !last && self.polls % SLOW_EVERY != 0 {
+        // What takes system calls, less often: gone processes (/proc), the pools and the lost
+        // counts. A loop thread's exit is stamped in its slot by the kernel side, so its open
+        // tick ends at the exit whenever it is found; one that exited is looked for at once.
+        let slow = last || now.saturating_sub(self.slow_at) >= SLOW_EVERY;
+        if slow {
+            self.slow_at = now;
+        }
+        if slow || self.a_loop_exited() {
+            self.end_gone(now, out);
+        }
+        if !slow {
             return;
         }
         for process in self.processes.values_mut() {
@@ -469,11 +470,17 @@ impl BpfSource {
     }
 
     fn read_counts(&mut self, now: u64, out: &mut Vec<Event>) {
-        let keys: Vec<StackKey> = self.counts.keys().filter_map(Result::ok).collect();
+        let taken = batch::take_counts(self.counts_fd).unwrap_or_else(|| {
+            let keys: Vec<StackKey> = self.counts.keys().filter_map(Result::ok).collect();
+            let taken: Vec<(StackKey, u64)> =
+                keys.into_iter().filter_map(|k| self.counts.get(&k, 0).ok().map(|v| (k, v))).collect();
+            for (k, _) in &taken {
+                let _ = self.counts.remove(k);
+            }
+            taken
+        });
         let mut samples = Vec::new();
-        for key in keys {
-            let Ok(value) = self.counts.get(&key, 0) else { continue };
-            let _ = self.counts.remove(&key);
+        for (key, value) in taken {
             if value == 0 || !self.processes.contains_key(&key.tgid) {
                 continue;
             }
@@ -497,6 +504,14 @@ impl BpfSource {
         for (id, _) in self.frames.drain() {
             let _ = self.stacks.remove(&id);
         }
+    }
+
+    /// Whether the kernel side stamped the exit of a loop thread not yet ended.
+    fn a_loop_exited(&self) -> bool {
+        self.loops.iter().any(|(&i, v)| {
+            let s = self.slots.slot(i);
+            !v.ended && s.tid == v.id.tid && s.exited_ns != 0
+        })
     }
 
     /// Ends the loops of threads and processes that are gone.
