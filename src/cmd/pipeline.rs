@@ -27,6 +27,10 @@ pub struct Pipeline {
     /// frames to intern them) was most of looptop's own CPU at 997 Hz.
     ids: HashMap<(u32, u64), u32, BuildIpHasher>,
     ids_epoch: u64,
+    /// The same for addresses nothing names yet (JIT code without a perf map: most of a Node
+    /// server's frames when attached), valid while the process's
+    /// [`Symbolizer::generation`] is the one stored with each.
+    unnamed: HashMap<(u32, u64), (u32, u64), BuildIpHasher>,
     /// When each process's mappings and perf map were last read (ns).
     observed: std::collections::HashMap<u32, u64>,
 }
@@ -42,6 +46,7 @@ impl Pipeline {
             observed: Default::default(),
             ids: HashMap::default(),
             ids_epoch: 0,
+            unnamed: HashMap::default(),
         }
     }
 
@@ -127,20 +132,27 @@ impl Pipeline {
             .map(|(i, &ip)| if i > 0 && ip < KERNEL_ADDRESS_MIN && ip > 0 { ip - 1 } else { ip })
             .collect();
         self.sync_ids();
-        let mut stack: Vec<u32> =
-            ips.iter().map(|&ip| self.ids.get(&(s.pid, ip)).copied().unwrap_or(u32::MAX)).collect();
+        let generation = self.symbolizer.generation(s.pid);
+        let known = |ip: u64| {
+            let key = (s.pid, ip);
+            self.ids.get(&key).copied().or_else(|| self.unnamed.get(&key).filter(|u| u.1 == generation).map(|u| u.0))
+        };
+        let mut stack: Vec<u32> = ips.iter().map(|&ip| known(ip).unwrap_or(u32::MAX)).collect();
         let missing: Vec<usize> = (0..ips.len()).filter(|&i| stack[i] == u32::MAX).collect();
         if !missing.is_empty() {
             let unnamed: Vec<u64> = missing.iter().map(|&i| ips[i]).collect();
             let frames = self.symbolizer.symbolize(s.pid, &unnamed);
             // Naming may have read a newer perf map: what was cached before is stale.
             self.sync_ids();
+            let generation = self.symbolizer.generation(s.pid);
             let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
             for (&i, f) in missing.iter().zip(frames) {
                 let settled = f.is_settled();
                 let id = stacks.intern(f, |f: &Frame| source_of(symbolizer, s.pid, f));
                 if settled {
                     self.ids.insert((s.pid, ips[i]), id);
+                } else {
+                    self.unnamed.insert((s.pid, ips[i]), (id, generation));
                 }
                 stack[i] = id;
             }
@@ -166,6 +178,7 @@ impl Pipeline {
     fn sync_ids(&mut self) {
         if self.symbolizer.epoch() != self.ids_epoch {
             self.ids.clear();
+            self.unnamed.clear();
             self.ids_epoch = self.symbolizer.epoch();
         }
     }

@@ -7,6 +7,7 @@
 use super::frame::{Frame, FrameKind};
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Sym, Symbolized, Symbolizer};
+use std::ops::Range;
 use std::path::Path;
 
 /// blazesym, set up for ELF files.
@@ -32,20 +33,56 @@ impl Native {
     /// Frames for `offsets` in the ELF file at `path` (`module` is the path the process knew it
     /// by); `None` where no symbol covers an offset. An unreadable file names nothing. DWARF is
     /// read only when `lines` is set too: it names further files (debug links) that blazesym
-    /// would open by name.
-    pub(crate) fn symbolize(&self, path: &Path, module: &str, offsets: &[u64], lines: bool) -> Vec<Option<Frame>> {
+    /// would open by name. Each frame comes with the file offsets its whole symbol covers when
+    /// the frame holds for all of them (a name without a line).
+    pub(crate) fn symbolize(
+        &self,
+        path: &Path,
+        module: &str,
+        offsets: &[u64],
+        lines: bool,
+    ) -> Vec<Option<(Frame, Option<Range<u64>>)>> {
         let mut elf = Elf::new(path);
         elf.debug_syms = self.lines && lines;
         match self.blaze.symbolize(&Source::Elf(elf), Input::FileOffset(offsets)) {
             Ok(syms) => syms
                 .into_iter()
-                .map(|s| match s {
-                    Symbolized::Sym(sym) => Some(frame(&sym, module)),
+                .zip(offsets)
+                .map(|(s, &at)| match s {
+                    Symbolized::Sym(sym) => {
+                        let f = frame(&sym, module);
+                        let whole = f.line.is_none() && f.file.is_none();
+                        let start = at.checked_sub(sym.offset as u64);
+                        let range = match (whole, start, sym.size) {
+                            (true, Some(start), Some(size)) if size > 0 => Some(start..start + size as u64),
+                            _ => None,
+                        };
+                        Some((f, range))
+                    }
                     Symbolized::Unknown(_) => None,
                 })
                 .collect(),
             Err(_) => vec![None; offsets.len()],
         }
+    }
+}
+
+/// Functions of one ELF file already named, by the file offsets they cover: an address in a
+/// known function is named without asking blazesym (a Node server's samples land on thousands
+/// of distinct return addresses in the few hundred V8 functions they run).
+#[derive(Debug, Default)]
+pub(crate) struct Ranges(std::collections::BTreeMap<u64, (u64, Frame)>);
+
+impl Ranges {
+    /// The frame of the function covering `offset`, named for `module`.
+    pub(crate) fn get(&self, offset: u64, module: &str) -> Option<Frame> {
+        let (_, (end, f)) = self.0.range(..=offset).next_back()?;
+        (offset < *end).then(|| Frame { module: Some(module.to_string()), ..f.clone() })
+    }
+
+    /// Remembers that `frame` names all of `range`.
+    pub(crate) fn insert(&mut self, range: Range<u64>, frame: &Frame) {
+        self.0.insert(range.start, (range.end, frame.clone()));
     }
 }
 
@@ -109,6 +146,20 @@ pub(crate) fn demangle(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_function_named_once_names_every_address_in_it() {
+        let f = Frame { name: "v8::internal::Run".into(), module: Some("/a/node".into()), ..Frame::unknown(None) };
+        let mut r = Ranges::default();
+        r.insert(0x1000..0x1080, &f);
+        assert_eq!(
+            r.get(0x1000, "/b/node").map(|f| (f.name, f.module)),
+            Some((f.name.clone(), Some("/b/node".into())))
+        );
+        assert!(r.get(0x107f, "/a/node").is_some());
+        assert!(r.get(0x1080, "/a/node").is_none());
+        assert!(r.get(0xfff, "/a/node").is_none());
+    }
 
     #[test]
     fn tidies_paths() {

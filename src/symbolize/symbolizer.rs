@@ -4,7 +4,7 @@
 use super::frame::Frame;
 use super::kernel::{Kallsyms, KERNEL_MODULE};
 use super::maps::{Backing, Mapping, Maps};
-use super::native::Native;
+use super::native::{Native, Ranges};
 use super::perfmap::PerfMap;
 use super::source::SourceCache;
 use super::v8name;
@@ -86,6 +86,8 @@ struct Process {
     jit_replaced: u64,
     /// When the mappings were last read for an address outside them.
     remapped_at: Option<std::time::Instant>,
+    /// Counts the readings of its mappings and perf map that found something new.
+    generation: u64,
 }
 
 /// How often an address outside every known mapping makes the mappings be read again: a stack
@@ -119,6 +121,8 @@ struct ElfFile {
     /// Whether its DWARF (and debug links, which name further files) may be read: not for
     /// another user's process, whose files could name a FIFO or another user's file.
     lines: bool,
+    /// Its functions named so far.
+    ranges: std::sync::Mutex<Ranges>,
 }
 
 impl Symbolizer {
@@ -145,7 +149,7 @@ impl Symbolizer {
     /// gone.
     pub fn observe(&mut self, pid: u32) {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let start_time = read_start_time(&proc_dir);
+        let start_time = crate::target::proc::state_and_start(&proc_dir).map(|(_, start)| start);
         if let (Some(p), Some(now)) = (self.procs.get(&pid), start_time) {
             if p.start_time.is_some_and(|then| then != now) {
                 // The pid was reused: forget the old process.
@@ -158,6 +162,12 @@ impl Symbolizer {
         if p.perf_map.open() && p.refresh_perf_map() {
             self.epoch += 1;
         }
+    }
+
+    /// Changes whenever process `pid`'s mappings or perf map were read and may name an address
+    /// that was nameless before.
+    pub fn generation(&self, pid: u32) -> u64 {
+        self.procs.get(&pid).map_or(0, |p| p.generation)
     }
 
     /// Changes whenever a name given earlier for an address may no longer hold (see
@@ -207,6 +217,12 @@ impl Symbolizer {
                     match p.files.get(&key).cloned().flatten() {
                         Some(elf) => {
                             let offset = (ip - m.start).wrapping_add(m.offset);
+                            let known = elf.ranges.lock().ok().and_then(|r| r.get(offset, path));
+                            if let Some(f) = known {
+                                p.named.insert(ip, f.clone());
+                                out[i] = Some(f);
+                                continue;
+                            }
                             let module = path.clone();
                             let b = batches.entry(elf.path.clone()).or_insert_with(|| Batch {
                                 elf,
@@ -251,8 +267,17 @@ impl Symbolizer {
             let offsets: Vec<u64> = addrs.iter().map(|a| a.1).collect();
             let frames = native.symbolize(&elf.path, &module, &offsets, elf.lines);
             let Some(p) = process.as_deref_mut() else { break };
+            let mut ranges = elf.ranges.lock().ok();
             for ((ip, _, i), f) in addrs.into_iter().zip(frames) {
-                let f = f.unwrap_or_else(|| Frame::unknown(Some(module.to_string())));
+                let f = match f {
+                    Some((f, range)) => {
+                        if let (Some(r), Some(range)) = (ranges.as_deref_mut(), range) {
+                            r.insert(range, &f);
+                        }
+                        f
+                    }
+                    None => Frame::unknown(Some(module.to_string())),
+                };
                 p.named.insert(ip, f.clone());
                 out[i] = Some(f);
             }
@@ -309,6 +334,7 @@ impl Process {
             jit: HashMap::new(),
             jit_replaced: 0,
             remapped_at: None,
+            generation: 0,
         }
     }
 
@@ -318,6 +344,7 @@ impl Process {
         if let Ok(text) = std::fs::read_to_string(proc_dir.join("maps")) {
             self.maps.update(&text);
             self.open_files(pid, &proc_dir, elves);
+            self.generation += 1;
         }
     }
 
@@ -325,7 +352,9 @@ impl Process {
     /// (and says so).
     fn refresh_perf_map(&mut self) -> bool {
         // An unreadable map names nothing more: its addresses stay unknown.
-        let _ = self.perf_map.refresh();
+        if self.perf_map.refresh().unwrap_or(false) {
+            self.generation += 1;
+        }
         if self.perf_map.replaced() != self.jit_replaced {
             self.jit.clear();
             self.jit_replaced = self.perf_map.replaced();
@@ -361,7 +390,7 @@ impl Process {
                     return Some(elf);
                 }
                 let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-                let elf = Arc::new(ElfFile { path, _fd: f, lines });
+                let elf = Arc::new(ElfFile { path, _fd: f, lines, ranges: Default::default() });
                 elves.retain(|_, e| e.strong_count() > 0);
                 elves.insert(id, Arc::downgrade(&elf));
                 Some(elf)
@@ -370,13 +399,6 @@ impl Process {
         }
         self.files.extend(new);
     }
-}
-
-/// Field 22 of `/proc/PID/stat`, counted after the command name (which may hold spaces).
-fn read_start_time(proc_dir: &Path) -> Option<u64> {
-    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 /// The pid in the process's own namespace: the last value of `NSpid:` in `/proc/PID/status`.

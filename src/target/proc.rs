@@ -1,16 +1,28 @@
 //! Facts about a process from `/proc`: alive or not, command line, thread names, runtime.
 
 use procfs::process::Process;
+use std::path::Path;
 
 /// Whether `pid` is the same live process that started at `start_time_ticks` (0: don't check).
-/// Zombies count as dead: they run no loop any more.
+/// Zombies count as dead: they run no loop any more. One read of `/proc/PID/stat`, parsed in
+/// place: looptop asks this several times a second while attached.
 pub fn is_alive(pid: u32, start_time_ticks: u64) -> bool {
-    let Ok(p) = Process::new(pid as i32) else { return false };
-    let Ok(stat) = p.stat() else { return false };
-    if stat.state == 'Z' || stat.state == 'X' {
-        return false;
+    match state_and_start(Path::new(&format!("/proc/{pid}"))) {
+        Some((b'Z' | b'X', _)) | None => false,
+        Some((_, start)) => start_time_ticks == 0 || start == start_time_ticks,
     }
-    start_time_ticks == 0 || stat.starttime == start_time_ticks
+}
+
+/// The state letter (field 3) and start time in clock ticks (field 22) from `stat` in a
+/// process's `/proc` directory, counted after the command name (which may hold spaces and
+/// parentheses).
+pub fn state_and_start(proc_dir: &Path) -> Option<(u8, u64)> {
+    let stat = std::fs::read(proc_dir.join("stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let mut fields = stat[close + 1..].split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    let start = std::str::from_utf8(fields.nth(18)?).ok()?.parse().ok()?;
+    Some((state, start))
 }
 
 /// The command line of `pid`, empty when unreadable.
