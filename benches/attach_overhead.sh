@@ -6,7 +6,9 @@
 # back on (LOOPTOP_NO_BPF=1), in rotating rounds (a fresh server per run, the order rotated
 # every round); and
 # looptop's own CPU (utime+stime from /proc/PID/stat over the load window) and peak RSS (VmHWM)
-# while attached. Needs root or CAP_PERFMON (perf). Usage: benches/attach_overhead.sh [rounds] [seconds]
+# while attached. A fourth variant, `floor`, is the sampling alone as perf itself does it
+# (`perf record -e cpu-clock -a` at the same period, no stacks, no ticks): what any CPU-wide
+# profiler at 997 Hz costs this server on this machine. Needs root or CAP_PERFMON (perf). Usage: benches/attach_overhead.sh [rounds] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -64,7 +66,11 @@ measure() { # plain|bpf|perf
   port=$(awk '/listening/ {print $2}' "$work/srv.out")
   [ -n "$port" ] || fail "the server did not start"
   $pin1 node benches/http_load.js "$port" 1 16 >/dev/null # warm-up (before attaching)
-  if [ "$1" != plain ]; then
+  if [ "$1" = floor ]; then
+    perf record -q -e cpu-clock -a -c $((1000000000 / 997)) -o "$work/floor.data" >/dev/null 2>&1 &
+    lt_pid=$!
+    sleep 1
+  elif [ "$1" != plain ]; then
     rm -f "$work/r.rec"
     local nobpf=""
     [ "$1" = perf ] && nobpf=1
@@ -86,7 +92,10 @@ measure() { # plain|bpf|perf
   load_pid=$!
   wait "$load_pid"; load_pid=""
   res=$(cat "$work/load.out")
-  if [ "$1" != plain ]; then
+  if [ "$1" = floor ]; then
+    kill -TERM "$lt_pid" 2>/dev/null; wait "$lt_pid" 2>/dev/null || true
+    lt_pid=""; rm -f "$work/floor.data"
+  elif [ "$1" != plain ]; then
     kill -0 "$lt_pid" 2>/dev/null || fail "looptop record --pid exited during the load"
     c1=$(cpu_ticks "$lt_pid"); t1=$(now)
     hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$lt_pid/status")
@@ -105,14 +114,16 @@ measure() { # plain|bpf|perf
 rps_plain=(); p99_plain=()
 declare -A rps p99 ratios cpus hwms
 echo "node HTTP server, 16 connections, $secs s x $rounds rotating rounds; looptop record --mode perf --pid (997 Hz), BPF and perf events"
-orders=("plain bpf perf" "bpf perf plain" "perf plain bpf")
+orders=("plain bpf perf floor" "bpf perf floor plain" "perf floor plain bpf" "floor plain bpf perf")
 for r in $(seq "$rounds"); do
-  order=${orders[$(( (r - 1) % 3 ))]}
+  order=${orders[$(( (r - 1) % 4 ))]}
   declare -A got=()
   for v in $order; do
     measure "$v"
     if [ "$v" = plain ]; then
       rp=${res% *}; rps_plain+=("$rp"); p99_plain+=("${res#* }")
+    elif [ "$v" = floor ]; then
+      got[$v]=${res% *}
     else
       got[$v]=${res% *}
       rps[$v]+="${res% *} "; p99[$v]+="${res#* } "; cpus[$v]+="$cpu "; hwms[$v]+="$hwm "
@@ -121,7 +132,7 @@ for r in $(seq "$rounds"); do
     fi
   done
   line="  round $r ($order): plain $rp req/s"
-  for v in bpf perf; do
+  for v in bpf perf floor; do
     ratio=$(awk -v a="${got[$v]}" -v b="$rp" 'BEGIN{printf "%.3f", a/b}')
     ratios[$v]+="$ratio "
     line+="  $v ratio $ratio"
@@ -144,3 +155,6 @@ for v in bpf perf; do
   result perf_mode "looptop CPU while attached, $name" "% of a core" "${C[*]}" "<= 1 %" "$(meets "$(median "${C[*]}")" "<=" 1)"
   result perf_mode "looptop VmHWM attached, $name" MB "$(for k in "${H[@]}"; do awk -v k="$k" 'BEGIN{printf "%.1f ", k/1024}'; done)" "<= 64 MB" "$(meets "$(awk -v k="$(maxof "${H[@]}")" 'BEGIN{printf "%.1f", k/1024}')" "<=" 64)"
 done
+read -ra Q <<<"${ratios[floor]}"
+echo "  floor (perf record -e cpu-clock -a, 997 Hz, no stacks): ratio $(median "${Q[@]}") ($(minmax "${Q[@]}"))"
+result perf_mode "throughput ratio, perf record -e cpu-clock -a at 997 Hz without stacks (the floor)" ratio "${Q[*]}"

@@ -410,6 +410,8 @@ struct Run {
     end: u64,
     /// Records perf mode lost (ticks, samples).
     dropped: u64,
+    /// What the kernel source says of what it lost, when it lost anything.
+    lost_note: Option<String>,
     /// What perf mode could not observe (e.g. uprobes refused).
     unseen: Vec<String>,
     /// Perf mode's source once stopped, to close after the results are out.
@@ -449,6 +451,7 @@ impl Run {
             origin,
             end: origin,
             dropped: 0,
+            lost_note: None,
             unseen: Vec::new(),
             closing: None,
             gone: None,
@@ -518,6 +521,7 @@ impl Run {
                 Polled::Perf(mut p) => {
                     p.disable();
                     self.dropped = p.lost();
+                    self.lost_note = p.lost_note();
                     self.unseen = p.notes().to_vec();
                     self.closing = Some(p);
                 }
@@ -558,12 +562,9 @@ impl Run {
                 if self.pipeline.session.stacks().is_empty() { "" } else { " (its CPU stacks are still shown)" }
             ));
         }
-        if self.dropped > 0 {
-            w.push(format!(
-                "perf lost {} records (its rings were full): ticks or stacks around them are missing",
-                self.dropped
-            ));
-        }
+        w.extend(self.lost_note.clone());
+        // The stacks added to the agent's ticks.
+        w.extend(self.perf.source.as_ref().and_then(KernelSource::lost_note));
         w
     }
 

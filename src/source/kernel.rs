@@ -76,6 +76,16 @@ impl KernelSource {
         }
     }
 
+    /// One sentence on what was lost and what that means, when anything was.
+    pub fn lost_note(&self) -> Option<String> {
+        match self {
+            KernelSource::Bpf(b) => b.lost_note(),
+            KernelSource::Perf(p) => (p.lost() > 0).then(|| {
+                format!("perf lost {} records (its rings were full): ticks or stacks around them are missing", p.lost())
+            }),
+        }
+    }
+
     /// `bpf` or `perf`: which one runs.
     pub fn name(&self) -> &'static str {
         match self {

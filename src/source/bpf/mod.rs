@@ -17,10 +17,14 @@
 //! so building looptop needs no clang; a test checks that the object matches its source.
 
 mod batch;
+mod error;
 mod hooks;
 mod layout;
 mod runtime;
 mod shared;
+
+pub use error::BpfError;
+use error::{chain, refused};
 
 use crate::event::{Event, LoopId, LoopTotals, OffCpu, Sample, SampleOrigin};
 use crate::source::perf::PerfOptions;
@@ -36,6 +40,9 @@ use std::sync::atomic::Ordering;
 /// The compiled program (`build.sh` rebuilds it from `looptop.bpf.c`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("looptop.bpf.o");
 
+/// Index of the `lost` counter of stacks the stack map had no room for (see `looptop.bpf.c`).
+const LOST_STACK: usize = 1;
+
 /// How often the in-kernel stack counts are read and cleared (ns): each read is a few system
 /// calls per distinct stack, so not every poll.
 const COUNTS_EVERY: u64 = 250_000_000;
@@ -45,41 +52,6 @@ const SLOW_EVERY: u64 = 100_000_000;
 /// holds far more than this long of records, so polling is only for how fresh the numbers
 /// look (a stall in progress in the live view). Each wake-up costs looptop's own CPU.
 pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Why the BPF source could not start (the perf source is used instead).
-#[derive(Debug, thiserror::Error)]
-pub enum BpfError {
-    /// The kernel refused to load or attach a program or map (no CAP_BPF/CAP_PERFMON, seccomp,
-    /// an old kernel).
-    #[error("the kernel refused BPF ({what}: {reason})")]
-    Refused {
-        /// What was refused.
-        what: &'static str,
-        /// The kernel's or aya's words.
-        reason: String,
-    },
-    /// Turned off by `LOOPTOP_NO_BPF`.
-    #[error("BPF is turned off (LOOPTOP_NO_BPF is set)")]
-    Off,
-}
-
-fn refused(what: &'static str) -> impl FnOnce(String) -> BpfError {
-    move |reason| BpfError::Refused { what, reason }
-}
-
-/// An error and its causes, as one line ("…: Operation not permitted (os error 1)").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text = format!("{text}: {more}");
-        }
-        cause = c.source();
-    }
-    text
-}
 
 /// What looptop last said about a slot's loop.
 struct LoopView {
@@ -122,7 +94,8 @@ pub struct BpfSource {
     counts_at: u64,
     /// Polls so far.
     slow_at: u64,
-    lost_seen: u64,
+    /// The kernel side's `lost` counters as last read (ring, stack, counts).
+    lost_by: [u64; 3],
     lost: u64,
     pending: Vec<Event>,
     notes: Vec<String>,
@@ -237,7 +210,7 @@ impl BpfSource {
             frames: HashMap::new(),
             counts_at: 0,
             slow_at: 0,
-            lost_seen: 0,
+            lost_by: [0; 3],
             lost: 0,
             pending: Vec::new(),
             notes,
@@ -341,12 +314,16 @@ impl BpfSource {
                  are not timed"
             ));
         }
-        let kernel_lost: u64 = (0..3).filter_map(|i| self.lost_map.get(&i, 0).ok()).sum();
-        let lost = kernel_lost.saturating_sub(self.lost_seen);
-        self.lost_seen = kernel_lost;
-        if lost > 0 {
-            self.lost += lost;
-            out.push(Event::Dropped { count: lost });
+        // Records the ring had no room for and samples the counts had no room for are lost;
+        // a sample whose user stack found no room in the stack map still counts (without it).
+        for (i, seen) in self.lost_by.iter_mut().enumerate() {
+            let now = self.lost_map.get(&(i as u32), 0).unwrap_or(*seen);
+            let more = now.saturating_sub(*seen);
+            *seen = now;
+            if more > 0 && i != LOST_STACK {
+                self.lost += more;
+                out.push(Event::Dropped { count: more });
+            }
         }
     }
 
@@ -571,9 +548,14 @@ impl BpfSource {
         &self.notes
     }
 
-    /// Records or stacks lost so far (ring buffer or maps full, runtime probes' rings).
+    /// Records and samples lost so far (the ring buffer or the counts full).
     pub fn lost(&self) -> u64 {
         self.lost
+    }
+
+    /// What was lost, in one sentence, when anything was.
+    pub fn lost_note(&self) -> Option<String> {
+        lost_sentence(self.lost_by)
     }
 
     /// Loops that found no slot (more than [`SLOTS`] threads waited).
@@ -582,8 +564,41 @@ impl BpfSource {
     }
 }
 
+/// The kernel side's `lost` counters (ring, stack, counts) in one sentence, when any is set.
+fn lost_sentence(lost_by: [u64; 3]) -> Option<String> {
+    let [ring, stacks, counts] = lost_by;
+    let mut parts = Vec::new();
+    if ring > 0 {
+        parts.push(format!("{ring} records found the ring buffer full (looptop fell behind)"));
+    }
+    if counts > 0 {
+        parts.push(format!("{counts} samples found the stack counts full"));
+    }
+    if stacks > 0 {
+        parts.push(format!(
+            "{stacks} samples lost their user stack to a collision in the kernel's stack map (they are counted \
+             without it)"
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("BPF: {}", parts.join("; ")))
+}
+
 /// The thread ids of a process; `None` when it is gone.
 fn tasks(pid: u32) -> Option<Vec<u32>> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     Some(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_sentence;
+
+    #[test]
+    fn what_was_lost_is_said_by_kind() {
+        assert_eq!(lost_sentence([0, 0, 0]), None);
+        let s = lost_sentence([2, 21, 0]).unwrap();
+        assert!(s.starts_with("BPF: 2 records found the ring buffer full"), "{s}");
+        assert!(s.contains("; 21 samples lost their user stack") && !s.contains("counts full"), "{s}");
+        assert_eq!(lost_sentence([0, 0, 5]).unwrap(), "BPF: 5 samples found the stack counts full");
+    }
 }
