@@ -15,6 +15,7 @@ use crate::source::kernel::KernelSource;
 use crate::source::now_ns;
 use crate::source::perf::{PerfError, PerfOptions};
 use crate::target::launch::{self, LaunchPlan, Launched};
+use crate::target::proc::ExitWatch;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -354,7 +355,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn spawn(mut source: Polled) -> Result<Collector> {
+    fn spawn(mut source: Polled, every: Duration) -> Result<Collector> {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -362,10 +363,6 @@ impl Collector {
         let handle = std::thread::Builder::new()
             .name("looptop-collect".into())
             .spawn(move || loop {
-                let every = match &source {
-                    Polled::Perf(k) if matches!(**k, KernelSource::Bpf(_)) => crate::source::bpf::POLL_EVERY,
-                    _ => POLL,
-                };
                 let last = flag.load(Ordering::Acquire);
                 let mut events = Vec::new();
                 source.poll(&mut events, last);
@@ -467,11 +464,20 @@ impl Run {
         mut observee: Observee,
         mut on_poll: impl FnMut(&mut Pipeline) -> Flow,
     ) -> Result<Option<std::process::ExitStatus>> {
-        self.collector = Some(Collector::spawn(source)?);
+        // The BPF source stamps its times in the kernel: polling it (and this loop) less often
+        // only makes the numbers a little less fresh, and spares looptop's own CPU.
+        let every = match &source {
+            Polled::Perf(k) if matches!(**k, KernelSource::Bpf(_)) => crate::source::bpf::POLL_EVERY,
+            _ => POLL,
+        };
+        let exit = match &observee {
+            Observee::Attached(pid) => Some(ExitWatch::new(*pid)),
+            Observee::Launched(_) => None,
+        };
+        self.collector = Some(Collector::spawn(source, every)?);
         let mut deadline = collect.duration.map(|d| self.origin + d.as_nanos() as u64);
         let mut events: Vec<Event> = Vec::new();
         let mut termed: Option<u64> = None;
-        let mut polls = 0u64;
         let status = loop {
             self.read(&mut events)?;
             let flow = on_poll(&mut self.pipeline);
@@ -500,10 +506,8 @@ impl Run {
                     }
                 }
                 Observee::Attached(pid) => {
-                    // A zombie is gone too (its parent has not reaped it yet). Asked every fifth
-                    // poll: reading /proc each time was a visible share of looptop's own CPU.
-                    polls += 1;
-                    let gone = polls % 5 == 0 && !crate::target::proc::is_alive(*pid, 0);
+                    // A zombie is gone too (its parent has not reaped it yet).
+                    let gone = exit.as_ref().is_some_and(ExitWatch::exited);
                     if gone {
                         self.gone = Some(*pid);
                     }
@@ -512,7 +516,7 @@ impl Run {
                     }
                 }
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(every);
         };
         self.end = now_ns();
         if let Some(c) = self.collector.take() {

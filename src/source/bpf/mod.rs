@@ -64,6 +64,7 @@ struct LoopView {
 /// A process observed.
 struct Process {
     runtime: Option<ProcessRuntime>,
+    exit: crate::target::proc::ExitWatch,
 }
 
 /// Ticks, stacks and off-CPU waits from the kernel, for the processes added.
@@ -239,7 +240,7 @@ impl BpfSource {
             tid: pid,
             source: std::io::Error::other(e),
         })?;
-        let mut process = Process { runtime: None };
+        let mut process = Process { runtime: None, exit: crate::target::proc::ExitWatch::new(pid) };
         if self.options.ticks {
             self.pending.push(crate::source::perf::uprobes::process_event(pid, now));
             if self.uprobes {
@@ -493,8 +494,7 @@ impl BpfSource {
 
     /// Ends the loops of threads and processes that are gone.
     fn end_gone(&mut self, now: u64, out: &mut Vec<Event>) {
-        let gone: Vec<u32> =
-            self.processes.keys().copied().filter(|&pid| !crate::target::proc::is_alive(pid, 0)).collect();
+        let gone: Vec<u32> = self.processes.iter().filter(|(_, p)| p.exit.exited()).map(|(&pid, _)| pid).collect();
         // When each loop's thread exited, as the kernel side stamped it (else now).
         let slots = &self.slots;
         let exited = |i: usize, view: &LoopView| {
