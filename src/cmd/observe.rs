@@ -470,7 +470,7 @@ impl Run {
             Polled::Perf(k) if matches!(**k, KernelSource::Bpf(_)) => crate::source::bpf::POLL_EVERY,
             _ => POLL,
         };
-        let exit = match &observee {
+        let mut exit = match &observee {
             Observee::Attached(pid) => Some(ExitWatch::new(*pid)),
             Observee::Launched(_) => None,
         };
@@ -507,7 +507,7 @@ impl Run {
                 }
                 Observee::Attached(pid) => {
                     // A zombie is gone too (its parent has not reaped it yet).
-                    let gone = exit.as_ref().is_some_and(ExitWatch::exited);
+                    let gone = exit.as_mut().is_some_and(ExitWatch::exited);
                     if gone {
                         self.gone = Some(*pid);
                     }

@@ -37,13 +37,16 @@ struct Image {
     next_sample: u64,
     /// When the process was last seen alive (ns).
     alive_ns: u64,
+    /// Tells when the process exited without its exit handlers (asked every poll).
+    exit: proc::ExitWatch,
     /// The previous watchdog sample per thread: (tick, time), for sample weights.
     last_sample: BTreeMap<u32, (u64, u64)>,
 }
 
 impl Image {
-    fn new(seg: Segment, inode: u64) -> Self {
+    fn new(seg: Segment, inode: u64, exit: proc::ExitWatch) -> Self {
         Image {
+            exit,
             seg,
             inode,
             exited: false,
@@ -173,7 +176,8 @@ impl AgentSource {
                 command = vec![exe.clone()];
             }
             out.push(Event::Process(ProcessInfo { pid, command, exe, start_ns: h.created_ns }));
-            self.images.insert(pid, Image::new(seg, meta.ino()));
+            let exit = proc::ExitWatch::started_at(pid, h.start_time_ticks);
+            self.images.insert(pid, Image::new(seg, meta.ino(), exit));
             self.seen += 1;
         }
     }
@@ -227,7 +231,7 @@ fn poll_image(pid: u32, img: &mut Image, now: u64, out: &mut Vec<Event>) -> Resu
     let exited_ns = h.exited_ns.load(std::sync::atomic::Ordering::Acquire);
     let exited_at = if exited_ns != 0 {
         Some((exited_ns, true))
-    } else if !proc::is_alive(pid, h.start_time_ticks) {
+    } else if img.exit.exited() {
         // Died without exit handlers (a signal, `_exit`): it was last seen alive at the previous
         // read, the latest instant known to be inside its life (now, if never seen alive).
         Some((if img.alive_ns == 0 { now } else { img.alive_ns }, false))

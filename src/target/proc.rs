@@ -2,6 +2,7 @@
 
 use procfs::process::Process;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Whether `pid` is the same live process that started at `start_time_ticks` (0: don't check).
 /// Zombies count as dead: they run no loop any more. One read of `/proc/PID/stat`, parsed in
@@ -32,30 +33,78 @@ pub fn state_and_start(proc_dir: &Path) -> Option<(u8, u64)> {
 #[derive(Debug)]
 pub struct ExitWatch {
     pid: u32,
+    /// The process's start time to check without a pidfd (0: none).
+    start_time_ticks: u64,
     fd: Option<std::os::fd::OwnedFd>,
+    /// Already gone (or the pid another process's) when the watch began.
+    gone: bool,
 }
 
 impl ExitWatch {
     /// Watches `pid` (the process that has this pid now).
     pub fn new(pid: u32) -> ExitWatch {
-        use std::os::fd::FromRawFd;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        // SAFETY: a descriptor just returned to us, owned from here on.
-        let fd = (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
-        ExitWatch { pid, fd }
+        ExitWatch::started_at(pid, 0)
     }
 
-    /// Whether the process has exited (a zombie counts: it runs no loop any more).
-    pub fn exited(&self) -> bool {
+    /// Watches `pid` if it is the process that started at `start_time_ticks` (0: whichever has
+    /// it now); else the watch says it exited.
+    pub fn started_at(pid: u32, start_time_ticks: u64) -> ExitWatch {
+        use std::os::fd::FromRawFd;
+        // At most PIDFDS open at once (a tree of many processes must not use up looptop's
+        // descriptors): the others read /proc.
+        let fd = if PIDFDS_OPEN.fetch_add(1, Ordering::AcqRel) < PIDFDS {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+            // SAFETY: a descriptor just returned to us, owned from here on.
+            (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+        } else {
+            None
+        };
+        if fd.is_none() {
+            PIDFDS_OPEN.fetch_sub(1, Ordering::AcqRel);
+        }
+        // Checked after the pidfd is open: the pidfd is then of this very process.
+        let gone = !is_alive(pid, start_time_ticks);
+        ExitWatch { pid, start_time_ticks, fd, gone }
+    }
+
+    /// Whether the process has exited (a zombie counts: it runs no loop any more). Once it
+    /// has, the pidfd is closed.
+    pub fn exited(&mut self) -> bool {
         use std::os::fd::AsRawFd;
-        let Some(fd) = &self.fd else { return !is_alive(self.pid, 0) };
+        if self.gone {
+            return true;
+        }
+        let Some(fd) = &self.fd else {
+            self.gone = !is_alive(self.pid, self.start_time_ticks);
+            return self.gone;
+        };
         let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, no wait.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+        self.gone = n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+        if self.gone {
+            self.release();
+        }
+        self.gone
+    }
+
+    fn release(&mut self) {
+        if self.fd.take().is_some() {
+            PIDFDS_OPEN.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
+
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Pidfds [`ExitWatch`] keeps open at most, and how many are.
+const PIDFDS: usize = 64;
+static PIDFDS_OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The command line of `pid`, empty when unreadable.
 pub fn cmdline(pid: u32) -> Vec<String> {
@@ -98,7 +147,7 @@ mod tests {
     #[test]
     fn an_exit_is_seen_through_the_pidfd_zombie_or_reaped() {
         let mut child = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
-        let watch = ExitWatch::new(child.id());
+        let mut watch = ExitWatch::new(child.id());
         assert!(watch.fd.is_some(), "pidfd_open works on the kernels we test on");
         assert!(!watch.exited());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -109,7 +158,7 @@ mod tests {
         // A zombie until reaped: exited already.
         assert!(!is_alive(child.id(), 0));
         child.wait().unwrap();
-        assert!(watch.exited());
+        assert!(watch.exited() && watch.fd.is_none(), "closed once seen");
     }
 
     #[test]

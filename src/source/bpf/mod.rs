@@ -494,7 +494,7 @@ impl BpfSource {
 
     /// Ends the loops of threads and processes that are gone.
     fn end_gone(&mut self, now: u64, out: &mut Vec<Event>) {
-        let gone: Vec<u32> = self.processes.iter().filter(|(_, p)| p.exit.exited()).map(|(&pid, _)| pid).collect();
+        let gone: Vec<u32> = self.processes.iter_mut().filter_map(|(&pid, p)| p.exit.exited().then_some(pid)).collect();
         // When each loop's thread exited, as the kernel side stamped it (else now).
         let slots = &self.slots;
         let exited = |i: usize, view: &LoopView| {
