@@ -2,7 +2,7 @@
 //! knows clap's parse types; the commands in [`crate::cmd`] take these.
 
 pub use crate::cli::Mode;
-use crate::cli::{AgentCommand, Command, FlameFormat, ObserveArgs, TargetArgs};
+use crate::cli::{AgentCommand, Command, FlameFormat, ObserveArgs, StackArgs, TargetArgs};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,17 +18,24 @@ pub struct Observe {
     pub quiet: bool,
 }
 
-/// `looptop run`.
-#[derive(Debug, Clone)]
-pub struct RunPlan {
-    /// Shared settings.
-    pub observe: Observe,
-    /// perf sample rate (0: no perf stacks).
+/// Where stacks and ticks come from, shared by commands that observe loops.
+#[derive(Debug, Clone, Copy)]
+pub struct Stacks {
+    /// perf stack samples per second (0: none).
     pub rate_hz: u64,
     /// How a pid is observed.
     pub mode: Mode,
     /// Attached without the agent: probe the libuv pool too.
     pub pool_probes: bool,
+}
+
+/// `looptop run`.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Shared settings.
+    pub observe: Observe,
+    /// Where stacks and ticks come from.
+    pub stacks: Stacks,
     /// Program and arguments.
     pub command: Vec<OsString>,
     /// JSON instead of text.
@@ -44,12 +51,8 @@ pub struct RunPlan {
 pub struct TopPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf stacks).
-    pub rate_hz: u64,
-    /// How a pid is observed.
-    pub mode: Mode,
-    /// Attached without the agent: probe the libuv pool too.
-    pub pool_probes: bool,
+    /// Where stacks and ticks come from.
+    pub stacks: Stacks,
     /// What `f` draws: the last this long.
     pub window: Duration,
     /// What to watch.
@@ -63,12 +66,8 @@ pub struct TopPlan {
 pub struct CheckPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf stacks).
-    pub rate_hz: u64,
-    /// How a pid is observed.
-    pub mode: Mode,
-    /// Attached without the agent: probe the libuv pool too.
-    pub pool_probes: bool,
+    /// Where stacks and ticks come from.
+    pub stacks: Stacks,
     /// Budget expressions from the flags.
     pub budgets: Vec<String>,
     /// The budget file, when given.
@@ -105,12 +104,8 @@ pub enum TargetSpec {
 pub struct RecordPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf stacks).
-    pub rate_hz: u64,
-    /// How a pid is observed.
-    pub mode: Mode,
-    /// Attached without the agent: probe the libuv pool too.
-    pub pool_probes: bool,
+    /// Where stacks and ticks come from.
+    pub stacks: Stacks,
     /// The recording to write.
     pub output: PathBuf,
     /// What to record.
@@ -137,12 +132,8 @@ pub struct ReportPlan {
 pub struct FlamePlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf stacks).
-    pub rate_hz: u64,
-    /// How a pid is observed.
-    pub mode: Mode,
-    /// Attached without the agent: probe the libuv pool too.
-    pub pool_probes: bool,
+    /// Where stacks and ticks come from.
+    pub stacks: Stacks,
     /// Where to write (`-` = stdout).
     pub output: PathBuf,
     /// The format.
@@ -171,12 +162,8 @@ pub struct PsPlan {
 pub struct DemoPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// perf sample rate (0: no perf stacks).
-    pub rate_hz: u64,
-    /// How a pid is observed.
-    pub mode: Mode,
-    /// Attached without the agent: probe the libuv pool too.
-    pub pool_probes: bool,
+    /// Where stacks and ticks come from.
+    pub stacks: Stacks,
     /// How long to run.
     pub duration: Duration,
     /// JSON instead of text.
@@ -208,6 +195,10 @@ pub enum Plan {
     AgentPath,
     /// Print a completion script.
     Completions(clap_complete::Shell),
+}
+
+fn stacks(a: &StackArgs) -> Stacks {
+    Stacks { rate_hz: a.rate, mode: a.mode, pool_probes: a.pool_probes }
 }
 
 fn observe(a: ObserveArgs) -> Observe {
@@ -254,9 +245,7 @@ impl From<Command> for Plan {
         match command {
             Command::Run(a) => Plan::Run(RunPlan {
                 observe: observe(a.observe),
-                rate_hz: a.stacks.rate,
-                mode: a.stacks.mode,
-                pool_probes: a.stacks.pool_probes,
+                stacks: stacks(&a.stacks),
                 command: a.command,
                 json: a.json,
                 output: a.output,
@@ -264,18 +253,14 @@ impl From<Command> for Plan {
             }),
             Command::Top(a) => Plan::Top(TopPlan {
                 observe: observe(a.observe),
-                rate_hz: a.stacks.rate,
-                mode: a.stacks.mode,
-                pool_probes: a.stacks.pool_probes,
+                stacks: stacks(&a.stacks),
                 window: a.window,
                 target: target(&a.target, None),
                 duration: a.target.duration,
             }),
             Command::Check(a) => Plan::Check(CheckPlan {
                 observe: observe(a.observe),
-                rate_hz: a.stacks.rate,
-                mode: a.stacks.mode,
-                pool_probes: a.stacks.pool_probes,
+                stacks: stacks(&a.stacks),
                 budgets: a.budgets,
                 budget_file: a.budget_file,
                 junit: a.junit,
@@ -288,18 +273,14 @@ impl From<Command> for Plan {
             Command::Ps(a) => Plan::Ps(PsPlan { observe: observe(a.observe), json: a.json, window: a.window }),
             Command::Demo(a) => Plan::Demo(DemoPlan {
                 observe: observe(a.observe),
-                rate_hz: a.stacks.rate,
-                mode: a.stacks.mode,
-                pool_probes: a.stacks.pool_probes,
+                stacks: stacks(&a.stacks),
                 duration: a.duration,
                 json: a.json,
                 no_tui: a.no_tui,
             }),
             Command::Record(a) => Plan::Record(RecordPlan {
                 observe: observe(a.observe),
-                rate_hz: a.stacks.rate,
-                mode: a.stacks.mode,
-                pool_probes: a.stacks.pool_probes,
+                stacks: stacks(&a.stacks),
                 output: a.output,
                 target: target(&a.target, None),
                 duration: a.target.duration,
@@ -315,9 +296,7 @@ impl From<Command> for Plan {
                 let (format, output) = flame_output(a.format, a.output);
                 Plan::Flame(FlamePlan {
                     observe: observe(a.observe),
-                    rate_hz: a.stacks.rate,
-                    mode: a.stacks.mode,
-                    pool_probes: a.stacks.pool_probes,
+                    stacks: stacks(&a.stacks),
                     output,
                     format,
                     stalls_only: a.stalls_only,

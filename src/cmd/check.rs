@@ -28,10 +28,7 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
         Some(p) => Some(OutputFile::append(Path::new(&p), "the job summary", "GITHUB_STEP_SUMMARY=FILE")?),
         None => None,
     };
-    let collect = Collect {
-        pool_probes: plan.pool_probes,
-        ..Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode)
-    };
+    let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.stacks);
     launch::forward_signals();
     let warmup_ns = plan.warmup.as_nanos() as u64;
     let mut counting = warmup_ns == 0;

@@ -57,10 +57,7 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     let load = Arc::new(Load::default());
     let started = Instant::now();
     let mut load_threads = Vec::new();
-    let collect = Collect {
-        pool_probes: plan.pool_probes,
-        ..Collect::new(plan.observe.stall_threshold, None, plan.rate_hz, plan.mode)
-    };
+    let collect = Collect::new(plan.observe.stall_threshold, None, plan.stacks);
     let on_start = |launched: &mut Launched| match read_port(launched) {
         Ok(addr) => load_threads = start_load(addr, plan.duration, &load),
         Err(e) => {

@@ -22,14 +22,11 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
             (replay.session, replay.header.command.clone(), end, rate)
         }
         target => {
-            let collect = Collect {
-                pool_probes: plan.pool_probes,
-                ..Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode)
-            };
+            let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.stacks);
             let observed = super::record::observe_target(target, &collect, plan.observe.quiet, "flame")?;
             observed.tell();
             let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
-            let rate = perf_rate(&observed.session, plan.rate_hz);
+            let rate = perf_rate(&observed.session, plan.stacks.rate_hz);
             (observed.session, observed.report.target.command, end, rate)
         }
     };

@@ -8,7 +8,7 @@ use crate::analysis::report::{Report, Target};
 use crate::analysis::Session;
 use crate::error::UserError;
 use crate::event::Event;
-use crate::plan::Mode;
+use crate::plan::{Mode, Stacks};
 use crate::sink::record::{self, Header, Recorder};
 use crate::source::agent::{AgentSource, Selector};
 use crate::source::kernel::KernelSource;
@@ -44,9 +44,10 @@ pub struct Collect {
 }
 
 impl Collect {
-    /// Observe with perf stacks at `rate_hz` (when permitted), for `duration` if given.
-    pub fn new(threshold: Duration, duration: Option<Duration>, rate_hz: u64, mode: Mode) -> Self {
-        Collect { threshold, duration, record: None, rate_hz, mode, pool_probes: false }
+    /// Observe as `stacks` says (perf stacks when permitted), for `duration` if given.
+    pub fn new(threshold: Duration, duration: Option<Duration>, stacks: Stacks) -> Self {
+        let Stacks { rate_hz, mode, pool_probes } = stacks;
+        Collect { threshold, duration, record: None, rate_hz, mode, pool_probes }
     }
 }
 

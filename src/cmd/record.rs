@@ -16,9 +16,8 @@ pub fn execute(plan: RecordPlan) -> Result<u8> {
     // Before anything starts: a recording that cannot be written is refused now.
     let output = OutputFile::create(&plan.output, "the recording", "-o FILE")?;
     let collect = Collect {
-        pool_probes: plan.pool_probes,
         record: Some(std::sync::Arc::new(output)),
-        ..Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode)
+        ..Collect::new(plan.observe.stall_threshold, plan.duration, plan.stacks)
     };
     let observed = observe_target(&plan.target, &collect, plan.observe.quiet, "record")?;
     observed.tell();

@@ -18,7 +18,7 @@ pub fn execute(plan: RunPlan) -> Result<u8> {
     let threshold = plan.observe.stall_threshold;
     let launch = LaunchPlan::inherited(&plan.command, stall_floor(threshold));
     let quiet = plan.observe.quiet;
-    let collect = Collect { pool_probes: plan.pool_probes, ..Collect::new(threshold, None, plan.rate_hz, plan.mode) };
+    let collect = Collect::new(threshold, None, plan.stacks);
     if !plan.json && plan.output.is_none() && !plan.no_tui && super::top::can_show() {
         let watch = Watch::Logged(plan.command.clone());
         let live = super::top::observe_live(watch, &collect, plan.observe.color, super::top::WINDOW)?;

@@ -29,10 +29,7 @@ const KEEP_STACKS: Duration = Duration::from_secs(120);
 
 /// Runs `looptop top`.
 pub fn execute(plan: TopPlan) -> Result<u8> {
-    let collect = Collect {
-        pool_probes: plan.pool_probes,
-        ..Collect::new(plan.observe.stall_threshold, plan.duration, plan.rate_hz, plan.mode)
-    };
+    let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.stacks);
     let watch = match &plan.target {
         TargetSpec::Launch(command) => Watch::Logged(command.clone()),
         TargetSpec::Pid(pid) => Watch::Pid(*pid),

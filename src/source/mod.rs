@@ -15,3 +15,12 @@ pub fn now_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// The `Process` event of a process attached at `now_ns` without the agent (command line and
+/// executable from `/proc`), as both kernel sources give it.
+pub fn attached_process(pid: u32, now_ns: u64) -> crate::event::Event {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string());
+    let exe = exe.unwrap_or_default().trim_end_matches(" (deleted)").to_string();
+    let command = crate::target::proc::cmdline(pid);
+    crate::event::Event::Process(crate::event::ProcessInfo { pid, command, exe, start_ns: now_ns })
+}

@@ -64,8 +64,11 @@ impl ExitWatch {
             PIDFDS_OPEN.fetch_sub(1, Ordering::AcqRel);
         }
         // Checked after the pidfd is open: the pidfd is then of this very process.
-        let gone = !is_alive(pid, start_time_ticks);
-        ExitWatch { pid, start_time_ticks, fd, gone }
+        let mut watch = ExitWatch { pid, start_time_ticks, fd, gone: !is_alive(pid, start_time_ticks) };
+        if watch.gone {
+            watch.release();
+        }
+        watch
     }
 
     /// Whether the process has exited (a zombie counts: it runs no loop any more). Once it

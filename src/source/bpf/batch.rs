@@ -5,7 +5,8 @@
 //! batch operations the caller reads key by key.
 
 use super::layout::StackKey;
-use std::os::fd::RawFd;
+use aya::maps::MapData;
+use std::os::fd::{AsFd, AsRawFd};
 
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 
@@ -26,9 +27,10 @@ struct BatchAttr {
 /// Keys and values per system call.
 const CHUNK: usize = 1024;
 
-/// Every (key, count) of the counts map at `fd`, removed from it; `None` when the kernel has no
-/// batch operations for it (the map is left as it was).
-pub(super) fn take_counts(fd: RawFd) -> Option<Vec<(StackKey, u64)>> {
+/// Every (key, count) of the counts map, removed from it; `None` when the kernel has no batch
+/// operations for it (the map is left as it was).
+pub(super) fn take_counts(map: &MapData) -> Option<Vec<(StackKey, u64)>> {
+    let fd = map.fd().as_fd().as_raw_fd();
     let mut out = Vec::new();
     let mut keys = vec![StackKey::default(); CHUNK];
     let mut values = vec![0u64; CHUNK];

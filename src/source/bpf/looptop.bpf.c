@@ -182,6 +182,27 @@ static __always_inline void count_lost(__u32 what) {
         __sync_fetch_and_add(n, 1);
 }
 
+// Sends one record through the ring buffer; returns 0 (and counts it lost) when it was full.
+static __always_inline int send(__u32 kind, __u32 tgid, __u32 tid, __s32 user, __s32 kernel, __u32 pad, __u64 t,
+                                __u64 value, __u64 tick) {
+    struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+    if (!r) {
+        count_lost(0);
+        return 0;
+    }
+    r->kind = kind;
+    r->tgid = tgid;
+    r->tid = tid;
+    r->user = user;
+    r->kernel = kernel;
+    r->pad = pad;
+    r->t = t;
+    r->value = value;
+    r->tick = tick;
+    bpf_ringbuf_submit(r, 0);
+    return 1;
+}
+
 static __always_inline int observed(__u32 tgid) {
     return bpf_map_lookup_elem(&targets, &tgid) != 0;
 }
@@ -285,23 +306,8 @@ static __always_inline int wait_enter(void) {
             if (h)
                 *h += 1;
         }
-        if (busy >= stall_floor_ns) {
-            struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-            if (r) {
-                r->kind = REC_STALL;
-                r->tgid = tgid;
-                r->tid = tid;
-                r->user = -1;
-                r->kernel = -1;
-                r->pad = 0;
-                r->t = since;
-                r->value = busy;
-                r->tick = since;
-                bpf_ringbuf_submit(r, 0);
-            } else {
-                count_lost(0);
-            }
-        }
+        if (busy >= stall_floor_ns)
+            send(REC_STALL, tgid, tid, -1, -1, 0, since, busy, since);
     } else {
         start_loop(s, t);
     }
@@ -397,23 +403,8 @@ SEC("perf_event") int on_cpu(void *ctx) {
     take_stacks(ctx, &user, &kernel);
     __u64 now = bpf_ktime_get_ns();
     __u64 tick = stalled_tick(my_slot(tgid, tid, 0), now);
-    if (tick) {
-        struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-        if (r) {
-            r->kind = REC_SAMPLE;
-            r->tgid = tgid;
-            r->tid = tid;
-            r->user = user;
-            r->kernel = kernel;
-            r->pad = 0;
-            r->t = now;
-            r->value = 0;
-            r->tick = tick;
-            bpf_ringbuf_submit(r, 0);
-            return 0;
-        }
-        count_lost(0);
-    }
+    if (tick && send(REC_SAMPLE, tgid, tid, user, kernel, 0, now, 0, tick))
+        return 0;
     struct stack_key k = {.tgid = tgid, .tid = tid, .user = user, .kernel = kernel, .off_cpu = 0, .pad = 0};
     add_count(&k, 1);
     return 0;
@@ -476,23 +467,8 @@ static __always_inline int switched(void *ctx, __u64 prev_state, __u32 next) {
     if (!s || s->tid != next)
         return 0;
     __u64 tick = stalled_tick(s, now);
-    if (tick) {
-        struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-        if (r) {
-            r->kind = REC_OFF_CPU;
-            r->tgid = s->tgid;
-            r->tid = next;
-            r->user = out.user;
-            r->kernel = out.kernel;
-            r->pad = 0;
-            r->t = out.t;
-            r->value = now - out.t;
-            r->tick = tick;
-            bpf_ringbuf_submit(r, 0);
-            return 0;
-        }
-        count_lost(0);
-    }
+    if (tick && send(REC_OFF_CPU, s->tgid, next, out.user, out.kernel, 0, out.t, now - out.t, tick))
+        return 0;
     struct stack_key k = {.tgid = s->tgid, .tid = next, .user = out.user, .kernel = out.kernel, .off_cpu = 1, .pad = 0};
     add_count(&k, now - out.t);
     return 0;
@@ -702,21 +678,7 @@ SEC("uretprobe") int gc_end(struct pt_regs *ctx) {
     struct gc_pause done = *g;
     bpf_map_delete_elem(&gc_pauses, &tid);
     __u64 now = bpf_ktime_get_ns();
-    struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
-    if (!r) {
-        count_lost(0);
-        return 0;
-    }
-    r->kind = REC_GC;
-    r->tgid = tgid;
-    r->tid = tid;
-    r->user = -1;
-    r->kernel = -1;
-    r->pad = done.kind;
-    r->t = done.start;
-    r->value = now > done.start ? now - done.start : 0;
-    r->tick = 0;
-    bpf_ringbuf_submit(r, 0);
+    send(REC_GC, tgid, tid, -1, -1, done.kind, done.start, now > done.start ? now - done.start : 0, 0);
     return 0;
 }
 

@@ -81,8 +81,6 @@ pub struct BpfSource {
     hist: Shared,
     records: RingBuf<MapData>,
     counts: BpfHashMap<MapData, StackKey, u64>,
-    /// `counts`' descriptor, for the batch reads (owned by `counts`).
-    counts_fd: std::os::fd::RawFd,
     stacks: StackTraceMap<MapData>,
     lost_map: Array<MapData, u64>,
     options: PerfOptions,
@@ -93,7 +91,7 @@ pub struct BpfSource {
     /// the stack map: a stack map whose buckets are never freed refuses new stacks that collide).
     frames: HashMap<u32, Vec<u64>>,
     counts_at: u64,
-    /// Polls so far.
+    /// When the slow work (gone processes, pools, lost counts) was last done (ns).
     slow_at: u64,
     /// The kernel side's `lost` counters as last read (ring, stack, counts).
     lost_by: [u64; 3],
@@ -177,12 +175,6 @@ impl BpfSource {
                 other => Err(refused("a map")(format!("{other:?} is not an array"))),
             }
         };
-        let counts = take(&mut ebpf, "counts")?;
-        let counts_fd = match &counts {
-            aya::maps::Map::HashMap(d) => std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(d.fd())),
-            other => return Err(refused("a map")(format!("{other:?} is not a hash map"))),
-        };
-        let counts = BpfHashMap::try_from(counts).map_err(map_err)?;
         let slot_count = Shared::map(&data(take(&mut ebpf, "slot_count")?)?, 16)?;
         let slots = Shared::map(&data(take(&mut ebpf, "slots")?)?, SLOTS * std::mem::size_of::<Slot>())?;
         let hist = Shared::map(&data(take(&mut ebpf, "hist")?)?, SLOTS * looptop_abi::HIST_BUCKETS * 8)?;
@@ -190,8 +182,7 @@ impl BpfSource {
             targets: BpfHashMap::try_from(take(&mut ebpf, "targets")?).map_err(map_err)?,
             slot_of: BpfHashMap::try_from(take(&mut ebpf, "slot_of")?).map_err(map_err)?,
             records: RingBuf::try_from(take(&mut ebpf, "records")?).map_err(map_err)?,
-            counts,
-            counts_fd,
+            counts: BpfHashMap::try_from(take(&mut ebpf, "counts")?).map_err(map_err)?,
             stacks: StackTraceMap::try_from(take(&mut ebpf, "stacks")?).map_err(map_err)?,
             lost_map: Array::try_from(take(&mut ebpf, "lost")?).map_err(map_err)?,
             pool_maps: PoolMaps {
@@ -242,7 +233,7 @@ impl BpfSource {
         })?;
         let mut process = Process { runtime: None, exit: crate::target::proc::ExitWatch::new(pid) };
         if self.options.ticks {
-            self.pending.push(crate::source::perf::uprobes::process_event(pid, now));
+            self.pending.push(crate::source::attached_process(pid, now));
             if self.uprobes {
                 process.runtime = ProcessRuntime::attach(
                     &mut self.ebpf,
@@ -448,7 +439,7 @@ impl BpfSource {
     }
 
     fn read_counts(&mut self, now: u64, out: &mut Vec<Event>) {
-        let taken = batch::take_counts(self.counts_fd).unwrap_or_else(|| {
+        let taken = batch::take_counts(aya::maps::IterableMap::map(&self.counts)).unwrap_or_else(|| {
             let keys: Vec<StackKey> = self.counts.keys().filter_map(Result::ok).collect();
             let taken: Vec<(StackKey, u64)> =
                 keys.into_iter().filter_map(|k| self.counts.get(&k, 0).ok().map(|v| (k, v))).collect();
@@ -486,10 +477,7 @@ impl BpfSource {
 
     /// Whether the kernel side stamped the exit of a loop thread not yet ended.
     fn a_loop_exited(&self) -> bool {
-        self.loops.iter().any(|(&i, v)| {
-            let s = self.slots.slot(i);
-            !v.ended && s.tid == v.id.tid && s.exited_ns != 0
-        })
+        self.loops.iter().any(|(&i, v)| !v.ended && exit_stamp(&self.slots, i, v).is_some())
     }
 
     /// Ends the loops of threads and processes that are gone.
@@ -497,10 +485,7 @@ impl BpfSource {
         let gone: Vec<u32> = self.processes.iter_mut().filter_map(|(&pid, p)| p.exit.exited().then_some(pid)).collect();
         // When each loop's thread exited, as the kernel side stamped it (else now).
         let slots = &self.slots;
-        let exited = |i: usize, view: &LoopView| {
-            let s = slots.slot(i);
-            (s.tid == view.id.tid && s.exited_ns != 0 && s.exited_ns <= now).then_some(s.exited_ns)
-        };
+        let exited = |i: usize, view: &LoopView| exit_stamp(slots, i, view).filter(|&t| t <= now);
         for pid in &gone {
             if let Some(r) = self.processes.remove(pid).and_then(|p| p.runtime) {
                 r.detach(&mut self.ebpf, &mut self.attached, &mut self.pool_maps);
@@ -562,6 +547,13 @@ impl BpfSource {
     pub fn unslotted(&self) -> u64 {
         self.slot_count.u64_at(1).load(Ordering::Relaxed)
     }
+}
+
+/// When slot `i`'s thread — the thread of `view`, not a later one in the same slot — exited, as
+/// the kernel side stamped it.
+fn exit_stamp(slots: &Shared, i: usize, view: &LoopView) -> Option<u64> {
+    let s = slots.slot(i);
+    (s.tid == view.id.tid && s.exited_ns != 0).then_some(s.exited_ns)
 }
 
 /// The kernel side's `lost` counters (ring, stack, counts) in one sentence, when any is set.

@@ -316,15 +316,6 @@ fn bucket_low(b: u32) -> u64 {
     }
 }
 
-/// The `Process` event of a process attached at `now_ns` without the agent (command line and
-/// executable from `/proc`).
-pub fn process_event(pid: u32, now_ns: u64) -> Event {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.display().to_string());
-    let exe = exe.unwrap_or_default().trim_end_matches(" (deleted)").to_string();
-    let command = crate::target::proc::cmdline(pid);
-    Event::Process(crate::event::ProcessInfo { pid, command, exe, start_ns: now_ns })
-}
-
 /// A process's libuv pool and GC probes with their state: what both kernel sources (perf and
 /// BPF) add to the ticks of a process without the agent.
 pub struct Runtime {
@@ -342,7 +333,7 @@ impl Runtime {
         pending: &mut Vec<Event>,
         notes: &mut Vec<String>,
     ) -> Option<Runtime> {
-        pending.push(process_event(pid, now_ns));
+        pending.push(crate::source::attached_process(pid, now_ns));
         Runtime::open(pid, pool, pending, notes)
     }
 
