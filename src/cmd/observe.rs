@@ -21,8 +21,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often sources are read while the target runs.
+/// How often sources are read while a perf-event source runs (its rings must be drained), and
+/// how often a starting process is looked at.
 const POLL: Duration = Duration::from_millis(20);
+/// How often the other sources are read: the agent and the BPF programs stamp every time
+/// themselves and keep far more than this long of records, so polling only sets how fresh the
+/// numbers look (and, for a process killed without its exit handlers, how close its exit time
+/// is). Each wake-up costs looptop's own CPU.
+const POLL_STAMPED: Duration = Duration::from_millis(50);
 /// How long a process whose environment or maps name the agent is given to create its segment.
 const AGENT_STARTUP: Duration = Duration::from_secs(5);
 
@@ -340,13 +346,14 @@ enum Polled {
 impl Polled {
     fn poll(&mut self, out: &mut Vec<Event>, last: bool) {
         match self {
+            Polled::Agent(a) if last => a.poll_last(now_ns(), out),
             Polled::Agent(a) => a.poll(now_ns(), out),
             Polled::Perf(p) => p.poll(out, last),
         }
     }
 }
 
-/// Reads the tick source on a thread of its own, every [`POLL`], so that tick and exit times
+/// Reads the tick source on a thread of its own, every poll, so that tick and exit times
 /// stay exact (and perf rings drained) however long symbolizing a batch of stacks takes on the
 /// main thread.
 struct Collector {
@@ -465,12 +472,12 @@ impl Run {
         mut observee: Observee,
         mut on_poll: impl FnMut(&mut Pipeline) -> Flow,
     ) -> Result<Option<std::process::ExitStatus>> {
-        // The BPF source stamps its times in the kernel: polling it (and this loop) less often
-        // only makes the numbers a little less fresh, and spares looptop's own CPU.
-        let every = match &source {
-            Polled::Perf(k) if matches!(**k, KernelSource::Bpf(_)) => crate::source::bpf::POLL_EVERY,
-            _ => POLL,
-        };
+        let perf_events = |k: &KernelSource| matches!(k, KernelSource::Perf(_));
+        let drained = match &source {
+            Polled::Perf(k) => perf_events(k),
+            Polled::Agent(_) => false,
+        } || self.perf.source.as_ref().is_some_and(perf_events);
+        let every = if drained { POLL } else { POLL_STAMPED };
         let mut exit = match &observee {
             Observee::Attached(pid) => Some(ExitWatch::new(*pid)),
             Observee::Launched(_) => None,

@@ -60,6 +60,9 @@ impl Image {
     }
 }
 
+/// How often the segment folder is listed for new processes while some are followed (ns).
+const LIST_EVERY: u64 = 100_000_000;
+
 /// Follows agent segments and yields events.
 pub struct AgentSource {
     dir: PathBuf,
@@ -69,6 +72,8 @@ pub struct AgentSource {
     finished: std::collections::BTreeSet<(u32, u64)>,
     /// Processes seen so far.
     seen: usize,
+    /// When the segment folder was last listed (ns).
+    listed_at: u64,
     /// Segments that could not be read or were not believed, with why (reported once each).
     pub errors: Vec<SegmentError>,
     /// Per process, threads that waited but found no free loop slot (their ticks are not seen).
@@ -84,6 +89,7 @@ impl AgentSource {
             images: BTreeMap::new(),
             finished: Default::default(),
             seen: 0,
+            listed_at: 0,
             errors: Vec::new(),
             without_slot: BTreeMap::new(),
         }
@@ -96,7 +102,22 @@ impl AgentSource {
 
     /// Reads every followed segment once and appends what changed to `out`.
     pub fn poll(&mut self, now: u64, out: &mut Vec<Event>) {
-        self.discover(now, out);
+        self.poll_listing(now, false, out);
+    }
+
+    /// The last read: lists the folder whenever it was last listed, so that no process that
+    /// started since is missed.
+    pub fn poll_last(&mut self, now: u64, out: &mut Vec<Event>) {
+        self.poll_listing(now, true, out);
+    }
+
+    fn poll_listing(&mut self, now: u64, list: bool, out: &mut Vec<Event>) {
+        // Listing the folder is the dearest part of a poll: a new process (or an exec) waits
+        // for the next listing, its times are stamped by its agent all the same.
+        if list || self.images.is_empty() || now.saturating_sub(self.listed_at) >= LIST_EVERY {
+            self.listed_at = now;
+            self.discover(now, out);
+        }
         for (&pid, img) in self.images.iter_mut() {
             if let Err(e) = poll_image(pid, img, now, out) {
                 // Cut short or made unreadable by its owner: keep what was read, follow it no more.

@@ -391,6 +391,7 @@ impl Segment {
     /// Copies entries `[first, upto)` of a ring of `ring` entries of `T` at `offset`, each
     /// validated by its sequence word (index + 1 when valid): a pass that copies, then a pass
     /// that reads the words again. Returns the entries still valid, in order, with their indices.
+    /// Each pass reads the span in one or two system calls (two where it wraps).
     fn ring_span<T: Sequenced>(
         &self,
         offset: u64,
@@ -398,22 +399,46 @@ impl Segment {
         first: u64,
         upto: u64,
     ) -> Result<Vec<(u64, Box<T>)>, SegmentError> {
-        let at = |n: u64| offset + (n % ring as u64) * size_of::<T>() as u64;
-        let mut copies = Vec::with_capacity(upto.saturating_sub(first) as usize);
-        for n in first..upto {
-            let mut e = zeroed::<T>();
-            self.read_exact_at(bytes_of_mut(&mut *e), at(n))?;
-            copies.push((n, e));
-        }
-        let mut valid = Vec::with_capacity(copies.len());
-        for (n, e) in copies {
-            let mut seq = [0u8; 8];
-            self.read_exact_at(&mut seq, at(n))?;
-            if e.seq().load(Ordering::Relaxed) == n + 1 && u64::from_ne_bytes(seq) == n + 1 {
+        let size = size_of::<T>();
+        let first = first.max(upto.saturating_sub(ring as u64));
+        let count = upto.saturating_sub(first) as usize;
+        let copy = self.ring_bytes(offset, ring, size, first, count)?;
+        let again = self.ring_bytes(offset, ring, size, first, count)?;
+        let seq_at = |bytes: &[u8], k: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[k * size..k * size + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let mut valid = Vec::with_capacity(count);
+        for k in 0..count {
+            let n = first + k as u64;
+            if seq_at(&copy, k) == n + 1 && seq_at(&again, k) == n + 1 {
+                let mut e = zeroed::<T>();
+                bytes_of_mut(&mut *e).copy_from_slice(&copy[k * size..(k + 1) * size]);
                 valid.push((n, e));
             }
         }
         Ok(valid)
+    }
+
+    /// The bytes of entries `first..first + count` (`count` ≤ `ring`) of a ring of `ring`
+    /// entries of `size` bytes at `offset`.
+    fn ring_bytes(
+        &self,
+        offset: u64,
+        ring: usize,
+        size: usize,
+        first: u64,
+        count: usize,
+    ) -> Result<Vec<u8>, SegmentError> {
+        let mut bytes = vec![0u8; count * size];
+        let start = (first % ring as u64) as usize;
+        let head = count.min(ring - start);
+        self.read_exact_at(&mut bytes[..head * size], offset + (start * size) as u64)?;
+        if head < count {
+            self.read_exact_at(&mut bytes[head * size..], offset)?;
+        }
+        Ok(bytes)
     }
 
     /// Stalls `from..upto` of slot `i` still in its ring, and how many before them were lost.
@@ -444,25 +469,37 @@ impl Segment {
     /// Records of probe channel `ch` from index `from` (probes keep no head counter: the reader
     /// follows the sequence numbers); returns them, how many were lost, and the next index.
     pub fn probe_records(&self, ch: usize, from: u64) -> Result<(Vec<RecordCopy>, u64, u64), SegmentError> {
+        /// Records read per system call once the channel has something new.
+        const CHUNK: u64 = 32;
         let offset = (PROBE_OFFSET + ch.min(PROBE_CHANNELS - 1) * PROBE_RING * RECORD_SIZE) as u64;
         let (mut next, mut lost, mut out) = (from, 0, Vec::new());
-        for _ in 0..PROBE_RING {
-            let at = offset + (next % PROBE_RING as u64) * RECORD_SIZE as u64;
-            let mut seq = [0u8; 8];
-            self.read_exact_at(&mut seq, at)?;
-            let seq = u64::from_ne_bytes(seq);
-            // The writer lapped us: skip to the record that now sits where we looked.
-            if seq > next.saturating_add(1) && (seq - 1) % PROBE_RING as u64 == next % PROBE_RING as u64 {
-                lost += seq - 1 - next;
-                next = seq - 1;
-            }
-            // At u64::MAX (sequence words the writer never wrote) there is nothing more to read.
-            match self.ring_span::<Record>(offset, PROBE_RING, next, next.saturating_add(1))?.pop() {
-                Some((_, r)) => {
-                    out.push(RecordCopy::of(&r));
-                    next += 1;
+        let mut seq = [0u8; 8];
+        self.read_exact_at(&mut seq, offset + (next % PROBE_RING as u64) * RECORD_SIZE as u64)?;
+        let seq = u64::from_ne_bytes(seq);
+        // The writer lapped us: skip to the record that now sits where we looked.
+        if seq > next.saturating_add(1) && (seq - 1) % PROBE_RING as u64 == next % PROBE_RING as u64 {
+            lost += seq - 1 - next;
+            next = seq - 1;
+        }
+        // Nothing new (at u64::MAX, sequence words the writer never wrote, nothing ever is).
+        if seq != next.saturating_add(1) {
+            return Ok((out, lost, next));
+        }
+        let end = next.saturating_add(PROBE_RING as u64);
+        while next < end {
+            let upto = (next + CHUNK).min(end);
+            let got = self.ring_span::<Record>(offset, PROBE_RING, next, upto)?;
+            // The records written in order from `next`; the first gap is where the writer is.
+            let before = next;
+            for (n, r) in got {
+                if n != next {
+                    break;
                 }
-                None => break,
+                out.push(RecordCopy::of(&r));
+                next += 1;
+            }
+            if next < upto || next == before {
+                break;
             }
         }
         Ok((out, lost, next))
@@ -495,18 +532,16 @@ impl Segment {
     }
 }
 
-/// ABI entries whose first word is their sequence word (index + 1 when valid).
-trait Sequenced {
-    fn seq(&self) -> &std::sync::atomic::AtomicU64;
-}
+/// ABI entries whose first word is their sequence word (index + 1 when valid): ring reads
+/// check it in the bytes they copied.
+trait Sequenced {}
 
 macro_rules! sequenced {
     ($($t:ty),*) => {$(
-        impl Sequenced for $t {
-            fn seq(&self) -> &std::sync::atomic::AtomicU64 {
-                &self.seq
-            }
-        }
+        // The sequence word must be the entry's first word, an AtomicU64.
+        const _: () = assert!(offset_of!($t, seq) == 0);
+        const _: fn(&$t) -> &std::sync::atomic::AtomicU64 = |e| &e.seq;
+        impl Sequenced for $t {}
     )*};
 }
 

@@ -1,6 +1,6 @@
 //! The records and map values `looptop.bpf.c` shares with looptop, byte for byte.
 
-/// Loops the kernel side keeps (threads beyond are counted in `slot_count[1]`).
+/// Loops the kernel side keeps (threads beyond are counted in `counters[1]`).
 pub const SLOTS: usize = 128;
 
 /// Phases of a slot (0: not known yet, no wait call seen).
@@ -47,14 +47,43 @@ pub struct Slot {
 pub struct StackKey {
     pub tgid: u32,
     pub tid: u32,
-    pub user: i32,
-    pub kernel: i32,
+    /// Stacks by hash (`new_stacks`' keys), 0 when none.
+    pub user: u64,
+    pub kernel: u64,
     pub off_cpu: u32,
     pub pad: u32,
 }
 
 // SAFETY: plain C structs of integers, no padding left uninitialized by the kernel side.
 unsafe impl aya::Pod for StackKey {}
+
+/// Frames per stack (`STACK_DEPTH`, the kernel's default `perf_event_max_stack`).
+pub const STACK_DEPTH: usize = 127;
+
+/// A stack sent once (`struct stack`, the values of `new_stacks`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct StackFrames {
+    pub len: u32,
+    pub pad: u32,
+    pub ips: [u64; STACK_DEPTH],
+}
+
+impl Default for StackFrames {
+    fn default() -> StackFrames {
+        StackFrames { len: 0, pad: 0, ips: [0; STACK_DEPTH] }
+    }
+}
+
+impl StackFrames {
+    /// The frames the kernel filled in, innermost first.
+    pub fn frames(&self) -> &[u64] {
+        &self.ips[..(self.len as usize).min(STACK_DEPTH)]
+    }
+}
+
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for StackFrames {}
 
 /// Buckets of a pool's wait histogram (`WAIT_BUCKETS`).
 pub const WAIT_BUCKETS: usize = (40 - 4 + 2) * 16;
@@ -85,9 +114,9 @@ pub struct Record {
     pub kind: u32,
     pub tgid: u32,
     pub tid: u32,
-    pub user: i32,
-    pub kernel: i32,
     pub pad: u32,
+    pub user: u64,
+    pub kernel: u64,
     pub t: u64,
     pub value: u64,
     pub tick: u64,
@@ -111,7 +140,8 @@ mod tests {
     #[test]
     fn sizes_match_the_c_structs() {
         assert_eq!(std::mem::size_of::<Slot>(), 88);
-        assert_eq!(std::mem::size_of::<StackKey>(), 24);
-        assert_eq!(std::mem::size_of::<Record>(), 48);
+        assert_eq!(std::mem::size_of::<StackKey>(), 32);
+        assert_eq!(std::mem::size_of::<Record>(), 56);
+        assert_eq!(std::mem::size_of::<StackFrames>(), 8 + 8 * STACK_DEPTH);
     }
 }

@@ -7,7 +7,7 @@
 // read (task_struct's pid, in tp_btf/sched_switch) is relocated against the kernel's BTF when
 // loaded (CO-RE); where that program does not load, the classic tracepoint is used.
 //
-// SPDX-License-Identifier: GPL-2.0 (the helpers bpf_get_stackid and bpf_ktime_get_ns need it)
+// SPDX-License-Identifier: GPL-2.0 (the helpers bpf_get_stack and bpf_ktime_get_ns need it)
 
 typedef unsigned char __u8;
 typedef unsigned int __u32;
@@ -20,7 +20,13 @@ typedef long long __s64;
 #define __type(name, val) typeof(val) *name
 #define __always_inline inline __attribute__((always_inline))
 
-enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2, BPF_MAP_TYPE_STACK_TRACE = 7, BPF_MAP_TYPE_RINGBUF = 27 };
+enum {
+    BPF_MAP_TYPE_HASH = 1,
+    BPF_MAP_TYPE_ARRAY = 2,
+    BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+    BPF_MAP_TYPE_LRU_HASH = 9,
+    BPF_MAP_TYPE_RINGBUF = 27
+};
 enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
 #define BPF_F_NO_PREALLOC (1U << 0)
 #define BPF_F_MMAPABLE (1U << 10)
@@ -32,7 +38,7 @@ static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
-static long (*bpf_get_stackid)(void *ctx, void *map, __u64 flags) = (void *)27;
+static long (*bpf_get_stack)(void *ctx, void *buf, __u32 size, __u64 flags) = (void *)67;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 
@@ -69,19 +75,26 @@ struct slot {
 struct stack_key {
     __u32 tgid;
     __u32 tid;
-    __s32 user;    // stack ids, negative when none
-    __s32 kernel;
+    __u64 user;    // stacks by hash (see `stack_hash`), 0 when none
+    __u64 kernel;
     __u32 off_cpu; // 1: the value is ns off the CPU in a tick, 0: on-CPU samples
     __u32 pad;
+};
+
+// A stack's return addresses, innermost first.
+struct stack {
+    __u32 len; // frames in `ips`
+    __u32 pad;
+    __u64 ips[STACK_DEPTH];
 };
 
 struct record {
     __u32 kind;
     __u32 tgid;
     __u32 tid;
-    __s32 user;
-    __s32 kernel;
     __u32 pad;
+    __u64 user;    // stacks by hash, 0 when none
+    __u64 kernel;
     __u64 t;       // stall start, sample time, or switch-out time
     __u64 value;   // stall duration or off-CPU time (ns); 0 for an on-CPU sample
     __u64 tick;    // start of the tick it belongs to
@@ -89,8 +102,8 @@ struct record {
 
 struct switched_out {
     __u64 t;
-    __s32 user;
-    __s32 kernel;
+    __u64 user;
+    __u64 kernel;
 };
 
 // Processes observed: tgid → 1, written by looptop.
@@ -109,15 +122,16 @@ struct {
     __type(value, __u32);
 } slot_of SEC(".maps");
 
-// [0]: the next free slot; [1]: threads that found no slot. Mapped by looptop, which takes
-// slots for the threads it finds when it attaches.
+// [0]: the next free slot; [1]: threads that found no slot; [2]: stacks sent to `new_stacks`.
+// Mapped by looptop, which takes slots for the threads it finds when it attaches, and reads
+// `new_stacks` only when [2] moved.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 2);
+    __uint(max_entries, 3);
     __uint(map_flags, BPF_F_MMAPABLE);
     __type(key, __u32);
     __type(value, __u64);
-} slot_count SEC(".maps");
+} counters SEC(".maps");
 
 // The slots, mapped by looptop and read every poll without a system call.
 struct {
@@ -137,14 +151,33 @@ struct {
     __type(value, __u64);
 } hist SEC(".maps");
 
-// Stacks by id. Ids collide by hash: looptop removes the ones it has read at each counts read,
-// so a collision (the stack lost, counted in `lost[1]`) needs two new stacks in one interval.
+// Stacks by hash, sent once: a stack not in `known` is copied into `new_stacks`, which looptop
+// empties every poll (keeping the frames), and marked known; after that only its hash travels.
+// looptop removes from `known` the stacks it forgets (and the LRU map drops the oldest when full),
+// so a stack seen again after that is sent again. (A stack-trace map would hand looptop only ids,
+// each read and freed with two system calls per poll, and collide when kept.)
 struct {
-    __uint(type, BPF_MAP_TYPE_STACK_TRACE);
-    __uint(max_entries, 16384);
-    __uint(key_size, sizeof(__u32));
-    __uint(value_size, STACK_DEPTH * sizeof(__u64));
-} stacks SEC(".maps");
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u64);
+    __type(value, struct stack);
+} new_stacks SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 32768);
+    __type(key, __u64);
+    __type(value, __u8);
+} known SEC(".maps");
+
+// Where a stack is taken before it is hashed (too big for the BPF stack): [0] for the sampler,
+// [1] for sched_switch (which runs with interrupts off, so the two never share one).
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, struct stack);
+} scratch SEC(".maps");
 
 // (thread, stacks) → samples or ns off-CPU, outside stalls; read and cleared by looptop.
 struct {
@@ -167,8 +200,8 @@ struct {
     __uint(max_entries, 1 << 20);
 } records SEC(".maps");
 
-// [0] records the ring buffer had no room for, [1] stacks the stack map had no room for,
-// [2] samples that found counts full.
+// [0] records the ring buffer had no room for, [1] stacks `new_stacks` had no room for (or that
+// could not be read), [2] samples that found counts full.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 3);
@@ -183,7 +216,7 @@ static __always_inline void count_lost(__u32 what) {
 }
 
 // Sends one record through the ring buffer; returns 0 (and counts it lost) when it was full.
-static __always_inline int send(__u32 kind, __u32 tgid, __u32 tid, __s32 user, __s32 kernel, __u32 pad, __u64 t,
+static __always_inline int send(__u32 kind, __u32 tgid, __u32 tid, __u64 user, __u64 kernel, __u32 pad, __u64 t,
                                 __u64 value, __u64 tick) {
     struct record *r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
     if (!r) {
@@ -245,13 +278,13 @@ static __always_inline struct slot *my_slot(__u32 tgid, __u32 tid, int create) {
     if (!create)
         return 0;
     __u32 zero = 0;
-    __u64 *next = bpf_map_lookup_elem(&slot_count, &zero);
+    __u64 *next = bpf_map_lookup_elem(&counters, &zero);
     if (!next)
         return 0;
     __u32 i = __sync_fetch_and_add(next, 1);
     if (i >= SLOTS) {
         __u32 one = 1;
-        __u64 *missing = bpf_map_lookup_elem(&slot_count, &one);
+        __u64 *missing = bpf_map_lookup_elem(&counters, &one);
         if (missing)
             __sync_fetch_and_add(missing, 1);
         return 0;
@@ -307,7 +340,7 @@ static __always_inline int wait_enter(void) {
                 *h += 1;
         }
         if (busy >= stall_floor_ns)
-            send(REC_STALL, tgid, tid, -1, -1, 0, since, busy, since);
+            send(REC_STALL, tgid, tid, 0, 0, 0, since, busy, since);
     } else {
         start_loop(s, t);
     }
@@ -386,11 +419,51 @@ static __always_inline void add_count(struct stack_key *k, __u64 v) {
 // Set by looptop: 1 to take kernel frames too.
 volatile const __u32 kernel_stacks = 1;
 
-static __always_inline void take_stacks(void *ctx, __s32 *user, __s32 *kernel) {
-    *user = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
-    *kernel = kernel_stacks ? bpf_get_stackid(ctx, &stacks, 0) : -1;
-    if (*user < 0 && *user != -14 /* EFAULT: no user stack */)
+// FNV-1a over whole addresses, folded: 0 means "no stack".
+static __always_inline __u64 stack_hash(struct stack *st) {
+    __u64 h = 0xcbf29ce484222325ULL ^ st->len;
+    for (__u32 i = 0; i < STACK_DEPTH; i++) {
+        if (i >= st->len)
+            break;
+        h = (h ^ st->ips[i]) * 0x100000001b3ULL;
+        h ^= h >> 31;
+    }
+    return h ? h : 1;
+}
+
+// One stack (user, or kernel with flags 0) by hash, sent to looptop the first time; 0 when
+// there is none (a kernel thread's user stack, a sample taken in user mode's kernel stack).
+static __always_inline __u64 take_stack(void *ctx, __u32 where, __u64 flags) {
+    struct stack *st = bpf_map_lookup_elem(&scratch, &where);
+    if (!st)
+        return 0;
+    long n = bpf_get_stack(ctx, st->ips, sizeof(st->ips), flags);
+    if (n <= 0) {
+        if (n < 0 && n != -14 /* EFAULT: no user stack */)
+            count_lost(1);
+        return 0;
+    }
+    st->len = (__u32)n / sizeof(__u64);
+    __u64 h = stack_hash(st);
+    if (bpf_map_lookup_elem(&known, &h))
+        return h;
+    long r = bpf_map_update_elem(&new_stacks, &h, st, BPF_NOEXIST);
+    if (r != 0 && r != -17 /* EEXIST: sent by another CPU since */) {
         count_lost(1);
+        return 0;
+    }
+    __u8 one = 1;
+    bpf_map_update_elem(&known, &h, &one, BPF_ANY);
+    __u32 sent = 2;
+    __u64 *count = bpf_map_lookup_elem(&counters, &sent);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    return h;
+}
+
+static __always_inline void take_stacks(void *ctx, __u32 where, __u64 *user, __u64 *kernel) {
+    *user = take_stack(ctx, where, BPF_F_USER_STACK);
+    *kernel = kernel_stacks ? take_stack(ctx, where, 0) : 0;
 }
 
 // cpu-clock on every CPU: count the target's stacks; a stall's samples go out one by one.
@@ -399,8 +472,8 @@ SEC("perf_event") int on_cpu(void *ctx) {
     __u32 tgid = id >> 32, tid = (__u32)id;
     if (!observed(tgid))
         return 0;
-    __s32 user, kernel;
-    take_stacks(ctx, &user, &kernel);
+    __u64 user, kernel;
+    take_stacks(ctx, 0, &user, &kernel);
     __u64 now = bpf_ktime_get_ns();
     __u64 tick = stalled_tick(my_slot(tgid, tid, 0), now);
     if (tick && send(REC_SAMPLE, tgid, tid, user, kernel, 0, now, 0, tick))
@@ -442,7 +515,7 @@ static __always_inline int switched(void *ctx, __u64 prev_state, __u32 next) {
             struct slot *s = my_slot(tgid, tid, 0);
             if (s && s->phase == BUSY) {
                 struct switched_out o = {.t = bpf_ktime_get_ns()};
-                take_stacks(ctx, &o.user, &o.kernel);
+                take_stacks(ctx, 1, &o.user, &o.kernel);
                 if (bpf_map_update_elem(&off_cpu, &tid, &o, BPF_ANY) == 0)
                     __sync_fetch_and_add(&off_cpu_pending, 1);
             }
@@ -678,7 +751,7 @@ SEC("uretprobe") int gc_end(struct pt_regs *ctx) {
     struct gc_pause done = *g;
     bpf_map_delete_elem(&gc_pauses, &tid);
     __u64 now = bpf_ktime_get_ns();
-    send(REC_GC, tgid, tid, -1, -1, done.kind, done.start, now > done.start ? now - done.start : 0, 0);
+    send(REC_GC, tgid, tid, 0, 0, done.kind, done.start, now > done.start ? now - done.start : 0, 0);
     return 0;
 }
 

@@ -5,8 +5,9 @@
 //!   state, totals and histogram in a slot of an array map that looptop maps and reads every
 //!   poll without a system call (the start of a tick under way included, so a stall in progress
 //!   shows live). Only stalls cross to looptop, through a ring buffer.
-//! - **Stacks**: a `cpu-clock` program on every CPU takes the target's stacks into a stack map
-//!   and counts them per thread in the kernel; looptop reads and clears the counts every
+//! - **Stacks**: a `cpu-clock` program on every CPU takes the target's stacks, sends each new
+//!   one once (`stacks.rs`) and counts them by hash per thread in the kernel; looptop reads and
+//!   clears the counts every
 //!   [`COUNTS_EVERY`]. A sample taken while its thread's tick is already older than the stall
 //!   floor goes to the ring buffer with its time instead, so every stall keeps its own stacks.
 //! - **Off-CPU**, for loop threads inside a tick only (never inside their wait call):
@@ -22,36 +23,34 @@ mod hooks;
 mod layout;
 mod runtime;
 mod shared;
+mod stacks;
 
 pub use error::BpfError;
 use error::{chain, refused};
 
 use crate::event::{Event, LoopId, LoopTotals, OffCpu, Sample, SampleOrigin};
 use crate::source::perf::PerfOptions;
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::perf_event::{perf_sw_ids, PerfEventScope, PerfTypeId, SamplePolicy};
 use aya::programs::{PerfEvent, TracePoint};
 use layout::{kind, phase, Record, Slot, StackKey, SLOTS};
 use runtime::{PoolMaps, ProcessRuntime, Uprobes};
 use shared::Shared;
+use stacks::Stacks;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 /// The compiled program (`build.sh` rebuilds it from `looptop.bpf.c`).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("looptop.bpf.o");
 
-/// Index of the `lost` counter of stacks the stack map had no room for (see `looptop.bpf.c`).
+/// Index of the `lost` counter of stacks `new_stacks` had no room for (see `looptop.bpf.c`).
 const LOST_STACK: usize = 1;
 
-/// How often the in-kernel stack counts are read and cleared (ns): each read is a few system
-/// calls per distinct stack, so not every poll.
+/// How often the in-kernel stack counts are read and cleared (ns): a batch read, not needed
+/// every poll (a stall's samples come through the ring).
 const COUNTS_EVERY: u64 = 250_000_000;
 /// How often gone processes (/proc), the pools and the lost counts are read (ns).
 const SLOW_EVERY: u64 = 100_000_000;
-/// How often looptop needs to poll this source: the kernel stamps every time, and the ring
-/// holds far more than this long of records, so polling is only for how fresh the numbers
-/// look (a stall in progress in the live view). Each wake-up costs looptop's own CPU.
-pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What looptop last said about a slot's loop.
 struct LoopView {
@@ -76,20 +75,18 @@ pub struct BpfSource {
     pool_maps: PoolMaps,
     targets: BpfHashMap<MapData, u32, u32>,
     slot_of: BpfHashMap<MapData, u32, u32>,
-    slot_count: Shared,
+    counters: Shared,
     slots: Shared,
     hist: Shared,
     records: RingBuf<MapData>,
     counts: BpfHashMap<MapData, StackKey, u64>,
-    stacks: StackTraceMap<MapData>,
+    stacks: Stacks,
     lost_map: Array<MapData, u64>,
     options: PerfOptions,
     period_ns: u64,
     processes: BTreeMap<u32, Process>,
     loops: HashMap<usize, LoopView>,
-    /// Stack id → frames, for the ids read since the last counts read (which removes them from
-    /// the stack map: a stack map whose buckets are never freed refuses new stacks that collide).
-    frames: HashMap<u32, Vec<u64>>,
+    counts_batch: batch::Batch<StackKey, u64>,
     counts_at: u64,
     /// When the slow work (gone processes, pools, lost counts) was last done (ns).
     slow_at: u64,
@@ -175,7 +172,7 @@ impl BpfSource {
                 other => Err(refused("a map")(format!("{other:?} is not an array"))),
             }
         };
-        let slot_count = Shared::map(&data(take(&mut ebpf, "slot_count")?)?, 16)?;
+        let counters = Shared::map(&data(take(&mut ebpf, "counters")?)?, 24)?;
         let slots = Shared::map(&data(take(&mut ebpf, "slots")?)?, SLOTS * std::mem::size_of::<Slot>())?;
         let hist = Shared::map(&data(take(&mut ebpf, "hist")?)?, SLOTS * looptop_abi::HIST_BUCKETS * 8)?;
         Ok(BpfSource {
@@ -183,7 +180,10 @@ impl BpfSource {
             slot_of: BpfHashMap::try_from(take(&mut ebpf, "slot_of")?).map_err(map_err)?,
             records: RingBuf::try_from(take(&mut ebpf, "records")?).map_err(map_err)?,
             counts: BpfHashMap::try_from(take(&mut ebpf, "counts")?).map_err(map_err)?,
-            stacks: StackTraceMap::try_from(take(&mut ebpf, "stacks")?).map_err(map_err)?,
+            stacks: Stacks::new(
+                BpfHashMap::try_from(take(&mut ebpf, "new_stacks")?).map_err(map_err)?,
+                BpfHashMap::try_from(take(&mut ebpf, "known")?).map_err(map_err)?,
+            ),
             lost_map: Array::try_from(take(&mut ebpf, "lost")?).map_err(map_err)?,
             pool_maps: PoolMaps {
                 pools: BpfHashMap::try_from(take(&mut ebpf, "pools")?).map_err(map_err)?,
@@ -192,14 +192,14 @@ impl BpfSource {
             uprobes,
             attached: Uprobes::default(),
             ebpf,
-            slot_count,
+            counters,
             slots,
             hist,
             options,
             period_ns: 1_000_000_000 / options.rate_hz.max(1),
             processes: BTreeMap::new(),
             loops: HashMap::new(),
-            frames: HashMap::new(),
+            counts_batch: batch::Batch::new(1024, 0),
             counts_at: 0,
             slow_at: 0,
             lost_by: [0; 3],
@@ -253,9 +253,9 @@ impl BpfSource {
     /// Takes a slot for a thread of a process not yet in `targets` (so its programs do not run
     /// for it yet and the slot is ours to fill).
     fn seed(&mut self, pid: u32, tid: u32, p: u32, since: u64, loop_ns: u64) {
-        let i = self.slot_count.u64_at(0).fetch_add(1, Ordering::AcqRel) as usize;
+        let i = self.counters.u64_at(0).fetch_add(1, Ordering::AcqRel) as usize;
         if i >= SLOTS {
-            self.slot_count.u64_at(1).fetch_add(1, Ordering::AcqRel);
+            self.counters.u64_at(1).fetch_add(1, Ordering::AcqRel);
             return;
         }
         let mut comm = [0u8; 16];
@@ -273,6 +273,10 @@ impl BpfSource {
     pub fn poll(&mut self, out: &mut Vec<Event>, last: bool) {
         out.append(&mut self.pending);
         let now = crate::source::now_ns();
+        if self.options.rate_hz > 0 {
+            let sent = self.counters.u64_at(2).load(Ordering::Acquire);
+            self.stacks.read_new(sent, now);
+        }
         if self.options.ticks {
             self.read_slots(now, out);
         }
@@ -321,7 +325,7 @@ impl BpfSource {
 
     /// Slots in use, at most [`SLOTS`].
     fn used(&self) -> usize {
-        (self.slot_count.u64_at(0).load(Ordering::Acquire) as usize).min(SLOTS)
+        (self.counters.u64_at(0).load(Ordering::Acquire) as usize).min(SLOTS)
     }
 
     /// Announces slot `i`'s loop when it has become one; its id.
@@ -392,7 +396,7 @@ impl BpfSource {
                 }),
                 kind::SAMPLE | kind::OFF_CPU => {
                     let off = r.kind == kind::OFF_CPU;
-                    let ips = self.ips(r.kernel, r.user);
+                    let ips = self.ips(r.kernel, r.user, r.t);
                     out.push(Event::Sample(Sample {
                         pid: r.tgid,
                         tid: r.tid,
@@ -421,40 +425,30 @@ impl BpfSource {
     }
 
     /// The frames of a stack pair, kernel first, innermost first.
-    fn ips(&mut self, kernel: i32, user: i32) -> Vec<u64> {
+    /// A sample's frames: kernel then user, each by hash (0: none).
+    fn ips(&mut self, kernel: u64, user: u64, now: u64) -> Vec<u64> {
         let mut ips = Vec::new();
-        for id in [kernel, user] {
-            let Ok(id) = u32::try_from(id) else { continue };
-            if let Some(frames) = self.frames.get(&id) {
-                ips.extend_from_slice(frames);
-                continue;
-            }
-            if let Ok(trace) = self.stacks.get(&id, 0) {
-                let frames: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
-                ips.extend_from_slice(&frames);
-                self.frames.insert(id, frames);
-            }
-        }
+        self.stacks.extend(kernel, now, &mut ips);
+        self.stacks.extend(user, now, &mut ips);
         ips
     }
 
     fn read_counts(&mut self, now: u64, out: &mut Vec<Event>) {
-        let taken = batch::take_counts(aya::maps::IterableMap::map(&self.counts)).unwrap_or_else(|| {
+        let mut taken = Vec::new();
+        if !self.counts_batch.take(aya::maps::IterableMap::map(&self.counts), |k, v| taken.push((*k, *v))) {
             let keys: Vec<StackKey> = self.counts.keys().filter_map(Result::ok).collect();
-            let taken: Vec<(StackKey, u64)> =
-                keys.into_iter().filter_map(|k| self.counts.get(&k, 0).ok().map(|v| (k, v))).collect();
+            taken = keys.into_iter().filter_map(|k| self.counts.get(&k, 0).ok().map(|v| (k, v))).collect();
             for (k, _) in &taken {
                 let _ = self.counts.remove(k);
             }
-            taken
-        });
+        }
         let mut samples = Vec::new();
         for (key, value) in taken {
             if value == 0 || !self.processes.contains_key(&key.tgid) {
                 continue;
             }
             let off = key.off_cpu != 0;
-            let ips = self.ips(key.kernel, key.user);
+            let ips = self.ips(key.kernel, key.user, now);
             samples.push(Sample {
                 pid: key.tgid,
                 tid: key.tid,
@@ -468,11 +462,6 @@ impl BpfSource {
             });
         }
         out.extend(samples.into_iter().map(Event::Sample));
-        // Room for new stacks: the ones read are removed (a sample counted since under one of
-        // them loses its stack, which is rare; a full map loses every new one).
-        for (id, _) in self.frames.drain() {
-            let _ = self.stacks.remove(&id);
-        }
     }
 
     /// Whether the kernel side stamped the exit of a loop thread not yet ended.
@@ -540,12 +529,13 @@ impl BpfSource {
 
     /// What was lost, in one sentence, when anything was.
     pub fn lost_note(&self) -> Option<String> {
-        lost_sentence(self.lost_by)
+        let [ring, stacks, counts] = self.lost_by;
+        lost_sentence([ring, stacks + self.stacks.unknown, counts])
     }
 
     /// Loops that found no slot (more than [`SLOTS`] threads waited).
     pub fn unslotted(&self) -> u64 {
-        self.slot_count.u64_at(1).load(Ordering::Relaxed)
+        self.counters.u64_at(1).load(Ordering::Relaxed)
     }
 }
 
@@ -568,8 +558,8 @@ fn lost_sentence(lost_by: [u64; 3]) -> Option<String> {
     }
     if stacks > 0 {
         parts.push(format!(
-            "{stacks} samples lost their user stack to a collision in the kernel's stack map (they are counted \
-             without it)"
+            "{stacks} samples lost a stack (the kernel side's table of new stacks was full, or looptop had \
+             forgotten it); they are counted without it"
         ));
     }
     (!parts.is_empty()).then(|| format!("BPF: {}", parts.join("; ")))
@@ -590,7 +580,7 @@ mod tests {
         assert_eq!(lost_sentence([0, 0, 0]), None);
         let s = lost_sentence([2, 21, 0]).unwrap();
         assert!(s.starts_with("BPF: 2 records found the ring buffer full"), "{s}");
-        assert!(s.contains("; 21 samples lost their user stack") && !s.contains("counts full"), "{s}");
+        assert!(s.contains("; 21 samples lost a stack") && !s.contains("counts full"), "{s}");
         assert_eq!(lost_sentence([0, 0, 5]).unwrap(), "BPF: 5 samples found the stack counts full");
     }
 }
