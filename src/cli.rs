@@ -155,10 +155,13 @@ Output: one line per budget (✓ or ✗, the observed value), and under a failed
 (kind, function, file:line, source line) or pauses. --json FILE writes the looptop.report/1
 object with a `budgets` array; --junit FILE one test case per budget; --github prints
 ::error annotations at the worst stall's source line and appends a job summary to
-$GITHUB_STEP_SUMMARY. These files are opened before the command starts. Exit: 0 all held, 1 a
-budget failed, 2 a malformed budget or file, or an output that cannot be written, 3 could not
-observe (or an output could not be written at the end). The command's own exit status is
-reported, not used.
+$GITHUB_STEP_SUMMARY. These files are opened before the command starts.
+
+A check never passes by accident: a command that exits with a failure status fails it (unless
+--ignore-exit-code), and so does a run in which no event loop was seen. Exit: 0 all held, 1 a
+budget failed or the command failed, 2 a malformed budget or file, or an output that cannot be
+written, 3 could not observe or no event loop seen (or an output could not be written at the
+end). A command that looptop stops at the end of -d has not failed.
 
 Examples:
   looptop check --budget 'lag.p99<20ms' --budget 'stalls==0' -- node test/load.js
@@ -192,6 +195,10 @@ pub struct CheckArgs {
     /// Leave out the first DUR (start-up compilation and module loading)
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Judge the budgets of a command that exits with a failure status (a load script that
+    /// fails on purpose); by default a failing command fails the check (exit 1)
+    #[arg(long)]
+    pub ignore_exit_code: bool,
     /// What to check.
     #[command(flatten)]
     pub target: TargetArgs,

@@ -80,6 +80,8 @@ pub struct CheckPlan {
     pub github: bool,
     /// Left out at the start.
     pub warmup: Duration,
+    /// A failing command is judged on its budgets instead of failing the check.
+    pub ignore_exit_code: bool,
     /// What to check.
     pub target: TargetSpec,
     /// Stop after this long.
@@ -267,6 +269,7 @@ impl From<Command> for Plan {
                 json: a.json,
                 github: a.github,
                 warmup: a.warmup,
+                ignore_exit_code: a.ignore_exit_code,
                 target: target(&a.target, None),
                 duration: a.target.duration,
             }),

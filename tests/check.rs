@@ -83,16 +83,53 @@ fn a_broken_budget_fails_the_build_and_names_the_code() {
 }
 
 #[test]
-fn budgets_that_hold_exit_0_even_when_the_command_fails() {
-    let out = check(
-        &["-b", "stalls<=1", "-b", "utilization<100%", "-b", "stall.max>=100ms"],
-        "node/stalls.js",
-        &[("FIXTURE_STALLS_MS", "150"), ("FIXTURE_EXIT", "3")],
-    );
+fn a_failing_command_fails_the_check_unless_its_exit_code_is_ignored() {
+    let dir = TempDir::new("check-exit");
+    let (json, junit) = (dir.path("r.json"), dir.path("r.xml"));
+    let budgets = ["-b", "stalls<=1", "-b", "utilization<100%", "-b", "stall.max>=100ms"];
+    let env = [("FIXTURE_STALLS_MS", "150"), ("FIXTURE_EXIT", "3"), ("GITHUB_WORKSPACE", "/nowhere")];
+    let outputs = ["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap(), "--github"];
+    let out = check(&[&budgets[..], &outputs[..]].concat(), "node/stalls.js", &env);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("all 3 budgets held"), "{err}");
-    assert!(err.contains("the command itself exited with status 3"), "reported separately: {err}");
+    assert_eq!(out.status.code(), Some(1), "a failed command fails the check: {err}");
+    assert!(err.contains("✓ stall.max>=100ms"), "the budgets are still shown: {err}");
+    assert!(err.contains("the command failed (exit status 3)") && err.contains("--ignore-exit-code"), "{err}");
+    assert!(err.contains("check failed: the command failed (all 3 budgets held)"), "{err}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["passed"], false, "{v}");
+    assert_eq!(v["unmet"][0]["case"], "command", "{v}");
+    assert_eq!(v["target"]["exit_code"], 3);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"testcase name="command""#) && xml.contains("exit status 3"), "{xml}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("::error title=looptop check%3A the command failed::"), "{stdout}");
+
+    let out = check(&[&budgets[..], &["--ignore-exit-code"]].concat(), "node/stalls.js", &env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "--ignore-exit-code judges the budgets alone: {err}");
+    assert!(err.contains("all 3 budgets held") && !err.contains("check failed"), "{err}");
+    assert!(err.contains("the command itself exited with status 3 (--ignore-exit-code)"), "{err}");
+}
+
+#[test]
+fn a_run_with_no_event_loop_fails_as_not_observed() {
+    let _timing = timing();
+    let out = looptop().args(["check", "--rate", "0", "-b", "stalls==0", "--", "sleep", "0.2"]).output_limited();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "nothing observed is not a pass: {err}");
+    assert!(err.contains("✓ stalls==0") && err.contains("no event loop was observed"), "{err}");
+    assert!(err.contains("check failed: no event loop was observed"), "{err}");
+}
+
+#[test]
+fn a_command_looptop_stops_at_the_end_of_its_duration_has_not_failed() {
+    let _timing = timing();
+    let out = looptop()
+        .args(["check", "--rate", "0", "-d", "1s", "-b", "stalls==0", "--", "node", "-e", "setInterval(() => {}, 50)"])
+        .output_limited();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "stopped by looptop, not failed: {err}");
+    assert!(err.contains("all 1 budget held") && !err.contains("check failed"), "{err}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `looptop check`: observe a command (or a pid for a while), check the budgets against the
 //! report, and tell the result — text, `--json`, `--junit`, `--github` — with an exit code CI
-//! can act on: 0 all held, 1 a budget failed, 2 a malformed budget, 3 could not observe.
+//! can act on: 0 all held, 1 a budget failed or the command failed, 2 a malformed budget, 3 could
+//! not observe (including a run in which no event loop was seen).
 
 use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow};
 use super::output::OutputFile;
@@ -8,7 +9,7 @@ use crate::error::UserError;
 use crate::plan::{CheckPlan, TargetSpec};
 use crate::sink::check::budget::{self, Budget};
 use crate::sink::check::budget_file;
-use crate::sink::check::{github, junit, text, Verdict};
+use crate::sink::check::{github, junit, text, Unmet, Verdict};
 use crate::source::now_ns;
 use crate::target::launch::{self, LaunchPlan};
 use anyhow::{Context, Result};
@@ -62,15 +63,28 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     }
     observed.tell();
     let report = &observed.report;
-    let verdict = Verdict::new(&budgets, report, plan.warmup.as_secs_f64() * 1e3);
+    let mut unmet = Vec::new();
+    let failed_exit = report.target.exit_code.filter(|&c| c != 0 && !observed.stopped);
+    if let Some(code) = failed_exit.filter(|_| !plan.ignore_exit_code) {
+        unmet.push(Unmet::command_failed(code));
+    }
+    if report.loops.is_empty() {
+        unmet.push(Unmet::no_loop(matches!(plan.target, TargetSpec::Launch(_))));
+    }
+    let verdict = Verdict::new(&budgets, report, plan.warmup.as_secs_f64() * 1e3, unmet);
     let mut err = std::io::stderr().lock();
     text::write(report, &verdict, plan.observe.color && super::is_tty(2), &mut err)?;
-    if let Some(code) = report.target.exit_code.filter(|&c| c != 0) {
-        eprintln!("looptop: note: the command itself exited with status {code}; the budgets above are judged on what was observed");
+    if let Some(code) = failed_exit.filter(|_| plan.ignore_exit_code) {
+        eprintln!(
+            "looptop: note: the command itself exited with status {code} (--ignore-exit-code); the budgets above \
+             are judged on what was observed"
+        );
     }
     if let Some(out) = &json_out {
         let mut value = serde_json::to_value(report)?;
         value["budgets"] = serde_json::to_value(&verdict.outcomes)?;
+        value["passed"] = verdict.held().into();
+        value["unmet"] = serde_json::to_value(&verdict.unmet)?;
         let text = serde_json::to_string_pretty(&value)? + "\n";
         out.write_with(|w| Ok(w.write_all(text.as_bytes())?))?;
     }
@@ -91,7 +105,7 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
             out.write_with(|w| Ok(w.write_all(summary.as_bytes())?))?;
         }
     }
-    Ok(if verdict.held() { crate::error::exit::OK } else { crate::error::exit::BUDGET })
+    Ok(verdict.exit_code())
 }
 
 /// The budgets of the file (`--budget-file`, else `looptop.toml` when present) and the flags;

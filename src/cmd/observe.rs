@@ -78,6 +78,9 @@ pub struct Observed {
     pub session: Session,
     /// The recording written, and its number of lines.
     pub recorded: Option<(PathBuf, u64)>,
+    /// looptop stopped the launched command itself (its duration ran out): its exit status says
+    /// so, not that it failed.
+    pub stopped: bool,
     /// Perf mode's events, disabled, closed when this is dropped: after the results are out
     /// (each uprobe close waits for an RCU grace period, seconds in all).
     _closing: Option<Box<KernelSource>>,
@@ -423,6 +426,8 @@ struct Run {
     closing: Option<Box<KernelSource>>,
     /// An attached process ended while observed.
     gone: Option<u32>,
+    /// The launched command was asked to stop by looptop (its duration ran out).
+    stopped: bool,
 }
 
 impl Run {
@@ -460,6 +465,7 @@ impl Run {
             unseen: Vec::new(),
             closing: None,
             gone: None,
+            stopped: false,
         })
     }
 
@@ -503,6 +509,7 @@ impl Run {
                         match termed {
                             None => {
                                 termed = Some(now);
+                                self.stopped = true;
                                 // SAFETY: signalling our own child.
                                 unsafe { libc::kill(l.child.id() as i32, libc::SIGTERM) };
                             }
@@ -597,7 +604,15 @@ impl Run {
             .map(|pid| format!("process {pid} exited after {:.1} s", self.end.saturating_sub(self.origin) as f64 / 1e9))
             .into_iter()
             .collect();
-        Ok(Observed { report, warnings, notes, session: self.pipeline.session, recorded, _closing: self.closing })
+        Ok(Observed {
+            report,
+            warnings,
+            notes,
+            session: self.pipeline.session,
+            recorded,
+            stopped: self.stopped,
+            _closing: self.closing,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! `--github`: GitHub Actions workflow commands — an `::error` annotation per failed budget at
-//! the source location of its worst stall — and a Markdown job summary.
+//! the source location of its worst stall, and one for a failing command or a run with no loop
+//! observed — and a Markdown job summary.
 
 use super::Verdict;
 use crate::analysis::report::Report;
@@ -8,12 +9,15 @@ use std::path::Path;
 /// The annotation lines, one per failed budget. `root` is the workspace that file paths are
 /// made relative to (`GITHUB_WORKSPACE`, else the working directory).
 pub fn annotations(verdict: &Verdict, root: &Path) -> Vec<String> {
-    verdict
-        .outcomes
-        .iter()
-        .zip(&verdict.evidence)
-        .filter(|(o, _)| !o.held)
-        .map(|(o, evidence)| {
+    let unmet = verdict.unmet.iter().map(|u| {
+        format!(
+            "::error title={}::{}",
+            escape_property(&format!("looptop check: {}", u.case_failed())),
+            escape_data(&u.message)
+        )
+    });
+    unmet
+        .chain(verdict.outcomes.iter().zip(&verdict.evidence).filter(|(o, _)| !o.held).map(|(o, evidence)| {
             let title = format!("looptop budget {} failed", o.expr);
             let mut message = format!("{}: observed {}", o.expr, o.shown);
             for e in evidence {
@@ -31,18 +35,21 @@ pub fn annotations(verdict: &Verdict, root: &Path) -> Vec<String> {
                 None => format!("title={}", escape_property(&title)),
             };
             format!("::error {props}::{}", escape_data(&message))
-        })
+        }))
         .collect()
 }
 
 /// The job summary (Markdown).
 pub fn summary(report: &Report, verdict: &Verdict) -> String {
     let (n, failed) = (verdict.outcomes.len(), verdict.failed());
-    let mut md = if failed == 0 {
-        format!("### looptop check: all {n} budgets held\n\n")
-    } else {
-        format!("### looptop check: {failed} of {n} budgets failed\n\n")
+    let mut md = match verdict.unmet.first() {
+        Some(u) => format!("### looptop check: {}\n\n", u.case_failed()),
+        None if failed == 0 => format!("### looptop check: all {n} budgets held\n\n"),
+        None => format!("### looptop check: {failed} of {n} budgets failed\n\n"),
     };
+    for u in &verdict.unmet {
+        md.push_str(&format!("❌ {}\n\n", u.message));
+    }
     md.push_str(&format!(
         "`{}` (pid {}, {}), observed for {:.1} s\n\n| | budget | observed |\n|---|---|---|\n",
         report.target.command.join(" ").replace('`', "'"),

@@ -1,5 +1,6 @@
 //! `--junit FILE`: one JUnit test case per budget (quick-junit); a failed budget carries its
-//! message and the stalls or pauses that explain it.
+//! message and the stalls or pauses that explain it. A failing command or a run with no loop
+//! observed is one more failed case (`command`, `observation`).
 
 use super::Verdict;
 use crate::analysis::report::Report;
@@ -38,6 +39,14 @@ pub fn to_xml(report: &Report, verdict: &Verdict) -> Result<String, quick_junit:
         };
         let mut case = TestCase::new(o.expr.clone(), status);
         case.set_classname("looptop.budget");
+        suite.add_test_case(case);
+    }
+    for u in &verdict.unmet {
+        let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+        s.set_message(u.message.clone());
+        s.set_type(u.case);
+        let mut case = TestCase::new(u.case, s);
+        case.set_classname("looptop.check");
         suite.add_test_case(case);
     }
     let mut xml = quick_junit::Report::new("looptop");

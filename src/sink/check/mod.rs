@@ -22,6 +22,55 @@ pub struct Verdict {
     pub evidence: Vec<Vec<Evidence>>,
     /// The warm-up left out (ms), 0 for none.
     pub warmup_ms: f64,
+    /// What failed the check besides its budgets (a failing command, nothing observed).
+    pub unmet: Vec<Unmet>,
+}
+
+/// A condition of every check, besides its budgets, that did not hold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Unmet {
+    /// Its name as a test case: `command` or `observation`.
+    pub case: &'static str,
+    /// One sentence saying what happened and the way out.
+    pub message: String,
+    /// The exit code it calls for (1 a failed command, 3 nothing observed).
+    #[serde(skip)]
+    pub exit: u8,
+}
+
+impl Unmet {
+    /// The command exited with a failure status of its own.
+    pub fn command_failed(code: i32) -> Unmet {
+        Unmet {
+            case: "command",
+            message: format!(
+                "the command failed (exit status {code}), so the check fails whatever its budgets say; pass \
+                 --ignore-exit-code to judge them anyway (a load script that exits non-zero on purpose)"
+            ),
+            exit: crate::error::exit::BUDGET,
+        }
+    }
+
+    /// What failed, in a few words ("the command failed").
+    pub fn case_failed(&self) -> &'static str {
+        match self.case {
+            "command" => "the command failed",
+            _ => "no event loop was observed",
+        }
+    }
+
+    /// No event loop was seen, so no budget can be judged.
+    pub fn no_loop(launched: bool) -> Unmet {
+        let what = if launched { "the command" } else { "the process" };
+        Unmet {
+            case: "observation",
+            message: format!(
+                "no event loop was observed ({what} never waited in epoll_wait, epoll_pwait, epoll_pwait2, poll or \
+                 ppoll), so no budget can be judged; check that it starts your server and runs long enough to serve"
+            ),
+            exit: crate::error::exit::OBSERVE,
+        }
+    }
 }
 
 /// One line of evidence under a failed budget, with a source location when there is one.
@@ -37,15 +86,24 @@ pub struct Evidence {
 
 impl Verdict {
     /// Checks every budget against `report`.
-    pub fn new(budgets: &[Budget], report: &Report, warmup_ms: f64) -> Verdict {
+    pub fn new(budgets: &[Budget], report: &Report, warmup_ms: f64, unmet: Vec<Unmet>) -> Verdict {
         let outcomes: Vec<Outcome> = budgets.iter().map(|b| b.check(report)).collect();
         let evidence = outcomes.iter().map(|o| if o.held { Vec::new() } else { evidence(report, o.metric) }).collect();
-        Verdict { outcomes, evidence, warmup_ms }
+        Verdict { outcomes, evidence, warmup_ms, unmet }
     }
 
-    /// Whether every budget held.
+    /// Whether the check passed: every budget held and nothing else failed it.
     pub fn held(&self) -> bool {
-        self.outcomes.iter().all(|o| o.held)
+        self.unmet.is_empty() && self.outcomes.iter().all(|o| o.held)
+    }
+
+    /// The exit code: the first unmet condition's, else 1 when a budget failed, else 0.
+    pub fn exit_code(&self) -> u8 {
+        match self.unmet.first() {
+            Some(u) => u.exit,
+            None if self.held() => crate::error::exit::OK,
+            None => crate::error::exit::BUDGET,
+        }
     }
 
     /// Budgets that failed.

@@ -39,11 +39,19 @@ pub fn write(report: &Report, verdict: &Verdict, color: bool, mut out: impl Writ
             }
         }
     }
+    for u in &verdict.unmet {
+        writeln!(out, "  {} {}", paint("31;1", bad), u.message)?;
+    }
     let (n, failed) = (verdict.outcomes.len(), verdict.failed());
-    let line = if failed == 0 {
-        paint("32", &format!("all {n} budget{} held", if n == 1 { "" } else { "s" }))
+    let budgets = if failed == 0 {
+        format!("all {n} budget{} held", if n == 1 { "" } else { "s" })
     } else {
-        paint("31;1", &format!("{failed} of {n} budget{} failed", if n == 1 { "" } else { "s" }))
+        format!("{failed} of {n} budget{} failed", if n == 1 { "" } else { "s" })
+    };
+    let line = match verdict.unmet.first() {
+        None if failed == 0 => paint("32", &budgets),
+        None => paint("31;1", &budgets),
+        Some(u) => paint("31;1", &format!("check failed: {} ({budgets})", u.case_failed())),
     };
     writeln!(out, "{line}")
 }
