@@ -391,7 +391,8 @@ pub struct FlameArgs {
     /// refused before anything starts when it cannot be written
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Output format (default: from the -o extension, else svg)
+    /// Output format (default: from the -o extension: .svg, .folded or .txt, .json; svg without
+    /// one; any other extension is refused)
     #[arg(long, value_enum)]
     pub format: Option<FlameFormat>,
     /// Keep only samples taken inside stalls

@@ -140,6 +140,9 @@ pub struct FlamePlan {
     pub output: PathBuf,
     /// The format.
     pub format: FlameFormat,
+    /// The output's extension names no format looptop writes, and none was asked for (`out.png`):
+    /// refused, rather than an SVG under a name that promises something else.
+    pub unknown_extension: Option<String>,
     /// Only samples inside stalls.
     pub stalls_only: bool,
     /// What to draw.
@@ -217,20 +220,17 @@ fn target(t: &TargetArgs, from: Option<PathBuf>) -> TargetSpec {
     }
 }
 
-/// The flamegraph format: as asked, else from the output's extension, else SVG; and the output.
-fn flame_output(format: Option<FlameFormat>, output: Option<PathBuf>) -> (FlameFormat, PathBuf) {
-    let from_ext = output.as_ref().and_then(|o| {
-        let name = o.to_string_lossy();
-        if name.ends_with(".svg") {
-            Some(FlameFormat::Svg)
-        } else if name.ends_with(".folded") || name.ends_with(".txt") {
-            Some(FlameFormat::Folded)
-        } else if name.ends_with(".json") {
-            Some(FlameFormat::Speedscope)
-        } else {
-            None
-        }
-    });
+/// The flamegraph format: as asked, else from the output's extension, else SVG; the output; and
+/// the output's extension when it names no format and none was asked for.
+fn flame_output(format: Option<FlameFormat>, output: Option<PathBuf>) -> (FlameFormat, PathBuf, Option<String>) {
+    let ext = output.as_ref().and_then(|o| o.extension()).map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let from_ext = match ext.as_deref() {
+        Some("svg") => Some(FlameFormat::Svg),
+        Some("folded" | "txt") => Some(FlameFormat::Folded),
+        Some("json") => Some(FlameFormat::Speedscope),
+        _ => None,
+    };
+    let unknown = ext.filter(|_| format.is_none() && from_ext.is_none());
     let format = format.or(from_ext).unwrap_or(FlameFormat::Svg);
     let output = output.unwrap_or_else(|| {
         PathBuf::from(match format {
@@ -239,7 +239,7 @@ fn flame_output(format: Option<FlameFormat>, output: Option<PathBuf>) -> (FlameF
             FlameFormat::Speedscope => "flame.speedscope.json",
         })
     });
-    (format, output)
+    (format, output, unknown)
 }
 
 impl From<Command> for Plan {
@@ -296,12 +296,13 @@ impl From<Command> for Plan {
                 recording: a.recording,
             }),
             Command::Flame(a) => {
-                let (format, output) = flame_output(a.format, a.output);
+                let (format, output, unknown_extension) = flame_output(a.format, a.output);
                 Plan::Flame(FlamePlan {
                     observe: observe(a.observe),
                     stacks: stacks(&a.stacks),
                     output,
                     format,
+                    unknown_extension,
                     stalls_only: a.stalls_only,
                     target: target(&a.target, a.from),
                     duration: a.target.duration,

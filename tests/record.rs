@@ -85,6 +85,23 @@ fn files_that_are_not_recordings_are_refused() {
 }
 
 #[test]
+fn a_threshold_under_the_recorded_floor_says_what_was_not_kept() {
+    let dir = TempDir::new("floor");
+    // Recorded with the default 50 ms threshold: ticks kept one by one from 10 ms.
+    let rec = record_blockers(&dir, &["--rate", "0"]);
+    let out = looptop().args(["report", "--json", "--stall-threshold", "5ms"]).arg(&rec).output_limited();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("kept ticks one by one only from 10.0 ms") && err.contains("--stall-threshold 5ms"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = v["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("only from 10.0 ms")), "in the report too: {v}");
+    // At or over the floor, nothing is missing.
+    let out = looptop().args(["report", "--stall-threshold", "20ms"]).arg(&rec).output_limited();
+    assert!(!stderr(&out).contains("kept ticks one by one"), "{}", stderr(&out));
+}
+
+#[test]
 fn flamegraphs_in_every_format() {
     let dir = TempDir::new("flame");
     let rec = record_blockers(&dir, &["--rate", "0"]);
@@ -116,6 +133,17 @@ fn flamegraphs_in_every_format() {
     let names: Vec<&str> =
         v["shared"]["frames"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
     assert!(names.iter().any(|n| n.contains("validateName")), "{names:?}");
+    // An extension that names no format looptop writes is refused, not given an SVG.
+    let png = dir.path("out.png");
+    let out = looptop().args(["flame", "-o"]).arg(&png).arg("--from").arg(&rec).output_limited();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot write a .png flamegraph") && err.contains("out.svg"), "{err}");
+    assert!(!png.exists(), "nothing written under a name that promises a PNG");
+    // Asked for explicitly, any name goes.
+    let out = looptop().args(["flame", "--format", "svg", "-o"]).arg(&png).arg("--from").arg(&rec).output_limited();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&png).unwrap().contains("<svg"));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use super::observe::Collect;
 use super::output::OutputFile;
 use crate::cli::FlameFormat;
+use crate::error::UserError;
 use crate::plan::{FlamePlan, TargetSpec};
 use crate::sink::flame::{self, build_profile, perf_rate, Format};
 use anyhow::Result;
@@ -11,6 +12,18 @@ use std::io::Write;
 
 /// Runs `looptop flame`.
 pub fn execute(plan: FlamePlan) -> Result<u8> {
+    if let Some(ext) = &plan.unknown_extension {
+        return Err(UserError::usage(format!(
+            "looptop cannot write a .{ext} flamegraph ({}): it writes SVG (.svg), folded stacks (.folded, .txt) \
+             and speedscope JSON (.json)",
+            plan.output.display()
+        ))
+        .hint(format!(
+            "name the file {} (an SVG opens in any browser), or give --format to write that format under this name",
+            plan.output.with_extension("svg").display()
+        ))
+        .into());
+    }
     // Before anything starts: a flamegraph that cannot be written is refused now.
     let to_stdout = plan.output.as_os_str() == "-";
     let output = if to_stdout { None } else { Some(OutputFile::create(&plan.output, "the flamegraph", "-o FILE")?) };

@@ -79,11 +79,11 @@ pub(super) fn load(path: &std::path::Path, threshold: Option<Duration>) -> Resul
             UserError::usage(e.to_string()).hint("read it with the looptop version that wrote it")
         }
     })?;
-    for w in replay.warnings(path) {
-        eprintln!("looptop: warning: {w}");
-    }
     if let Some(t) = threshold {
         replay.session.set_threshold(t.as_nanos() as u64);
+    }
+    for w in replay.warnings(path) {
+        eprintln!("looptop: warning: {w}");
     }
     Ok(replay)
 }

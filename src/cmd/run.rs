@@ -99,5 +99,5 @@ pub(super) fn emit(
 /// The agent keeps every tick at least this long individually: the threshold, or lower so a
 /// later, lower threshold (and recordings) still see every stall.
 pub(super) fn stall_floor(threshold: std::time::Duration) -> u64 {
-    (threshold.as_nanos() as u64).clamp(1, looptop_abi::DEFAULT_STALL_FLOOR_NS)
+    looptop_abi::stall_floor_ns(threshold.as_nanos() as u64)
 }

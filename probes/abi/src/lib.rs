@@ -46,6 +46,19 @@ pub const DEFAULT_SHM_DIR: &str = "/dev/shm";
 /// Default floor of the stall ring: ticks at least this long are kept individually.
 pub const DEFAULT_STALL_FLOOR_NS: u64 = 10_000_000;
 
+/// The floor looptop observes with under a stall threshold: the threshold itself when lower than
+/// the default floor (so every stall is kept), else the default floor (so a later, lower
+/// threshold still sees the ticks down to it).
+pub const fn stall_floor_ns(threshold_ns: u64) -> u64 {
+    if threshold_ns == 0 {
+        1
+    } else if threshold_ns < DEFAULT_STALL_FLOOR_NS {
+        threshold_ns
+    } else {
+        DEFAULT_STALL_FLOOR_NS
+    }
+}
+
 /// Environment: folder for segments (default `/dev/shm`).
 pub const ENV_SHM_DIR: &str = "LOOPTOP_SHM_DIR";
 /// Environment: session id (decimal u64) set by `looptop run`, copied into each header so the

@@ -144,6 +144,19 @@ impl Replay {
                 self.lines
             ));
         }
+        let floor = looptop_abi::stall_floor_ns(self.header.stall_threshold_ns);
+        if self.session.threshold_ns() < floor {
+            out.push(format!(
+                "{} kept ticks one by one only from {} (it was recorded with a {} threshold): stalls shorter than \
+                 that are not listed under this {} threshold, though the tick and lag percentiles count every tick; \
+                 record with --stall-threshold {}ms to see them",
+                path.display(),
+                crate::units::fmt_ms(floor as f64 / 1e6),
+                crate::units::fmt_ms(self.header.stall_threshold_ns as f64 / 1e6),
+                crate::units::fmt_ms(self.session.threshold_ns() as f64 / 1e6),
+                self.session.threshold_ns() as f64 / 1e6,
+            ));
+        }
         if self.end.is_none() {
             out.push(format!(
                 "{} ends early (the recorder was stopped before it finished): showing everything up to {:.1} s",
