@@ -18,7 +18,8 @@ fn writers(path: &Path, marker: &Path) -> Vec<(String, Command)> {
     for args in [
         vec!["run", "-q", "-o", p],
         vec!["record", "-o", p],
-        vec!["flame", "-o", p],
+        // (`--format`: these paths end in .out, which names no format of flame's)
+        vec!["flame", "--format", "svg", "-o", p],
         vec!["check", "-b", "stalls==0", "--json", p],
         vec!["check", "-b", "stalls==0", "--junit", p],
     ] {
