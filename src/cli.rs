@@ -477,7 +477,8 @@ pub fn command() -> clap::Command {
 /// Parses the process arguments (clap exits with 2 on a usage error, 0 for --help). `looptop PID`
 /// is read as `looptop top --pid PID`.
 pub fn parse() -> Command {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| forgive(e, &args).exit());
     let top = |pid: u32| Cli::parse_from(["looptop", "top", "--pid", &pid.to_string()]).command;
     match (cli.command, cli.pid.and_then(top)) {
         (Some(command), _) | (None, Some(command)) => command,
@@ -488,10 +489,97 @@ pub fn parse() -> Command {
     }
 }
 
+/// `e`, or the error of a common slip with its fix: a mistyped subcommand (which clap takes
+/// for a PID) gets the nearest one, and a command to launch given without `--` gets the line
+/// with it.
+pub fn forgive(e: clap::Error, args: &[OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ErrorKind};
+    let words: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let Some(i) = words.iter().position(|w| !w.starts_with('-')) else { return e };
+    let mut cmd = command();
+    let word = &words[i];
+    let Some(sub) = cmd.find_subcommand(word).cloned() else {
+        if word == "help"
+            || word.parse::<u32>().is_ok()
+            || matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        {
+            return e;
+        }
+        let near = cmd
+            .get_subcommands()
+            .flat_map(|s| std::iter::once(s.get_name()).chain(s.get_all_aliases()))
+            .map(|n| (strsim::damerau_levenshtein(n, word), n))
+            .filter(|&(d, n)| d <= 2 && d < n.len())
+            .min();
+        let message = match near {
+            Some((_, n)) => format!("'{word}' is not a looptop command: did you mean `looptop {n}`?"),
+            None => format!("'{word}' is neither a looptop command nor a PID (see `looptop --help`)"),
+        };
+        return cmd.error(ErrorKind::InvalidSubcommand, message);
+    };
+    // `looptop run node server.js`: the command goes after `--`.
+    let launches = sub.get_arguments().any(|a| a.is_last_set());
+    let stray = match e.get(ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(s)) if e.kind() == ErrorKind::UnknownArgument => s.clone(),
+        _ => return e,
+    };
+    let at = words.iter().skip(i + 1).position(|w| *w == stray).map(|k| k + i + 1);
+    match at {
+        Some(j) if launches && !stray.starts_with('-') && !words.iter().any(|w| w == "--") => {
+            // Quoted for a shell where it matters ('lag.p99<20ms').
+            let quote = |w: &str| {
+                let plain = |c: char| c.is_ascii_alphanumeric() || "_./=:,@%+-".contains(c);
+                if !w.is_empty() && w.chars().all(plain) {
+                    w.to_string()
+                } else {
+                    format!("'{}'", w.replace('\'', r"'\''"))
+                }
+            };
+            let fixed: Vec<String> = words[..j]
+                .iter()
+                .map(|w| quote(w))
+                .chain(["--".into()])
+                .chain(words[j..].iter().map(|w| quote(w)))
+                .collect();
+            sub.bin_name(format!("looptop {word}")).error(
+                ErrorKind::UnknownArgument,
+                format!("`looptop {word}` takes the command to run after `--`: looptop {}", fixed.join(" ")),
+            )
+        }
+        _ => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
     #[test]
     fn clap_definition_is_consistent() {
         super::command().debug_assert();
+    }
+
+    /// The error clap gives for `args`, after [`super::forgive`].
+    fn forgiven(args: &[&str]) -> String {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let e = <super::Cli as clap::Parser>::try_parse_from(&args).expect_err("a usage error");
+        super::forgive(e, &args).to_string()
+    }
+
+    #[test]
+    fn a_mistyped_subcommand_gets_the_nearest_one() {
+        assert!(forgiven(&["looptop", "dmeo"]).contains("did you mean `looptop demo`?"));
+        assert!(forgiven(&["looptop", "rn", "--", "node", "x.js"]).contains("did you mean `looptop run`?"));
+        assert!(forgiven(&["looptop", "flam", "--from", "r.rec"]).contains("did you mean `looptop flame`?"));
+        let far = forgiven(&["looptop", "zzzzzz"]);
+        assert!(far.contains("neither a looptop command nor a PID") && !far.contains("did you mean"), "{far}");
+    }
+
+    #[test]
+    fn a_command_without_the_double_dash_gets_the_line_with_it() {
+        let e = forgiven(&["looptop", "run", "node", "server.js"]);
+        assert!(e.contains("looptop run -- node server.js"), "{e}");
+        let e = forgiven(&["looptop", "check", "-b", "lag.p99<20ms", "node", "t.js"]);
+        assert!(e.contains("looptop check -b 'lag.p99<20ms' -- node t.js"), "{e}");
     }
 }
