@@ -130,6 +130,7 @@ fn a_command_looptop_stops_at_the_end_of_its_duration_has_not_failed() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "stopped by looptop, not failed: {err}");
     assert!(err.contains("all 1 budget held") && !err.contains("check failed"), "{err}");
+    assert!(err.contains("stopped by looptop after") && err.contains("(it was sent SIGTERM; exited 143)"), "{err}");
 }
 
 #[test]

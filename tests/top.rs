@@ -178,6 +178,9 @@ fn live_view_shows_the_stall_while_it_lasts_names_its_blocker_and_quits_cleanly(
     assert_eq!(tmux.tmux(&["display-message", "-p", "-t", "top", "#{alternate_on}"]).trim(), "0");
     let screen = tmux.screen();
     assert!(!screen.contains("Loops ("), "the view is gone from the screen:\n{screen}");
+    // What the view showed stays on the terminal: the summary, as `run` prints it.
+    assert!(screen.contains("looptop: node") && screen.contains("at or over"), "the summary after q:\n{screen}");
+    assert!(screen.contains("stopped by looptop after"), "q stopped the program it started:\n{screen}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while fixture_running(script) {
         assert!(Instant::now() < deadline, "the program looptop started still runs after q");

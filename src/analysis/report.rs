@@ -50,6 +50,10 @@ pub struct Target {
     pub runtime: &'static str,
     /// Exit status (128+signal when killed), `null` while running.
     pub exit_code: Option<i32>,
+    /// looptop stopped the launched command itself (SIGTERM when its `-d` ran out, or `q` in the
+    /// live view): the exit status answers that signal. Absent when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// One loop.
@@ -121,8 +125,11 @@ pub struct Stall {
 pub struct Blocker {
     /// Blocker kind (`regex`, `json-parse`, … `cpu`).
     pub kind: &'static str,
-    /// Share of the stall's samples of that kind.
+    /// Share of the stall's samples of that kind; for a stall called `gc` from the runtime's own
+    /// pause times (`basis` `gc_pauses`), the share of the stall spent in GC.
     pub confidence: f64,
+    /// What the kind rests on: `samples` (the stacks taken during the stall) or `gc_pauses`.
+    pub basis: &'static str,
     /// The first user frame (JS function, Python function or native symbol).
     pub frame: String,
     /// Its `file:line:col`, where known.

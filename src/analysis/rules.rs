@@ -32,7 +32,7 @@ pub enum BlockerKind {
 
 impl BlockerKind {
     /// The name in reports (`regex`, `json-parse`, …).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             BlockerKind::Regex => "regex",
             BlockerKind::JsonParse => "json-parse",

@@ -13,6 +13,9 @@ const MS: f64 = 1e6;
 /// A stall's blocker is kept once the stall ended this long ago: the samples of a stall arrive
 /// within a few polls of its end (perf's off-CPU sample comes when the thread is back).
 const SETTLED_NS: u64 = 2_000_000_000;
+/// A stall at least this much of which was GC pauses is a `gc` stall, whatever its samples say
+/// (the runtime timed the pauses; a sample or two at a futex inside them says little).
+const GC_STALL_SHARE: f64 = 0.5;
 
 /// One loop as the session knows it.
 #[derive(Debug, Clone)]
@@ -458,10 +461,14 @@ impl Session {
         let key = (*id, start_ns, duration_ns);
         let cached = if blockers { self.settled.borrow().get(&key).cloned() } else { Some((None, None)) };
         let (gc_ms, blocker) = cached.unwrap_or_else(|| {
-            let known = (
-                self.runtime.gc_overlap_ms(id.pid, id.tid, start_ns, duration_ns),
-                self.blocker(id, start_ns, duration_ns),
-            );
+            let gc_ms = self.runtime.gc_overlap_ms(id.pid, id.tid, start_ns, duration_ns);
+            let mut blocker = self.blocker(id, start_ns, duration_ns);
+            let share = gc_ms.unwrap_or(0.0) * MS / duration_ns.max(1) as f64;
+            // (A stall with no stack keeps no blocker: DESIGN.md's `null` where nothing was captured.)
+            if let Some(b) = blocker.as_mut().filter(|b| share >= GC_STALL_SHARE && b.kind != GC) {
+                into_gc(b, share);
+            }
+            let known = (gc_ms, blocker);
             if !in_progress && start_ns.saturating_add(duration_ns).saturating_add(SETTLED_NS) < now_ns {
                 self.settled.borrow_mut().insert(key, known.clone());
             }
@@ -499,6 +506,23 @@ impl Session {
             source: source.map(str::to_string),
             frame: verdict.frame.name,
             samples: samples.len() as u64,
+            basis: "samples",
         })
+    }
+}
+
+/// The kind name of GC stalls.
+const GC: &str = crate::analysis::rules::BlockerKind::Gc.name();
+
+/// Makes `b` the blocker of a stall mostly spent in GC pauses (`share` of it, 0..1): kind `gc`
+/// from the runtime's pause times; the user function its samples found stays (the code that
+/// made the garbage), a runtime frame (a GC helper's futex) gives way to `garbage collection`.
+fn into_gc(b: &mut Blocker, share: f64) {
+    b.kind = GC;
+    b.basis = "gc_pauses";
+    b.confidence = (share.min(1.0) * 100.0).round() / 100.0;
+    if b.location.is_none() {
+        b.frame = "garbage collection".into();
+        b.source = None;
     }
 }

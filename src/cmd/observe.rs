@@ -78,8 +78,8 @@ pub struct Observed {
     pub session: Session,
     /// The recording written, and its number of lines.
     pub recorded: Option<(PathBuf, u64)>,
-    /// looptop stopped the launched command itself (its duration ran out): its exit status says
-    /// so, not that it failed.
+    /// looptop stopped the launched command itself (its duration ran out, or the live view was
+    /// quit): its exit status says so, not that it failed.
     pub stopped: bool,
     /// Perf mode's events, disabled, closed when this is dropped: after the results are out
     /// (each uprobe close waits for an RCU grace period, seconds in all).
@@ -133,8 +133,12 @@ impl Perf {
         let Some(src) = &mut self.source else { return };
         for &pid in pids {
             if self.added.insert(pid) {
-                if let Err(e) = src.add_process(pid) {
-                    self.note.get_or_insert_with(|| format!("perf could not sample process {pid}: {e}"));
+                match src.add_process(pid) {
+                    // Gone before it could be sampled (a short command): nothing was missed.
+                    Ok(()) | Err(crate::source::perf::PerfError::NoSuchProcess(_)) => {}
+                    Err(e) => {
+                        self.note.get_or_insert_with(|| format!("perf could not sample process {pid}: {e}"));
+                    }
                 }
             }
         }
@@ -188,7 +192,8 @@ pub fn launch_and_observe(
     }
     let mut warnings = run.warnings();
     warnings.extend(launch::agent_errors(&launched.run_dir));
-    run.finish(Target { pid, command: shown, runtime: "native", exit_code }, warnings)
+    let stopped = run.stopped;
+    run.finish(Target { pid, command: shown, runtime: "native", exit_code, stopped }, warnings)
 }
 
 /// Attaches to a running process: its agent segment if it has one (plus perf stacks when
@@ -232,7 +237,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
         let source = AgentSource::new(Selector::Pid(pid));
         run.poll_until(Polled::Agent(source), collect, Observee::Attached(pid), on_poll).map_err(told)?;
         let warnings = run.warnings();
-        return run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings);
+        return run.finish(Target { pid, command, runtime: "native", exit_code: None, stopped: false }, warnings);
     }
     // Agentless: perf times the ticks and samples the stacks.
     let opts = PerfOptions {
@@ -253,7 +258,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     warnings.extend(bpf_note);
     warnings.extend(not_used.map(|e| format!("attached with perf: the agent's segment was not used ({e})")));
     warnings.extend(unnamed_js(pid, &run.pipeline.session));
-    run.finish(Target { pid, command, runtime: "native", exit_code: None }, warnings)
+    run.finish(Target { pid, command, runtime: "native", exit_code: None, stopped: false }, warnings)
 }
 
 /// The command line of `pid`, waiting up to a second while it is empty: a process caught in
@@ -426,7 +431,7 @@ struct Run {
     closing: Option<Box<KernelSource>>,
     /// An attached process ended while observed.
     gone: Option<u32>,
-    /// The launched command was asked to stop by looptop (its duration ran out).
+    /// The launched command was asked to stop by looptop (its duration ran out, or a stop was asked).
     stopped: bool,
 }
 

@@ -41,6 +41,9 @@ pub fn execute(plan: TopPlan) -> Result<u8> {
     };
     let live = observe_live(watch, &collect, plan.observe.color, plan.window)?;
     live.observed.tell();
+    // What the view showed, left on the terminal once it closes (as `run` does).
+    let report = &live.observed.report;
+    super::run::emit(report, false, None, plan.observe.color, plan.observe.quiet, super::run::Stream::Stderr)?;
     if let Some(log) = &live.log {
         eprintln!("looptop: the program's output is in {}", log.display());
     }
@@ -298,6 +301,7 @@ impl LiveView {
                 command: self.live.command.clone(),
                 runtime: pipeline.session.runtime(),
                 exit_code: None,
+                stopped: false,
             };
             let message = match pipeline.take_recorder().map(|r| (r.path().to_path_buf(), r.finish(now, &target))) {
                 Some((path, Ok(lines))) => format!(

@@ -85,6 +85,9 @@ pub struct End {
     pub exit_code: Option<i32>,
     /// `node`, `python` or `native`.
     pub runtime: String,
+    /// looptop stopped the launched command itself (its `-d` ran out, or `q` in the live view).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// The lines that are not [`Event`]s.
@@ -253,7 +256,8 @@ impl Recorder {
         for e in &pending {
             self.line(e)?;
         }
-        let end = End { at_ns, exit_code: target.exit_code, runtime: target.runtime.to_string() };
+        let end =
+            End { at_ns, exit_code: target.exit_code, runtime: target.runtime.to_string(), stopped: target.stopped };
         self.line(&Line::End(end))?;
         self.flush()?;
         // A character device or a pipe (-o /dev/stdout) cannot be synced, and need not be.

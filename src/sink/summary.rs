@@ -32,6 +32,9 @@ impl Options {
 /// How the observation ended: `exited 0 after 5.56 s` or `observed for 10.0 s`.
 pub fn status(report: &Report) -> String {
     match report.target.exit_code {
+        Some(c) if report.target.stopped => {
+            format!("stopped by looptop after {} (it was sent SIGTERM; exited {c})", fmt_ms(report.wall_ms))
+        }
         Some(c) => format!("exited {c} after {}", fmt_ms(report.wall_ms)),
         None => format!("observed for {}", fmt_ms(report.wall_ms)),
     }
@@ -54,10 +57,15 @@ pub fn write(report: &Report, opts: &Options, mut out: impl Write) -> io::Result
     )?;
     if report.samples > 0 || report.lost_samples > 0 {
         let lost = if report.lost_samples > 0 { format!(", {} lost", report.lost_samples) } else { String::new() };
-        writeln!(out, "  {} stack samples{lost}", report.samples)?;
+        writeln!(out, "  {} stack sample{}{lost}", report.samples, plural(report.samples as usize))?;
     }
     if report.dropped_events > 0 {
-        writeln!(out, "  {} events dropped (looptop fell behind)", report.dropped_events)?;
+        writeln!(
+            out,
+            "  {} event{} dropped (looptop fell behind)",
+            report.dropped_events,
+            plural(report.dropped_events as usize)
+        )?;
     }
     write_runtime(report, opts, &mut out)?;
     // Loops that did nearly nothing (runtime helper threads) are named, not detailed.
@@ -110,9 +118,10 @@ fn write_runtime(report: &Report, opts: &Options, out: &mut impl Write) -> io::R
         let majors = gc.pauses.iter().filter(|p| p.kind == "major" || p.kind == "gen2").count();
         writeln!(
             out,
-            "  {} {} pauses ({majors} major), {} in all, longest {}",
+            "  {} {} pause{} ({majors} major), {} in all, longest {}",
             opts.paint("1", "gc  "),
             gc.count,
+            plural(gc.count as usize),
             fmt_ms(gc.total_ms),
             fmt_ms(gc.max_ms)
         )?;
@@ -120,12 +129,14 @@ fn write_runtime(report: &Report, opts: &Options, out: &mut impl Write) -> io::R
     if let Some(p) = &report.pool {
         writeln!(
             out,
-            "  {} {} of {} workers busy at most, {} queued at most; {} items waited p50 {}  p99 {}  max {}",
+            "  {} {} of {} worker{} busy at most, {} queued at most; {} item{} waited p50 {}  p99 {}  max {}",
             opts.paint("1", "pool"),
             p.busy_max,
             p.size,
+            plural(p.size as usize),
             p.queued_max,
             p.items,
+            plural(p.items as usize),
             fmt_ms(p.wait_ms.p50),
             fmt_ms(p.wait_ms.p99),
             fmt_ms(p.wait_ms.max)
@@ -136,14 +147,30 @@ fn write_runtime(report: &Report, opts: &Options, out: &mut impl Write) -> io::R
         let what = worst.map(|w| format!(" ({} of {} bytes)", w.call, w.size)).unwrap_or_default();
         writeln!(
             out,
-            "  {} {} allocator pauses, {} in all, longest {}{what}",
+            "  {} {} allocator pause{}, {} in all, longest {}{what}",
             opts.paint("1", "alloc"),
             a.count,
+            plural(a.count as usize),
             fmt_ms(a.total_ms),
             fmt_ms(a.max_ms)
         )?;
     }
     Ok(())
+}
+
+/// Fewer samples than this in a stall make its blocker a guess, and the summary says so.
+const FEW_SAMPLES: u64 = 5;
+
+/// What a stall's blocker rests on: `96% of 48 samples`; `GC for 92% of the stall`; and a word of
+/// caution under [`FEW_SAMPLES`].
+fn evidence(b: &crate::analysis::report::Blocker) -> String {
+    let pct = b.confidence * 100.0;
+    if b.basis == "gc_pauses" {
+        return format!("GC pauses for {pct:.0}% of the stall");
+    }
+    let n = b.samples;
+    let few = if n < FEW_SAMPLES { ": too few to be sure" } else { "" };
+    format!("{pct:.0}% of {n} sample{}{few}", plural(n as usize))
 }
 
 fn plural(n: usize) -> &'static str {
@@ -199,13 +226,11 @@ fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Resul
         if let Some(b) = &s.blocker {
             writeln!(
                 out,
-                "      {} {}{}  ({:.0}% of {} sample{})",
+                "      {} {}{}  ({})",
                 opts.paint("33;1", b.kind),
                 b.frame,
                 b.location.as_ref().map(|l| format!("  {l}")).unwrap_or_default(),
-                b.confidence * 100.0,
-                b.samples,
-                plural(b.samples as usize)
+                evidence(b)
             )?;
             if let Some(src) = &b.source {
                 writeln!(out, "        {}", opts.paint("2", &format!("│ {src}")))?;
@@ -216,4 +241,70 @@ fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Resul
         writeln!(out, "    … {} more", l.stalls.len() - opts.max_stalls)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analysis::report::Target;
+    use crate::analysis::Session;
+    use crate::event::{Event, GcKind, LoopId, ProcessInfo, Sample};
+    use crate::symbolize::Frame;
+
+    const MS_NS: u64 = 1_000_000;
+
+    #[test]
+    fn a_stall_mostly_spent_in_gc_pauses_is_a_gc_stall_and_a_thin_verdict_says_so() {
+        let mut s = Session::new(0, 50 * MS_NS);
+        let info = ProcessInfo { pid: 7, command: vec!["node".into()], exe: "/usr/bin/node".into(), start_ns: 0 };
+        s.handle(Event::Process(info));
+        let id = LoopId { pid: 7, tid: 7, since_ns: 0 };
+        s.handle(Event::LoopStarted { id, name: "node".into(), start_ns: 0 });
+        // 50 ms of a 60 ms stall in one pause; 10 ms of another in GC.
+        // Each stall caught twice waiting on a futex (V8's GC helpers), as the watchdog sees it.
+        let futex = Frame {
+            name: "futex_wait".into(),
+            kind: crate::symbolize::FrameKind::Kernel,
+            module: Some("[kernel]".into()),
+            file: None,
+            line: None,
+            col: None,
+            tier: None,
+        };
+        let frame = s.stacks_mut().intern(futex, |_| None);
+        for (start, gc) in [(100, 50), (300, 10)] {
+            s.handle(Event::Stall { id, start_ns: start * MS_NS, duration_ns: 60 * MS_NS });
+            let kind = GcKind::from_code(2);
+            s.handle(Event::Gc { pid: 7, thread: 0, start_ns: (start + 5) * MS_NS, duration_ns: gc * MS_NS, kind });
+            for at in [20, 40] {
+                let sample = Sample {
+                    pid: 7,
+                    tid: 7,
+                    t_ns: (start + at) * MS_NS,
+                    origin: crate::event::SampleOrigin::Watchdog,
+                    weight_ns: 20 * MS_NS,
+                    tick_ns: start * MS_NS,
+                    off_cpu: Some(crate::event::OffCpu { syscall: Some(202), wchan: None }),
+                    ips: vec![],
+                    count: 1,
+                };
+                s.stacks_mut().push(&sample, vec![frame]);
+            }
+        }
+        let target = Target { pid: 7, command: vec![], runtime: "node", exit_code: None, stopped: false };
+        let report = s.report(target, 1_000 * MS_NS);
+        let stalls = &report.loops[0].stalls;
+        assert_eq!(stalls.len(), 2, "{stalls:?}");
+        let b = stalls[0].blocker.as_ref().expect("the GC stall has a blocker");
+        assert_eq!((b.kind, b.basis, b.frame.as_str()), ("gc", "gc_pauses", "garbage collection"));
+        assert!((b.confidence - 0.83).abs() < 0.01, "{b:?}");
+        assert_eq!(b.samples, 2);
+        let other = stalls[1].blocker.as_ref().expect("the other stall has a blocker");
+        assert_eq!((other.kind, other.basis), ("sync-wait", "samples"), "a sixth of a stall in GC is not a GC stall");
+        let mut text = Vec::new();
+        super::write(&report, &super::Options::new(false), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("gc garbage collection  (GC pauses for 83% of the stall)"), "{text}");
+        assert!(text.contains("sync-wait futex_wait  (100% of 2 samples: too few to be sure)"), "{text}");
+        assert!(text.contains("  4 stack samples\n") && text.contains(" 2 pauses (2 major)"), "{text}");
+    }
 }

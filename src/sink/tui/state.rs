@@ -180,8 +180,13 @@ const MAX_STALLS: usize = 200;
 impl Snapshot {
     /// The view of `session` at `now_ns`.
     pub fn build(session: &Session, history: &LagHistory, live: &Live, now_ns: u64) -> Snapshot {
-        let target =
-            Target { pid: live.pid, command: live.command.clone(), runtime: session.runtime(), exit_code: None };
+        let target = Target {
+            pid: live.pid,
+            command: live.command.clone(),
+            runtime: session.runtime(),
+            exit_code: None,
+            stopped: false,
+        };
         let report = session.report(target, now_ns);
         let origin = session.origin_ns();
         let header = Header {

@@ -117,6 +117,7 @@ impl Replay {
             command: self.header.command.clone(),
             runtime: self.end.as_ref().map_or_else(|| self.session.runtime(), |e| runtime_name(&e.runtime)),
             exit_code: self.end.as_ref().and_then(|e| e.exit_code),
+            stopped: self.end.as_ref().is_some_and(|e| e.stopped),
         }
     }
 

@@ -212,7 +212,7 @@ fn what_is_not_a_recording_is_refused_from_its_first_line() {
 fn line_tags_are_the_tags_of_line() {
     let h = Header::new(0, 0, 1, &[], 0, "agent");
     let frame = crate::symbolize::Frame::unknown(None);
-    let end = End { at_ns: 0, exit_code: None, runtime: "native".into() };
+    let end = End { at_ns: 0, exit_code: None, runtime: "native".into(), stopped: false };
     let lines = [
         Line::Recording(h),
         Line::Frame { id: 0, frame, source: None },
