@@ -343,3 +343,45 @@ fn detaching_on_ctrl_c_removes_the_probes() {
     let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
     assert!(rep.status.success(), "the recording is complete: {}", stderr(&rep));
 }
+
+#[test]
+fn attached_to_an_agent_process_the_numbers_cover_the_window_only() {
+    let _timing = timing();
+    let agent = looptop().args(["agent", "path"]).output_limited();
+    let agent = String::from_utf8(agent.stdout).unwrap().trim().to_string();
+    // A 600 ms stall and a burst of GC at start-up, then a calm loop: all of it before looptop
+    // attaches.
+    let js = "function s(ms){const e=Date.now()+ms;while(Date.now()<e);}\
+              setTimeout(()=>{let k=[];for(let i=0;i<200000;i++)k.push({i});s(600)},100);\
+              setInterval(()=>{},20);";
+    let child = Command::new("node")
+        .args(["-e", js])
+        .env("LD_PRELOAD", &agent)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn_limited();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    let out = looptop()
+        .args(["check", "--pid", &pid, "-d", "2s", "--rate", "0", "-b", "stalls==0", "-b", "stall.max<100ms"])
+        .output_limited();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "the stall before the attach is not the window's: {err}");
+    let dir = TempDir::new("window");
+    let rec = dir.path("w.rec");
+    let out = looptop()
+        .args(["record", "--pid", &pid, "-d", "2s", "--rate", "0", "-o", rec.to_str().unwrap()])
+        .output_limited();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = looptop().args(["report", "--json"]).arg(&rec).output_limited();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["mode"], "agent", "{report:#}");
+    let wall = report["wall_ms"].as_f64().unwrap();
+    assert!((1500.0..4000.0).contains(&wall), "{wall}");
+    let main = main_loop(&report);
+    assert!(main["stalls"].as_array().unwrap().is_empty(), "{main:#}");
+    // A 20 ms timer for 2 s: about a hundred ticks, not the start-up's thousands.
+    let ticks = main["ticks"].as_u64().unwrap();
+    assert!((20..400).contains(&ticks), "ticks of the window only: {ticks}");
+    assert!(main["tick_ms"]["max"].as_f64().unwrap() < 100.0, "{main:#}");
+}

@@ -172,7 +172,11 @@ fn live_view_shows_the_stall_while_it_lasts_names_its_blocker_and_quits_cleanly(
     assert!(out.status.success(), "report of the view's recording: {}", crate::util::stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let main = crate::util::main_loop(&report);
-    assert!(main["stalls"].as_array().is_some_and(|s| !s.is_empty()), "it starts with the stalls so far: {report}");
+    // It covers its own window, from r to r: not the stall before, nor the time before.
+    let wall = report["wall_ms"].as_f64().unwrap();
+    assert!(wall > 500.0 && wall < 5000.0, "observed from the first r to the second: {wall} ms");
+    assert!(main["stalls"].as_array().is_some_and(|s| s.is_empty()), "the stall before r is not its own: {report}");
+    assert!(main["ticks"].as_u64().is_some_and(|t| t > 5 && t < 1000), "the ticks of its window only: {main}");
     assert_eq!(tmux.quit(&status), "0", "q exits 0");
     // The terminal is restored: main screen, no view left on it; the program was asked to exit.
     assert_eq!(tmux.tmux(&["display-message", "-p", "-t", "top", "#{alternate_on}"]).trim(), "0");

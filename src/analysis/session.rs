@@ -156,8 +156,9 @@ impl Session {
     }
 
     /// Leaves everything before `at_ns` out of reports (a warm-up: start-up compilation, module
-    /// loading): ticks, lag, stalls, GC and allocator pauses count from there. The thread
-    /// pool's figures still cover the whole run.
+    /// loading; or what a process did before looptop attached to it): ticks, lag, stalls (those
+    /// that end after it), GC and allocator pauses count from there; a loop seen later that began
+    /// before counts from its first totals. The thread pool's figures still cover the whole run.
     pub fn count_from(&mut self, at_ns: u64) {
         self.counted_from_ns = at_ns;
         for l in self.loops.values_mut() {
@@ -266,6 +267,11 @@ impl Session {
             }
             Event::Totals { id, totals } => {
                 if let Some(l) = self.loops.get_mut(&id) {
+                    // A loop that began before counting did (attached to: its agent's counters
+                    // cover the process's whole life) counts from its first totals.
+                    if l.baseline.is_none() && l.totals.is_none() && l.start_ns < self.counted_from_ns {
+                        l.baseline = Some(totals.clone());
+                    }
                     l.prev_totals = l.totals.replace(totals);
                 }
             }
@@ -401,7 +407,8 @@ impl Session {
             ..t.clone()
         });
         let t = since_base.as_ref().unwrap_or(t);
-        let counted = l.stalls.iter().filter(|s| s.0 >= from);
+        // Stalls that end in the window: one under way when counting began is the window's too.
+        let counted = l.stalls.iter().filter(|s| s.0.saturating_add(s.1) > from);
         let mut dist = TickDist::from_hist(&t.hist, counted.clone().map(|s| s.1));
         let mut stalls: Vec<Stall> = counted
             .filter(|s| s.1 >= self.threshold_ns)

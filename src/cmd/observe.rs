@@ -440,6 +440,9 @@ impl Run {
     /// stacks are added when permitted) or [`Mode::Perf`] (perf samples with the ticks).
     fn start(collect: &Collect, ticks: Mode, origin: u64, pid: u32, command: &[String]) -> Result<Run> {
         let mut session = Session::new(origin, collect.threshold.as_nanos() as u64);
+        // What a process attached to did before (the agent's counters, stalls and pauses since
+        // it started) is not this observation's.
+        session.count_from(origin);
         let perf_mode = ticks == Mode::Perf;
         session.set_mode(if perf_mode { "perf" } else { "agent" });
         let mut pipeline = Pipeline::new(session);

@@ -321,14 +321,8 @@ impl LiveView {
             Err(e) => return self.tui.say(format!("cannot record here: {e}")),
         };
         let s = &pipeline.session;
-        let header = Header::new(
-            s.origin_ns(),
-            s.threshold_ns(),
-            self.live.pid,
-            &self.live.command,
-            self.live.rate_hz,
-            s.mode(),
-        );
+        // The recording's window starts now (its first lines carry the state so far).
+        let header = Header::new(now, s.threshold_ns(), self.live.pid, &self.live.command, self.live.rate_hz, s.mode());
         let started =
             Recorder::new(file, &path, &header).map_err(anyhow::Error::from).and_then(|r| pipeline.start_recording(r));
         match started {

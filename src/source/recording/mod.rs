@@ -228,6 +228,9 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
     let mut lines = Lines::new(reader, MAX_LINE);
     let header = read_header(&mut lines)?;
     let mut session = Session::new(header.origin_ns, header.stall_threshold_ns);
+    // A recording covers its own window: what its first lines say of the time before (a
+    // recording of an attached process, or one the live view started mid-way) is left out.
+    session.count_from(header.origin_ns);
     session.set_mode(if header.mode == "perf" { "perf" } else { "agent" });
     let mut replay =
         Replay { header, session: Session::new(0, 0), end: None, skipped: Skipped::default(), lines: 1, last_ns: 0 };
