@@ -81,6 +81,12 @@ pub fn execute(plan: PsPlan) -> Result<u8> {
         "{:>8}  {:<7} {:>5} {:>6} {:>7} {:>9}  COMMAND",
         "PID", "RUNTIME", "LOOPS", "UTIL", "STALLS", "UPTIME"
     )?;
+    // On a terminal a row is one line, as ps(1) keeps it: the command is cut to the width left.
+    let room = super::is_tty(1)
+        .then(|| crossterm::terminal::size().ok())
+        .flatten()
+        .filter(|&(w, _)| w > 0)
+        .map(|(w, _)| (w as usize).saturating_sub(BEFORE_COMMAND).max(12));
     for r in rows {
         writeln!(
             out,
@@ -91,8 +97,29 @@ pub fn execute(plan: PsPlan) -> Result<u8> {
             r.utilization * 100.0,
             r.stalls,
             crate::units::fmt_ms(r.uptime_s * 1000.0),
-            r.command.join(" ")
+            fit(&r.command.join(" "), room)
         )?;
     }
     Ok(crate::error::exit::OK)
+}
+
+/// Columns before COMMAND in a row.
+const BEFORE_COMMAND: usize = 50;
+
+/// `text` cut to `room` characters (the last one `…`) when it is longer; all of it without a limit.
+fn fit(text: &str, room: Option<usize>) -> String {
+    match room {
+        Some(n) if text.chars().count() > n => text.chars().take(n.saturating_sub(1)).chain(['…']).collect(),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_command_is_cut_to_the_room_left() {
+        assert_eq!(super::fit("node server.js", Some(20)), "node server.js");
+        assert_eq!(super::fit("node /srv/app/server.js --port 8080", Some(12)), "node /srv/a…");
+        assert_eq!(super::fit("node /srv/app/server.js --port 8080", None), "node /srv/app/server.js --port 8080");
+    }
 }
