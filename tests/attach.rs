@@ -105,6 +105,9 @@ fn perf_mode_times_a_plain_node_process_and_names_its_blockers() {
     let text = stderr(&out);
     assert!(text.contains(&format!("process {} exited after", target.pid())), "{text}");
     assert!(text.contains("JavaScript functions are unnamed") && text.contains("looptop run"), "{text}");
+    // The recording keeps the warning: `report` says it too.
+    let warned = report["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("are unnamed"));
+    assert!(warned, "the report of the recording: {:#}", report["warnings"]);
     let main = main_loop(&report);
     assert!(main["ticks"].as_u64().unwrap() >= 5, "{main:#}");
     // GC pauses from uprobes on V8's heap: parsing the payload allocates enough to scavenge.

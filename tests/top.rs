@@ -301,14 +301,7 @@ fn attached_without_an_agent_the_view_shows_a_stall_in_progress_from_the_kernel(
         .env("FIXTURE_STUCK_MS", "6000")
         .stdout(std::process::Stdio::null())
         .spawn_limited();
-    let command = format!(
-        "cd {dir} && env NO_COLOR=1 {bin} top --mode perf --rate 99 --pid {pid}; echo $? > {status}; exec sleep 60",
-        dir = dir.0.display(),
-        bin = env!("CARGO_BIN_EXE_looptop"),
-        pid = node.id(),
-        status = status.display(),
-    );
-    let tmux = Tmux::start(120, 40, &command);
+    let tmux = top_attached(&dir, &status, node.id(), 120);
     // Named from the kernel's stacks: the kind, and V8's code for the regex (a perf map names
     // the compiled RegExp, the innermost frame).
     let screen = tmux.wait_for(30, "stall banner", |s| s.contains("stuck for") && s.contains("regex in"));
@@ -325,6 +318,38 @@ fn attached_without_an_agent_the_view_shows_a_stall_in_progress_from_the_kernel(
     });
     assert_eq!(tmux.quit(&status), "0", "q exits 0");
     drop(node);
+}
+
+#[test]
+fn attached_to_a_node_without_a_perf_map_the_view_says_so_live() {
+    if !crate::util::perf_permitted("attached_to_a_node_without_a_perf_map_the_view_says_so_live") {
+        return;
+    }
+    let _machine = crate::util::machine_wide();
+    let dir = TempDir::new("top-unnamed");
+    let status = dir.path("status");
+    // Started with nothing: no perf map; a little work each tick so that stacks come in.
+    let node = Command::new("node")
+        .args(["-e", "setInterval(() => { let x = 0; for (let i = 0; i < 2e6; i++) x += i; }, 20)"])
+        .stdout(std::process::Stdio::null())
+        .spawn_limited();
+    let tmux = top_attached(&dir, &status, node.id(), 160);
+    let screen = tmux.wait_for(30, "the unnamed-JS warning", |s| s.contains("writes no perf map"));
+    assert!(screen.contains("LD_PRELOAD=$(looptop agent path)"), "the way out, live:\n{screen}");
+    assert_eq!(tmux.quit(&status), "0", "q exits 0");
+    drop(node);
+}
+
+/// `looptop top --mode perf --rate 99 --pid PID` in a tmux `width` columns wide, from `dir`; the
+/// shell writes looptop's exit status to `status`.
+fn top_attached(dir: &TempDir, status: &std::path::Path, pid: u32, width: u16) -> Tmux {
+    let command = format!(
+        "cd {dir} && env NO_COLOR=1 {bin} top --mode perf --rate 99 --pid {pid}; echo $? > {status}; exec sleep 60",
+        dir = dir.0.display(),
+        bin = env!("CARGO_BIN_EXE_looptop"),
+        status = status.display(),
+    );
+    Tmux::start(width, 40, &command)
 }
 
 /// The time in the banner's "stuck for 1.23 s" (or "… 850 ms"), in ms.

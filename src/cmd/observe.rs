@@ -328,7 +328,7 @@ fn perf_refused(pid: u32, shown: &str, e: PerfError) -> anyhow::Error {
 }
 
 /// A warning when a Node process was sampled without a perf map: JS frames stay unnamed.
-fn unnamed_js(pid: u32, session: &Session) -> Option<String> {
+pub(super) fn unnamed_js(pid: u32, session: &Session) -> Option<String> {
     if session.runtime() != "node" || session.stacks().is_empty() {
         return None;
     }
@@ -602,7 +602,7 @@ impl Run {
         let recorded = match self.pipeline.take_recorder() {
             Some(rec) => {
                 let path = rec.path().to_path_buf();
-                let lines = rec.finish(self.end, &target).map_err(recording_failed)?;
+                let lines = rec.finish(self.end, &target, &warnings).map_err(recording_failed)?;
                 Some((path, lines))
             }
             None => None,

@@ -154,6 +154,8 @@ struct LiveView {
     /// The terminal failed: stop and say why.
     failed: Option<std::io::Error>,
     forgot_ns: u64,
+    /// Whether the view has looked for unnamed JavaScript (once stacks came in).
+    looked_for_names: bool,
 }
 
 impl LiveView {
@@ -166,6 +168,7 @@ impl LiveView {
             quit: false,
             failed: None,
             forgot_ns: 0,
+            looked_for_names: false,
         }
     }
 
@@ -196,6 +199,16 @@ impl LiveView {
                 .process(pid)
                 .map(|p| p.command.clone())
                 .unwrap_or_else(|| crate::target::proc::cmdline(pid));
+        }
+        // A node without a perf map: said live, not only once the view is closed.
+        if !self.looked_for_names && !pipeline.session.stacks().is_empty() {
+            self.looked_for_names = true;
+            if super::observe::unnamed_js(pid, &pipeline.session).is_some() {
+                self.tui.say(format!(
+                    "node {pid} writes no perf map, so its JavaScript functions are unnamed: restart it with \
+                     LD_PRELOAD=$(looptop agent path) (or node --perf-basic-prof)"
+                ));
+            }
         }
         if now > self.forgot_ns + 10_000_000_000 {
             let keep = KEEP_STACKS.max(self.window * 2).as_nanos() as u64;
@@ -303,7 +316,8 @@ impl LiveView {
                 exit_code: None,
                 stopped: false,
             };
-            let message = match pipeline.take_recorder().map(|r| (r.path().to_path_buf(), r.finish(now, &target))) {
+            let message = match pipeline.take_recorder().map(|r| (r.path().to_path_buf(), r.finish(now, &target, &[])))
+            {
                 Some((path, Ok(lines))) => format!(
                     "wrote {} ({lines} lines); read it with `looptop report {}`",
                     path.display(),

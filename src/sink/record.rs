@@ -133,6 +133,12 @@ pub enum Line {
         /// How many.
         count: u64,
     },
+    /// What the observation warned of (unnamed JavaScript, lost records …), so that `report`
+    /// says it too. Written before the end line.
+    Warning {
+        /// The sentence.
+        text: String,
+    },
     /// The last line.
     End(End),
 }
@@ -250,11 +256,15 @@ impl Recorder {
         self.out.flush().map_err(|e| self.failed(e))
     }
 
-    /// Writes the latest totals and the end line; returns the number of lines written.
-    pub fn finish(mut self, at_ns: u64, target: &Target) -> Result<u64, WriteError> {
+    /// Writes the latest totals, the observation's `warnings` and the end line; returns the
+    /// number of lines written.
+    pub fn finish(mut self, at_ns: u64, target: &Target, warnings: &[String]) -> Result<u64, WriteError> {
         let pending: Vec<Event> = self.pending_totals.drain().map(|(_, e)| e).collect();
         for e in &pending {
             self.line(e)?;
+        }
+        for text in warnings {
+            self.line(&Line::Warning { text: text.clone() })?;
         }
         let end =
             End { at_ns, exit_code: target.exit_code, runtime: target.runtime.to_string(), stopped: target.stopped };

@@ -107,6 +107,8 @@ pub struct Replay {
     pub lines: u64,
     /// Time of the last event seen (ns).
     pub last_ns: u64,
+    /// What the observation warned of when it was recorded.
+    pub recorded_warnings: Vec<String>,
 }
 
 impl Replay {
@@ -135,7 +137,7 @@ impl Replay {
 
     /// Warnings for the user: lines skipped, and a file that ends without its end line.
     pub fn warnings(&self, path: &Path) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.recorded_warnings.clone();
         if let Some((line, why)) = &self.skipped.first {
             let n = self.skipped.count;
             out.push(format!(
@@ -232,8 +234,15 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
     // recording of an attached process, or one the live view started mid-way) is left out.
     session.count_from(header.origin_ns);
     session.set_mode(if header.mode == "perf" { "perf" } else { "agent" });
-    let mut replay =
-        Replay { header, session: Session::new(0, 0), end: None, skipped: Skipped::default(), lines: 1, last_ns: 0 };
+    let mut replay = Replay {
+        header,
+        session: Session::new(0, 0),
+        end: None,
+        skipped: Skipped::default(),
+        lines: 1,
+        last_ns: 0,
+        recorded_warnings: Vec::new(),
+    };
     // Frame ids of the file → ids in the session.
     let mut frames: HashMap<u32, u32> = HashMap::new();
     let mut samples: Vec<(u32, u32, StoredSample)> = Vec::new();
@@ -276,6 +285,7 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
             }
             Parsed::Line(Line::LostSamples { count }) => session.lose_samples(count),
             Parsed::Line(Line::End(end)) => replay.end = Some(end),
+            Parsed::Line(Line::Warning { text }) => replay.recorded_warnings.push(text),
             Parsed::Line(Line::Recording(_)) => replay.skip(n, || "a second header".into()),
             Parsed::Event(Event::Sample(_)) => {
                 replay.skip(n, || "a 'sample' line (recordings keep stacks as 'stack' lines)".into())
@@ -358,7 +368,7 @@ enum Parsed {
 }
 
 /// The tags of [`Line`]'s variants; every other tag is an [`Event`]'s.
-const LINE_TAGS: [&str; 5] = ["recording", "frame", "stack", "lost_samples", "end"];
+const LINE_TAGS: [&str; 6] = ["recording", "frame", "stack", "lost_samples", "warning", "end"];
 
 fn parse(text: &[u8]) -> Option<Parsed> {
     // looptop writes the tag first: one parse decides. Other lines are tried both ways.

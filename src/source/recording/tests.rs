@@ -228,6 +228,7 @@ fn line_tags_are_the_tags_of_line() {
             count: 1,
         },
         Line::LostSamples { count: 1 },
+        Line::Warning { text: "w".into() },
         Line::End(end),
     ];
     let tags: Vec<String> =
