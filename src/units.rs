@@ -51,6 +51,15 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
+/// The plural ending of a count: "" for 1, "s" otherwise ("1 stall", "2 stalls").
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use crate::error::UserError;
 use crate::plan::{RecordPlan, ReportPlan, TargetSpec};
 use crate::source::recording::{self, RecordingError};
 use crate::target::launch::{self, LaunchPlan};
+use crate::units::plural;
 use anyhow::Result;
 use std::time::Duration;
 
@@ -24,12 +25,15 @@ pub fn execute(plan: RecordPlan) -> Result<u8> {
     if !plan.observe.quiet {
         let r = &observed.report;
         let (path, lines) = observed.recorded.as_ref().map(|(p, l)| (p.display().to_string(), *l)).unwrap_or_default();
+        let (loops, stalls) = (r.loops.len(), r.stalls().count());
+        let samples = r.samples as usize;
         eprintln!(
-            "looptop: wrote {path} ({:.1} s, {} loops, {} stalls, {} stack samples, {lines} lines); read it with `looptop report {path}`",
+            "looptop: wrote {path} ({:.1} s, {loops} loop{}, {stalls} stall{}, {samples} stack sample{}, {lines} lines); read \
+             it with `looptop report {path}`",
             r.wall_ms / 1000.0,
-            r.loops.len(),
-            r.stalls().count(),
-            r.samples
+            plural(loops),
+            plural(stalls),
+            plural(samples),
         );
     }
     Ok(crate::error::exit::OK)

@@ -1,7 +1,7 @@
 //! The text summary: per loop, ticks, utilization, tick and lag percentiles, and every stall.
 
 use crate::analysis::report::{LoopReport, Report};
-use crate::units::fmt_ms;
+use crate::units::{fmt_ms, plural};
 use std::io::{self, Write};
 
 /// How to render.
@@ -171,14 +171,6 @@ fn evidence(b: &crate::analysis::report::Blocker) -> String {
     let n = b.samples;
     let few = if n < FEW_SAMPLES { ": too few to be sure" } else { "" };
     format!("{pct:.0}% of {n} sample{}{few}", plural(n as usize))
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Result<()> {
