@@ -64,7 +64,7 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     observed.tell();
     let report = &observed.report;
     let mut unmet = Vec::new();
-    let failed_exit = report.target.exit_code.filter(|&c| c != 0 && !observed.stopped);
+    let failed_exit = report.target.exit_code.filter(|&c| c != 0 && !report.target.stopped);
     if let Some(code) = failed_exit.filter(|_| !plan.ignore_exit_code) {
         unmet.push(Unmet::command_failed(code));
     }

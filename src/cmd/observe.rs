@@ -78,9 +78,6 @@ pub struct Observed {
     pub session: Session,
     /// The recording written, and its number of lines.
     pub recorded: Option<(PathBuf, u64)>,
-    /// looptop stopped the launched command itself (its duration ran out, or the live view was
-    /// quit): its exit status says so, not that it failed.
-    pub stopped: bool,
     /// Perf mode's events, disabled, closed when this is dropped: after the results are out
     /// (each uprobe close waits for an RCU grace period, seconds in all).
     _closing: Option<Box<KernelSource>>,
@@ -192,8 +189,7 @@ pub fn launch_and_observe(
     }
     let mut warnings = run.warnings();
     warnings.extend(launch::agent_errors(&launched.run_dir));
-    let stopped = run.stopped;
-    run.finish(Target { pid, command: shown, runtime: "native", exit_code, stopped }, warnings)
+    run.finish(Target { pid, command: shown, runtime: "native", exit_code, stopped: false }, warnings)
 }
 
 /// Attaches to a running process: its agent segment if it has one (plus perf stacks when
@@ -597,6 +593,7 @@ impl Run {
 
     fn finish(mut self, mut target: Target, warnings: Vec<String>) -> Result<Observed> {
         target.runtime = self.pipeline.session.runtime();
+        target.stopped = self.stopped;
         let mut report = self.pipeline.session.report(target.clone(), self.end);
         report.warnings = warnings.clone();
         let recorded = match self.pipeline.take_recorder() {
@@ -612,15 +609,7 @@ impl Run {
             .map(|pid| format!("process {pid} exited after {:.1} s", self.end.saturating_sub(self.origin) as f64 / 1e9))
             .into_iter()
             .collect();
-        Ok(Observed {
-            report,
-            warnings,
-            notes,
-            session: self.pipeline.session,
-            recorded,
-            stopped: self.stopped,
-            _closing: self.closing,
-        })
+        Ok(Observed { report, warnings, notes, session: self.pipeline.session, recorded, _closing: self.closing })
     }
 }
 

@@ -490,7 +490,6 @@ impl Segment {
             let upto = (next + CHUNK).min(end);
             let got = self.ring_span::<Record>(offset, PROBE_RING, next, upto)?;
             // The records written in order from `next`; the first gap is where the writer is.
-            let before = next;
             for (n, r) in got {
                 if n != next {
                     break;
@@ -498,7 +497,7 @@ impl Segment {
                 out.push(RecordCopy::of(&r));
                 next += 1;
             }
-            if next < upto || next == before {
+            if next < upto {
                 break;
             }
         }

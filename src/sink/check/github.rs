@@ -12,7 +12,7 @@ pub fn annotations(verdict: &Verdict, root: &Path) -> Vec<String> {
     let unmet = verdict.unmet.iter().map(|u| {
         format!(
             "::error title={}::{}",
-            escape_property(&format!("looptop check: {}", u.case_failed())),
+            escape_property(&format!("looptop check: {}", u.title)),
             escape_data(&u.message)
         )
     });
@@ -43,7 +43,7 @@ pub fn annotations(verdict: &Verdict, root: &Path) -> Vec<String> {
 pub fn summary(report: &Report, verdict: &Verdict) -> String {
     let (n, failed) = (verdict.outcomes.len(), verdict.failed());
     let mut md = match verdict.unmet.first() {
-        Some(u) => format!("### looptop check: {}\n\n", u.case_failed()),
+        Some(u) => format!("### looptop check: {}\n\n", u.title),
         None if failed == 0 => format!("### looptop check: all {n} budgets held\n\n"),
         None => format!("### looptop check: {failed} of {n} budgets failed\n\n"),
     };

@@ -31,6 +31,9 @@ pub struct Verdict {
 pub struct Unmet {
     /// Its name as a test case: `command` or `observation`.
     pub case: &'static str,
+    /// What failed, in a few words ("the command failed").
+    #[serde(skip)]
+    pub title: &'static str,
     /// One sentence saying what happened and the way out.
     pub message: String,
     /// The exit code it calls for (1 a failed command, 3 nothing observed).
@@ -43,6 +46,7 @@ impl Unmet {
     pub fn command_failed(code: i32) -> Unmet {
         Unmet {
             case: "command",
+            title: "the command failed",
             message: format!(
                 "the command failed (exit status {code}), so the check fails whatever its budgets say; pass \
                  --ignore-exit-code to judge them anyway (a load script that exits non-zero on purpose)"
@@ -51,19 +55,12 @@ impl Unmet {
         }
     }
 
-    /// What failed, in a few words ("the command failed").
-    pub fn case_failed(&self) -> &'static str {
-        match self.case {
-            "command" => "the command failed",
-            _ => "no event loop was observed",
-        }
-    }
-
     /// No event loop was seen, so no budget can be judged.
     pub fn no_loop(launched: bool) -> Unmet {
         let what = if launched { "the command" } else { "the process" };
         Unmet {
             case: "observation",
+            title: "no event loop was observed",
             message: format!(
                 "no event loop was observed ({what} never waited in epoll_wait, epoll_pwait, epoll_pwait2, poll or \
                  ppoll), so no budget can be judged; check that it starts your server and runs long enough to serve"

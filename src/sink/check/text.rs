@@ -3,7 +3,7 @@
 
 use super::Verdict;
 use crate::analysis::report::Report;
-use crate::units::fmt_ms;
+use crate::units::{fmt_ms, plural};
 use std::io::{self, Write};
 
 /// Writes the summary.
@@ -44,14 +44,14 @@ pub fn write(report: &Report, verdict: &Verdict, color: bool, mut out: impl Writ
     }
     let (n, failed) = (verdict.outcomes.len(), verdict.failed());
     let budgets = if failed == 0 {
-        format!("all {n} budget{} held", if n == 1 { "" } else { "s" })
+        format!("all {n} budget{} held", plural(n))
     } else {
-        format!("{failed} of {n} budget{} failed", if n == 1 { "" } else { "s" })
+        format!("{failed} of {n} budget{} failed", plural(n))
     };
     let line = match verdict.unmet.first() {
         None if failed == 0 => paint("32", &budgets),
         None => paint("31;1", &budgets),
-        Some(u) => paint("31;1", &format!("check failed: {} ({budgets})", u.case_failed())),
+        Some(u) => paint("31;1", &format!("check failed: {} ({budgets})", u.title)),
     };
     writeln!(out, "{line}")
 }

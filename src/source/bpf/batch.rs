@@ -2,9 +2,9 @@
 //! kernel 5.6+; each bucket read and emptied under its lock, so an entry the kernel side adds
 //! meanwhile lands in the next read) instead of three per key (next key, lookup, delete) — what
 //! looptop's own CPU went to at 997 Hz; and removes a list of keys in one (`BPF_MAP_DELETE_BATCH`).
-//! Where the kernel has no batch operations the callers go key by key.
+//! Where the kernel has no batch operations, [`Batch::take_all`] goes key by key.
 
-use aya::maps::MapData;
+use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData};
 use std::os::fd::{AsFd, AsRawFd};
 
 const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
@@ -48,9 +48,28 @@ impl<K: Copy + Default, V: Copy> Batch<K, V> {
         Batch { keys: vec![K::default(); chunk], values: vec![zero; chunk] }
     }
 
+    /// Takes every entry out of `map`, handing each to `each`: in batches, or key by key (next
+    /// key, lookup, delete) where the kernel has no batch operations.
+    pub fn take_all(&mut self, map: &mut BpfHashMap<MapData, K, V>, mut each: impl FnMut(&K, &V))
+    where
+        K: aya::Pod,
+        V: aya::Pod,
+    {
+        if self.take(IterableMap::map(map), &mut each) {
+            return;
+        }
+        let keys: Vec<K> = map.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            if let Ok(v) = map.get(&k, 0) {
+                each(&k, &v);
+            }
+            let _ = map.remove(&k);
+        }
+    }
+
     /// Takes every entry out of `map` (whose keys and values are `K` and `V`), handing each to
     /// `each`; false when the kernel has no batch operations for it (the map is left as it was).
-    pub fn take(&mut self, map: &MapData, mut each: impl FnMut(&K, &V)) -> bool {
+    fn take(&mut self, map: &MapData, mut each: impl FnMut(&K, &V)) -> bool {
         let fd = map.fd().as_fd().as_raw_fd();
         // The batch token of a hash map is a bucket index (u32); 8 bytes leave room.
         let mut token = 0u64;

@@ -311,7 +311,7 @@ impl BpfSource {
             ));
         }
         // Records the ring had no room for and samples the counts had no room for are lost;
-        // a sample whose user stack found no room in the stack map still counts (without it).
+        // a sample whose stack found no room in `new_stacks` still counts (without it).
         for (i, seen) in self.lost_by.iter_mut().enumerate() {
             let now = self.lost_map.get(&(i as u32), 0).unwrap_or(*seen);
             let more = now.saturating_sub(*seen);
@@ -435,13 +435,7 @@ impl BpfSource {
 
     fn read_counts(&mut self, now: u64, out: &mut Vec<Event>) {
         let mut taken = Vec::new();
-        if !self.counts_batch.take(aya::maps::IterableMap::map(&self.counts), |k, v| taken.push((*k, *v))) {
-            let keys: Vec<StackKey> = self.counts.keys().filter_map(Result::ok).collect();
-            taken = keys.into_iter().filter_map(|k| self.counts.get(&k, 0).ok().map(|v| (k, v))).collect();
-            for (k, _) in &taken {
-                let _ = self.counts.remove(k);
-            }
-        }
+        self.counts_batch.take_all(&mut self.counts, |k, v| taken.push((*k, *v)));
         let mut samples = Vec::new();
         for (key, value) in taken {
             if value == 0 || !self.processes.contains_key(&key.tgid) {

@@ -64,18 +64,9 @@ impl Stacks {
         }
         self.sent = sent;
         let kept = &mut self.kept;
-        let mut keep = |hash: &u64, frames: &StackFrames| {
+        self.batch.take_all(&mut self.new, |hash, frames| {
             kept.insert(*hash, Kept { ips: frames.frames().to_vec(), used: now });
-        };
-        if !self.batch.take(IterableMap::map(&self.new), &mut keep) {
-            let hashes: Vec<u64> = self.new.keys().filter_map(Result::ok).collect();
-            for hash in hashes {
-                if let Ok(frames) = self.new.get(&hash, 0) {
-                    keep(&hash, &frames);
-                }
-                let _ = self.new.remove(&hash);
-            }
-        }
+        });
         if now.saturating_sub(self.forgot_at) >= FORGET_EVERY || self.kept.len() > MOST {
             self.forget(now);
         }
