@@ -19,7 +19,7 @@ Examples:
   looptop ps                                 processes running the agent
   sudo looptop record -d 10s --pid 4242      attach to a server started with nothing (perf mode)
 
-Output files (-o, --json FILE, --junit FILE) are opened before anything starts: a path that
+Output files (-o, --json=FILE, --junit FILE; `-` is stdout) are opened before anything starts: a path that
 cannot be written is refused at once. In a folder others can write to (/tmp), a link, file or FIFO
 another user may have planted there is never written through.
 
@@ -152,8 +152,9 @@ Budgets also come from a TOML file (--budget-file, or ./looptop.toml when presen
 --budget flags add to the file's budgets.
 
 Output: one line per budget (✓ or ✗, the observed value), and under a failed one the worst stalls
-(kind, function, file:line, source line) or pauses. --json FILE writes the looptop.report/1
-object with a `budgets` array; --junit FILE one test case per budget; --github prints
+(kind, function, file:line, source line) or pauses; all of it on stderr. --json prints the
+looptop.report/1 object with a `budgets` array to stdout (--json=FILE writes it to FILE);
+--junit FILE one test case per budget (`-`: stdout); --github prints
 ::error annotations at the worst stall's source line and appends a job summary to
 $GITHUB_STEP_SUMMARY. These files are opened before the command starts.
 
@@ -177,6 +178,12 @@ pub struct CheckArgs {
     /// Stack sampling.
     #[command(flatten)]
     pub stacks: StackArgs,
+    /// How a --pid is observed.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Progress and notes.
+    #[command(flatten)]
+    pub quiet: QuietArgs,
     /// A budget, e.g. 'lag.p99<20ms', 'stalls==0' (repeat for more)
     #[arg(short, long = "budget", value_name = "EXPR")]
     pub budgets: Vec<String>,
@@ -186,9 +193,9 @@ pub struct CheckArgs {
     /// Write a JUnit XML report (one test case per budget)
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Write the looptop.report/1 JSON with a `budgets` array
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    /// The looptop.report/1 JSON, with a `budgets` array.
+    #[command(flatten)]
+    pub json: JsonArgs,
     /// Print GitHub Actions annotations and append a job summary to $GITHUB_STEP_SUMMARY
     #[arg(long)]
     pub github: bool,
@@ -213,6 +220,9 @@ pub struct TopArgs {
     /// Stack sampling.
     #[command(flatten)]
     pub stacks: StackArgs,
+    /// How a --pid is observed.
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// The stretch of time `f` and `F` draw as a flamegraph
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub window: Duration,
@@ -230,9 +240,23 @@ pub struct ObserveArgs {
     /// No colour (also when NO_COLOR is set or output is not a terminal)
     #[arg(long)]
     pub no_color: bool,
-    /// Print only the report: no progress or notes
+}
+
+/// `-q`, on the commands that print progress and notes beside their result.
+#[derive(Debug, Clone, Args)]
+pub struct QuietArgs {
+    /// Print only the result: no progress or notes
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--json[=FILE]`: the same word, the same meaning, on every command that reports.
+#[derive(Debug, Clone, Args)]
+pub struct JsonArgs {
+    /// Print the looptop.report/1 JSON object to stdout in place of the text (--json=FILE: write it
+    /// to FILE, beside the text)
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
 }
 
 /// `looptop run`.
@@ -244,11 +268,14 @@ pub struct RunArgs {
     /// Stack sampling.
     #[command(flatten)]
     pub stacks: StackArgs,
-    /// Print the looptop.report/1 JSON object instead of the text summary
-    #[arg(long)]
-    pub json: bool,
-    /// Write the report to FILE instead of stdout/stderr (refused before the command starts when
-    /// it cannot be written)
+    /// Progress and notes.
+    #[command(flatten)]
+    pub quiet: QuietArgs,
+    /// The report as JSON.
+    #[command(flatten)]
+    pub json: JsonArgs,
+    /// Write the report (the text summary, or the JSON of a bare --json) to FILE instead of the
+    /// terminal; `-` is stdout (refused before the command starts when it cannot be written)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print the summary at exit instead of opening the live view on a terminal
@@ -265,6 +292,11 @@ pub struct StackArgs {
     /// perf stack samples per second when perf is permitted (root or CAP_PERFMON); 0: no perf stacks (perf mode still times the ticks through perf)
     #[arg(long, value_name = "HZ", default_value_t = 997)]
     pub rate: u64,
+}
+
+/// How a running process (`--pid`) is observed: only on the commands that can attach.
+#[derive(Debug, Clone, Args)]
+pub struct AttachArgs {
     /// How to observe a --pid: its agent's segment, or agentless from the kernel (BPF, else perf
     /// events; ticks from the wait calls' tracepoints; needs root or CAP_PERFMON). auto prefers
     /// the agent. LOOPTOP_NO_BPF=1 uses perf events instead of BPF; LOOPTOP_BPF_HOOKS=tracepoints
@@ -339,7 +371,13 @@ pub struct RecordArgs {
     /// Stack sampling.
     #[command(flatten)]
     pub stacks: StackArgs,
-    /// The recording to write
+    /// How a --pid is observed.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Progress and notes.
+    #[command(flatten)]
+    pub quiet: QuietArgs,
+    /// The recording to write (`-`: stdout)
     #[arg(short, long, value_name = "FILE", default_value = "looptop.rec")]
     pub output: PathBuf,
     /// What to record.
@@ -357,9 +395,9 @@ pub struct ReportArgs {
     /// No colour (also when NO_COLOR is set or output is not a terminal)
     #[arg(long)]
     pub no_color: bool,
-    /// Print the looptop.report/1 JSON object instead of the text summary
-    #[arg(long)]
-    pub json: bool,
+    /// The report as JSON.
+    #[command(flatten)]
+    pub json: JsonArgs,
     /// The recording
     #[arg(value_name = "REC")]
     pub recording: PathBuf,
@@ -387,6 +425,12 @@ pub struct FlameArgs {
     /// Stack sampling.
     #[command(flatten)]
     pub stacks: StackArgs,
+    /// How a --pid is observed.
+    #[command(flatten)]
+    pub attach: AttachArgs,
+    /// Progress and notes.
+    #[command(flatten)]
+    pub quiet: QuietArgs,
     /// Where to write (default flame.svg, flame.folded or flame.speedscope.json; `-` for stdout);
     /// refused before anything starts when it cannot be written
     #[arg(short, long, value_name = "FILE")]
@@ -423,9 +467,10 @@ pub struct PsArgs {
     /// Shared options.
     #[command(flatten)]
     pub observe: ObserveArgs,
-    /// Print a JSON array instead of the table
-    #[arg(long)]
-    pub json: bool,
+    /// Print the rows as a JSON array to stdout in place of the table (--json=FILE: write it to
+    /// FILE, beside the table)
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = "-")]
+    pub json: Option<PathBuf>,
     /// How long to watch for the utilization column
     #[arg(long, value_name = "DUR", default_value = "250ms", value_parser = parse_duration)]
     pub window: Duration,
@@ -440,12 +485,15 @@ pub struct DemoArgs {
     /// Stack sampling.
     #[command(flatten)]
     pub stacks: StackArgs,
+    /// Progress and notes.
+    #[command(flatten)]
+    pub quiet: QuietArgs,
     /// How long to run
     #[arg(short, long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Print the looptop.report/1 JSON object instead of the text summary
-    #[arg(long)]
-    pub json: bool,
+    /// The report as JSON.
+    #[command(flatten)]
+    pub json: JsonArgs,
     /// Print the summary at the end instead of opening the live view on a terminal
     #[arg(long)]
     pub no_tui: bool,
@@ -525,6 +573,14 @@ pub fn forgive(e: clap::Error, args: &[OsString]) -> clap::Error {
     };
     let at = words.iter().skip(i + 1).position(|w| *w == stray).map(|k| k + i + 1);
     match at {
+        // `check --json report.json`: the file goes with `=`.
+        Some(j) if words[j - 1] == "--json" => sub.bin_name(format!("looptop {word}")).error(
+            ErrorKind::UnknownArgument,
+            format!(
+                "--json takes its file with `=`: --json={stray} (a bare --json prints the JSON to stdout, as on \
+                 every looptop command)"
+            ),
+        ),
         Some(j) if launches && !stray.starts_with('-') && !words.iter().any(|w| w == "--") => {
             // Quoted for a shell where it matters ('lag.p99<20ms').
             let quote = |w: &str| {
@@ -573,6 +629,42 @@ mod tests {
         assert!(forgiven(&["looptop", "flam", "--from", "r.rec"]).contains("did you mean `looptop flame`?"));
         let far = forgiven(&["looptop", "zzzzzz"]);
         assert!(far.contains("neither a looptop command nor a PID") && !far.contains("did you mean"), "{far}");
+    }
+
+    #[test]
+    fn a_json_file_without_the_equals_sign_gets_the_fix() {
+        let e = forgiven(&["looptop", "check", "-b", "stalls==0", "--json", "out.json", "--", "node", "t.js"]);
+        assert!(e.contains("--json=out.json"), "{e}");
+        let e = forgiven(&["looptop", "ps", "--json", "rows.json"]);
+        assert!(e.contains("--json=rows.json"), "{e}");
+    }
+
+    /// `-q`, `--mode` and `--pool-probes` are offered only where they mean something, and
+    /// `--json` is the same option on every command that has it.
+    #[test]
+    fn options_are_offered_only_where_they_mean_something() {
+        let cmd = super::command();
+        let has = |sub: &str, long: &str| {
+            cmd.find_subcommand(sub).unwrap().get_arguments().any(|a| a.get_long() == Some(long))
+        };
+        for sub in ["top", "ps"] {
+            assert!(!has(sub, "quiet"), "{sub} has -q");
+        }
+        for sub in ["run", "demo", "ps", "report"] {
+            assert!(!has(sub, "mode") && !has(sub, "pool-probes"), "{sub} has --mode");
+        }
+        for sub in ["check", "top", "record", "flame"] {
+            assert!(has(sub, "mode") && has(sub, "pool-probes"), "{sub} lacks --mode");
+        }
+        let json = |sub: &str| {
+            let a = cmd.find_subcommand(sub).unwrap().get_arguments().find(|a| a.get_long() == Some("json")).cloned();
+            let a = a.unwrap_or_else(|| panic!("{sub} has no --json"));
+            (a.get_num_args(), a.is_require_equals_set(), a.get_value_names().map(<[_]>::to_vec))
+        };
+        let first = json("run");
+        for sub in ["check", "report", "ps", "demo"] {
+            assert_eq!(json(sub), first, "--json of {sub} differs from run's");
+        }
     }
 
     #[test]

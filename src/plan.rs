@@ -2,7 +2,9 @@
 //! knows clap's parse types; the commands in [`crate::cmd`] take these.
 
 pub use crate::cli::Mode;
-use crate::cli::{AgentCommand, Command, FlameFormat, ObserveArgs, StackArgs, TargetArgs};
+use crate::cli::{
+    AgentCommand, AttachArgs, Command, FlameFormat, JsonArgs, ObserveArgs, QuietArgs, StackArgs, TargetArgs,
+};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +31,29 @@ pub struct Stacks {
     pub pool_probes: bool,
 }
 
+/// Where `--json` sends the report: the same meaning on every command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonTo {
+    /// `--json` (or `--json=-`): stdout, in place of the text that would go there.
+    Stdout,
+    /// `--json=FILE`: the file, beside the text.
+    File(PathBuf),
+}
+
+impl JsonTo {
+    fn from_arg(path: Option<PathBuf>) -> Option<JsonTo> {
+        path.map(|p| if p.as_os_str() == "-" { JsonTo::Stdout } else { JsonTo::File(p) })
+    }
+
+    /// Where it goes, `-` for stdout (as [`crate::cmd`]'s output files read it).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            JsonTo::Stdout => std::path::Path::new("-"),
+            JsonTo::File(p) => p,
+        }
+    }
+}
+
 /// `looptop run`.
 #[derive(Debug, Clone)]
 pub struct RunPlan {
@@ -38,8 +63,8 @@ pub struct RunPlan {
     pub stacks: Stacks,
     /// Program and arguments.
     pub command: Vec<OsString>,
-    /// JSON instead of text.
-    pub json: bool,
+    /// The report as JSON.
+    pub json: Option<JsonTo>,
     /// Report file instead of stdout (JSON) / stderr (text).
     pub output: Option<PathBuf>,
     /// Never open the live view.
@@ -74,8 +99,8 @@ pub struct CheckPlan {
     pub budget_file: Option<PathBuf>,
     /// JUnit XML output.
     pub junit: Option<PathBuf>,
-    /// JSON output.
-    pub json: Option<PathBuf>,
+    /// The report as JSON.
+    pub json: Option<JsonTo>,
     /// GitHub Actions annotations and summary.
     pub github: bool,
     /// Left out at the start.
@@ -123,8 +148,8 @@ pub struct ReportPlan {
     pub stall_threshold: Option<Duration>,
     /// Colour allowed.
     pub color: bool,
-    /// JSON instead of text.
-    pub json: bool,
+    /// The report as JSON.
+    pub json: Option<JsonTo>,
     /// The recording.
     pub recording: PathBuf,
 }
@@ -156,8 +181,8 @@ pub struct FlamePlan {
 pub struct PsPlan {
     /// Shared settings.
     pub observe: Observe,
-    /// JSON instead of a table.
-    pub json: bool,
+    /// The rows as JSON.
+    pub json: Option<JsonTo>,
     /// Utilization window.
     pub window: Duration,
 }
@@ -171,8 +196,8 @@ pub struct DemoPlan {
     pub stacks: Stacks,
     /// How long to run.
     pub duration: Duration,
-    /// JSON instead of text.
-    pub json: bool,
+    /// The report as JSON.
+    pub json: Option<JsonTo>,
     /// Never open the live view.
     pub no_tui: bool,
 }
@@ -202,13 +227,23 @@ pub enum Plan {
     Completions(clap_complete::Shell),
 }
 
-fn stacks(a: &StackArgs) -> Stacks {
-    Stacks { rate_hz: a.rate, mode: a.mode, pool_probes: a.pool_probes }
+/// Stack sampling, and how a pid is observed where the command can attach (else the default).
+fn stacks(a: &StackArgs, attach: Option<&AttachArgs>) -> Stacks {
+    let (mode, pool_probes) = attach.map_or((Mode::Auto, false), |t| (t.mode, t.pool_probes));
+    Stacks { rate_hz: a.rate, mode, pool_probes }
 }
 
-fn observe(a: ObserveArgs) -> Observe {
-    let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    Observe { stall_threshold: a.stall_threshold, color: !a.no_color && !no_color_env, quiet: a.quiet }
+fn observe(a: ObserveArgs, quiet: Option<QuietArgs>) -> Observe {
+    Observe { stall_threshold: a.stall_threshold, color: color(a.no_color), quiet: quiet.is_some_and(|q| q.quiet) }
+}
+
+/// Colour unless `--no-color` or NO_COLOR says no.
+fn color(no_color: bool) -> bool {
+    !no_color && !std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+fn json(a: JsonArgs) -> Option<JsonTo> {
+    JsonTo::from_arg(a.json)
 }
 
 fn target(t: &TargetArgs, from: Option<PathBuf>) -> TargetSpec {
@@ -246,60 +281,61 @@ impl From<Command> for Plan {
     fn from(command: Command) -> Plan {
         match command {
             Command::Run(a) => Plan::Run(RunPlan {
-                observe: observe(a.observe),
-                stacks: stacks(&a.stacks),
+                observe: observe(a.observe, Some(a.quiet)),
+                stacks: stacks(&a.stacks, None),
                 command: a.command,
-                json: a.json,
+                json: json(a.json),
                 output: a.output,
                 no_tui: a.no_tui,
             }),
             Command::Top(a) => Plan::Top(TopPlan {
-                observe: observe(a.observe),
-                stacks: stacks(&a.stacks),
+                observe: observe(a.observe, None),
+                stacks: stacks(&a.stacks, Some(&a.attach)),
                 window: a.window,
                 target: target(&a.target, None),
                 duration: a.target.duration,
             }),
             Command::Check(a) => Plan::Check(CheckPlan {
-                observe: observe(a.observe),
-                stacks: stacks(&a.stacks),
+                observe: observe(a.observe, Some(a.quiet)),
+                stacks: stacks(&a.stacks, Some(&a.attach)),
                 budgets: a.budgets,
                 budget_file: a.budget_file,
                 junit: a.junit,
-                json: a.json,
+                json: json(a.json),
                 github: a.github,
                 warmup: a.warmup,
                 ignore_exit_code: a.ignore_exit_code,
                 target: target(&a.target, None),
                 duration: a.target.duration,
             }),
-            Command::Ps(a) => Plan::Ps(PsPlan { observe: observe(a.observe), json: a.json, window: a.window }),
+            Command::Ps(a) => {
+                Plan::Ps(PsPlan { observe: observe(a.observe, None), json: JsonTo::from_arg(a.json), window: a.window })
+            }
             Command::Demo(a) => Plan::Demo(DemoPlan {
-                observe: observe(a.observe),
-                stacks: stacks(&a.stacks),
+                observe: observe(a.observe, Some(a.quiet)),
+                stacks: stacks(&a.stacks, None),
                 duration: a.duration,
-                json: a.json,
+                json: json(a.json),
                 no_tui: a.no_tui,
             }),
             Command::Record(a) => Plan::Record(RecordPlan {
-                observe: observe(a.observe),
-                stacks: stacks(&a.stacks),
+                observe: observe(a.observe, Some(a.quiet)),
+                stacks: stacks(&a.stacks, Some(&a.attach)),
                 output: a.output,
                 target: target(&a.target, None),
                 duration: a.target.duration,
             }),
             Command::Report(a) => Plan::Report(ReportPlan {
                 stall_threshold: a.stall_threshold,
-                color: observe(ObserveArgs { stall_threshold: Duration::ZERO, no_color: a.no_color, quiet: false })
-                    .color,
-                json: a.json,
+                color: color(a.no_color),
+                json: json(a.json),
                 recording: a.recording,
             }),
             Command::Flame(a) => {
                 let (format, output, unknown_extension) = flame_output(a.format, a.output);
                 Plan::Flame(FlamePlan {
-                    observe: observe(a.observe),
-                    stacks: stacks(&a.stacks),
+                    observe: observe(a.observe, Some(a.quiet)),
+                    stacks: stacks(&a.stacks, Some(&a.attach)),
                     output,
                     format,
                     unknown_extension,

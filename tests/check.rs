@@ -30,8 +30,7 @@ fn a_broken_budget_fails_the_build_and_names_the_code() {
             "tick.max<=100ms",
             "--budget",
             "lag.p99 < 10s",
-            "--json",
-            json.to_str().unwrap(),
+            &format!("--json={}", json.display()),
             "--junit",
             junit.to_str().unwrap(),
             "--github",
@@ -88,7 +87,8 @@ fn a_failing_command_fails_the_check_unless_its_exit_code_is_ignored() {
     let (json, junit) = (dir.path("r.json"), dir.path("r.xml"));
     let budgets = ["-b", "stalls<=1", "-b", "utilization<100%", "-b", "stall.max>=100ms"];
     let env = [("FIXTURE_STALLS_MS", "150"), ("FIXTURE_EXIT", "3"), ("GITHUB_WORKSPACE", "/nowhere")];
-    let outputs = ["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap(), "--github"];
+    let json_arg = format!("--json={}", json.display());
+    let outputs = [json_arg.as_str(), "--junit", junit.to_str().unwrap(), "--github"];
     let out = check(&[&budgets[..], &outputs[..]].concat(), "node/stalls.js", &env);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "a failed command fails the check: {err}");

@@ -63,3 +63,69 @@ fn demo_without_node_says_so() {
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("no `node` on PATH"), "{}", stderr(&out));
 }
+
+/// `--json` is one option everywhere (issue 15, point 12): bare, the JSON goes to stdout in place
+/// of the text; `--json=FILE` writes it beside the text; `-` names stdout for every output file
+/// and stdin for a recording.
+#[test]
+fn json_and_dash_mean_the_same_on_every_command() {
+    let dir = TempDir::new("json-dash");
+    let c = c_epoll_loop();
+    let run = |extra: &[&str]| looptop().arg("run").args(extra).args(["--rate", "0", "--"]).arg(&c).output_limited();
+    // run --json: the JSON on stdout, no text summary.
+    let out = run(&["-q", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run --json prints JSON on stdout");
+    assert_eq!(v["schema"], "looptop.report/1");
+    assert!(!stderr(&out).contains(" — exited "), "{}", stderr(&out));
+    // run --json=FILE: the JSON in the file and the text summary as without it.
+    let file = dir.path("run.json");
+    let out = run(&[&format!("--json={}", file.display())]);
+    assert!(stderr(&out).contains(" — exited 0"), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(v["schema"], "looptop.report/1");
+    // check --json: the report with its verdict on stdout, the budget lines on stderr.
+    let out = looptop().args(["check", "-b", "stalls==0", "--json", "--rate", "0", "--"]).arg(&c).output_limited();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON on stdout");
+    assert!(v["budgets"].is_array() && v["passed"].is_boolean(), "{v}");
+    assert!(stderr(&out).contains("stalls==0"), "{}", stderr(&out));
+    // The old form gets the fix; --github keeps stdout for its annotations.
+    let out = looptop().args(["check", "-b", "stalls==0", "--json", "out.json", "--", "true"]).output_limited();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--json=out.json"), "{}", stderr(&out));
+    let out = looptop().args(["check", "-b", "stalls==0", "--json", "--github", "--", "true"]).output_limited();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--json=report.json"), "{}", stderr(&out));
+    // A recording read from stdin, reported to a file and to stdout; a flamegraph to stdout.
+    let rec = dir.path("r.rec");
+    let out = looptop().args(["record", "-q", "--rate", "0", "-o"]).arg(&rec).arg("--").arg(&c).output_limited();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // (through a shell: `output_limited` gives the child an empty stdin)
+    let from_stdin = |args: &str| {
+        let bin = looptop().get_program().to_string_lossy().into_owned();
+        std::process::Command::new("sh")
+            .args(["-c", &format!("exec '{bin}' report {args} - < '{}'", rec.display())])
+            .output_limited()
+    };
+    let rep = dir.path("rep.json");
+    let out = from_stdin(&format!("--json='{}'", rep.display()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" — exited 0"), "the text stays on stdout");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
+    assert_eq!(v["schema"], "looptop.report/1");
+    let out = from_stdin("--json");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report --json - prints JSON");
+    assert_eq!(v["schema"], "looptop.report/1");
+    let out = looptop().args(["flame", "--from"]).arg(&rec).args(["-o", "-"]).output_limited();
+    assert!(out.status.success() && out.stdout.starts_with(b"<?xml"), "{}", stderr(&out));
+    let out =
+        looptop().args(["check", "-b", "stalls==0", "--junit", "-", "--rate", "0", "--"]).arg(&c).output_limited();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<testsuites"), "{}", stderr(&out));
+    // A recording on stdout would mix with a launched command's own output: refused.
+    let out = looptop().args(["record", "-o", "-", "--", "true"]).output_limited();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // Options that mean nothing somewhere are not offered there.
+    for args in [&["ps", "-q"][..], &["top", "-q", "--", "true"], &["run", "--mode", "perf", "--", "true"]] {
+        let out = looptop().args(args).output_limited();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -15,12 +15,13 @@ fn writers(path: &Path, marker: &Path) -> Vec<(String, Command)> {
     // another looptop starting meanwhile, before this one read it.
     let touch = ["sh".to_string(), "-c".into(), format!("touch {}; sleep 0.3", marker.display())];
     let mut out = Vec::new();
+    let json_p = format!("--json={p}");
     for args in [
         vec!["run", "-q", "-o", p],
         vec!["record", "-o", p],
         // (`--format`: these paths end in .out, which names no format of flame's)
         vec!["flame", "--format", "svg", "-o", p],
-        vec!["check", "-b", "stalls==0", "--json", p],
+        vec!["check", "-b", "stalls==0", &json_p],
         vec!["check", "-b", "stalls==0", "--junit", p],
     ] {
         let mut c = looptop();

@@ -6,7 +6,7 @@
 use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow};
 use super::output::OutputFile;
 use crate::error::UserError;
-use crate::plan::{CheckPlan, TargetSpec};
+use crate::plan::{CheckPlan, JsonTo, TargetSpec};
 use crate::sink::check::budget::{self, Budget};
 use crate::sink::check::budget_file;
 use crate::sink::check::{github, junit, text, Unmet, Verdict};
@@ -22,7 +22,15 @@ pub const DEFAULT_FILE: &str = "looptop.toml";
 pub fn execute(plan: CheckPlan) -> Result<u8> {
     let budgets = budgets(&plan)?;
     // Before anything starts: outputs that cannot be written are refused now, not after the run.
-    let json_out = plan.json.as_deref().map(|p| OutputFile::create(p, "the JSON report", "--json FILE")).transpose()?;
+    if plan.github && plan.json == Some(JsonTo::Stdout) {
+        return Err(UserError::usage("--github prints its annotations on stdout, where --json would print the report")
+            .hint("write the JSON to a file instead: --json=report.json")
+            .into());
+    }
+    let json_out = match &plan.json {
+        Some(to) => Some(OutputFile::create(to.path(), "the JSON report", "--json=FILE")?),
+        None => None,
+    };
     let junit_out =
         plan.junit.as_deref().map(|p| OutputFile::create(p, "the JUnit report", "--junit FILE")).transpose()?;
     let summary_out = match std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| plan.github && !p.is_empty()) {

@@ -4,7 +4,6 @@
 use super::observe::{launch_and_observe, Collect, Flow};
 use crate::error::UserError;
 use crate::plan::DemoPlan;
-use crate::sink::{json, summary};
 use crate::target::launch::{LaunchPlan, Launched, Output};
 use anyhow::{anyhow, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,7 +39,8 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
         stdout: Output::Piped,
         stderr: Output::Null,
     };
-    let live = !plan.json && !plan.no_tui && super::top::can_show();
+    let out = super::run::ReportOut::open(plan.json.as_ref(), None, super::run::Stream::Stdout)?;
+    let live = plan.json.is_none() && !plan.no_tui && super::top::can_show();
     let interactive = !live && !plan.observe.quiet && super::is_tty(2);
     let progress = interactive.then(|| {
         let bar = indicatif::ProgressBar::new(plan.duration.as_millis() as u64);
@@ -97,13 +97,11 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
         return Err(anyhow!(UserError::observe("the demo server did not start (no request was answered)")
             .hint("run `node --version` to check Node.js works, then try again")));
     }
-    let mut out = std::io::stdout().lock();
-    if plan.json {
-        json::write(&observed.report, &mut out)?;
+    out.write(&observed.report, plan.observe.color, plan.observe.quiet)?;
+    if !out.has_text() {
         return Ok(crate::error::exit::OK);
     }
-    let color = plan.observe.color && super::is_tty(1);
-    summary::write(&observed.report, &summary::Options::new(color), &mut out)?;
+    let mut out = std::io::stdout().lock();
     writeln!(out)?;
     writeln!(
         out,

@@ -8,7 +8,6 @@ use crate::error::UserError;
 use crate::plan::{FlamePlan, TargetSpec};
 use crate::sink::flame::{self, build_profile, perf_rate, Format};
 use anyhow::Result;
-use std::io::Write;
 
 /// Runs `looptop flame`.
 pub fn execute(plan: FlamePlan) -> Result<u8> {
@@ -25,8 +24,7 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
         .into());
     }
     // Before anything starts: a flamegraph that cannot be written is refused now.
-    let to_stdout = plan.output.as_os_str() == "-";
-    let output = if to_stdout { None } else { Some(OutputFile::create(&plan.output, "the flamegraph", "-o FILE")?) };
+    let out = OutputFile::create(&plan.output, "the flamegraph", "-o FILE")?;
     let (session, command, end_ns, rate_hz) = match &plan.target {
         TargetSpec::Recording(path) => {
             let replay = super::record::load(path, None)?;
@@ -51,15 +49,9 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
     };
     let options = flame::Options { format, ..flame::Options::default() };
     let samples = profile.sample_count();
-    if let Some(out) = &output {
-        out.write_with(|w| flame::write(&profile, &options, w))?;
-        if !plan.observe.quiet {
-            eprintln!("looptop: wrote {} ({})", plan.output.display(), profile.subtitle);
-        }
-    } else {
-        let mut out = std::io::stdout().lock();
-        flame::write(&profile, &options, &mut out)?;
-        out.flush()?;
+    out.write_with(|w| flame::write(&profile, &options, w))?;
+    if !plan.observe.quiet && !out.is_stdout() {
+        eprintln!("looptop: wrote {} ({})", plan.output.display(), profile.subtitle);
     }
     if samples == 0 && !plan.observe.quiet {
         let why = if plan.stalls_only {

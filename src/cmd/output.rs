@@ -8,6 +8,7 @@ use crate::error::UserError;
 use crate::safefs::{self, OutputRefused};
 use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -40,6 +41,25 @@ impl OutputFile {
     }
 
     fn open(path: &Path, what: &'static str, flag: &'static str, append: bool) -> Result<OutputFile, UserError> {
+        if is_stdout(path) {
+            // `-`: stdout, written where it stands (never emptied: it may be a file the shell
+            // opened for more than this).
+            let file = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map(File::from)
+                .map_err(|e| UserError::usage(format!("cannot write {what} to stdout: {e}")))?;
+            let started = AtomicBool::new(false);
+            return Ok(OutputFile {
+                path: path.to_path_buf(),
+                file,
+                created: false,
+                append: true,
+                what,
+                flag,
+                started,
+            });
+        }
         let opened = safefs::open_output(path, 0o666, append).map_err(|e| refused(what, flag, path, e))?;
         Ok(OutputFile {
             path: path.to_path_buf(),
@@ -55,6 +75,18 @@ impl OutputFile {
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// It is stdout (`-`): no "wrote FILE" note.
+    pub fn is_stdout(&self) -> bool {
+        is_stdout(&self.path)
+    }
+
+    /// "wrote FILE", unless it is stdout or `quiet`.
+    pub fn tell_written(&self, quiet: bool) {
+        if !quiet && !self.is_stdout() {
+            eprintln!("looptop: wrote {}", self.path.display());
+        }
     }
 
     /// A handle to write it from the start (an existing regular file is emptied now, unless it is
@@ -76,6 +108,8 @@ impl OutputFile {
         let mut out = io::BufWriter::new(self.writer()?);
         write(&mut out).and_then(|()| Ok(io::Write::flush(&mut out)?)).map_err(|e| {
             match e.chain().find_map(|c| c.downcast_ref::<io::Error>()) {
+                // `looptop … -o - | head`: the reader had enough; not a failure to explain.
+                Some(io) if io.kind() == io::ErrorKind::BrokenPipe && self.is_stdout() => e,
                 Some(io) => self.failed(io).into(),
                 None => e,
             }
@@ -102,6 +136,11 @@ impl Drop for OutputFile {
             }
         }
     }
+}
+
+/// `-` names stdout wherever looptop takes an output file.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 /// `what` at `path` could not be written (exit 3): the sentence and the fix.

@@ -1,5 +1,6 @@
 //! `looptop ps`: processes with a live agent segment.
 
+use super::output::OutputFile;
 use crate::analysis::Session;
 use crate::event::Event;
 use crate::plan::PsPlan;
@@ -23,6 +24,10 @@ struct Row {
 
 /// Runs `looptop ps`.
 pub fn execute(plan: PsPlan) -> Result<u8> {
+    let json_out = match &plan.json {
+        Some(to) => Some(OutputFile::create(to.path(), "the JSON rows", "--json=FILE")?),
+        None => None,
+    };
     remove_dead_segments();
     let threshold = plan.observe.stall_threshold.as_nanos() as u64;
     let mut watched: Vec<(u32, AgentSource, Session)> = segment::list(&segment::shm_dir())
@@ -62,18 +67,20 @@ pub fn execute(plan: PsPlan) -> Result<u8> {
     for e in &errors {
         eprintln!("looptop: warning: {e}");
     }
-    if plan.json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-        return Ok(crate::error::exit::OK);
+    if let Some(json) = &json_out {
+        json.write_with(|w| {
+            serde_json::to_writer_pretty(&mut *w, &rows)?;
+            Ok(writeln!(w)?)
+        })?;
+        if json.is_stdout() {
+            return Ok(crate::error::exit::OK);
+        }
     }
     if rows.is_empty() {
-        if !plan.observe.quiet {
-            eprintln!(
-                "looptop: no process runs the looptop agent (start one with `looptop run -- CMD`, or \
-                 LD_PRELOAD=$(looptop agent path) CMD)"
-            );
-        }
+        eprintln!(
+            "looptop: no process runs the looptop agent (start one with `looptop run -- CMD`, or \
+             LD_PRELOAD=$(looptop agent path) CMD)"
+        );
         return Ok(crate::error::exit::OK);
     }
     writeln!(

@@ -3,7 +3,7 @@
 
 use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow, Observed};
 use super::output::OutputFile;
-use super::run::{emit, Stream};
+use super::run::{ReportOut, Stream};
 use crate::error::UserError;
 use crate::plan::{RecordPlan, ReportPlan, TargetSpec};
 use crate::source::recording::{self, RecordingError};
@@ -14,6 +14,11 @@ use std::time::Duration;
 
 /// Runs `looptop record`.
 pub fn execute(plan: RecordPlan) -> Result<u8> {
+    if super::output::is_stdout(&plan.output) && matches!(plan.target, TargetSpec::Launch(_)) {
+        return Err(UserError::usage("record -o - would mix the recording with the command's own output on stdout")
+            .hint("write it to a file (-o app.rec), or attach to the running process with --pid PID")
+            .into());
+    }
     // Before anything starts: a recording that cannot be written is refused now.
     let output = OutputFile::create(&plan.output, "the recording", "-o FILE")?;
     let collect = Collect {
@@ -27,14 +32,18 @@ pub fn execute(plan: RecordPlan) -> Result<u8> {
         let (path, lines) = observed.recorded.as_ref().map(|(p, l)| (p.display().to_string(), *l)).unwrap_or_default();
         let (loops, stalls) = (r.loops.len(), r.stalls().count());
         let samples = r.samples as usize;
-        eprintln!(
-            "looptop: wrote {path} ({:.1} s, {loops} loop{}, {stalls} stall{}, {samples} stack sample{}, {lines} lines); read \
-             it with `looptop report {path}`",
+        let what = format!(
+            "{:.1} s, {loops} loop{}, {stalls} stall{}, {samples} stack sample{}, {lines} lines",
             r.wall_ms / 1000.0,
             plural(loops),
             plural(stalls),
             plural(samples),
         );
+        if super::output::is_stdout(&plan.output) {
+            eprintln!("looptop: wrote the recording to stdout ({what})");
+        } else {
+            eprintln!("looptop: wrote {path} ({what}); read it with `looptop report {path}`");
+        }
     }
     Ok(crate::error::exit::OK)
 }
@@ -94,8 +103,9 @@ pub(super) fn load(path: &std::path::Path, threshold: Option<Duration>) -> Resul
 
 /// Runs `looptop report`.
 pub fn report(plan: ReportPlan) -> Result<u8> {
+    let out = ReportOut::open(plan.json.as_ref(), None, Stream::Stdout)?;
     let replay = load(&plan.recording, plan.stall_threshold)?;
     let report = replay.report(&plan.recording);
-    emit(&report, plan.json, None, plan.color, false, Stream::Stdout)?;
+    out.write(&report, plan.color, false)?;
     Ok(crate::error::exit::OK)
 }

@@ -43,7 +43,7 @@ pub fn execute(plan: TopPlan) -> Result<u8> {
     live.observed.tell();
     // What the view showed, left on the terminal once it closes (as `run` does).
     let report = &live.observed.report;
-    super::run::emit(report, false, None, plan.observe.color, plan.observe.quiet, super::run::Stream::Stderr)?;
+    super::run::tell_summary(report, plan.observe.color)?;
     if let Some(log) = &live.log {
         eprintln!("looptop: the program's output is in {}", log.display());
     }

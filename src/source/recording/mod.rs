@@ -187,8 +187,11 @@ fn runtime_name(s: &str) -> &'static str {
 }
 
 /// Loads a recording file into a session. Only regular files are read: a device, a FIFO or a
-/// folder is refused before anything is read from it.
+/// folder is refused before anything is read from it. `-` is stdin (`record -o - | report -`).
 pub fn load(path: &Path) -> Result<Replay, RecordingError> {
+    if path.as_os_str() == "-" {
+        return read_from(std::io::stdin().lock()).map_err(|e| e.at(path));
+    }
     let file = open(path)?;
     read_from(std::io::BufReader::with_capacity(1 << 16, file)).map_err(|e| e.at(path))
 }
