@@ -11,6 +11,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
+/// From this many columns the stalls and blockers are drawn side by side (each then still has
+/// room for a frame and a `file:line`).
+const SIDE_BY_SIDE: u16 = 160;
+
 /// Draws the whole view.
 pub fn draw(f: &mut Frame, snap: &Snapshot, view: &View, st: &Styles) {
     let area = f.area();
@@ -36,15 +40,16 @@ pub fn draw(f: &mut Frame, snap: &Snapshot, view: &View, st: &Styles) {
     draw_banner(f, banner_area, snap, st);
     tables::draw_loops(f, loops_area, snap, view, st);
     chart::draw(f, chart_area, snap, view, st);
-    if lists.width >= 120 {
-        let [left, right] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(lists);
-        tables::draw_stalls(f, left, snap, view, st);
-        tables::draw_blockers(f, right, snap, view, st);
+    if lists.width >= SIDE_BY_SIDE {
+        let [left, _, right] =
+            Layout::horizontal([Constraint::Fill(1), Constraint::Length(1), Constraint::Fill(1)]).areas(lists);
+        tables::draw_stalls(f, left, snap, view, st, false);
+        tables::draw_blockers(f, right, snap, view, st, false);
     } else {
         // Narrow: the focused list of the two, the other named in the title.
         match view.focus {
-            super::view::Focus::Blockers => tables::draw_blockers(f, lists, snap, view, st),
-            _ => tables::draw_stalls(f, lists, snap, view, st),
+            super::view::Focus::Blockers => tables::draw_blockers(f, lists, snap, view, st, true),
+            _ => tables::draw_stalls(f, lists, snap, view, st, true),
         }
     }
     draw_runtime(f, runtime, snap, st);
@@ -207,4 +212,36 @@ pub fn fmt_uptime(s: f64) -> String {
 /// A path or location with its directories dropped (`server.js:12:3`): the banner must fit.
 pub fn short_path(loc: &str) -> &str {
     loc.rsplit('/').next().unwrap_or(loc)
+}
+
+/// `loc` in at most `width` cells, shortened from the left so that the file and line stay:
+/// whole folders are dropped first (`…/lib/isEmail.js:12:3`), then characters.
+pub fn fit_left(loc: &str, width: usize) -> String {
+    let len = loc.chars().count();
+    if len <= width {
+        return loc.to_string();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let keep = width - 1;
+    let suffix = loc
+        .match_indices('/')
+        .map(|(i, _)| &loc[i..])
+        .find(|rest| rest.chars().count() <= keep)
+        .unwrap_or_else(|| &loc[loc.char_indices().nth(len - keep).map_or(loc.len(), |(i, _)| i)..]);
+    format!("…{suffix}")
+}
+
+/// `text` in at most `width` cells, cut at the right with `…`.
+pub fn fit_right(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    if width == 0 {
+        kept
+    } else {
+        kept + "…"
+    }
 }

@@ -40,6 +40,9 @@ fn empty() -> Snapshot {
     Snapshot { header: Header { uptime_s: 0.4, mode: "agent".into(), ..header() }, ..Snapshot::default() }
 }
 
+/// A file deep in a project, as real ones are.
+const DEEP: &str = "/home/dev/projects/shop-backend/node_modules/@acme/validators/lib/isEmail.js";
+
 fn stall(at_s: f64, ms: f64, kind: &str, frame: &str, line: u32, in_progress: bool) -> StallRow {
     StallRow {
         pid: 4242,
@@ -51,7 +54,11 @@ fn stall(at_s: f64, ms: f64, kind: &str, frame: &str, line: u32, in_progress: bo
         gc_ms: (kind == "json-parse").then_some(31.0),
         kind: Some(kind.into()),
         frame: Some(frame.into()),
-        location: Some(format!("/srv/app/server.js:{line}:3")),
+        location: Some(if frame == "validateEmail" {
+            format!("{DEEP}:{line}:3")
+        } else {
+            format!("/srv/app/server.js:{line}:3")
+        }),
         source: Some(format!("function {frame}(input) {{")),
     }
 }
@@ -120,7 +127,7 @@ fn busy() -> Snapshot {
                 total_ms: 3274.0,
                 max_ms: 3210.0,
                 frame: "validateEmail".into(),
-                location: Some("/srv/app/server.js:12:3".into()),
+                location: Some(format!("{DEEP}:12:3")),
                 source: Some("function validateEmail(input) {".into()),
             },
             BlockerSummary {
@@ -235,4 +242,61 @@ fn tiny_terminals_do_not_panic() {
         render(&busy(), &View { help: true, ..View::default() }, w, h, false);
         render(&empty(), &View::default(), w, h, true);
     }
+}
+
+/// The file and line of every stall and blocker stay visible at every width from 80 columns
+/// (paths are shortened from the left), and no column is left blank for nothing.
+#[test]
+fn file_and_line_stay_visible_at_every_width() {
+    for width in [80u16, 90, 100, 120, 140, 159, 160, 200, 250] {
+        for focus in [Focus::Stalls, Focus::Blockers] {
+            let view = View { focus, ..View::default() };
+            let term = render(&busy(), &view, width, 40, false);
+            let buf = term.backend().buffer();
+            let lines: Vec<String> =
+                (0..40u16).map(|y| (0..width).map(|x| buf[(x, y)].symbol().to_string()).collect()).collect();
+            let text = lines.join("\n");
+            let shown = |needle: &str| text.matches(needle).count();
+            // The stalls pane (focused, or beside the blockers from 120 columns).
+            if focus == Focus::Stalls || width >= 160 {
+                assert_eq!(shown("isEmail.js:12:3"), 2 + usize::from(width >= 160), "{width}:\n{text}");
+                assert_eq!(shown("server.js:30:3"), 1 + usize::from(width >= 160), "{width}:\n{text}");
+                assert_eq!(shown("server.js:41:3"), 1, "{width}:\n{text}");
+            }
+            if focus == Focus::Blockers {
+                assert!(shown("isEmail.js:12:3") >= 1 && shown("server.js:30:3") >= 1, "{width}:\n{text}");
+            }
+            // The loop name column is as wide as the names, not half the screen.
+            let header = lines.iter().find(|l| l.starts_with("pid/tid")).expect("the loops' header");
+            assert!(header.find("util").unwrap() < 30, "{width}: {header}");
+        }
+    }
+}
+
+#[test]
+fn fitting_keeps_the_end_of_a_location_and_the_start_of_a_frame() {
+    use super::draw::{fit_left, fit_right};
+    let loc = "/home/dev/app/lib/isEmail.js:12:3";
+    assert_eq!(fit_left(loc, 40), loc);
+    assert_eq!(fit_left(loc, 22), "…/lib/isEmail.js:12:3");
+    assert_eq!(fit_left(loc, 17), "…/isEmail.js:12:3");
+    assert_eq!(fit_left(loc, 16), "…isEmail.js:12:3");
+    assert_eq!(fit_left(loc, 10), "…l.js:12:3");
+    assert_eq!(fit_left(loc, 0), "");
+    assert_eq!(fit_right("validateEmailAddress", 8), "validat…");
+    assert_eq!(fit_right("short", 8), "short");
+}
+
+/// The README's picture of the live view is this view, drawn: it cannot drift from the code.
+#[test]
+fn the_readme_shows_the_view_as_drawn() {
+    let readme = include_str!("../../../README.md");
+    let from = readme.find("### The live view:").expect("the README's live view section");
+    let block = readme[from..].split("```").nth(1).expect("a picture of the view").trim_matches('\n');
+    let term = render(&busy(), &View::default(), 80, 24, false);
+    let buf = term.backend().buffer();
+    let drawn: Vec<String> =
+        (0..24u16).map(|y| (0..80u16).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>()).collect();
+    let drawn = drawn.iter().map(|l| l.trim_end()).collect::<Vec<_>>().join("\n");
+    assert_eq!(block, drawn, "README.md's live view differs from what is drawn: paste the drawing above into it");
 }
