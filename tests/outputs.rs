@@ -121,16 +121,6 @@ fn the_users_own_files_are_overwritten_and_kept_when_nothing_could_be_observed()
     assert_eq!(v["schema"], "looptop.report/1");
 }
 
-/// Whether a live process has `marker` among its arguments.
-fn running_with(marker: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let pid = e.file_name().to_string_lossy().parse::<u32>().ok();
-        pid.is_some_and(alive)
-            && std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes()))
-    })
-}
-
 #[test]
 fn a_recording_that_fills_the_disk_stops_the_command_and_exits_3() {
     let marker = format!("looptop-test-sleeper-{}", std::process::id());

@@ -167,3 +167,33 @@ fn under_nohup_looptop_ignores_sighup_too() {
     assert!(wall >= 1900.0, "SIGHUP stopped a looptop started under nohup after {wall} ms");
     assert!(alive(target.id()), "the attached process is untouched");
 }
+
+/// A signal meant for the program (`kill -USR1` to looptop) reaches it; looptop never dies of
+/// one and leaves the command it started running, unobserved.
+#[test]
+fn other_signals_sent_to_looptop_reach_the_command_and_never_orphan_it() {
+    let dir = TempDir::new("sig-usr1");
+    let marker = dir.path("sleep-marker");
+    std::fs::write(&marker, "").unwrap();
+    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM] {
+        let run = looptop()
+            .args(["run", "-q", "--rate", "0", "-o", "/dev/null", "--", "python3", "-c"])
+            .arg("import sys, time; time.sleep(30)")
+            .arg(&marker)
+            .spawn_within(Duration::from_secs(60));
+        // Until the command runs under it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !running_with(marker.to_str().unwrap()) {
+            assert!(std::time::Instant::now() < deadline, "the command did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: signalling the looptop this test started.
+        unsafe { libc::kill(run.id() as i32, sig) };
+        let mut run = run;
+        let status = run.wait();
+        assert!(!run.timed_out(), "signal {sig}: the command did not get it");
+        assert_eq!(status.code(), Some(128 + sig), "signal {sig}: looptop reports the command's end: {status:?}");
+        assert!(!running_with(marker.to_str().unwrap()), "signal {sig}: the command was left running");
+    }
+}

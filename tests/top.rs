@@ -224,6 +224,48 @@ fn run_on_a_terminal_opens_the_view_which_stays_after_exit_then_prints_the_summa
     assert!(screen.contains("the program's output is in"), "{screen}");
 }
 
+/// Ctrl-C in the view does what it does in a terminal (issue 13, point 3): the command gets
+/// SIGINT — a Python program's KeyboardInterrupt handler runs and decides how it exits — and the
+/// view closes when it has; q (or Ctrl-D) is what stops a command with SIGTERM.
+#[test]
+fn ctrl_c_in_the_view_interrupts_the_command_as_a_terminal_would() {
+    let _machine = crate::util::machine_wide();
+    let dir = TempDir::new("run-ctrl-c");
+    let (status, marker) = (dir.path("status"), dir.path("handled"));
+    let script = dir.path("app.py");
+    std::fs::write(
+        &script,
+        format!(
+            "import asyncio, sys\n\
+             async def main():\n    while True:\n        await asyncio.sleep(0.05)\n\
+             try:\n    asyncio.run(main())\n\
+             except KeyboardInterrupt:\n    open({marker:?}, 'w').write('yes')\n    sys.exit(7)\n",
+            marker = marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    let command = format!(
+        "cd {dir} && env NO_COLOR=1 {bin} run --rate 0 -- python3 {script}; echo $? > {status}; exec sleep 60",
+        dir = dir.0.display(),
+        bin = env!("CARGO_BIN_EXE_looptop"),
+        script = script.display(),
+        status = status.display(),
+    );
+    let tmux = Tmux::start(100, 30, &command);
+    tmux.wait_for(30, "the loop", |s| s.contains("Loops (1)"));
+    tmux.keys(&["C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !status.exists() {
+        assert!(Instant::now() < deadline, "looptop did not exit after Ctrl-C; the screen:\n{}", tmux.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap_or_default(), "yes", "the handler ran:\n{}", tmux.screen());
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "7", "run exits with the program's own status");
+    let screen = tmux.screen();
+    assert!(screen.contains("exited 7") && !screen.contains("SIGTERM"), "{screen}");
+}
+
 #[test]
 fn looptop_pid_is_short_for_top_pid() {
     // Off a terminal both say the same: the view needs one.

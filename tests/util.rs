@@ -553,3 +553,13 @@ pub fn shared_dir(tag: &str) -> TempDir {
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
     dir
 }
+
+/// Whether a live process has `marker` among its arguments.
+pub fn running_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let pid = e.file_name().to_string_lossy().parse::<u32>().ok();
+        pid.is_some_and(alive)
+            && std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes()))
+    })
+}

@@ -128,7 +128,7 @@ pub(super) fn observe_live(watch: Watch, collect: &Collect, color: bool, window:
     };
     let mut observed = observed;
     view.fail()?;
-    if !view.quit && !launch::interrupted() {
+    if !view.quit && !view.interrupted && !launch::interrupted() {
         let ended = match observed.report.target.exit_code {
             Some(code) => format!(
                 "process {} exited with status {code} after {:.1} s",
@@ -151,6 +151,10 @@ struct LiveView {
     /// Lowest threshold the source keeps stalls for.
     floor_ns: u64,
     quit: bool,
+    /// The view launched the command it watches (Ctrl-C then interrupts it, as in a terminal).
+    launched: bool,
+    /// Ctrl-C sent the launched command SIGINT: the view closes when it exits.
+    interrupted: bool,
     /// The terminal failed: stop and say why.
     failed: Option<std::io::Error>,
     forgot_ns: u64,
@@ -166,6 +170,8 @@ impl LiveView {
             window,
             floor_ns: super::run::stall_floor(collect.threshold),
             quit: false,
+            launched: false,
+            interrupted: false,
             failed: None,
             forgot_ns: 0,
             looked_for_names: false,
@@ -180,6 +186,7 @@ impl LiveView {
         pid: &Cell<u32>,
         mut on_start: Box<dyn FnMut(&mut Launched) + '_>,
     ) -> Result<Observed> {
+        self.launched = true;
         let on_start = |l: &mut Launched| {
             pid.set(l.child.id());
             on_start(l)
@@ -228,6 +235,19 @@ impl LiveView {
                     self.quit = true;
                     return Flow::Stop;
                 }
+                Some(Request::Interrupt) if self.launched && pid > 0 => {
+                    // What Ctrl-C does in a terminal (the view's raw mode keeps it from the
+                    // command): SIGINT, and the command decides. The view closes when it exits.
+                    // SAFETY: signalling the command this view launched.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+                    self.interrupted = true;
+                    self.tui
+                        .say(format!("Ctrl-C: sent SIGINT to {pid}; the view closes when it exits (q stops it now)"));
+                }
+                Some(Request::Interrupt) => {
+                    self.quit = true;
+                    return Flow::Stop;
+                }
                 Some(Request::Record) => self.record(pipeline, now),
                 _ => {}
             }
@@ -257,7 +277,7 @@ impl LiveView {
         loop {
             for r in self.tui.step(&observed.session, &self.live, end)? {
                 match self.carry_out(r, &mut observed.session, end) {
-                    Some(Request::Quit) => return Ok(()),
+                    Some(Request::Quit | Request::Interrupt) => return Ok(()),
                     Some(Request::Record) => {
                         self.tui.say("the process has exited: there is nothing left to record".into())
                     }

@@ -137,7 +137,13 @@ fn bit(sig: libc::c_int) -> u64 {
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Where signals go: the launched command once it runs; until then, those that came.
 static FORWARD: Mutex<Forward> = Mutex::new(Forward { pid: 0, pending: Vec::new() });
-const FORWARDED: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// Every signal that would end looptop by default and that a user may send on purpose: passed on
+/// to the command, so that looptop never dies of one and leaves the command it started running
+/// unobserved (`kill -USR1` meant for the program reaches it).
+const FORWARDED: [libc::c_int; 7] =
+    [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGALRM];
+/// Those of them that ask looptop to stop.
+const STOPPING: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 struct Forward {
     /// The launched command (0: none yet).
@@ -202,7 +208,9 @@ fn start_forwarding() {
                 if sig < 0 {
                     continue;
                 }
-                INTERRUPTED.store(true, Ordering::Relaxed);
+                if STOPPING.contains(&sig) {
+                    INTERRUPTED.store(true, Ordering::Relaxed);
+                }
                 if info.si_code == libc::SI_KERNEL {
                     continue;
                 }

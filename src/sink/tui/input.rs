@@ -5,8 +5,11 @@ use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, Mou
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// `q`, Ctrl-C: leave.
+    /// `q`, Ctrl-D: leave.
     Quit,
+    /// Ctrl-C: what it does in a terminal — SIGINT to a command the view launched (leave, when
+    /// attached to a process).
+    Interrupt,
     /// `p`: freeze or resume the display (collection goes on).
     Pause,
     /// Tab: next pane.
@@ -50,7 +53,11 @@ pub fn action(ev: &Event) -> Option<Action> {
 
 fn key(k: &KeyEvent) -> Option<Action> {
     if k.modifiers.contains(KeyModifiers::CONTROL) {
-        return matches!(k.code, KeyCode::Char('c') | KeyCode::Char('d')).then_some(Action::Quit);
+        return match k.code {
+            KeyCode::Char('c') => Some(Action::Interrupt),
+            KeyCode::Char('d') => Some(Action::Quit),
+            _ => None,
+        };
     }
     Some(match k.code {
         KeyCode::Char('q') => Action::Quit,
@@ -83,7 +90,8 @@ mod tests {
     fn keys_map_to_actions() {
         let none = KeyModifiers::NONE;
         assert_eq!(action(&press(KeyCode::Char('q'), none)), Some(Action::Quit));
-        assert_eq!(action(&press(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Action::Quit));
+        assert_eq!(action(&press(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Action::Interrupt));
+        assert_eq!(action(&press(KeyCode::Char('d'), KeyModifiers::CONTROL)), Some(Action::Quit));
         assert_eq!(action(&press(KeyCode::Char('x'), KeyModifiers::CONTROL)), None);
         assert_eq!(action(&press(KeyCode::Char('F'), KeyModifiers::SHIFT)), Some(Action::FlameStalls));
         assert_eq!(action(&press(KeyCode::Char('+'), none)), Some(Action::ThresholdUp));

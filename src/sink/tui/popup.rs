@@ -8,8 +8,9 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 /// The keys.
-pub const KEYS: [(&str, &str); 11] = [
-    ("q, Ctrl-C", "quit (a command looptop started is asked to exit)"),
+pub const KEYS: [(&str, &str); 12] = [
+    ("q, Ctrl-D", "quit (a command looptop started is sent SIGTERM)"),
+    ("Ctrl-C", "SIGINT to a command looptop started (attached: quit)"),
     ("p, Space", "pause or resume the display; collection goes on"),
     ("Tab, Shift-Tab", "move the focus: loops, stalls, blockers"),
     ("Up/Down, j/k", "move the selection (the loop chosen is charted)"),

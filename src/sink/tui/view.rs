@@ -61,6 +61,8 @@ pub struct Detail {
 pub enum Request {
     /// Leave.
     Quit,
+    /// Ctrl-C: interrupt a launched command (leave, when attached).
+    Interrupt,
     /// Write a flamegraph of the last seconds (only samples inside stalls).
     Flame {
         /// Only samples inside stalls.
@@ -99,6 +101,7 @@ impl View {
         let popup = self.help || self.detail.is_some();
         match action {
             Action::Quit => return Some(Request::Quit),
+            Action::Interrupt => return Some(Request::Interrupt),
             Action::Close | Action::Open if popup => {
                 self.help = false;
                 self.detail = None;
