@@ -159,7 +159,8 @@ looptop.report/1 object with a `budgets` array to stdout (--json=FILE writes it 
 $GITHUB_STEP_SUMMARY. These files are opened before the command starts.
 
 A check never passes by accident: a command that exits with a failure status fails it (unless
---ignore-exit-code), and so does a run in which no event loop was seen. Exit: 0 all held, 1 a
+--ignore-exit-code), and so does a run in which no event loop was seen, or in which threads that
+wait for events found no free loop slot (their stalls would go unseen). Exit: 0 all held, 1 a
 budget failed or the command failed, 2 a malformed budget or file, or an output that cannot be
 written, 3 could not observe or no event loop seen (or an output could not be written at the
 end). A command that looptop stops at the end of -d has not failed.

@@ -204,6 +204,25 @@ fn more_loops_than_slots_never_lose_the_main_loop() {
     assert!(e.contains("found no free loop slot"), "{e}");
 }
 
+/// A check cannot pass when loops went unseen for want of a slot: a stall there would be missed
+/// (a loop on another thread than the main one, started after the pollers, has no reserved slot).
+#[test]
+fn a_check_with_loops_that_found_no_slot_does_not_pass() {
+    let _machine = machine_wide();
+    let dir = TempDir::new("slots-check");
+    let out = looptop()
+        .args(["check", "-b", "stalls==0", "--rate", "0", "--"])
+        .arg(c_fixture("many_loops"))
+        .env("FIXTURE_THREADS", "100")
+        .env("FIXTURE_STALL_MS", "0")
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .env("NO_COLOR", "1")
+        .output_within(Duration::from_secs(120));
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{e}");
+    assert!(e.contains("found no free loop slot") && e.contains("the check cannot pass"), "{e}");
+}
+
 #[test]
 fn forked_children_that_exit_without_cleanup_leave_no_segments_behind() {
     let _machine = machine_wide();

@@ -78,6 +78,8 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     }
     if report.loops.is_empty() {
         unmet.push(Unmet::no_loop(matches!(plan.target, TargetSpec::Launch(_))));
+    } else if observed.loops_without_slot > 0 {
+        unmet.push(Unmet::loops_unseen(observed.loops_without_slot));
     }
     let verdict = Verdict::new(&budgets, report, plan.warmup.as_secs_f64() * 1e3, unmet);
     let mut err = std::io::stderr().lock();

@@ -78,6 +78,9 @@ pub struct Observed {
     pub session: Session,
     /// The recording written, and its number of lines.
     pub recorded: Option<(PathBuf, u64)>,
+    /// Threads that waited for events but found no loop slot in their agent's segment: loops
+    /// whose ticks were never seen (a check cannot vouch for them).
+    pub loops_without_slot: u64,
     /// Perf mode's events, disabled, closed when this is dropped: after the results are out
     /// (each uprobe close waits for an RCU grace period, seconds in all).
     _closing: Option<Box<KernelSource>>,
@@ -609,7 +612,16 @@ impl Run {
             .map(|pid| format!("process {pid} exited after {:.1} s", self.end.saturating_sub(self.origin) as f64 / 1e9))
             .into_iter()
             .collect();
-        Ok(Observed { report, warnings, notes, session: self.pipeline.session, recorded, _closing: self.closing })
+        let loops_without_slot = self.source.without_slot.values().sum();
+        Ok(Observed {
+            report,
+            warnings,
+            notes,
+            session: self.pipeline.session,
+            recorded,
+            loops_without_slot,
+            _closing: self.closing,
+        })
     }
 }
 

@@ -55,6 +55,23 @@ impl Unmet {
         }
     }
 
+    /// Threads waited for events but their agent had no slot left to time them: their stalls
+    /// cannot be judged, so the check cannot pass.
+    pub fn loops_unseen(threads: u64) -> Unmet {
+        let s = if threads == 1 { "" } else { "s" };
+        Unmet {
+            case: "observation",
+            title: "loops not observed",
+            message: format!(
+                "{threads} thread{s} waited for events but found no free loop slot (the agent keeps {} per process; \
+                 the main thread always has one), so a stall there would go unseen and the check cannot pass; \
+                 start the event loop's thread before the threads that poll, or run fewer polling threads",
+                looptop_abi::LOOP_SLOTS
+            ),
+            exit: crate::error::exit::OBSERVE,
+        }
+    }
+
     /// No event loop was seen, so no budget can be judged.
     pub fn no_loop(launched: bool) -> Unmet {
         let what = if launched { "the command" } else { "the process" };
