@@ -291,6 +291,20 @@ fn a_seccomp_filter_that_kills_on_a_call_the_agent_uses_never_kills_the_target()
         "prctl",
         "statfs",
         "kill",
+        // Every other call of the agent's that a program may never make itself.
+        "clone",
+        "unlink",
+        "unlinkat",
+        "readlink",
+        "readlinkat",
+        "getdents64",
+        "rt_sigreturn",
+        "statx",
+        "lseek",
+        "geteuid",
+        "gettid",
+        "madvise",
+        "sched_getaffinity",
     ] {
         let out = Command::new(&exec)
             .args([call, "--"])
@@ -311,6 +325,42 @@ fn a_seccomp_filter_that_kills_on_a_call_the_agent_uses_never_kills_the_target()
     let text = stdout(&out);
     let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
     assert_eq!(main_stalls(&report).len(), 1, "{report:#}");
+    // A call it cannot do without: the agent steps aside, and looptop says why.
+    let out = looptop()
+        .args(["run", "--no-tui", "--rate", "0", "--"])
+        .arg(&exec)
+        .args(["unlink", "--"])
+        .arg(&bin)
+        .output_within(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("stepped aside") && e.contains("seccomp filter") && e.contains("unlink"), "{e}");
+    assert!(!e.contains("never waited"), "{e}");
+}
+
+/// A program that installs a seccomp filter itself once it runs (after the agent's probe) is not
+/// killed by the agent's later calls: the agent freezes as the filter goes in.
+#[test]
+fn a_filter_the_program_installs_later_freezes_the_agent_instead_of_killing_the_program() {
+    let exec = c_fixture("seccomp_exec");
+    for call in ["unlink", "unlinkat", "tgkill", "openat", "getdents64", "process_vm_readv", "rt_sigprocmask", "statx"]
+    {
+        let out = Command::new(&exec)
+            .args(["--after", call])
+            .env("LD_PRELOAD", agent())
+            .output_within(Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{call}: the program died ({:?}): {}", out.status, stderr(&out));
+    }
+    // Its ticks up to then, and after, are still timed (the segment needs no system call).
+    let out = looptop()
+        .args(["run", "--json", "--rate", "0", "--"])
+        .arg(&exec)
+        .args(["--after", "unlink"])
+        .output_within(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let report: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    assert_eq!(main_stalls(&report).len(), 1, "the 120 ms tick after the filter: {report:#}");
 }
 
 #[test]

@@ -191,7 +191,12 @@ pub fn launch_and_observe(
         return Err(not_observed(&launched, &shown.join(" "), exit_code.unwrap_or(0)).into());
     }
     let mut warnings = run.warnings();
-    warnings.extend(launch::agent_errors(&launched.run_dir));
+    let agent_errors = launch::agent_errors(&launched.run_dir);
+    if !agent_errors.is_empty() {
+        // Why no loop was seen is the agent's error, not that the program never waited.
+        warnings.retain(|w| !w.starts_with("no event loop seen"));
+    }
+    warnings.extend(agent_errors);
     run.finish(Target { pid, command: shown, runtime: "native", exit_code, stopped: false }, warnings)
 }
 
@@ -664,7 +669,10 @@ fn stopped_after(e: anyhow::Error, launched: &mut Launched) -> anyhow::Error {
 fn not_observed(launched: &Launched, command: &str, exit_code: i32) -> UserError {
     let errors = launch::agent_errors(&launched.run_dir);
     if let Some(first) = errors.first() {
-        let hint = if first.contains("reserve space") {
+        let hint = if first.contains("seccomp filter") {
+            "allow those calls in the filter (systemd's SystemCallFilter=, docker run --security-opt seccomp=FILE) \
+             to observe it; the agent never makes a call a filter forbids"
+        } else if first.contains("reserve space") {
             "free space in /dev/shm (the agent leaves a quarter of it free, 4 to 64 MiB, for the programs that \
              use it), enlarge it (docker run --shm-size=256m), or set LOOPTOP_SHM_DIR to a roomier folder on tmpfs"
         } else {

@@ -210,6 +210,12 @@ pub fn agent_errors(run_dir: &Path) -> Vec<String> {
             let text = std::fs::read_to_string(e.path()).ok()?;
             let mut parts = text.trim_end().splitn(3, '\t');
             let (step, errno, path) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+            if step == "seccomp" {
+                return Some(format!(
+                    "the agent in process {pid} stepped aside: the process runs under a seccomp filter that \
+                     forbids system calls it needs ({path}), so its loops are not timed"
+                ));
+            }
             let err = std::io::Error::from_raw_os_error(errno.parse().ok()?);
             Some(format!("the agent in process {pid} could not {step} its segment {path}: {err}"))
         })

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod alloc;
+mod filters;
 mod perfmap;
 mod probe;
 mod segment;
@@ -210,6 +211,8 @@ fn thread_name(name: &mut [u8; 16]) {
     if sys::allowed(sys::Call::Prctl) {
         // SAFETY: PR_GET_NAME writes at most 16 bytes.
         unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    } else if !sys::allowed(sys::Call::Files) || !sys::allowed(sys::Call::Stat) {
+        // A seccomp filter of the program's own: no name.
     } else if let Ok(comm) = std::fs::read("/proc/thread-self/comm") {
         let n = comm.len().min(15);
         name[..n].copy_from_slice(&comm[..n]);
@@ -363,8 +366,17 @@ pub(crate) fn quietly<R>(call: impl FnOnce(Option<libc::c_int>) -> R) -> R {
 extern "C" fn agent_init() {
     std::panic::set_hook(Box::new(|_| {}));
     let ok = catch_unwind(|| {
+        // Resolved before the probe's child runs them (dlsym in that child could deadlock).
+        filters::ALL.iter().for_each(|n| {
+            n.get();
+        });
+        segment::configure_from_env();
         if !sys::probe() {
             ENABLED.store(false, Ordering::Relaxed);
+            // Said to a `looptop run` that launched us, when a file can still be written.
+            if sys::allowed(sys::Call::Files) {
+                segment::report_failure("seccomp", std::path::Path::new(&sys::forbidden_names()), 0);
+            }
             return;
         }
         if let Some(floor) = std::env::var(looptop_abi::ENV_STALL_FLOOR_NS).ok().and_then(|v| v.parse().ok()) {
@@ -373,7 +385,6 @@ extern "C" fn agent_init() {
         wrappers::resolve_all();
         alloc::configure_from_env();
         watchdog::configure_from_env();
-        segment::configure_from_env();
         probe::arrange();
         // SAFETY: registering plain extern "C" callbacks.
         unsafe {

@@ -244,6 +244,10 @@ pub(crate) fn ensure() -> Ready {
         CREATING => return Ready::NotYet,
         _ => {}
     }
+    if !crate::sys::core_allowed() {
+        // A seccomp filter of the program's own came after the probe (a fork child's segment).
+        return Ready::Never;
+    }
     if STATE.compare_exchange(UNINIT, CREATING, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return Ready::NotYet;
     }
@@ -416,7 +420,7 @@ fn own_start_time() -> Option<u64> {
 
 /// Tells `looptop run` why this process runs unobserved (a file in its private run folder,
 /// created anew: nothing planted there is followed).
-fn report_failure(step: &str, path: &Path, errno: i32) {
+pub(crate) fn report_failure(step: &str, path: &Path, errno: i32) {
     let Some(dir) = CONFIG.get().and_then(|c| c.run_dir.as_ref()) else { return };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
@@ -458,7 +462,8 @@ pub(crate) fn at_exit(now: u64) {
         return;
     }
     seg.header().exited_ns.store(now, Ordering::Release);
-    if CONFIG.get().is_some_and(|c| c.keep) {
+    // Kept, or a seccomp filter of the program's own may forbid the removal (a sweep removes it).
+    if CONFIG.get().is_some_and(|c| c.keep) || !crate::sys::core_allowed() {
         return;
     }
     if let Some(path) = own_path() {

@@ -62,7 +62,7 @@ pub(crate) fn ensure_started(seg: Segment) {
     // program could run its handler here) and is started with pthread_create, which installs
     // glibc's own handlers for the first thread: without those calls there is no watchdog.
     use crate::sys::{allowed, Call};
-    if !allowed(Call::Sigprocmask) || !allowed(Call::Clone3) || !allowed(Call::Sigaction) {
+    if !crate::sys::thread_allowed() || !allowed(Call::Sigaction) {
         return;
     }
     let threshold = crate::STALL_FLOOR_NS.load(Ordering::Relaxed);
@@ -90,6 +90,10 @@ pub(crate) fn after_fork() {
 
 /// Records the calling thread's stack bounds in its slot (for the handler's walk).
 pub(crate) fn note_stack(slot: &LoopSlot) {
+    // glibc's pthread_getattr_np asks sched_getaffinity and prlimit64.
+    if !crate::sys::allowed(crate::sys::Call::ThreadStart) {
+        return;
+    }
     // SAFETY: pthread_getattr_np fills an attr for the calling thread, destroyed below.
     unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
@@ -176,6 +180,10 @@ fn run(seg: Segment, threshold: u64) {
         std::thread::sleep(Duration::from_nanos(interval));
         if !crate::ENABLED.load(Ordering::Relaxed) || seg.header().exited_ns.load(Ordering::Relaxed) != 0 {
             return;
+        }
+        // The program installed a seccomp filter of its own: only the sleep is left.
+        if !crate::sys::core_allowed() {
+            continue;
         }
         // One request at a time: while one waits for a thread in a long system call, no
         // other loop is signalled.
