@@ -300,7 +300,10 @@ mod sparse {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<[u64]>, D::Error> {
         let pairs = Vec::<(usize, u64)>::deserialize(d)?;
-        let mut hist = vec![0u64; looptop_abi::HIST_BUCKETS];
+        // As long as its last non-zero bucket needs (readers take missing buckets as zero): a
+        // recording holds many loops' totals, most with their ticks in the first buckets.
+        let len = pairs.iter().filter(|&&(i, c)| c != 0 && i < looptop_abi::HIST_BUCKETS).map(|&(i, _)| i + 1).max();
+        let mut hist = vec![0u64; len.unwrap_or(0)];
         for (i, c) in pairs {
             if let Some(h) = hist.get_mut(i) {
                 *h = c;

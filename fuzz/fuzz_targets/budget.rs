@@ -23,6 +23,12 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn empty_report() -> looptop::analysis::report::Report {
-    let target = looptop::analysis::report::Target { pid: 1, command: vec![], runtime: "native", exit_code: None };
+    let target = looptop::analysis::report::Target {
+        pid: 1,
+        command: vec![],
+        runtime: "native",
+        exit_code: None,
+        stopped: false,
+    };
     looptop::analysis::Session::new(0, 50_000_000).report(target, 1_000_000_000)
 }

@@ -1,6 +1,6 @@
 //! The recording reader on arbitrary bytes, and everything `looptop report` and `looptop flame
 //! --from` then do with what it read: the report, its text and JSON forms, and the flamegraph
-//! profile in the folded and speedscope formats.
+//! profile in every format (SVG only for the profile of every sample: inferno is the slow part).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
             replay.header.rate_hz,
             stalls_only,
         );
-        for format in [flame::Format::Folded, flame::Format::Speedscope] {
+        let svg = (!stalls_only).then_some(flame::Format::Svg);
+        for format in [flame::Format::Folded, flame::Format::Speedscope].into_iter().chain(svg) {
             flame::write(&profile, &flame::Options::new(format), std::io::sink()).unwrap();
         }
     }

@@ -75,7 +75,7 @@ impl Stacks {
         let v = self.threads.entry((pid, tid)).or_default();
         // Sources interleave a little (each is read in turn): keep every thread sorted by time.
         let at = v.len() - v.iter().rev().take_while(|l| l.t_ns > s.t_ns).count();
-        self.count += s.count.max(1);
+        self.count = self.count.saturating_add(s.count.max(1));
         v.insert(at, s);
     }
 

@@ -85,7 +85,7 @@ fn note_start(quiet: bool, pid: u32, duration: Option<Duration>) {
 pub(super) fn load(path: &std::path::Path, threshold: Option<Duration>) -> Result<recording::Replay> {
     let mut replay = recording::load(path).map_err(|e| match e {
         RecordingError::Io { .. } => UserError::usage(e.to_string()).hint("check the path"),
-        RecordingError::NotFile { .. } | RecordingError::NotRecording { .. } => {
+        RecordingError::NotFile { .. } | RecordingError::NotRecording { .. } | RecordingError::BadHeader { .. } => {
             UserError::usage(e.to_string()).hint("give a file written by `looptop record -o FILE`")
         }
         RecordingError::Version { .. } => {

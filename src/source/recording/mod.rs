@@ -24,6 +24,15 @@ use std::path::{Path, PathBuf};
 /// The name of a loop whose `loop_started` line could not be read.
 pub const UNNAMED: &str = "[unknown]";
 
+/// Frames read of one stack (innermost first; perf and BPF take at most 127 of each of user and
+/// kernel, the agent 120): a deeper one is damage, skipped.
+const MAX_FRAMES: usize = 1024;
+/// One stack line's count (what the kernel counted in one poll): more is damage, skipped.
+const MAX_COUNT: u64 = 1 << 32;
+/// Loops read (a run that follows hundreds of processes has a few per process): memory for each
+/// loop's histograms stays bounded whatever a file claims.
+const MAX_LOOPS: usize = 2048;
+
 /// Why a file could not be read as a recording.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
@@ -49,6 +58,14 @@ pub enum RecordingError {
         /// The file.
         path: PathBuf,
     },
+    /// A header of this version that cannot be read.
+    #[error("{path} is a '{SCHEMA}' recording whose header line is damaged ({why})")]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A recording of another format version.
     #[error("{path} is a recording of format '{found}'; this looptop reads '{SCHEMA}'")]
     Version {
@@ -71,6 +88,9 @@ pub enum ReadError {
     /// A recording of another format version.
     #[error("a recording of format '{0}'")]
     Version(String),
+    /// A header of this format that cannot be read.
+    #[error("its header line is damaged ({0})")]
+    BadHeader(String),
 }
 
 impl ReadError {
@@ -80,6 +100,7 @@ impl ReadError {
             ReadError::Io(source) => RecordingError::Io { path, source },
             ReadError::NotRecording => RecordingError::NotRecording { path },
             ReadError::Version(found) => RecordingError::Version { path, found },
+            ReadError::BadHeader(why) => RecordingError::BadHeader { path, why },
         }
     }
 }
@@ -279,6 +300,14 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
                 frames.insert(id, session.stacks_mut().intern(frame, |_| source));
             }
             Parsed::Line(Line::Stack { pid, tid, t_ns, weight_ns, origin, tick_ns, off_cpu, frames: ids, count }) => {
+                if ids.len() > MAX_FRAMES {
+                    replay.skip(n, || format!("a stack of {} frames (at most {MAX_FRAMES} are read)", ids.len()));
+                    continue;
+                }
+                if count > MAX_COUNT {
+                    replay.skip(n, || format!("a stack counted {count} times in one line"));
+                    continue;
+                }
                 let Some(stack) = ids.iter().map(|f| frames.get(f).copied()).collect::<Option<Vec<u32>>>() else {
                     replay.skip(n, || "a stack naming a frame the file does not define before it".into());
                     continue;
@@ -304,6 +333,17 @@ pub fn read_from(reader: impl BufRead) -> Result<Replay, ReadError> {
                 }
                 replay.last_ns = replay.last_ns.max(event_time(&ev));
                 // A loop whose start line was lost is still a loop: its id tells when it began.
+                let new_loop = match &ev {
+                    Event::Totals { id, .. }
+                    | Event::Stall { id, .. }
+                    | Event::LoopEnded { id, .. }
+                    | Event::LoopStarted { id, .. } => !loops.contains(id),
+                    _ => false,
+                };
+                if new_loop && loops.len() >= MAX_LOOPS {
+                    replay.skip(n, || format!("a loop beyond the first {MAX_LOOPS}"));
+                    continue;
+                }
                 if let Event::Totals { id, .. } | Event::Stall { id, .. } | Event::LoopEnded { id, .. } = &ev {
                     if loops.insert(*id) {
                         session.handle(Event::LoopStarted { id: *id, name: UNNAMED.into(), start_ns: id.since_ns });
@@ -337,12 +377,16 @@ fn read_header(lines: &mut Lines<impl BufRead>) -> Result<Header, ReadError> {
     };
     let header = match serde_json::from_slice::<Line>(text) {
         Ok(Line::Recording(h)) => h,
-        _ => {
+        parsed => {
             #[derive(serde::Deserialize)]
             struct Schema {
                 schema: String,
             }
             return match serde_json::from_slice::<Schema>(text) {
+                Ok(s) if s.schema == SCHEMA => Err(ReadError::BadHeader(match parsed {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "not a header".into(),
+                })),
                 Ok(s) if s.schema.starts_with("looptop.recording/") => Err(version(s.schema)),
                 _ => Err(ReadError::NotRecording),
             };

@@ -374,3 +374,45 @@ fn extreme_numbers_in_any_line_never_panic() {
         }
     }
 }
+
+/// What a file claims cannot make memory grow past what it holds: loops beyond the first 2048,
+/// stacks deeper than 1024 frames and counts past 2^32 are skipped and counted (issue 13,
+/// point 14).
+#[test]
+fn claims_past_the_bounds_are_skipped_not_allocated() {
+    let mut lines = vec![header()];
+    for tid in 0..2100u32 {
+        let id = json!({"pid": PID, "tid": tid, "since_ns": ORIGIN});
+        let totals = json!({"at_ns": ORIGIN + 5, "ticks": 1, "busy_ns": 1, "idle_ns": 1, "max_busy_ns": 1,
+                            "busy_since_ns": 0, "hist": [[4000, 1]]});
+        lines.push(json!({"t": "totals", "id": id, "totals": totals}).to_string());
+    }
+    lines.push(frame(0, "f"));
+    lines.push(stack(ORIGIN + 9, &[0; 1025]));
+    let mut counted = serde_json::from_str::<serde_json::Value>(&stack(ORIGIN + 9, &[0])).unwrap();
+    counted["count"] = json!(u64::MAX);
+    lines.push(counted.to_string());
+    counted["count"] = json!(3);
+    lines.push(counted.to_string());
+    let text = lines.join("\n") + "\n";
+    let replay = read_from(text.as_bytes()).expect("a recording");
+    let report = replay.report(std::path::Path::new("x.rec"));
+    let warnings = replay.warnings(std::path::Path::new("x.rec")).join("\n");
+    assert_eq!(report.loops.len(), 2048, "{warnings}");
+    assert_eq!(report.samples, 3);
+    let warnings = replay.warnings(std::path::Path::new("x.rec")).join("\n");
+    assert!(
+        warnings.contains("skipped 54 unreadable lines") && warnings.contains("beyond the first 2048"),
+        "{warnings}"
+    );
+}
+
+/// A header of this format that cannot be read is said to be damaged, not another version.
+#[test]
+fn a_damaged_header_is_not_called_another_version() {
+    let mut h = serde_json::from_str::<serde_json::Value>(&header()).unwrap();
+    h["pid"] = json!(1u64 << 40);
+    let e = read_from(format!("{h}\n").as_bytes()).err().expect("refused").at(std::path::Path::new("x.rec"));
+    let text = e.to_string();
+    assert!(text.contains("damaged") && !text.contains("this looptop reads"), "{text}");
+}
