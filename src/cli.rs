@@ -330,7 +330,8 @@ pub struct TargetArgs {
     /// Attach to this running process (it needs the agent preloaded, or perf permissions)
     #[arg(long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
-    /// Stop after this long (a launched command is then sent SIGTERM, and SIGKILL 3 s later)
+    /// Stop after this long (a launched command and what it started are then sent SIGTERM, and
+    /// SIGKILL 3 s later)
     #[arg(short, long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// The command to run, after `--`

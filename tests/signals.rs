@@ -197,3 +197,27 @@ fn other_signals_sent_to_looptop_reach_the_command_and_never_orphan_it() {
         assert!(!running_with(marker.to_str().unwrap()), "signal {sig}: the command was left running");
     }
 }
+
+/// A command stopped at the end of `-d` is stopped with everything it started: a wrapper (`sh`,
+/// `npm start`) must not leave its server running behind it (issue 13, point 16).
+#[test]
+fn a_stopped_command_takes_what_it_started_with_it() {
+    let dir = TempDir::new("sig-tree");
+    let marker = dir.path("tree-marker");
+    let out = looptop()
+        .args(["record", "-q", "--rate", "0", "-d", "1s", "-o"])
+        .arg(dir.path("x.rec"))
+        .arg("--")
+        .arg("sh")
+        .arg(fixture("sh/child_wrapper.sh"))
+        .args(["python3", "-c", "import time; time.sleep(60)"])
+        .arg(&marker)
+        .output_limited();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Gone at once (SIGTERM reached it), well before the test's own limit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running_with(marker.to_str().unwrap()) {
+        assert!(std::time::Instant::now() < deadline, "the wrapper's child was left running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -522,11 +522,10 @@ impl Run {
                             None => {
                                 termed = Some(now);
                                 self.stopped = true;
-                                // SAFETY: signalling our own child.
-                                unsafe { libc::kill(l.child.id() as i32, libc::SIGTERM) };
+                                l.signal_all(libc::SIGTERM);
                             }
                             Some(t) if now - t > launch::TERM_GRACE.as_nanos() as u64 => {
-                                let _ = l.child.kill();
+                                l.signal_all(libc::SIGKILL);
                             }
                             _ => {}
                         }

@@ -81,6 +81,9 @@ pub struct Launched {
     pub session: u64,
     /// Private folder where agents report why they could not set up; removed on drop.
     pub run_dir: PathBuf,
+    /// Descendants sent SIGTERM when the command was stopped (pid, start time): SIGKILL follows
+    /// them even once their parent is gone.
+    pub signalled: Vec<(u32, u64)>,
 }
 
 impl Launched {
@@ -90,8 +93,7 @@ impl Launched {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Some(status);
         }
-        // SAFETY: signalling our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.signal_all(libc::SIGTERM);
         let asked = Instant::now();
         while asked.elapsed() < TERM_GRACE {
             match self.child.try_wait() {
@@ -100,8 +102,31 @@ impl Launched {
                 Err(_) => return None,
             }
         }
-        let _ = self.child.kill();
+        self.signal_all(libc::SIGKILL);
         self.child.wait().ok()
+    }
+
+    /// Sends `sig` to the command and every process it started that still runs (a wrapper such
+    /// as `npm start` or `sh -c` would otherwise leave its server running when only it is
+    /// stopped), and, for SIGKILL, again to those it signalled before that are still there.
+    pub fn signal_all(&mut self, sig: libc::c_int) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let mut targets = super::proc::descendants(self.child.id());
+        if sig == libc::SIGKILL {
+            targets.extend(self.signalled.iter().copied());
+        }
+        // SAFETY: signalling our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        for &(pid, start) in &targets {
+            // The same process (its start time), not one that took its pid since.
+            if super::proc::is_alive(pid, start) {
+                // SAFETY: signalling a process the command started.
+                unsafe { libc::kill(pid as i32, sig) };
+            }
+        }
+        self.signalled.extend(targets);
     }
 }
 
@@ -191,7 +216,7 @@ pub fn spawn(plan: &LaunchPlan, agent: &Path) -> Result<Launched, UserError> {
         }
     })?;
     signals::forward_to(child.id());
-    Ok(Launched { child, session, run_dir })
+    Ok(Launched { child, session, run_dir, signalled: Vec::new() })
 }
 
 /// Exit code of a finished target, as a shell reports it (128 + signal when killed).

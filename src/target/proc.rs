@@ -14,6 +14,34 @@ pub fn is_alive(pid: u32, start_time_ticks: u64) -> bool {
     }
 }
 
+/// Every live descendant of `root` now (children first, then theirs), as (pid, start time): one
+/// pass over `/proc`, each process's parent read from its `stat`.
+pub fn descendants(root: u32) -> Vec<(u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut by_parent: std::collections::HashMap<u32, Vec<(u32, u64)>> = std::collections::HashMap::new();
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read(e.path().join("stat")) else { continue };
+        let Some(close) = stat.iter().rposition(|&b| b == b')') else { continue };
+        let mut fields = stat[close + 1..].split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty());
+        let parse = |f: Option<&[u8]>| std::str::from_utf8(f?).ok()?.parse::<u64>().ok();
+        let (Some(_state), Some(ppid)) = (fields.next(), parse(fields.next())) else { continue };
+        let Some(start) = parse(fields.nth(17)) else { continue };
+        by_parent.entry(ppid as u32).or_default().push((pid, start));
+    }
+    let mut out = Vec::new();
+    let mut next = vec![root];
+    while let Some(p) = next.pop() {
+        for &(child, start) in by_parent.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if out.len() < 100_000 && !out.iter().any(|&(q, _)| q == child) {
+                out.push((child, start));
+                next.push(child);
+            }
+        }
+    }
+    out
+}
+
 /// The state letter (field 3) and start time in clock ticks (field 22) from `stat` in a
 /// process's `/proc` directory, counted after the command name (which may hold spaces and
 /// parentheses).
