@@ -452,10 +452,20 @@ fn another_users_forged_segment_is_not_believed_and_a_taken_name_does_not_blind_
     assert!(!main_stalls(&report).is_empty(), "{report:#}");
 }
 
-#[test]
-fn a_segment_truncated_while_it_is_read_never_crashes_looptop() {
-    let dir = TempDir::new("truncate");
-    // The target's first wait lasts 3 s: the segment stays while looptop reads it.
+/// How the target's user damages her own segment while root's looptop reads it.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// Cut short.
+    Truncate,
+    /// Its header's layout version rewritten.
+    Version,
+}
+
+/// Starts a preloaded C loop whose first wait lasts 3 s, runs `looptop ARGS --pid PID` on it, and
+/// damages the segment 0.8 s in: looptop must neither crash nor pass over it (issue 13, points
+/// 10 and 17).
+fn damaged_under(args: impl Fn(&TempDir) -> Vec<String>, damage: Damage) -> std::process::Output {
+    let dir = TempDir::new("damage");
     let target = Command::new(c_epoll_loop())
         .env("LD_PRELOAD", agent())
         .env("LOOPTOP_SHM_DIR", &dir.0)
@@ -468,23 +478,48 @@ fn a_segment_truncated_while_it_is_read_never_crashes_looptop() {
         assert!(Instant::now() < deadline, "no segment");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let rec = dir.path("t.rec");
-    let recorder = looptop()
-        .args(["record", "--mode", "agent", "--pid", &pid.to_string(), "-d", "4s", "-o"])
-        .arg(&rec)
+    let looptop = looptop()
+        .args(args(&dir))
+        .args(["--mode", "agent", "--pid", &pid.to_string()])
         .env("LOOPTOP_SHM_DIR", &dir.0)
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_limited();
     std::thread::sleep(Duration::from_millis(800));
-    // The target's user cuts the file short under the reader.
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(100).unwrap();
-    let out = recorder.wait_with_output();
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    match damage {
+        Damage::Truncate => file.set_len(100).unwrap(),
+        Damage::Version => {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(&2u32.to_ne_bytes(), std::mem::offset_of!(looptop_abi::Header, version) as u64).unwrap()
+        }
+    }
+    let out = looptop.wait_with_output();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), None, "looptop died of a signal: {}", stderr(&out));
-    assert!(stderr(&out).contains("truncated"), "{}", stderr(&out));
-    assert!(std::fs::metadata(&rec).is_ok_and(|m| m.len() > 0), "the recording was lost");
     drop(target);
+    out
+}
+
+#[test]
+fn a_segment_damaged_while_it_is_read_never_crashes_looptop_nor_passes_a_check() {
+    for damage in [Damage::Truncate, Damage::Version] {
+        let record = |dir: &TempDir| {
+            let rec = dir.path("t.rec").display().to_string();
+            ["record", "-d", "3s", "-o", &rec].map(String::from).to_vec()
+        };
+        let out = damaged_under(record, damage);
+        let e = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{damage:?}: record says the recording is incomplete: {e}");
+        assert!(e.contains(if let Damage::Truncate = damage { "truncated" } else { "changed" }), "{damage:?}: {e}");
+        assert!(e.contains("wrote "), "{damage:?}: what was read is kept: {e}");
+        let check = |_: &TempDir| ["check", "-d", "3s", "-b", "stalls==0"].map(String::from).to_vec();
+        let out = damaged_under(check, damage);
+        let e = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{damage:?}: the check does not pass: {e}");
+        assert!(e.contains("cut short"), "{damage:?}: {e}");
+    }
 }
 
 #[test]

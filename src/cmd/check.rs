@@ -81,6 +81,9 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     } else if observed.loops_without_slot > 0 {
         unmet.push(Unmet::loops_unseen(observed.loops_without_slot));
     }
+    if let Some(why) = observed.lost.first() {
+        unmet.push(Unmet::observation_lost(why));
+    }
     let verdict = Verdict::new(&budgets, report, plan.warmup.as_secs_f64() * 1e3, unmet);
     let mut err = std::io::stderr().lock();
     text::write(report, &verdict, plan.observe.color && super::is_tty(2), &mut err)?;

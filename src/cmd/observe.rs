@@ -81,6 +81,9 @@ pub struct Observed {
     /// Threads that waited for events but found no loop slot in their agent's segment: loops
     /// whose ticks were never seen (a check cannot vouch for them).
     pub loops_without_slot: u64,
+    /// Live processes whose segment became unreadable mid-way, with why: what came after was
+    /// not seen (a check cannot pass, a recording is incomplete).
+    pub lost: Vec<String>,
     /// Perf mode's events, disabled, closed when this is dropped: after the results are out
     /// (each uprobe close waits for an RCU grace period, seconds in all).
     _closing: Option<Box<KernelSource>>,
@@ -617,6 +620,7 @@ impl Run {
             .into_iter()
             .collect();
         let loops_without_slot = self.source.without_slot.values().sum();
+        let lost = self.source.lost.values().cloned().collect();
         Ok(Observed {
             report,
             warnings,
@@ -624,6 +628,7 @@ impl Run {
             session: self.pipeline.session,
             recorded,
             loops_without_slot,
+            lost,
             _closing: self.closing,
         })
     }

@@ -45,6 +45,12 @@ pub fn execute(plan: RecordPlan) -> Result<u8> {
             eprintln!("looptop: wrote {path} ({what}); read it with `looptop report {path}`");
         }
     }
+    if let Some(why) = observed.lost.first() {
+        // What was read is kept; the exit code says the recording is not the whole story.
+        return Err(UserError::observe(format!("the recording was cut short while the process ran: {why}"))
+            .hint("the recording keeps everything read until then; restart the process to record it again")
+            .into());
+    }
     Ok(crate::error::exit::OK)
 }
 

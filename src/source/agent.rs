@@ -78,6 +78,9 @@ pub struct AgentSource {
     pub errors: Vec<SegmentError>,
     /// Per process, threads that waited but found no free loop slot (their ticks are not seen).
     pub without_slot: BTreeMap<u32, u64>,
+    /// Live processes whose segment became unreadable mid-way (cut short, changed, damaged):
+    /// what came after is not seen, so the observation is incomplete.
+    pub lost: BTreeMap<u32, String>,
 }
 
 impl AgentSource {
@@ -92,6 +95,7 @@ impl AgentSource {
             listed_at: 0,
             errors: Vec::new(),
             without_slot: BTreeMap::new(),
+            lost: BTreeMap::new(),
         }
     }
 
@@ -124,6 +128,9 @@ impl AgentSource {
                 end_loops(img, img.alive_ns.max(img.seg.header().created_ns), false, out);
                 img.exited = true;
                 out.push(Event::ProcessExited { pid, at_ns: img.alive_ns, clean: false });
+                if crate::target::proc::is_alive(pid, 0) {
+                    self.lost.insert(pid, e.to_string());
+                }
                 note(&mut self.errors, e);
             }
             let missing = img.seg.header().slots_exhausted.load(std::sync::atomic::Ordering::Relaxed);

@@ -65,6 +65,15 @@ pub enum SegmentError {
         /// The length it should have.
         need: u64,
     },
+    /// Its header or a slot holds what no agent writes (a version far from any looptop's, a slot
+    /// state no agent sets), or it changed under the reader.
+    #[error("agent segment {path} is damaged ({why}); restart the process to observe it again")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// Not the agent's segment of the process it names: another user's file, a header naming
     /// another process, or one left by a dead process whose pid was reused.
     #[error("ignored {path}: {why}")]
@@ -244,6 +253,13 @@ impl Segment {
         seg.refresh()?;
         let h = &seg.header;
         if h.version != LAYOUT_VERSION {
+            // Versions count up from 1: a number far past this one is damage, not an agent.
+            if h.version == 0 || h.version > LAYOUT_VERSION + 100 {
+                return Err(SegmentError::Damaged {
+                    path: path.to_path_buf(),
+                    why: format!("its header's layout version reads {}", h.version),
+                });
+            }
             return Err(SegmentError::Version { path: path.to_path_buf(), found: h.version });
         }
         let layout_ok = h.header_size as usize == size_of::<Header>()
@@ -316,6 +332,11 @@ impl Segment {
     pub fn refresh(&mut self) -> Result<(), SegmentError> {
         let mut h = zeroed::<Header>();
         self.read_exact_at(bytes_of_mut(&mut *h), 0)?;
+        // Checked when it was opened: a change since is its owner's doing, not an agent's.
+        if self.header.magic != [0; 8] && (h.magic != self.header.magic || h.version != self.header.version) {
+            let why = format!("its header changed while it was read (layout version {})", h.version);
+            return Err(SegmentError::Damaged { path: self.path.clone(), why });
+        }
         let backed = (h.backed_slots.load(Ordering::Relaxed) as usize).min(LOOP_SLOTS);
         self.len = self.file.metadata().map(|m| m.len()).unwrap_or(0);
         self.header = h;
@@ -373,6 +394,10 @@ impl Segment {
             let bytes = bytes_of_mut(buf);
             self.read_exact_at(&mut bytes[..head], base)?;
             let state = buf.state.load(Ordering::Relaxed);
+            if state > slot_state::EXITED {
+                let why = format!("loop slot {i} is in state {state}, which no agent sets");
+                return Err(SegmentError::Damaged { path: self.path.clone(), why });
+            }
             if state != slot_state::ACTIVE && state != slot_state::EXITED {
                 return Ok(None);
             }

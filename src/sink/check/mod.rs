@@ -72,6 +72,18 @@ impl Unmet {
         }
     }
 
+    /// A process's segment became unreadable mid-way: what came after was not seen.
+    pub fn observation_lost(why: &str) -> Unmet {
+        Unmet {
+            case: "observation",
+            title: "observation cut short",
+            message: format!(
+                "the observation was cut short while the process ran ({why}), so the budgets cannot be vouched for"
+            ),
+            exit: crate::error::exit::OBSERVE,
+        }
+    }
+
     /// No event loop was seen, so no budget can be judged.
     pub fn no_loop(launched: bool) -> Unmet {
         let what = if launched { "the command" } else { "the process" };
