@@ -60,3 +60,43 @@ fn ps_removes_segments_of_dead_processes() {
     assert!(out.status.success());
     assert_eq!(left(), 0, "ps removes segments of dead processes");
 }
+
+/// Names anyone can plant in the segment folder cost `ps` a look each, not a listing each, and
+/// never add a row: 5000 FIFOs, and five more named after a real process (issue 13, points 8
+/// and 9).
+#[test]
+fn planted_names_neither_slow_ps_nor_repeat_a_row() {
+    let dir = TempDir::new("ps-junk");
+    let target = Command::new(c_epoll_loop())
+        .env("LD_PRELOAD", String::from_utf8(looptop().args(["agent", "path"]).output_limited().stdout).unwrap().trim())
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .env("FIXTURE_START_MS", "20000")
+        .spawn_limited();
+    let pid = target.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !dir.path(&format!("looptop-{pid}")).exists() {
+        assert!(std::time::Instant::now() < deadline, "no segment");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let fifo = |name: String| {
+        let c = std::ffi::CString::new(dir.path(&name).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    };
+    for n in 0..5000u32 {
+        fifo(format!("looptop-{}-junk", 4_000_000 + n));
+    }
+    for h in ["a", "b", "c", "d", "e"] {
+        fifo(format!("looptop-{pid}-{h}"));
+    }
+    let started = std::time::Instant::now();
+    let out = looptop().args(["ps", "--json", "--window", "100ms"]).env("LOOPTOP_SHM_DIR", &dir.0).output_limited();
+    let took = started.elapsed();
+    drop(target);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Quadratic, it took minutes; linear, well under a second (the bound is for a loaded machine).
+    assert!(took < std::time::Duration::from_secs(15), "ps took {took:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mine = rows.as_array().unwrap().iter().filter(|r| r["pid"] == pid).count();
+    assert_eq!(mine, 1, "{rows:#}");
+}

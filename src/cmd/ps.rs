@@ -30,9 +30,22 @@ pub fn execute(plan: PsPlan) -> Result<u8> {
     };
     remove_dead_segments();
     let threshold = plan.observe.stall_threshold.as_nanos() as u64;
-    let mut watched: Vec<(u32, AgentSource, Session)> = segment::list(&segment::shm_dir())
+    // One listing, and one source per process whose segment is believed: names anyone can
+    // plant (FIFOs, junk, a second name for a real pid) add neither rows nor a listing each.
+    let mut pids = std::collections::BTreeSet::new();
+    let mut refused = Vec::new();
+    for (pid, path) in segment::list(&segment::shm_dir()) {
+        match segment::Segment::open(&path, segment::Owner::Pid(pid)) {
+            Ok(_) => {
+                pids.insert(pid);
+            }
+            Err(e) if !e.is_noise() => refused.push(e.to_string()),
+            Err(_) => {}
+        }
+    }
+    let mut watched: Vec<(u32, AgentSource, Session)> = pids
         .into_iter()
-        .map(|(pid, _)| (pid, AgentSource::new(Selector::Pid(pid)), Session::new(now_ns(), threshold)))
+        .map(|pid| (pid, AgentSource::new(Selector::Pid(pid)), Session::new(now_ns(), threshold)))
         .collect();
     let mut events: Vec<Event> = Vec::new();
     let mut read_all = |watched: &mut Vec<(u32, AgentSource, Session)>| {
@@ -46,7 +59,7 @@ pub fn execute(plan: PsPlan) -> Result<u8> {
     read_all(&mut watched);
     let now = now_ns();
     let mut rows = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors = refused;
     for (pid, source, session) in &watched {
         errors.extend(source.errors.iter().map(|e| e.to_string()));
         let Some(info) = session.process(*pid) else { continue };
@@ -64,8 +77,15 @@ pub fn execute(plan: PsPlan) -> Result<u8> {
         });
     }
     let mut out = std::io::stdout().lock();
-    for e in &errors {
+    errors.sort();
+    errors.dedup();
+    // A folder anyone can fill: a few lines say what is there, not ten thousand.
+    const SHOWN: usize = 5;
+    for e in errors.iter().take(SHOWN) {
         eprintln!("looptop: warning: {e}");
+    }
+    if errors.len() > SHOWN {
+        eprintln!("looptop: warning: … and {} more files in the segment folder like these", errors.len() - SHOWN);
     }
     if let Some(json) = &json_out {
         json.write_with(|w| {

@@ -118,7 +118,7 @@ impl AgentSource {
     fn poll_listing(&mut self, now: u64, list: bool, out: &mut Vec<Event>) {
         // Listing the folder is the dearest part of a poll: a new process (or an exec) waits
         // for the next listing, its times are stamped by its agent all the same.
-        if list || self.images.is_empty() || now.saturating_sub(self.listed_at) >= LIST_EVERY {
+        if list || self.listed_at == 0 || now.saturating_sub(self.listed_at) >= LIST_EVERY {
             self.listed_at = now;
             self.discover(now, out);
         }
