@@ -522,6 +522,40 @@ fn a_segment_damaged_while_it_is_read_never_crashes_looptop_nor_passes_a_check()
     }
 }
 
+/// Containers that share `/dev/shm` but not pids: an agent in another pid namespace, where the
+/// host process's pid names nobody, must not take its segment for a dead process's.
+#[test]
+fn an_agent_in_another_pid_namespace_leaves_live_segments_alone() {
+    if !root_permitted("an_agent_in_another_pid_namespace_leaves_live_segments_alone") {
+        return;
+    }
+    let dir = TempDir::new("pidns");
+    let host = Command::new(c_epoll_loop())
+        .env("LD_PRELOAD", agent())
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .env("FIXTURE_START_MS", "20000")
+        .spawn_limited();
+    let seg = dir.path(&format!("looptop-{}", host.id()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seg.exists() {
+        assert!(Instant::now() < deadline, "no segment");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The "container": a new pid namespace whose agent sweeps the same folder.
+    let out = Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc"])
+        .arg(c_epoll_loop())
+        .env("LD_PRELOAD", agent())
+        .env("LOOPTOP_SHM_DIR", &dir.0)
+        .output_within(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(seg.exists(), "the host process's live segment was removed from another pid namespace");
+    // Root's ps in the host namespace keeps it too, and still shows the process.
+    let out = looptop().args(["ps", "--json", "--window", "100ms"]).env("LOOPTOP_SHM_DIR", &dir.0).output_limited();
+    assert!(seg.exists() && stdout(&out).contains(&format!("\"pid\": {}", host.id())), "{}", stdout(&out));
+    drop(host);
+}
+
 #[test]
 fn node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit() {
     let Some(user) = Stranger::new("node_perf_maps_are_made_safe_before_v8_opens_them_and_removed_at_exit") else {

@@ -392,6 +392,9 @@ fn record_event(pid: u32, r: RecordCopy) -> Option<Event> {
 /// any user's) that are segments of that very pid are touched; nothing is followed.
 pub fn remove_dead_segments() {
     let me = crate::safefs::euid();
+    // A segment made in another pid namespace (a container sharing /dev/shm) names a pid of
+    // that namespace: dead or alive here says nothing of it.
+    let own_ns = std::fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0);
     for (pid, path) in segment::list(&segment::shm_dir()) {
         if proc::is_alive(pid, 0) {
             continue;
@@ -404,7 +407,8 @@ pub fn remove_dead_segments() {
             Ok(seg) => {
                 let h = seg.header();
                 let keeper = h.keeper_pid;
-                if h.pid == pid && (keeper == 0 || !proc::is_alive(keeper, 0)) {
+                let same_ns = h.pid_ns == 0 || h.pid_ns == own_ns;
+                if h.pid == pid && same_ns && (keeper == 0 || !proc::is_alive(keeper, 0)) {
                     remove_segment(&path, meta.ino(), h);
                 }
             }

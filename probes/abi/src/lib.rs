@@ -224,8 +224,12 @@ pub struct Header {
     pub keeper_pid: u32,
     /// [`header_flags`].
     pub flags: AtomicU32,
+    /// Inode of the creator's pid namespace (`/proc/self/ns/pid`), 0 from agents before it was
+    /// kept: containers that share `/dev/shm` but not pids must not take each other's segments
+    /// for those of dead processes.
+    pub pid_ns: u64,
     /// Reserved for later fields of the same version (zero).
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 5],
 }
 
 /// Flags of a segment ([`Header::flags`]).

@@ -291,8 +291,9 @@ fn create_file(dir: &Path, pid: u32) -> Result<(libc::c_int, PathBuf), Failure> 
         Ok(fd) => return Ok((fd, path)),
         Err(libc::EEXIST) => {
             // Left by an earlier image of this pid (exec) or a dead process whose pid was reused:
-            // ours to replace. Anything else under the name is not ours to touch.
-            if crate::sweep::is_own_regular(&path) {
+            // ours to replace. Anything else under the name — another user's file, the segment
+            // of a process of another pid namespace with the same number — is not ours to touch.
+            if crate::sweep::is_own_regular(&path) && crate::sweep::same_pid_ns(&path) {
                 let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL in our own path");
                 // SAFETY: a NUL-terminated path.
                 unsafe { libc::unlink(c.as_ptr()) };
@@ -392,6 +393,7 @@ fn init_header(h: &mut Header, pid: u32) {
     h.backed_slots.store(1, Ordering::Relaxed);
     // SAFETY: geteuid has no preconditions.
     h.owner_uid = unsafe { libc::geteuid() };
+    h.pid_ns = crate::sweep::own_pid_ns();
     h.keeper_pid = cfg.filter(|c| c.keep).map_or(0, |c| c.keeper);
     let mut flags = 0;
     if crate::perfmap::created_for(pid) {

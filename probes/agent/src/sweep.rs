@@ -13,8 +13,27 @@ use std::mem::offset_of;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// At most this many folder entries are looked at per sweep.
+/// At most this many of our own user's files are looked into per sweep (names of other users'
+/// files and of FIFOs, links and folders cost nothing: they are passed over by their type and
+/// owner alone).
 const MAX_ENTRIES: usize = 16_384;
+
+/// The inode of this process's pid namespace (0 when it cannot be told).
+pub(crate) fn own_pid_ns() -> u64 {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: stat fills a valid struct for a NUL-terminated path.
+    if unsafe { libc::stat(c"/proc/self/ns/pid".as_ptr(), &mut st) } == 0 {
+        st.st_ino
+    } else {
+        0
+    }
+}
+
+/// Whether the segment at `path` was made in our pid namespace (or by an agent that did not
+/// say): only then does its pid name a process we can see.
+pub(crate) fn same_pid_ns(path: &Path) -> bool {
+    facts(path).is_none_or(|(f, _, _)| f.pid_ns == 0 || f.pid_ns == own_pid_ns())
+}
 
 /// Whether the process `pid` exists (a zombie counts; another user's process counts).
 fn alive(pid: u32) -> bool {
@@ -76,11 +95,13 @@ pub(crate) fn remove_if_same(path: &Path, dev: u64, ino: u64) {
     }
 }
 
-/// What a segment's header says about removing it: its pid, its keeper and its flags.
+/// What a segment's header says about removing it: its pid, its keeper, its flags and its pid
+/// namespace.
 struct Facts {
     pid: u32,
     keeper: u32,
     flags: u32,
+    pid_ns: u64,
 }
 
 /// Reads the facts of a segment file of ours (never blocking, never following a link).
@@ -93,7 +114,7 @@ fn facts(path: &Path) -> Option<(Facts, u64, u64)> {
             return None;
         }
         let mut st: libc::stat = std::mem::zeroed();
-        let mut head = [0u8; 512];
+        let mut head = [0u8; std::mem::size_of::<Header>()];
         let ok = libc::fstat(fd, &mut st) == 0
             && st.st_mode & libc::S_IFMT == libc::S_IFREG
             && st.st_uid == euid()
@@ -104,27 +125,44 @@ fn facts(path: &Path) -> Option<(Facts, u64, u64)> {
         }
         let u32_at = |off: usize| u32::from_ne_bytes(head[off..off + 4].try_into().expect("4 bytes"));
         let version = u32_at(offset_of!(Header, version));
-        let (keeper, flags) = if version >= 3 {
-            (u32_at(offset_of!(Header, keeper_pid)), u32_at(offset_of!(Header, flags)))
+        let (keeper, flags, pid_ns) = if version >= 3 {
+            let ns = offset_of!(Header, pid_ns);
+            let pid_ns = u64::from_ne_bytes(head[ns..ns + 8].try_into().expect("8 bytes"));
+            (u32_at(offset_of!(Header, keeper_pid)), u32_at(offset_of!(Header, flags)), pid_ns)
         } else {
-            (0, 0)
+            (0, 0, 0)
         };
-        Some((Facts { pid: u32_at(offset_of!(Header, pid)), keeper, flags }, st.st_dev, st.st_ino))
+        Some((Facts { pid: u32_at(offset_of!(Header, pid)), keeper, flags, pid_ns }, st.st_dev, st.st_ino))
     }
 }
 
 /// Removes the segments (and agent-made perf maps) of our user's dead processes in `dir`.
 pub(crate) fn dead_segments(dir: &Path, own_pid: u32) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.take(MAX_ENTRIES).flatten() {
+    let (me, ns) = (euid(), own_pid_ns());
+    let mut looked = 0;
+    for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = pid_of_name(name.as_bytes()) else { continue };
-        if pid == own_pid || alive(pid) {
+        // The entry's type from the listing itself: a FIFO, link or folder costs no call (and
+        // is never opened: its owner learns nothing of when our processes start).
+        if pid == own_pid || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let path = entry.path();
+        if !lstat(&path).is_some_and(|(reg, uid, _, _)| reg && uid == me) {
+            continue;
+        }
+        looked += 1;
+        if looked > MAX_ENTRIES {
+            break;
+        }
+        if alive(pid) {
+            continue;
+        }
         let Some((facts, dev, ino)) = facts(&path) else { continue };
-        if facts.pid != pid || alive(facts.keeper) {
+        // Another pid namespace's process: its pid says nothing here.
+        if facts.pid != pid || (facts.pid_ns != 0 && facts.pid_ns != ns) || alive(facts.keeper) {
             continue;
         }
         remove_if_same(&path, dev, ino);
