@@ -89,3 +89,28 @@ mod tests {
         assert_eq!(fmt_ms(3200.0), "3.20 s");
     }
 }
+
+/// `text` with every control character (C0, DEL, C1: what makes a terminal move the cursor,
+/// retitle the window or clear the screen) replaced by `�`. Names, paths, command lines and
+/// source lines come from the target's user (perf maps, thread names, files) or from a
+/// recording: none of their bytes may drive root's terminal.
+pub fn printable(text: String) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(
+            super::printable("validate\u{1b}]0;pwned\u{7}\u{1b}[2J".into()),
+            "validate\u{FFFD}]0;pwned\u{FFFD}\u{FFFD}[2J"
+        );
+        assert_eq!(super::printable("\u{9b}31m".into()), "\u{FFFD}31m");
+        assert_eq!(super::printable("server.js".into()), "server.js");
+    }
+}

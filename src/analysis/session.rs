@@ -251,12 +251,15 @@ impl Session {
     pub fn handle(&mut self, ev: Event) {
         let Some(ev) = self.runtime.handle(ev) else { return };
         match ev {
-            Event::Process(info) => {
+            Event::Process(mut info) => {
+                // The target's command line and thread names are its user's to choose.
+                info.command = info.command.into_iter().map(crate::units::printable).collect();
+                info.exe = crate::units::printable(info.exe);
                 self.processes.insert(info.pid, ProcState { info, exited_ns: None });
             }
             Event::LoopStarted { id, name, start_ns } => {
                 self.loops.entry(id).or_insert(LoopState {
-                    name,
+                    name: crate::units::printable(name),
                     start_ns,
                     ended: None,
                     totals: None,

@@ -37,12 +37,18 @@ pub struct Stacks {
 
 impl Stacks {
     /// The id of `frame`, adding it (with its source line, asked for only when new).
-    pub fn intern(&mut self, frame: Frame, source: impl FnOnce(&Frame) -> Option<String>) -> u32 {
+    pub fn intern(&mut self, mut frame: Frame, source: impl FnOnce(&Frame) -> Option<String>) -> u32 {
         if let Some(&id) = self.index.get(&frame) {
             return id;
         }
+        // What the target's user (or a recording) wrote: never a control character.
+        use crate::units::printable;
+        let Frame { name, module, file, .. } = &mut frame;
+        *name = printable(std::mem::take(name));
+        *module = module.take().map(printable);
+        *file = file.take().map(printable);
         let id = self.frames.len() as u32;
-        self.sources.push(source(&frame));
+        self.sources.push(source(&frame).map(printable));
         self.frames.push(frame.clone());
         self.index.insert(frame, id);
         id

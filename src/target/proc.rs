@@ -137,15 +137,16 @@ impl Drop for ExitWatch {
 const PIDFDS: usize = 64;
 static PIDFDS_OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// The command line of `pid`, empty when unreadable.
+/// The command line of `pid`, empty when unreadable (printable: its user chose it).
 pub fn cmdline(pid: u32) -> Vec<String> {
-    Process::new(pid as i32).and_then(|p| p.cmdline()).unwrap_or_default()
+    let words = Process::new(pid as i32).and_then(|p| p.cmdline()).unwrap_or_default();
+    words.into_iter().map(crate::units::printable).collect()
 }
 
-/// The current name of a thread.
+/// The current name of a thread (printable: its process chose it).
 pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
-    Some(s.trim_end().to_string())
+    Some(crate::units::printable(s.trim_end().to_string()))
 }
 
 /// The runtime a loop process runs, from its executable and command: `node`, `python`, or

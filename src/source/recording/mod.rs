@@ -158,6 +158,13 @@ impl Replay {
 
     /// Warnings for the user: lines skipped, and a file that ends without its end line.
     pub fn warnings(&self, path: &Path) -> Vec<String> {
+        let mut out = self.warnings_raw(path);
+        out.iter_mut().for_each(|w| *w = crate::units::printable(std::mem::take(w)));
+        out
+    }
+
+    /// [`Replay::warnings`], before the file's own bytes in them are made printable.
+    fn warnings_raw(&self, path: &Path) -> Vec<String> {
         let mut out = self.recorded_warnings.clone();
         if let Some((line, why)) = &self.skipped.first {
             let n = self.skipped.count;
@@ -395,6 +402,8 @@ fn read_header(lines: &mut Lines<impl BufRead>) -> Result<Header, ReadError> {
     if header.schema != SCHEMA {
         return Err(version(header.schema));
     }
+    let mut header = header;
+    header.command = header.command.into_iter().map(crate::units::printable).collect();
     Ok(header)
 }
 

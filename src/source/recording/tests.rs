@@ -416,3 +416,30 @@ fn a_damaged_header_is_not_called_another_version() {
     let text = e.to_string();
     assert!(text.contains("damaged") && !text.contains("this looptop reads"), "{text}");
 }
+
+/// Names, source lines, loop names, commands and warnings from a file never drive the terminal:
+/// every control character is shown as `�`.
+#[test]
+fn a_recordings_bytes_never_reach_the_terminal_as_control_characters() {
+    let esc = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let mut h = serde_json::from_str::<serde_json::Value>(&header()).unwrap();
+    h["command"] = json!([format!("node{esc}")]);
+    let lines = [
+        h.to_string(),
+        json!({"t": "loop_started", "id": loop_id(), "name": format!("main{esc}"), "start_ns": ORIGIN}).to_string(),
+        stall(1),
+        json!({"t": "frame", "id": 0, "frame": {"name": format!("f{esc}"), "kind": "js", "file": format!("/a{esc}.js"), "line": 3}, "source": format!("x{esc}")}).to_string(),
+        stack(ORIGIN + 1_050_000_000, &[0]),
+        json!({"t": "warning", "text": format!("w{esc}")}).to_string(),
+    ];
+    let replay = read_from((lines.join("\n") + "\n").as_bytes()).expect("a recording");
+    let report = replay.report(std::path::Path::new("x.rec"));
+    let mut out = Vec::new();
+    crate::sink::summary::write(&report, &crate::sink::summary::Options::new(false), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap() + &report.warnings.join("\n");
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+    assert!(
+        text.contains("f\u{FFFD}]0;pwned") && text.contains("main\u{FFFD}") && text.contains("w\u{FFFD}"),
+        "{text}"
+    );
+}
