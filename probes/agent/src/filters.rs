@@ -1,4 +1,5 @@
-//! Interposed `prctl` and `syscall`: a seccomp filter the program installs itself, after the
+//! Interposed `prctl` and `syscall`. Sleep-like calls made through `syscall` run quietly, as
+//! their libc wrappers do ([`crate::sleeps`]). And a seccomp filter the program installs itself, after the
 //! agent's constructor probed what it may call ([`crate::sys`]), may forbid anything. The agent
 //! stops making the calls it can do without just before the filter goes in (and goes on when
 //! the install fails): see [`crate::sys::freeze`]. A filter installed by a raw `syscall`
@@ -73,6 +74,10 @@ pub unsafe extern "C" fn syscall(
     let real: Real = unsafe { std::mem::transmute(addr) };
     if installs_filter(nr, a1 as c_ulong) {
         return guarded(|| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
+    }
+    if crate::sleeps::sleeps_when_raw(nr) {
+        // A sleep-like call made raw: quietly, as its libc wrapper is.
+        return crate::quietly(|_| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
     }
     unsafe { real(nr, a1, a2, a3, a4, a5, a6) }
 }
