@@ -19,7 +19,7 @@ fn stdout(out: &Output) -> String {
 fn agent() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let out = looptop().args(["agent", "path"]).output().unwrap();
+        let out = looptop().args(["agent", "path"]).output_limited();
         assert!(out.status.success(), "{}", stderr(&out));
         PathBuf::from(stdout(&out).trim())
     })

@@ -9,13 +9,15 @@ use crate::util::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A Node server of the throwaway user that keeps its loop busy in a JavaScript function, killed
 /// (and its perf map removed) on drop.
 struct Server {
-    child: Child,
+    /// Killed with its process group on drop, or when its time limit is up (the read of its
+    /// "ready" line never waits longer).
+    child: Guarded,
 }
 
 impl Server {
@@ -29,9 +31,14 @@ impl Server {
             cmd.arg("--perf-basic-prof");
         }
         // stdout: V8 logs code events there when it cannot write its log file in `dir`.
-        let child = cmd.args(["-e", JS]).current_dir(dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
-        let mut server = Server { child: child.expect("node") };
-        let mut err = BufReader::new(server.child.stderr.take().unwrap());
+        let child = cmd
+            .args(["-e", JS])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn_within(SERVER_LIMIT);
+        let mut server = Server { child };
+        let mut err = BufReader::new(server.child.child.stderr.take().unwrap());
         let mut line = String::new();
         err.read_line(&mut line).unwrap();
         if line.trim() != "ready" {
@@ -73,10 +80,12 @@ impl Server {
     }
 }
 
+/// How long a test's server may live.
+const SERVER_LIMIT: Duration = Duration::from_secs(120);
+
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Its process group goes with `child` (Guarded's drop).
         let _ = std::fs::remove_file(self.map());
     }
 }
