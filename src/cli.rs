@@ -407,12 +407,16 @@ pub struct ReportArgs {
 
 const FLAME_AFTER_HELP: &str = "\
 Stacks come from perf (cpu-clock samples at --rate, off-CPU stacks from sched_switch) when
-permitted, and from the agent's watchdog during stalls in any case. --stalls-only keeps only
-samples taken inside stalls: the flamegraph of what blocked the loop. JavaScript frames are
-named from V8's perf map (looptop starts Node with --perf-basic-prof).
+permitted, and from the agent's watchdog during stalls in any case. One root per thread role
+([main loop: node], [libuv thread pool], [V8 platform threads …], …), never looptop's own
+watchdog thread. On-CPU time by default (--time wall adds where threads slept or waited).
+--stalls-only keeps only samples taken inside stalls, in wall-clock time: the flamegraph of what
+blocked the loop. speedscope files hold a timeline per thread, in milliseconds. JavaScript
+frames are named from V8's perf map (looptop starts Node with --perf-basic-prof).
 
 Examples:
   looptop flame -o cpu.svg -d 30s -- node server.js
+  looptop flame --time wall -o wall.svg -d 30s -- node server.js
   looptop flame --stalls-only -o stalls.svg -- node server.js
   sudo looptop flame --stalls-only -d 10s -o stalls.svg --pid 4242   attach, no agent needed
   looptop flame --format speedscope -o app.speedscope.json --from api.rec
@@ -444,12 +448,27 @@ pub struct FlameArgs {
     /// Keep only samples taken inside stalls
     #[arg(long)]
     pub stalls_only: bool,
+    /// Which time to draw: cpu (on-CPU samples: where the threads ran; the default), wall (on-
+    /// and off-CPU: also where they slept or waited; the default with --stalls-only), off-cpu
+    #[arg(long, value_enum, value_name = "TIME")]
+    pub time: Option<FlameTime>,
     /// Draw a recording instead of observing a process
     #[arg(long, value_name = "REC", conflicts_with_all = ["pid", "command", "duration"])]
     pub from: Option<PathBuf>,
     /// What to observe.
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+/// Which time a flamegraph draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlameTime {
+    /// On-CPU samples: where the threads ran
+    Cpu,
+    /// On- and off-CPU: where they ran, slept and waited
+    Wall,
+    /// Off-CPU only: where they slept and waited
+    OffCpu,
 }
 
 /// Flamegraph formats.

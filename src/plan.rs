@@ -170,6 +170,8 @@ pub struct FlamePlan {
     pub unknown_extension: Option<String>,
     /// Only samples inside stalls.
     pub stalls_only: bool,
+    /// Which time (None: the default for `stalls_only`).
+    pub time: Option<crate::sink::flame::Time>,
     /// What to draw.
     pub target: TargetSpec,
     /// Stop after this long.
@@ -340,6 +342,11 @@ impl From<Command> for Plan {
                     format,
                     unknown_extension,
                     stalls_only: a.stalls_only,
+                    time: a.time.map(|t| match t {
+                        crate::cli::FlameTime::Cpu => crate::sink::flame::Time::Cpu,
+                        crate::cli::FlameTime::Wall => crate::sink::flame::Time::Wall,
+                        crate::cli::FlameTime::OffCpu => crate::sink::flame::Time::OffCpu,
+                    }),
                     target: target(&a.target, a.from),
                     duration: a.target.duration,
                 })

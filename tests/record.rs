@@ -114,7 +114,10 @@ fn flamegraphs_in_every_format() {
     roxmltree::Document::parse_with_options(&text, xml).expect("the SVG is XML");
     assert!(text.contains("validateName") && text.contains("spinHot"), "JS names in the SVG");
     // Folded: `stack count` lines.
-    let out = looptop().args(["flame", "--format", "folded", "-o", "-", "--from"]).arg(&rec).output_limited();
+    let out = looptop()
+        .args(["flame", "--time", "wall", "--format", "folded", "-o", "-", "--from"])
+        .arg(&rec)
+        .output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let folded = String::from_utf8_lossy(&out.stdout);
     assert!(folded.lines().count() > 1);
@@ -392,7 +395,10 @@ fn issue_13_extreme_rates_and_weights_do_not_crash_flame() {
     lines.push(json!({"t": "end", "at_ns": 1_000_000_000u64, "exit_code": 0, "runtime": "native"}));
     let rec = dir.path("rate.rec");
     std::fs::write(&rec, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let out = looptop().args(["flame", "--format", "folded", "-o", "-", "--from"]).arg(&rec).output_limited();
+    let out = looptop()
+        .args(["flame", "--time", "wall", "--format", "folded", "-o", "-", "--from"])
+        .arg(&rec)
+        .output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 }

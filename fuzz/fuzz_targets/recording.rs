@@ -13,14 +13,8 @@ fuzz_target!(|data: &[u8]| {
     json::write(&report, std::io::sink()).unwrap();
     summary::write(&report, &summary::Options::new(false), std::io::sink()).unwrap();
     for stalls_only in [false, true] {
-        let profile = flame::build_profile(
-            &replay.session,
-            &replay.header.command,
-            0,
-            replay.end_ns(),
-            replay.header.rate_hz,
-            stalls_only,
-        );
+        let draw = flame::Draw::new(0, replay.end_ns(), replay.header.rate_hz, stalls_only);
+        let profile = flame::build_profile(&replay.session, &replay.header.command, &draw);
         let svg = (!stalls_only).then_some(flame::Format::Svg);
         for format in [flame::Format::Folded, flame::Format::Speedscope].into_iter().chain(svg) {
             flame::write(&profile, &flame::Options::new(format), std::io::sink()).unwrap();

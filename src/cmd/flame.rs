@@ -41,7 +41,8 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
             (observed.session, observed.report.target.command, end, rate)
         }
     };
-    let profile = build_profile(&session, &command, 0, end_ns, rate_hz, plan.stalls_only);
+    let draw = flame::Draw { time: plan.time, ..flame::Draw::new(0, end_ns, rate_hz, plan.stalls_only) };
+    let profile = build_profile(&session, &command, &draw);
     let format = match plan.format {
         FlameFormat::Svg => Format::Svg,
         FlameFormat::Folded => Format::Folded,
@@ -54,10 +55,15 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
         eprintln!("looptop: wrote {} ({})", plan.output.display(), profile.subtitle);
     }
     if samples == 0 && !plan.observe.quiet {
-        let why = if plan.stalls_only {
-            "no stack was sampled inside a stall (no stall, or no stack source during it)"
+        let wall = flame::Draw { time: Some(flame::Time::Wall), ..draw };
+        let why = if draw.time() != flame::Time::Wall && build_profile(&session, &command, &wall).sample_count() > 0 {
+            format!("no sample is of {} time (--time wall draws the others)", draw.time().name())
+        } else if plan.stalls_only {
+            "no stack was sampled inside a stall (no stall, or no stack source during it)".into()
+        } else if matches!(plan.target, TargetSpec::Recording(_)) {
+            "the recording holds no stack sample".into()
         } else {
-            "no stack was sampled: perf is not permitted and no stall happened (the agent samples stalls only)"
+            "no stack was sampled: perf is not permitted and no stall happened (the agent samples stalls only)".into()
         };
         eprintln!("looptop: warning: the flamegraph is empty: {why}");
     }

@@ -303,7 +303,8 @@ impl LiveView {
     fn flame(&mut self, session: &Session, now: u64, stalls_only: bool) {
         let since = now.saturating_sub(self.window.as_nanos() as u64);
         let rate = crate::sink::flame::perf_rate(session, self.live.rate_hz);
-        let profile = crate::sink::flame::build_profile(session, &self.live.command, since, now, rate, stalls_only);
+        let draw = crate::sink::flame::Draw::new(since, now, rate, stalls_only);
+        let profile = crate::sink::flame::build_profile(session, &self.live.command, &draw);
         let window = fmt_ms(self.window.as_secs_f64() * 1e3);
         if profile.sample_count() == 0 {
             let why = if stalls_only {

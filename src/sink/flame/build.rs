@@ -1,26 +1,73 @@
 //! A session's sampled stacks as a [`Profile`]: every sample, or only those taken inside stalls,
 //! for `looptop flame` and the live view's flamegraph keys.
 
-use super::Profile;
+use super::{Profile, Timeline};
 use crate::analysis::stacks::StoredSample;
 use crate::analysis::Session;
 use crate::event::SampleOrigin;
 use crate::symbolize::{Frame, FrameKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// The stacks of a session as a flamegraph profile. Where perf sampled a process, its samples
-/// are drawn and the watchdog's (taken during stalls only) are left out, so stalls are not
-/// counted twice; elsewhere the watchdog's are what there is.
-///
-/// Samples taken before `since_ns` are left out (0: none is).
-pub fn build_profile(
-    session: &Session,
-    command: &[String],
-    since_ns: u64,
-    end_ns: u64,
-    rate_hz: u64,
-    stalls_only: bool,
-) -> Profile {
+/// Which time a flamegraph shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Time {
+    /// On-CPU samples only: where the threads spent CPU (the default of the everything-graph).
+    #[default]
+    Cpu,
+    /// On-CPU and off-CPU (blocked, sleeping) time: wall-clock (the default of `--stalls-only`:
+    /// a loop blocked in a sleep or a lock is blocked all the same).
+    Wall,
+    /// Off-CPU time only: where the threads waited.
+    OffCpu,
+}
+
+impl Time {
+    /// As `--time` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Time::Cpu => "on-CPU",
+            Time::Wall => "wall-clock",
+            Time::OffCpu => "off-CPU",
+        }
+    }
+}
+
+/// What [`build_profile`] draws.
+#[derive(Debug, Clone, Copy)]
+pub struct Draw {
+    /// Samples taken before this are left out (0: none is).
+    pub since_ns: u64,
+    /// The end of the observation.
+    pub end_ns: u64,
+    /// The perf sampling rate (0: the watchdog's samples only).
+    pub rate_hz: u64,
+    /// Only samples taken inside stalls.
+    pub stalls_only: bool,
+    /// Which time (None: wall-clock for stalls only, on-CPU otherwise).
+    pub time: Option<Time>,
+}
+
+impl Draw {
+    /// Every sample from `since_ns` to `end_ns` (or only those in stalls), in the default time.
+    pub fn new(since_ns: u64, end_ns: u64, rate_hz: u64, stalls_only: bool) -> Draw {
+        Draw { since_ns, end_ns, rate_hz, stalls_only, time: None }
+    }
+
+    /// The time drawn.
+    pub fn time(&self) -> Time {
+        self.time.unwrap_or(if self.stalls_only { Time::Wall } else { Time::Cpu })
+    }
+}
+
+/// The stacks of a session as a flamegraph profile: one root per thread role (the main loop, each
+/// other loop, the libuv pool, V8's platform threads, the rest), never the agent's own watchdog
+/// thread. Where perf sampled a process, its samples are drawn and the watchdog's (taken during
+/// stalls only) are left out, so stalls are not counted twice; elsewhere the watchdog's are what
+/// there is. Each thread's samples are also kept in time order ([`Profile::threads`]).
+pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Profile {
+    let Draw { since_ns, end_ns, rate_hz, stalls_only, .. } = *draw;
+    let time = draw.time();
     let stacks = session.stacks();
     let spans = session.stall_spans(end_ns);
     let mut by_thread: BTreeMap<(u32, u32), Vec<(u64, u64)>> = BTreeMap::new();
@@ -29,18 +76,42 @@ pub fn build_profile(
     }
     let perf_pids: BTreeSet<u32> =
         stacks.threads().filter(|t| t.2.iter().any(|s| s.origin != SampleOrigin::Watchdog)).map(|t| t.0).collect();
+    let loops: HashMap<(u32, u32), String> =
+        session.loops().map(|l| ((l.id.pid, l.id.tid), l.name.to_string())).collect();
+    let many_processes = stacks.threads().map(|t| t.0).collect::<BTreeSet<u32>>().len() > 1;
     let mut frames: Vec<Frame> = stacks.frames().to_vec();
     let mut extra: HashMap<String, u32> = HashMap::new();
+    let mut synthetic = |frames: &mut Vec<Frame>, name: String, kind: FrameKind| -> u32 {
+        *extra.entry(name.clone()).or_insert_with(|| {
+            frames.push(Frame { kind, ..Frame::unknown(None) }.renamed(name));
+            frames.len() as u32 - 1
+        })
+    };
+    let period_ns = 1_000_000_000u64.checked_div(rate_hz).unwrap_or(0);
     let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
+    let mut threads = Vec::new();
     for (pid, tid, samples) in stacks.threads() {
         let spans = by_thread.get(&(pid, tid)).map_or(&[][..], |v| v.as_slice());
+        let mut timeline = Vec::new();
+        let mut role = None;
         for s in samples {
             if s.origin == SampleOrigin::Watchdog && perf_pids.contains(&pid) {
                 continue;
             }
-            if s.t_ns < since_ns || (stalls_only && !in_stall(s, spans)) {
+            if s.t_ns < since_ns || (stalls_only && !in_stall(s, spans)) || !shows(s, time) {
                 continue;
             }
+            if is_own_watchdog(&frames, &s.stack) {
+                continue;
+            }
+            let role = role.get_or_insert_with(|| {
+                let r = thread_role(&frames, &s.stack, loops.get(&(pid, tid)), pid == tid);
+                if many_processes {
+                    format!("{r} (pid {pid})")
+                } else {
+                    r
+                }
+            });
             let mut stack: Vec<u32> = s.stack.iter().rev().copied().collect();
             if let Some(off) = &s.off_cpu {
                 let name = match (&off.wchan, off.syscall) {
@@ -48,14 +119,23 @@ pub fn build_profile(
                     (None, Some(nr)) => format!("[off-CPU: syscall {nr}]"),
                     _ => "[off-CPU]".to_string(),
                 };
-                let id = *extra.entry(name.clone()).or_insert_with(|| {
-                    frames.push(Frame { kind: FrameKind::Kernel, ..Frame::unknown(None) }.renamed(name));
-                    frames.len() as u32 - 1
-                });
-                stack.push(id);
+                stack.push(synthetic(&mut frames, name, FrameKind::Kernel));
             }
-            let w = merged.entry(stack).or_default();
-            *w = w.saturating_add(weight(s, rate_hz));
+            let w = weight(s, rate_hz);
+            let ns = if s.off_cpu.is_some() || s.weight_ns > 0 {
+                s.weight_ns.max(1)
+            } else {
+                period_ns.max(1).saturating_mul(s.count.max(1))
+            };
+            timeline.push((s.t_ns, stack.clone(), ns));
+            let root = synthetic(&mut frames, format!("[{role}]"), FrameKind::Unknown);
+            stack.insert(0, root);
+            let m = merged.entry(stack).or_default();
+            *m = m.saturating_add(w);
+        }
+        if let Some(role) = role {
+            timeline.sort_by_key(|(t, _, _)| *t);
+            threads.push(Timeline { name: format!("{role} · thread {tid}"), samples: timeline });
         }
     }
     let samples = merged.values().fold(0, |n: u64, &w| n.saturating_add(w));
@@ -64,15 +144,55 @@ pub fn build_profile(
     let from = since_ns.max(session.origin_ns());
     let wall_s = end_ns.saturating_sub(from) as f64 / 1e9;
     let stalls = spans.iter().filter(|s| s.3 >= session.threshold_ns() && s.2.saturating_add(s.3) >= from).count();
+    let what = time.name();
     Profile {
         title: format!("looptop: {}", command.join(" ")),
         subtitle: format!(
-            "{wall_s:.1} s · {samples} samples · {stalls} stall{}{}",
+            "{wall_s:.1} s · {what} · {samples} samples · {stalls} stall{}{}",
             if stalls == 1 { "" } else { "s" },
             if stalls_only { " (stalls only)" } else { "" }
         ),
         frames,
         stacks: stacks_out,
+        threads,
+        origin_ns: from,
+    }
+}
+
+/// Whether a sample belongs to the time drawn.
+fn shows(s: &StoredSample, time: Time) -> bool {
+    let off = s.off_cpu.is_some() || s.origin == SampleOrigin::PerfOffCpu;
+    match time {
+        Time::Cpu => !off,
+        Time::Wall => true,
+        Time::OffCpu => off,
+    }
+}
+
+/// The agent's watchdog thread, sampled inside the target: looptop's own, never drawn.
+fn is_own_watchdog(frames: &[Frame], stack: &[u32]) -> bool {
+    stack.iter().any(|&id| frames.get(id as usize).is_some_and(|f| f.name.starts_with("looptop_agent::watchdog::")))
+}
+
+/// The role of a thread, from what looptop knows of it (a loop) or from its outermost frames.
+fn thread_role(frames: &[Frame], stack: &[u32], loop_name: Option<&String>, main: bool) -> String {
+    if let Some(name) = loop_name {
+        return if main { format!("main loop: {name}") } else { format!("loop: {name}") };
+    }
+    let names = || stack.iter().rev().filter_map(|&id| frames.get(id as usize)).map(|f| f.name.as_str());
+    let has = |pred: &dyn Fn(&str) -> bool| names().any(pred);
+    if has(&|n| n == "worker" || n.starts_with("uv__work") || n.contains("uv__threadpool")) {
+        "libuv thread pool".into()
+    } else if has(&|n| {
+        n.contains("PlatformWorker") || n.contains("v8::platform") || n.contains("WorkerThreadsTaskRunner")
+    }) {
+        "V8 platform threads (GC, compiler)".into()
+    } else if has(&|n| n.contains("concurrent.futures") || n.contains("ThreadPoolExecutor") || n.contains("_worker")) {
+        "executor threads".into()
+    } else if main {
+        "main thread".into()
+    } else {
+        "other threads".into()
     }
 }
 
@@ -107,5 +227,89 @@ fn weight(s: &StoredSample, rate_hz: u64) -> u64 {
         SampleOrigin::PerfOffCpu if rate_hz > 0 => off_cpu_periods(s.weight_ns, rate_hz),
         SampleOrigin::KernelCount if s.off_cpu.is_some() && rate_hz > 0 => off_cpu_periods(s.weight_ns, rate_hz),
         _ => s.count.max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::recording::read_from;
+    use serde_json::json;
+
+    /// A node whose main loop ran `spin`, slept once, whose libuv worker ran `crypto` and whose
+    /// agent's watchdog woke, as a recording holds them.
+    fn session() -> Session {
+        const PID: u64 = 4242;
+        let t0 = 1_000_000_000u64;
+        let header = json!({"t": "recording", "schema": "looptop.recording/1", "looptop": "x", "origin_ns": t0,
+            "stall_threshold_ns": 50_000_000u64, "pid": PID, "command": ["node"], "rate_hz": 1000, "mode": "agent"});
+        let frame = |id: u64, name: &str| json!({"t": "frame", "id": id, "frame": {"name": name, "kind": "native"}});
+        let stack = |tid: u64, t: u64, frames: &[u64], off: bool| {
+            let off_cpu = if off { json!({"syscall": 202, "wchan": "futex_wait_queue"}) } else { json!(null) };
+            let origin = if off { "perf-off-cpu" } else { "perf-cpu" };
+            json!({"t": "stack", "pid": PID, "tid": tid, "t_ns": t0 + t, "weight_ns": if off { 5_000_000 } else { 0 },
+                   "origin": origin, "tick_ns": 0, "off_cpu": off_cpu, "frames": frames})
+        };
+        let lines = [
+            header,
+            json!({"t": "loop_started", "id": {"pid": PID, "tid": PID, "since_ns": t0}, "name": "node", "start_ns": t0}),
+            frame(0, "node::Start"),
+            frame(1, "spin"),
+            frame(2, "worker"),
+            frame(3, "crypto"),
+            frame(4, "looptop_agent::watchdog::run"),
+            frame(5, "clock_nanosleep"),
+            stack(PID, 3_000_000, &[1, 0], false),
+            stack(PID, 1_000_000, &[1, 0], false),
+            stack(PID, 2_000_000, &[0], true),
+            stack(PID + 1, 1_500_000, &[3, 2], false),
+            stack(PID + 2, 1_200_000, &[5, 4], false),
+        ];
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        read_from(text.as_bytes()).expect("a recording").session
+    }
+
+    /// Folded lines of a profile: root first, names joined with `;`.
+    fn folded(p: &Profile) -> Vec<String> {
+        let mut out: Vec<String> = p
+            .stacks
+            .iter()
+            .map(|(s, w)| {
+                let names: Vec<&str> = s.iter().map(|&id| p.frames[id as usize].name.as_str()).collect();
+                format!("{} {w}", names.join(";"))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn on_cpu_by_default_one_root_per_role_never_the_agents_watchdog() {
+        let s = session();
+        let p = build_profile(&s, &[], &Draw::new(0, u64::MAX / 2, 1000, false));
+        assert_eq!(
+            folded(&p),
+            ["[libuv thread pool];worker;crypto 1", "[main loop: node];node::Start;spin 2"],
+            "{}",
+            p.subtitle
+        );
+        assert!(p.subtitle.contains("on-CPU"), "{}", p.subtitle);
+        let wall = build_profile(&s, &[], &Draw { time: Some(Time::Wall), ..Draw::new(0, u64::MAX / 2, 1000, false) });
+        assert!(folded(&wall).contains(&"[main loop: node];node::Start;[off-CPU: futex_wait_queue] 5".to_string()));
+        let off = build_profile(&s, &[], &Draw { time: Some(Time::OffCpu), ..Draw::new(0, u64::MAX / 2, 1000, false) });
+        assert_eq!(folded(&off), ["[main loop: node];node::Start;[off-CPU: futex_wait_queue] 5"]);
+    }
+
+    #[test]
+    fn each_thread_keeps_its_samples_in_time_order_in_real_time() {
+        let p =
+            build_profile(&session(), &[], &Draw { time: Some(Time::Wall), ..Draw::new(0, u64::MAX / 2, 1000, false) });
+        let main = p.threads.iter().find(|t| t.name.starts_with("main loop: node")).expect("the main loop's timeline");
+        let times: Vec<u64> = main.samples.iter().map(|s| s.0).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        // 1 ms per on-CPU sample at 1000 Hz, the off-CPU one its own 5 ms.
+        let ms: Vec<u64> = main.samples.iter().map(|s| s.2 / 1_000_000).collect();
+        assert_eq!(ms, [1, 5, 1]);
+        assert!(!p.threads.iter().any(|t| t.samples.iter().any(|s| s.1.contains(&4))), "no watchdog");
     }
 }

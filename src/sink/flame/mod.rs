@@ -11,7 +11,7 @@ mod folded;
 mod speedscope;
 mod svg;
 
-pub use build::{build_profile, perf_rate};
+pub use build::{build_profile, perf_rate, Draw, Time};
 
 use crate::symbolize::Frame;
 use anyhow::Context as _;
@@ -31,6 +31,21 @@ pub struct Profile {
     pub frames: Vec<Frame>,
     /// Each stack as frame ids root → leaf, with its weight (number of samples).
     pub stacks: Vec<(Vec<u32>, u64)>,
+    /// The same samples thread by thread, in time order (speedscope's timelines).
+    #[serde(default)]
+    pub threads: Vec<Timeline>,
+    /// When the drawn stretch began (monotonic ns), for times in the timelines.
+    #[serde(default)]
+    pub origin_ns: u64,
+}
+
+/// One thread's samples in time order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    /// The thread's role and id, e.g. `main loop: node · thread 4242`.
+    pub name: String,
+    /// (when, stack root → leaf without the role, how long it stands for in ns).
+    pub samples: Vec<(u64, Vec<u32>, u64)>,
 }
 
 impl Profile {

@@ -1,5 +1,8 @@
 //! speedscope's file format (<https://www.speedscope.app/file-format-schema.json>): one `sampled`
-//! profile over the shared frame table, stacks as they are (speedscope merges them itself).
+//! profile per thread over the shared frame table, its samples in time order weighted by the
+//! time each stands for (milliseconds), so speedscope's time-order view is each thread's
+//! timeline; the main loop's profile is the one shown first. A profile without timelines (built
+//! by hand) is one profile of merged stacks weighted by sample counts (unit `none`).
 
 use super::Profile;
 use crate::symbolize::{Frame, FrameKind};
@@ -14,7 +17,7 @@ struct File<'a> {
     #[serde(rename = "$schema")]
     schema: &'static str,
     shared: Shared<'a>,
-    profiles: [Sampled<'a>; 1],
+    profiles: Vec<Sampled<'a>>,
     name: &'a str,
     active_profile_index: u32,
     exporter: String,
@@ -43,30 +46,61 @@ struct Sampled<'a> {
     kind: &'static str,
     name: &'a str,
     unit: &'static str,
-    start_value: u64,
-    end_value: u64,
+    start_value: serde_json::Number,
+    end_value: serde_json::Number,
     samples: Vec<&'a [u32]>,
-    weights: Vec<u64>,
+    weights: Vec<serde_json::Number>,
+}
+
+/// A number as JSON: whole where it is whole (a count), else a float.
+fn number(x: f64) -> serde_json::Number {
+    if x.fract() == 0.0 && (0.0..9e15).contains(&x) {
+        serde_json::Number::from(x as u64)
+    } else {
+        serde_json::Number::from_f64(x).unwrap_or_else(|| serde_json::Number::from(0))
+    }
 }
 
 /// Writes `profile` as a speedscope file, followed by a newline.
 pub(super) fn write(profile: &Profile, out: &mut impl Write) -> anyhow::Result<()> {
     let name = if profile.title.trim().is_empty() { "looptop" } else { profile.title.as_str() };
-    let file = File {
-        schema: SCHEMA,
-        shared: Shared { frames: profile.frames.iter().map(frame).collect() },
-        profiles: [Sampled {
+    let profiles: Vec<Sampled> = if profile.threads.is_empty() {
+        vec![Sampled {
             kind: "sampled",
             name,
             // Weights count samples, which speedscope has no unit for.
             unit: "none",
-            start_value: 0,
-            end_value: profile.sample_count(),
+            start_value: number(0.0),
+            end_value: number(profile.sample_count() as f64),
             samples: profile.stacks.iter().map(|(stack, _)| stack.as_slice()).collect(),
-            weights: profile.stacks.iter().map(|(_, weight)| *weight).collect(),
-        }],
+            weights: profile.stacks.iter().map(|(_, weight)| number(*weight as f64)).collect(),
+        }]
+    } else {
+        profile
+            .threads
+            .iter()
+            .map(|t| {
+                let ms = |ns: u64| ns as f64 / 1e6;
+                let total: f64 = t.samples.iter().map(|s| ms(s.2)).sum();
+                Sampled {
+                    kind: "sampled",
+                    name: &t.name,
+                    unit: "milliseconds",
+                    start_value: number(0.0),
+                    end_value: number(total),
+                    samples: t.samples.iter().map(|s| s.1.as_slice()).collect(),
+                    weights: t.samples.iter().map(|s| number(ms(s.2))).collect(),
+                }
+            })
+            .collect()
+    };
+    let main = profiles.iter().position(|p| p.name.starts_with("main loop")).unwrap_or(0);
+    let file = File {
+        schema: SCHEMA,
+        shared: Shared { frames: profile.frames.iter().map(frame).collect() },
+        profiles,
         name,
-        active_profile_index: 0,
+        active_profile_index: main as u32,
         // The format's recommended `name@version`.
         exporter: format!("looptop@{}", env!("CARGO_PKG_VERSION")),
     };
@@ -154,6 +188,32 @@ mod tests {
         let (stack, weight) = &p.stacks[0];
         assert_eq!(profile["samples"][0], serde_json::json!(stack));
         assert_eq!(profile["weights"][0], *weight);
+    }
+
+    /// Timelines: a profile per thread, in milliseconds, samples in time order, the main loop's
+    /// shown first; valid against the schema.
+    #[test]
+    fn each_thread_is_a_timeline_in_milliseconds() {
+        use super::super::Timeline;
+        let mut p = profile(vec![native_frame("main"), js_frame("spin", "/srv/a.js", 3, 1)], vec![]);
+        p.threads = vec![
+            Timeline { name: "libuv thread pool · thread 7".into(), samples: vec![(5, vec![0], 1_000_000)] },
+            Timeline {
+                name: "main loop: node · thread 6".into(),
+                samples: vec![(1, vec![0, 1], 1_000_000), (2, vec![0], 2_500_000)],
+            },
+        ];
+        let doc = speedscope(&p);
+        let errors: Vec<String> =
+            validator().iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path)).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        assert_eq!(doc["profiles"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["activeProfileIndex"], 1);
+        let main = &doc["profiles"][1];
+        assert_eq!(main["unit"], "milliseconds");
+        assert_eq!(main["samples"], serde_json::json!([[0, 1], [0]]));
+        assert_eq!(main["weights"], serde_json::json!([1, 2.5]));
+        assert_eq!(main["endValue"], serde_json::json!(3.5));
     }
 
     #[test]

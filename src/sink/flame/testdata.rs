@@ -32,6 +32,7 @@ pub fn profile(frames: Vec<Frame>, stacks: Vec<(Vec<u32>, u64)>) -> Profile {
         subtitle: "5.0 s · 151 samples · 1 stall (stalls only)".into(),
         frames,
         stacks,
+        ..Profile::default()
     }
 }
 

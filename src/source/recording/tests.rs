@@ -342,7 +342,7 @@ fn read_and_render(lines: &[serde_json::Value]) {
     json::write(&report, std::io::sink()).unwrap();
     summary::write(&report, &summary::Options::new(false), std::io::sink()).unwrap();
     for stalls_only in [false, true] {
-        let p = flame::build_profile(&r.session, &[], 0, r.end_ns(), r.header.rate_hz, stalls_only);
+        let p = flame::build_profile(&r.session, &[], &flame::Draw::new(0, r.end_ns(), r.header.rate_hz, stalls_only));
         p.sample_count();
         for format in [flame::Format::Folded, flame::Format::Speedscope, flame::Format::Svg] {
             flame::write(&p, &flame::Options::new(format), std::io::sink()).unwrap();
