@@ -340,7 +340,7 @@ pub struct TargetArgs {
 }
 
 const RECORD_AFTER_HELP: &str = "\
-A recording is a stream of JSON lines (format looptop.recording/1, documented in the README):
+A recording is a stream of JSON lines (format looptop.recording/1, documented in docs/commands.md):
 a header, then every event as it happened (loops, ticks, stalls, GC, thread pool, allocator
 pauses), the symbolized frame table and every stack sample. It is flushed as it goes, so a
 recording cut short by a kill or crash keeps everything up to the last flush; `looptop report`
@@ -354,8 +354,8 @@ written, and record exits 3.
 `looptop run` or with the agent preloaded (no privileges), else agentless in perf mode (root or
 CAP_PERFMON): ticks from the wait calls' tracepoints, stacks from cpu-clock and sched_switch (both
 kept in the kernel by a BPF program; perf events when BPF is refused, with a warning saying why,
-or with LOOPTOP_NO_BPF=1), the libuv pool and V8 GC pauses from uprobes. --mode chooses; see the
-README.
+or with LOOPTOP_NO_BPF=1), the libuv pool and V8 GC pauses from uprobes. --mode chooses; see
+docs/attach.md.
 
 Examples:
   looptop record -o api.rec -d 30s -- node server.js

@@ -8,6 +8,7 @@ mod blockers;
 mod bpf;
 mod check;
 mod cli;
+mod docs;
 mod errors;
 mod harm;
 mod hostile;

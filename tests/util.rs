@@ -326,7 +326,20 @@ pub fn run_json(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
         panic!("no report on stdout; stderr:\n{}\nstdout:\n{stdout}", String::from_utf8_lossy(&out.stderr))
     });
     let report: Value = serde_json::from_str(&stdout[json_start..]).expect("report JSON");
+    assert_report_schema(&report);
     Run { truth: read_truth(&truth), out, report }
+}
+
+/// Checks a report against `docs/report.schema.json` (every report a test reads through
+/// [`run_json`] is checked: the schema cannot drift from what looptop prints).
+pub fn assert_report_schema(report: &Value) {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = SCHEMA.get_or_init(|| {
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/report.schema.json"));
+        jsonschema::draft7::new(&serde_json::from_str(text).expect("the schema is JSON")).expect("a valid schema")
+    });
+    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    assert!(errors.is_empty(), "the report breaks docs/report.schema.json: {errors:#?}\n{report:#}");
 }
 
 /// Tolerance for a stall's duration: max(5 ms, 5 %).

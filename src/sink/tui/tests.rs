@@ -287,16 +287,16 @@ fn fitting_keeps_the_end_of_a_location_and_the_start_of_a_frame() {
     assert_eq!(fit_right("short", 8), "short");
 }
 
-/// The README's picture of the live view is this view, drawn: it cannot drift from the code.
+/// The docs' picture of the live view is this view, drawn: it cannot drift from the code.
 #[test]
 fn the_readme_shows_the_view_as_drawn() {
-    let readme = include_str!("../../../README.md");
-    let from = readme.find("### The live view:").expect("the README's live view section");
+    let readme = include_str!("../../../docs/commands.md");
+    let from = readme.find("## The live view:").expect("the live view's section in docs/commands.md");
     let block = readme[from..].split("```").nth(1).expect("a picture of the view").trim_matches('\n');
     let term = render(&busy(), &View::default(), 80, 24, false);
     let buf = term.backend().buffer();
     let drawn: Vec<String> =
         (0..24u16).map(|y| (0..80u16).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>()).collect();
     let drawn = drawn.iter().map(|l| l.trim_end()).collect::<Vec<_>>().join("\n");
-    assert_eq!(block, drawn, "README.md's live view differs from what is drawn: paste the drawing above into it");
+    assert_eq!(block, drawn, "docs/commands.md's live view differs from what is drawn: paste the drawing above into it");
 }
