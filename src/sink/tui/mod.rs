@@ -182,8 +182,8 @@ fn stall_detail(session: &Session, snap: &Snapshot, i: usize) -> Option<Detail> 
     let kind = s.kind.clone().unwrap_or_else(|| "no stack".into());
     Some(Detail {
         title: format!(
-            "stall at {:.1} s on {}/{}: {} {kind}",
-            s.at_s,
+            "stall {} on {}/{}: {} {kind}",
+            if s.at_s < 0.0 { "begun before looptop attached".to_string() } else { format!("at {:.1} s", s.at_s) },
             s.pid,
             s.tid,
             crate::units::fmt_ms(s.duration_ms)

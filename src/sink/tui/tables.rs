@@ -112,7 +112,8 @@ pub fn draw_stalls(f: &mut Frame, area: Rect, snap: &Snapshot, view: &View, st: 
         let frame = format!("{}{gc}", s.frame.as_deref().unwrap_or("(no stack)"));
         let location = fit_left(s.location.as_deref().unwrap_or(""), location_width as usize);
         Row::new(vec![
-            Cell::from(format!("{:.1}s", s.at_s)),
+            // A stall already under way when looptop attached began before its clock: no negative time.
+            Cell::from(if s.at_s < 0.0 { "before".to_string() } else { format!("{:.1}s", s.at_s) }),
             Cell::from(Span::styled(dur, st.bad())),
             Cell::from(s.kind.clone().unwrap_or_else(|| "?".into())),
             Cell::from(fit_right(&frame, frame_width as usize)),

@@ -235,6 +235,19 @@ fn the_banner_cannot_be_missed_with_or_without_colour() {
     assert!(c.modifier.contains(Modifier::BOLD));
 }
 
+/// A stall already under way when looptop attached began before the view's clock: it says so
+/// instead of showing a negative time.
+#[test]
+fn a_stall_from_before_the_attach_shows_no_negative_time() {
+    let mut snap = busy();
+    snap.stalls[0].at_s = -0.4;
+    let term = render(&snap, &View::default(), 80, 24, false);
+    let buf = term.backend().buffer();
+    let text: String =
+        (0..24u16).map(|y| (0..80u16).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>() + "\n").collect();
+    assert!(text.contains("before ") && !text.contains("-0.4"), "{text}");
+}
+
 #[test]
 fn tiny_terminals_do_not_panic() {
     for (w, h) in [(1, 1), (20, 5), (40, 10), (80, 8), (300, 100)] {
@@ -298,5 +311,8 @@ fn the_readme_shows_the_view_as_drawn() {
     let drawn: Vec<String> =
         (0..24u16).map(|y| (0..80u16).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>()).collect();
     let drawn = drawn.iter().map(|l| l.trim_end()).collect::<Vec<_>>().join("\n");
-    assert_eq!(block, drawn, "docs/commands.md's live view differs from what is drawn: paste the drawing above into it");
+    assert_eq!(
+        block, drawn,
+        "docs/commands.md's live view differs from what is drawn: paste the drawing above into it"
+    );
 }
