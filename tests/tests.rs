@@ -6,6 +6,7 @@ mod util;
 mod attach;
 mod blockers;
 mod bpf;
+mod browser;
 mod check;
 mod cli;
 mod docs;
