@@ -169,6 +169,9 @@ pub enum Event {
         count: u64,
         /// Longest wait among them (ns).
         max_ns: u64,
+        /// When the batch was written (ns; 0: not known, and counted wherever it falls).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        at_ns: u64,
     },
     /// A stack sampled from a thread.
     Sample(Sample),
@@ -279,6 +282,11 @@ pub struct Sample {
 /// Serde's default sample count.
 pub fn one() -> u64 {
     1
+}
+
+/// Serde helper: a field of 0 (not known) is left out of JSON.
+pub fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Whether a sample count is the default (left out of JSON).

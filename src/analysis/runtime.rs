@@ -36,9 +36,22 @@ pub struct Runtime {
     alloc: Vec<AllocPause>,
     alloc_raw: Vec<(u64, u64)>,
     pools: BTreeMap<u32, Pool>,
+    /// Pool figures count from here (ns; see [`Runtime::count_from`]).
+    counted_from_ns: u64,
 }
 
 impl Runtime {
+    /// Pool figures (busiest, most queued, waits) count from `at_ns` on: what the pool did before
+    /// an observation window began is left out, as for loops, GC and the allocator.
+    pub fn count_from(&mut self, at_ns: u64) {
+        self.counted_from_ns = at_ns;
+        for p in self.pools.values_mut() {
+            p.busy_max = 0;
+            p.queued_max = 0;
+            p.waits.clear();
+        }
+    }
+
     /// Takes the runtime events; returns the others.
     pub fn handle(&mut self, ev: Event) -> Option<Event> {
         match ev {
@@ -65,14 +78,17 @@ impl Runtime {
                 p.kind = kind;
                 p.size = size;
             }
-            Event::PoolSample { pid, size, in_flight, queued_max, .. } => {
+            Event::PoolSample { pid, at_ns, size, in_flight, queued_max } => {
                 let p = self.pools.entry(pid).or_default();
                 p.size = size;
-                p.busy_max = p.busy_max.max(in_flight.min(size));
-                p.queued_max = p.queued_max.max(queued_max);
+                if at_ns >= self.counted_from_ns {
+                    p.busy_max = p.busy_max.max(in_flight.min(size));
+                    p.queued_max = p.queued_max.max(queued_max);
+                }
                 p.now = Some((in_flight.min(size), queued_max));
             }
-            Event::PoolWaits { pid, low_ns, high_ns, count, max_ns } => {
+            Event::PoolWaits { at_ns, .. } if at_ns != 0 && at_ns < self.counted_from_ns => {}
+            Event::PoolWaits { pid, low_ns, high_ns, count, max_ns, .. } => {
                 let b = self.pools.entry(pid).or_default().waits.entry(low_ns).or_insert((high_ns, 0, 0));
                 b.1 = b.1.saturating_add(count);
                 b.2 = b.2.max(max_ns);
@@ -197,5 +213,33 @@ impl Runtime {
                 .map(|(_, a)| AllocPause { start_ms: (a.start_ms - origin_ns as f64) / MS, ..a.clone() })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    /// What the pool did before the window began is left out; what came after counts.
+    #[test]
+    fn pool_figures_cover_the_window_only() {
+        let mut r = Runtime::default();
+        let wait = |at_ns, max_ns| Event::PoolWaits { pid: 1, low_ns: 0, high_ns: max_ns, count: 1, max_ns, at_ns };
+        let sample = |at_ns, in_flight, queued_max| Event::PoolSample { pid: 1, at_ns, size: 4, in_flight, queued_max };
+        r.handle(Event::PoolKind { pid: 1, kind: "libuv".into(), size: 4 });
+        r.handle(sample(10, 4, 30));
+        r.handle(wait(10, 900_000_000));
+        r.count_from(100);
+        // A batch written before the window, read after it began (an attach reads the ring).
+        r.handle(wait(50, 800_000_000));
+        r.handle(sample(60, 4, 20));
+        r.handle(sample(150, 2, 3));
+        r.handle(wait(150, 2_000_000));
+        let p = r.pool_report().expect("a pool");
+        assert_eq!((p.busy_max, p.queued_max, p.items), (2, 3, 1), "{p:?}");
+        assert!(p.wait_ms.max <= 2.0, "{p:?}");
+        // A wait of unknown time (perf's uprobes, the BPF source) counts wherever it falls.
+        r.handle(wait(0, 4_000_000));
+        assert_eq!(r.pool_report().unwrap().items, 2);
     }
 }

@@ -161,6 +161,7 @@ impl Session {
     /// before counts from its first totals. The thread pool's figures still cover the whole run.
     pub fn count_from(&mut self, at_ns: u64) {
         self.counted_from_ns = at_ns;
+        self.runtime.count_from(at_ns);
         for l in self.loops.values_mut() {
             l.baseline = l.totals.clone();
         }

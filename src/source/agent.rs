@@ -382,7 +382,9 @@ fn record_event(pid: u32, r: RecordCopy) -> Option<Event> {
         }
         record_kind::PROBE => Event::ProbeReady { pid },
         record_kind::POOL => Event::PoolSample { pid, at_ns: r.t_ns, size: r.a, in_flight: r.b, queued_max: r.c },
-        record_kind::POOL_WAIT => Event::PoolWaits { pid, low_ns: r.a, high_ns: r.b, count: r.c, max_ns: r.d },
+        record_kind::POOL_WAIT => {
+            Event::PoolWaits { pid, low_ns: r.a, high_ns: r.b, count: r.c, max_ns: r.d, at_ns: r.t_ns }
+        }
         _ => return None,
     })
 }

@@ -156,7 +156,8 @@ impl ProcessRuntime {
             let new = n.saturating_sub(self.waits_seen[b]);
             if new > 0 {
                 let (low_ns, high_ns) = wait_range(b);
-                waits.push(Event::PoolWaits { pid: self.pid, low_ns, high_ns, count: new, max_ns: max.min(high_ns) });
+                let max_ns = max.min(high_ns);
+                waits.push(Event::PoolWaits { pid: self.pid, low_ns, high_ns, count: new, max_ns, at_ns: 0 });
                 self.waits_seen[b] = n;
             }
         }

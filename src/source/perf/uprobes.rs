@@ -290,6 +290,7 @@ impl RuntimeClock {
                 high_ns: bucket_low(b + 1),
                 count,
                 max_ns,
+                at_ns: now_ns,
             });
         }
         self.queued_max = self.queued.len();
