@@ -134,6 +134,11 @@ pub struct Blocker {
     pub frame: String,
     /// Its `file:line:col`, where known.
     pub location: Option<String>,
+    /// What the location's line is: `function-start` (where the function begins: V8's perf map
+    /// names no other line of JavaScript) or `executing` (the line running when sampled: native
+    /// code with line tables); absent without a location.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<&'static str>,
     /// The source line there, where the file was readable.
     pub source: Option<String>,
     /// Samples taken during the stall.

@@ -510,10 +510,16 @@ impl Session {
             .collect();
         let verdict = classify::classify(&samples)?;
         let source = self.stacks.id_of(&verdict.frame).and_then(|i| self.stacks.source(i));
+        let location = verdict.frame.location();
+        let position = location.as_ref().map(|_| match verdict.frame.kind {
+            crate::symbolize::FrameKind::Js | crate::symbolize::FrameKind::V8Code => "function-start",
+            _ => "executing",
+        });
         Some(Blocker {
             kind: verdict.kind.name(),
             confidence: (verdict.confidence * 100.0).round() / 100.0,
-            location: verdict.frame.location(),
+            position,
+            location,
             source: source.map(str::to_string),
             frame: verdict.frame.name,
             samples: samples.len() as u64,

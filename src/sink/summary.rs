@@ -221,7 +221,7 @@ fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Resul
                 "      {} {}{}  ({})",
                 opts.paint("33;1", b.kind),
                 b.frame,
-                b.location.as_ref().map(|l| format!("  {l}")).unwrap_or_default(),
+                b.location.as_ref().map(|l| format!("  {l}{}", position_note(b))).unwrap_or_default(),
                 evidence(b)
             )?;
             if let Some(src) = &b.source {
@@ -233,6 +233,15 @@ fn write_loop(l: &LoopReport, opts: &Options, out: &mut impl Write) -> io::Resul
         writeln!(out, "    … {} more", l.stalls.len() - opts.max_stalls)?;
     }
     Ok(())
+}
+
+/// Says when a location is where the function starts rather than the line that ran.
+fn position_note(b: &crate::analysis::report::Blocker) -> &'static str {
+    if b.position == Some("function-start") {
+        " (function start)"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]
