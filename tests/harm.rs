@@ -330,6 +330,14 @@ fn a_seccomp_filter_that_kills_on_a_call_the_agent_uses_never_kills_the_target()
         assert_eq!(out.status.code(), Some(0), "{call}: the target died ({:?}): {}", out.status, stderr(&out));
         assert!(stdout(&out).starts_with("eintr 0"), "{call}: {}", stdout(&out));
     }
+    // A program that never allocates, under a filter that forbids what glibc's malloc asks first
+    // (`getrandom`): the agent allocates nothing before its probe, then steps aside.
+    let out = Command::new(&exec)
+        .args(["getrandom", "--"])
+        .arg(c_epoll_loop())
+        .env("LD_PRELOAD", agent())
+        .output_within(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "getrandom: the target died ({:?}): {}", out.status, stderr(&out));
     // Observed all the same, without signals: the stall, with stacks taken from outside.
     let out = looptop()
         .args(["run", "--json", "--rate", "0", "--"])

@@ -370,15 +370,19 @@ extern "C" fn agent_init() {
         filters::ALL.iter().for_each(|n| {
             n.get();
         });
-        segment::configure_from_env();
+        // Nothing above allocates: glibc's malloc asks `getrandom` on its first call, which a
+        // filter may forbid in a program that never allocates itself.
         if !sys::probe() {
             ENABLED.store(false, Ordering::Relaxed);
-            // Said to a `looptop run` that launched us, when a file can still be written.
-            if sys::allowed(sys::Call::Files) {
+            // Said to a `looptop run` that launched us, when a file can still be written (and
+            // memory allocated).
+            if sys::allowed(sys::Call::Files) && sys::allowed(sys::Call::Getrandom) {
+                segment::configure_from_env();
                 segment::report_failure("seccomp", std::path::Path::new(&sys::forbidden_names()), 0);
             }
             return;
         }
+        segment::configure_from_env();
         if let Some(floor) = std::env::var(looptop_abi::ENV_STALL_FLOOR_NS).ok().and_then(|v| v.parse().ok()) {
             STALL_FLOOR_NS.store(floor, Ordering::Relaxed);
         }

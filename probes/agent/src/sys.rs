@@ -166,8 +166,12 @@ fn seccomp_mode() -> u32 {
         }
         libc::close(fd);
     }
-    let status = String::from_utf8_lossy(&buf[..len]);
-    status.lines().find_map(|l| l.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    // Parsed in place: no allocation before the probe (see `agent_init`).
+    buf[..len]
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Seccomp:"))
+        .and_then(|v| v.iter().find(|b| !b.is_ascii_whitespace()))
+        .map_or(0, |&d| d.wrapping_sub(b'0') as u32)
 }
 
 /// Finds the forbidden calls (constructor only, before any thread of ours exists). Returns false
