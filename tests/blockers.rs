@@ -51,7 +51,7 @@ fn c_busy_tick_names_the_c_function() {
     let stalls = main_stalls(&run.report);
     assert_eq!(stalls.len(), 2, "{stalls:?}");
     assert_eq!(stalls[0]["blocker"]["kind"], "cpu", "{stalls:?}");
-    assert_eq!(stalls[0]["blocker"]["frame"], "busy_spin", "{stalls:?}");
+    assert_busy_frame(&stalls[0]);
     assert_eq!(stalls[1]["blocker"]["kind"], "sync-wait", "{stalls:?}");
 }
 

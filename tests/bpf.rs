@@ -104,7 +104,7 @@ fn stalls_keep_their_stacks(hooks: &str) {
     assert_eq!(stalls.len(), 2, "{stalls:#?}");
     // The 90 ms busy stall: its samples came one by one through the ring buffer (counted
     // samples have no time and never join a stall), about one per ms after the first 10.
-    assert_eq!(stalls[0]["blocker"]["frame"], "busy_spin", "{:#}", stalls[0]);
+    assert_busy_frame(&stalls[0]);
     let n = stalls[0]["blocker"]["samples"].as_u64().unwrap_or(0);
     assert!(n >= 40, "{n} samples in a 90 ms stall at 997 Hz: {:#}", stalls[0]);
     // The 60 ms sleep: one off-CPU wait, sent when it ended.
@@ -179,7 +179,7 @@ fn bpf_refused_falls_back_to_perf_and_perf_refused_to_the_agent_each_saying_why(
     assert!(why[0].contains("Operation not permitted") && why[0].contains("using perf events instead"), "{text}");
     let stalls = main_stalls(&report);
     assert_eq!(stalls.len(), 2, "perf mode still times the stalls: {stalls:#?}");
-    assert_eq!(stalls[0]["blocker"]["frame"], "busy_spin", "{:#}", stalls[0]);
+    assert_busy_frame(&stalls[0]);
 
     // perf_event_open refused too: `run` keeps the agent alone, and says so.
     let out = Command::new(exec)
@@ -195,7 +195,7 @@ fn bpf_refused_falls_back_to_perf_and_perf_refused_to_the_agent_each_saying_why(
     let report: Value = serde_json::from_str(&stdout[stdout.find('{').unwrap()..]).unwrap();
     let stalls = main_stalls(&report);
     assert_eq!(stalls.len(), 2, "the agent alone times the stalls: {stalls:#?}");
-    assert_eq!(stalls[0]["blocker"]["frame"], "busy_spin", "the watchdog's stacks: {:#}", stalls[0]);
+    assert_busy_frame(&stalls[0]);
 
     // And attaching with neither: exit 3, with the ways out.
     let dir = TempDir::new("bpf-none");

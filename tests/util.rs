@@ -576,3 +576,11 @@ pub fn running_with(marker: &str) -> bool {
                 .is_ok_and(|c| c.split(|&b| b == 0).any(|a| a == marker.as_bytes()))
     })
 }
+
+/// The C fixtures' busy loop, as a blocker names it: `busy_spin`, or the clock read it spins on
+/// (`now_ms`) when most samples land there — both the fixture's own code on the busy path (which
+/// one depends on where a frame-pointer walk catches it, leaf or caller).
+pub fn assert_busy_frame(stall: &Value) {
+    let frame = stall["blocker"]["frame"].as_str().unwrap_or_default();
+    assert!(["busy_spin", "now_ms"].contains(&frame), "not the busy loop: {stall:#}");
+}
