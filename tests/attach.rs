@@ -77,10 +77,9 @@ impl Target {
 fn assert_durations(report: &Value, truth: &[Truth]) {
     let stalls = main_stalls(report);
     for t in truth {
-        let found = stalls.iter().any(|s| {
-            s["blocker"]["kind"] == t.kind.as_str()
-                && (s["duration_ms"].as_f64().unwrap() - t.ms).abs() <= tolerance(t.ms)
-        });
+        let found = stalls
+            .iter()
+            .any(|s| s["blocker"]["kind"] == t.kind.as_str() && within_truth(s["duration_ms"].as_f64().unwrap(), t.ms));
         assert!(found, "{} of {:.1} ms: no stall of that kind and length in {stalls:#?}", t.kind, t.ms);
     }
 }
@@ -190,9 +189,7 @@ fn perf_mode_times_python_asyncio() {
     let named: Vec<Truth> = truth.iter().filter(|t| t.kind != "json-parse").cloned().collect();
     assert_durations(&report, &named);
     let parse = truth.iter().find(|t| t.kind == "json-parse").unwrap();
-    let timed = main_stalls(&report)
-        .iter()
-        .any(|s| (s["duration_ms"].as_f64().unwrap() - parse.ms).abs() <= tolerance(parse.ms));
+    let timed = main_stalls(&report).iter().any(|s| within_truth(s["duration_ms"].as_f64().unwrap(), parse.ms));
     assert!(timed, "json.loads of {:.1} ms: no stall of that length", parse.ms);
 }
 
