@@ -28,7 +28,7 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
             .into());
     }
     let json_out = match &plan.json {
-        Some(to) => Some(OutputFile::create(to.path(), "the JSON report", "--json=FILE")?),
+        Some(to) => Some(OutputFile::json(to, "the JSON report")?),
         None => None,
     };
     let junit_out =

@@ -35,6 +35,11 @@ impl OutputFile {
         Self::open(path, what, flag, false)
     }
 
+    /// Where `--json[=FILE]` sends `what`: FILE, or stdout.
+    pub fn json(to: &crate::plan::JsonTo, what: &'static str) -> Result<OutputFile, UserError> {
+        Self::create(to.path(), what, "--json=FILE")
+    }
+
     /// The same, for a file that is appended to.
     pub fn append(path: &Path, what: &'static str, flag: &'static str) -> Result<OutputFile, UserError> {
         Self::open(path, what, flag, true)

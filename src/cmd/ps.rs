@@ -25,7 +25,7 @@ struct Row {
 /// Runs `looptop ps`.
 pub fn execute(plan: PsPlan) -> Result<u8> {
     let json_out = match &plan.json {
-        Some(to) => Some(OutputFile::create(to.path(), "the JSON rows", "--json=FILE")?),
+        Some(to) => Some(OutputFile::json(to, "the JSON rows")?),
         None => None,
     };
     remove_dead_segments();

@@ -80,16 +80,16 @@ impl ReportOut {
         let out = output.map(|p| OutputFile::create(p, "the report", "-o FILE")).transpose()?;
         Ok(match json {
             None => ReportOut { text: Some(out.map_or(Text::Stream(text_to), Text::File)), json: None },
-            Some(JsonTo::Stdout) => {
+            Some(to @ JsonTo::Stdout) => {
                 let json = match out {
                     Some(out) => out,
-                    None => OutputFile::create(Path::new("-"), "the JSON report", "--json=FILE")?,
+                    None => OutputFile::json(to, "the JSON report")?,
                 };
                 ReportOut { text: None, json: Some(json) }
             }
-            Some(JsonTo::File(p)) => ReportOut {
+            Some(to @ JsonTo::File(_)) => ReportOut {
                 text: Some(out.map_or(Text::Stream(text_to), Text::File)),
-                json: Some(OutputFile::create(p, "the JSON report", "--json=FILE")?),
+                json: Some(OutputFile::json(to, "the JSON report")?),
             },
         })
     }

@@ -82,27 +82,27 @@ pub(crate) static ALL: [&Next; 27] = [
 /// System calls that a signal handler cuts short with `EINTR` (signal(7)), made through libc's
 /// `syscall`: run quietly on a loop thread like their libc wrappers.
 pub(crate) fn sleeps_when_raw(nr: c_long) -> bool {
-    [
-        libc::SYS_nanosleep,
-        libc::SYS_clock_nanosleep,
-        libc::SYS_futex,
-        libc::SYS_select,
-        libc::SYS_semop,
-        libc::SYS_semtimedop,
-        libc::SYS_msgrcv,
-        libc::SYS_msgsnd,
-        libc::SYS_io_getevents,
-        libc::SYS_rt_sigtimedwait,
-        libc::SYS_accept,
-        libc::SYS_accept4,
-        libc::SYS_connect,
-        libc::SYS_recvfrom,
-        libc::SYS_recvmsg,
-        libc::SYS_recvmmsg,
-        libc::SYS_sendto,
-        libc::SYS_sendmsg,
-    ]
-    .contains(&nr)
+    matches!(
+        nr,
+        libc::SYS_nanosleep
+            | libc::SYS_clock_nanosleep
+            | libc::SYS_futex
+            | libc::SYS_select
+            | libc::SYS_semop
+            | libc::SYS_semtimedop
+            | libc::SYS_msgrcv
+            | libc::SYS_msgsnd
+            | libc::SYS_io_getevents
+            | libc::SYS_rt_sigtimedwait
+            | libc::SYS_accept
+            | libc::SYS_accept4
+            | libc::SYS_connect
+            | libc::SYS_recvfrom
+            | libc::SYS_recvmsg
+            | libc::SYS_recvmmsg
+            | libc::SYS_sendto
+            | libc::SYS_sendmsg
+    )
 }
 
 macro_rules! wrap_sleep {

@@ -80,6 +80,10 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
         session.loops().map(|l| ((l.id.pid, l.id.tid), l.name.to_string())).collect();
     let many_processes = stacks.threads().map(|t| t.0).collect::<BTreeSet<u32>>().len() > 1;
     let mut frames: Vec<Frame> = stacks.frames().to_vec();
+    // The agent's watchdog thread, sampled inside the target: looptop's own, never drawn.
+    let watchdog: BTreeSet<u32> = (0..frames.len() as u32)
+        .filter(|&id| frames[id as usize].name.starts_with("looptop_agent::watchdog::"))
+        .collect();
     let mut extra: HashMap<String, u32> = HashMap::new();
     let mut synthetic = |frames: &mut Vec<Frame>, name: String, kind: FrameKind| -> u32 {
         *extra.entry(name.clone()).or_insert_with(|| {
@@ -101,7 +105,7 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
             if s.t_ns < since_ns || (stalls_only && !in_stall(s, spans)) || !shows(s, time) {
                 continue;
             }
-            if is_own_watchdog(&frames, &s.stack) {
+            if s.stack.iter().any(|id| watchdog.contains(id)) {
                 continue;
             }
             let role = role.get_or_insert_with(|| {
@@ -167,11 +171,6 @@ fn shows(s: &StoredSample, time: Time) -> bool {
         Time::Wall => true,
         Time::OffCpu => off,
     }
-}
-
-/// The agent's watchdog thread, sampled inside the target: looptop's own, never drawn.
-fn is_own_watchdog(frames: &[Frame], stack: &[u32]) -> bool {
-    stack.iter().any(|&id| frames.get(id as usize).is_some_and(|f| f.name.starts_with("looptop_agent::watchdog::")))
 }
 
 /// The role of a thread, from what looptop knows of it (a loop) or from its outermost frames.
