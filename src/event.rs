@@ -277,6 +277,11 @@ pub struct Sample {
     /// between two reads ([`SampleOrigin::KernelCount`]).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub count: u64,
+    /// What V8 kept in each of the innermost frames: an interpreted JavaScript frame's bytecode
+    /// array and offset (watchdog samples of a process whose agent knows V8's layout), innermost
+    /// first, zero where none were kept; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub js: Vec<[u64; 2]>,
 }
 
 /// Serde's default sample count.

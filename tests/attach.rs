@@ -99,7 +99,7 @@ fn perf_mode_times_a_plain_node_process_and_names_its_blockers() {
     assert_eq!(truth.len(), 5, "{}", stderr(&out));
     assert_eq!(report["mode"], "perf", "{report:#}");
     // No perf map without looptop: kinds come from V8's native frames; names are not checked.
-    assert_blockers(&report, &truth, "blockers.js", false);
+    assert_blockers(&report, &truth, "blockers.js", Lines::Unchecked);
     assert_durations(&report, &truth);
     let text = stderr(&out);
     assert!(text.contains(&format!("process {} exited after", target.pid())), "{text}");
@@ -116,6 +116,28 @@ fn perf_mode_times_a_plain_node_process_and_names_its_blockers() {
     assert!(pauses.iter().all(|p| matches!(p["kind"].as_str(), Some("minor" | "major"))), "{gc:#}");
     let json = main_stalls(&report).into_iter().find(|s| s["blocker"]["kind"] == "json-parse").unwrap();
     assert!(json["gc_ms"].as_f64().is_some(), "the parse's stall says how much of it was GC: {json:#}");
+}
+
+#[test]
+fn attached_to_node_with_a_perf_map_compiled_code_names_the_line_that_ran() {
+    if !perf_permitted("attached_to_node_with_a_perf_map_compiled_code_names_the_line_that_ran") {
+        return;
+    }
+    // No agent: the stacks are the kernel's (return addresses only). A loop that runs 250 ms is
+    // compiled while it runs (baseline, then optimized on the stack): its code's own source
+    // positions name the loop's line. JSON.parse, called from code still interpreted, can only
+    // be named where its function starts (the interpreter's slots are the agent's to read).
+    let file = fixture("node/blockers.js");
+    let only = [("FIXTURE_ONLY", "cpu,json-parse")];
+    let flags = ["--perf-basic-prof", "--interpreted-frames-native-stack"];
+    let mut target = Target::start_loop(&["node", flags[0], flags[1], file.to_str().unwrap()], &only);
+    let (out, report) = target.record(&[]);
+    let truth = target.truth();
+    assert_eq!(truth.len(), 2, "{}", stderr(&out));
+    assert_blockers(&report, &truth, "blockers.js", Lines::Either);
+    let stall = |kind: &str| main_stalls(&report).into_iter().find(|s| s["blocker"]["kind"] == kind).unwrap();
+    assert_eq!(stall("cpu")["blocker"]["position"], "executing", "{:#}", stall("cpu"));
+    assert_eq!(stall("json-parse")["blocker"]["position"], "function-start", "{:#}", stall("json-parse"));
 }
 
 #[test]
@@ -167,7 +189,7 @@ fn a_preloaded_agent_is_read_from_its_segment_with_function_names() {
     assert_eq!(report["mode"], "agent", "{report:#}");
     let truth = target.truth();
     assert_eq!(truth.len(), 2, "{}", stderr(&out));
-    assert_blockers(&report, &truth, "blockers.js", true);
+    assert_blockers(&report, &truth, "blockers.js", Lines::Running);
 }
 
 #[test]

@@ -261,6 +261,8 @@ pub struct Truth {
     pub func: Option<String>,
     /// Its line in the fixture file.
     pub line: Option<u64>,
+    /// The lines in it that block (where a sample finds it running).
+    pub at: Vec<u64>,
 }
 
 /// Reads a fixture's ground truth (JSON lines).
@@ -276,6 +278,7 @@ pub fn read_truth(path: &Path) -> Vec<Truth> {
                 ms: v["ms"].as_f64().expect("ms"),
                 func: v["fn"].as_str().map(str::to_string),
                 line: v["line"].as_u64(),
+                at: v["at"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default(),
             }
         })
         .collect()
@@ -443,7 +446,20 @@ pub fn main_stalls(report: &Value) -> Vec<Value> {
 /// Asserts that each truth episode's stall (in order) names the right kind and, where the truth
 /// says, the right function in `file`. Extra stalls are allowed only for the runtime's own
 /// housekeeping (`gc`, `alloc`: a heap shrinking after a big payload is a real stall too).
-pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, check_location: bool) {
+/// What [`assert_blockers`] checks of a blocker's location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// Only the kind (no names to check).
+    Unchecked,
+    /// The function and file, at its start or at a line that blocks (the position says which).
+    Either,
+    /// The function and file at a line that blocks (`position` `executing`).
+    Running,
+}
+
+/// Checks each truth line against the next stall of the main loop: its kind, and as `lines`
+/// says, its function and line.
+pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, lines: Lines) {
     let stalls = main_stalls(report);
     let dump = || serde_json::to_string_pretty(&stalls).unwrap();
     let housekeeping = |s: &Value| matches!(s["blocker"]["kind"].as_str(), Some("gc" | "alloc"));
@@ -459,17 +475,38 @@ pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, check_locati
         let b = &s["blocker"];
         assert!(!b.is_null(), "{}: no blocker for the stall {s}", t.kind);
         assert_eq!(b["kind"], t.kind.as_str(), "{}: wrong kind; stalls {}", t.kind, dump());
-        if !check_location {
+        if lines == Lines::Unchecked {
             continue;
         }
         let func = t.func.as_deref().unwrap();
         assert_eq!(b["frame"], func, "{}: wrong frame; stalls {}", t.kind, dump());
         let loc = b["location"].as_str().unwrap_or_default();
-        let want = format!("{file}:{}:", t.line.unwrap());
-        assert!(loc.contains(&want), "{}: location {loc} should contain {want}", t.kind);
-        assert!(b["source"].as_str().is_some_and(|s| s.contains(func)), "{}: source line {b}", t.kind);
+        let (path, line) = location_line(loc);
+        assert!(path.ends_with(file), "{}: location {loc} should be in {file}", t.kind);
+        let source = b["source"].as_str().unwrap_or_default();
+        match b["position"].as_str() {
+            Some("executing") => {
+                assert!(t.at.contains(&line), "{}: line {line} ({loc}) is not one that blocks: {:?}", t.kind, t.at);
+                assert!(source.ends_with("// blocks"), "{}: source line {b}", t.kind);
+            }
+            Some("function-start") if lines == Lines::Either => {
+                assert_eq!(Some(line), t.line, "{}: location {loc} should be where {func} starts", t.kind);
+                assert!(source.contains(func), "{}: source line {b}", t.kind);
+            }
+            _ => panic!("{}: the line that ran should be named: {b}; stalls {}", t.kind, dump()),
+        }
     }
     assert!(it.all(housekeeping), "stalls beyond the truth that are not GC or allocator work: {}", dump());
+}
+
+/// The file and line of a `file:line` or `file:line:col` location.
+fn location_line(loc: &str) -> (&str, u64) {
+    let mut parts = loc.rsplitn(3, ':');
+    let (a, b) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    match (parts.next(), b.parse::<u64>()) {
+        (Some(path), Ok(line)) if a.parse::<u64>().is_ok() => (path, line),
+        _ => (loc.rsplit_once(':').map_or(loc, |p| p.0), a.parse().unwrap_or(0)),
+    }
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie).

@@ -144,8 +144,8 @@ fn is_truncated(frames: &[&Frame]) -> bool {
 fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: BlockerKind) -> Option<Frame> {
     let user: Vec<(&Frame, bool)> = samples.iter().filter_map(|s| first_user(s)).collect();
     if let Some(f) = most_common(user.iter().map(|u| u.0)) {
-        let hiding = user.iter().filter(|u| u.0 == f && u.1).count();
-        if hiding * 2 > user.iter().filter(|u| u.0 == f).count() {
+        let hiding = user.iter().filter(|u| u.0.same_function(f) && u.1).count();
+        if hiding * 2 > user.iter().filter(|u| u.0.same_function(f)).count() {
             if let Some(callee) = named_callee(all, f) {
                 return Some(callee.clone());
             }
@@ -187,20 +187,37 @@ fn named_callee<'a>(all: &[ClassSample<'a>], caller: &Frame) -> Option<&'a Frame
             return None;
         }
         let outer = s.frames[i + 1..].iter().find(|f| is_user_frame(f, s.user_module))?;
-        (*outer == caller && s.frames[i] != caller).then_some(s.frames[i])
+        (outer.same_function(caller) && !s.frames[i].same_function(caller)).then_some(s.frames[i])
     });
     most_common(callees)
 }
 
+/// A function's count, and the count of each of its frames that knows the line running.
+type Tally<'a> = (&'a Frame, usize, Vec<(&'a Frame, usize)>);
+
+/// The most common function among `frames`, given as its most common frame that knows the line
+/// that was running (V8 knows it for some samples only), else as the function.
 fn most_common<'a>(frames: impl Iterator<Item = &'a Frame>) -> Option<&'a Frame> {
-    let mut counts: Vec<(&Frame, usize)> = Vec::new();
+    let mut counts: Vec<Tally<'a>> = Vec::new();
     for f in frames {
-        match counts.iter_mut().find(|(c, _)| *c == f) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((f, 1)),
+        let i = match counts.iter().position(|(c, _, _)| c.same_function(f)) {
+            Some(i) => i,
+            None => {
+                counts.push((f, 0, Vec::new()));
+                counts.len() - 1
+            }
+        };
+        let (_, n, lines) = &mut counts[i];
+        *n += 1;
+        if f.exec_line.is_some() {
+            match lines.iter_mut().find(|(l, _)| *l == f) {
+                Some((_, k)) => *k += 1,
+                None => lines.push((f, 1)),
+            }
         }
     }
-    counts.into_iter().max_by_key(|(_, n)| *n).map(|(f, _)| f)
+    let (f, _, lines) = counts.into_iter().max_by_key(|(_, n, _)| *n)?;
+    Some(lines.into_iter().max_by_key(|(_, k)| *k).map_or(f, |(l, _)| l))
 }
 
 #[cfg(test)]
@@ -209,7 +226,7 @@ mod tests {
     use crate::analysis::rules::{On, Pat};
 
     fn frame(kind: FrameKind, name: &str) -> Frame {
-        Frame { name: name.into(), kind, module: None, file: None, line: None, col: None, tier: None }
+        Frame { name: name.into(), kind, module: None, file: None, line: None, col: None, tier: None, exec_line: None }
     }
 
     fn js(name: &str, file: &str, line: u32) -> Frame {
@@ -314,6 +331,26 @@ mod tests {
         assert!((v.confidence - 0.8).abs() < 1e-9);
         assert_eq!(v.frame.name, "validateEmail");
         assert!(classify(&[]).is_none());
+    }
+
+    #[test]
+    fn the_function_most_samples_show_is_named_at_the_line_most_of_those_that_know_one_show() {
+        let regex = frame(FrameKind::Native, "v8::internal::IrregexpInterpreter::MatchInternal");
+        let start = js("validateEmail", "/srv/app.js", 12);
+        let at = |line| Frame { exec_line: Some(line), ..start.clone() };
+        let (line14, line15) = (at(14), at(15));
+        let other = js("spin", "/srv/app.js", 3);
+        let other_running = Frame { exec_line: Some(4), ..other.clone() };
+        let sample = |f| ClassSample { frames: vec![&regex, f], off_cpu: None, user_module: None, weight_ns: 1 };
+        // validateEmail in 6 samples (3 with no line, 2 at 14, 1 at 15); spin in 4, all at line 4.
+        let mut samples: Vec<ClassSample> = [&start, &start, &start, &line14, &line14, &line15].map(sample).into();
+        samples.extend([&other_running, &other_running, &other_running, &other_running].map(sample));
+        let v = classify(&samples).unwrap();
+        assert_eq!(v.frame, line14, "the function with most samples, at its most common line");
+        assert_eq!(v.frame.running_location().as_deref(), Some("/srv/app.js:14"));
+        // No sample knows the line: the function's start.
+        let v = classify(&[&start, &start].map(sample)).unwrap();
+        assert_eq!((v.frame.exec_line, v.frame.running_location().as_deref()), (None, Some("/srv/app.js:12:1")));
     }
 
     #[test]

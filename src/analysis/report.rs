@@ -134,9 +134,10 @@ pub struct Blocker {
     pub frame: String,
     /// Its `file:line:col`, where known.
     pub location: Option<String>,
-    /// What the location's line is: `function-start` (where the function begins: V8's perf map
-    /// names no other line of JavaScript) or `executing` (the line running when sampled: native
-    /// code with line tables); absent without a location.
+    /// What the location's line is: `executing` (the line running when sampled: native code with
+    /// line tables, or JavaScript that V8 ran in its interpreter, from the frame's bytecode
+    /// position) or `function-start` (where the function begins: all V8's perf map names for
+    /// compiled JavaScript); absent without a location.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<&'static str>,
     /// The source line there, where the file was readable.

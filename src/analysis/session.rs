@@ -510,9 +510,13 @@ impl Session {
             .collect();
         let verdict = classify::classify(&samples)?;
         let source = self.stacks.id_of(&verdict.frame).and_then(|i| self.stacks.source(i));
-        let location = verdict.frame.location();
+        let location = verdict.frame.running_location();
         let position = location.as_ref().map(|_| match verdict.frame.kind {
-            crate::symbolize::FrameKind::Js | crate::symbolize::FrameKind::V8Code => "function-start",
+            crate::symbolize::FrameKind::Js | crate::symbolize::FrameKind::V8Code
+                if verdict.frame.exec_line.is_none() =>
+            {
+                "function-start"
+            }
             _ => "executing",
         });
         Some(Blocker {

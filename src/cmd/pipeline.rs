@@ -78,6 +78,17 @@ impl Pipeline {
 
     /// Takes every event of `events` (leaving it empty); flushes the recording.
     pub fn feed(&mut self, events: &mut Vec<Event>) -> Result<()> {
+        // V8's heap first, for every stack with addresses not named yet or V8's words, while
+        // the processes still run.
+        self.sync_ids();
+        for ev in events.iter() {
+            let Event::Sample(s) = ev else { continue };
+            let ips = lookup_ips(s);
+            if !s.js.is_empty() || ips.iter().any(|&ip| !self.ids.contains_key(&(s.pid, ip))) {
+                self.watch(s.pid);
+                self.symbolizer.prime_js(s.pid, &ips, &s.js);
+            }
+        }
         for ev in events.drain(..) {
             match ev {
                 Event::Sample(s) => self.sample(&s)?,
@@ -124,13 +135,7 @@ impl Pipeline {
 
     fn sample(&mut self, s: &Sample) -> Result<()> {
         self.watch(s.pid);
-        // Past the leaf, user addresses are return addresses: look up the call instruction.
-        let ips: Vec<u64> = s
-            .ips
-            .iter()
-            .enumerate()
-            .map(|(i, &ip)| if i > 0 && ip < KERNEL_ADDRESS_MIN && ip > 0 { ip - 1 } else { ip })
-            .collect();
+        let ips = lookup_ips(s);
         self.sync_ids();
         let generation = self.symbolizer.generation(s.pid);
         let known = |ip: u64| {
@@ -157,6 +162,9 @@ impl Pipeline {
                 stack[i] = id;
             }
         }
+        if !s.js.is_empty() {
+            self.running_lines(s.pid, &s.js, &mut stack);
+        }
         let stored = StoredSample {
             t_ns: s.t_ns,
             weight_ns: s.weight_ns,
@@ -172,6 +180,17 @@ impl Pipeline {
         }
         self.session.stacks_mut().push_stored(s.pid, s.tid, stored);
         Ok(())
+    }
+
+    /// Replaces each interpreted JavaScript frame of `stack` whose running line V8's words tell
+    /// with the same frame at that line.
+    fn running_lines(&mut self, pid: u32, js: &[[u64; 2]], stack: &mut [u32]) {
+        for (id, words) in stack.iter_mut().zip(js) {
+            let f = self.session.stacks().frame(*id).clone();
+            let Some(line) = self.symbolizer.running_line(pid, &f, *words) else { continue };
+            let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
+            *id = stacks.intern(Frame { exec_line: Some(line), ..f }, |f: &Frame| source_of(symbolizer, pid, f));
+        }
     }
 
     /// Forgets the cached frame ids once the symbolizer says names may have changed.
@@ -195,9 +214,19 @@ impl Pipeline {
     }
 }
 
+/// The addresses of a sample to look up: past the leaf, user addresses are return addresses, so
+/// the call instruction before each.
+fn lookup_ips(s: &Sample) -> Vec<u64> {
+    s.ips
+        .iter()
+        .enumerate()
+        .map(|(i, &ip)| if i > 0 && ip < KERNEL_ADDRESS_MIN && ip > 0 { ip - 1 } else { ip })
+        .collect()
+}
+
 /// The source line of a frame of process `pid` with a file and line (read as its user could).
 fn source_of(symbolizer: &mut Symbolizer, pid: u32, f: &Frame) -> Option<String> {
-    symbolizer.source_line(pid, f.file.as_deref()?, f.line?)
+    symbolizer.source_line(pid, f.file.as_deref()?, f.exec_line.or(f.line)?)
 }
 
 /// A hasher for (pid, address) keys: one multiply per word instead of SipHash (the keys come

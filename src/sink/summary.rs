@@ -270,6 +270,7 @@ mod tests {
             line: None,
             col: None,
             tier: None,
+            exec_line: None,
         };
         let frame = s.stacks_mut().intern(futex, |_| None);
         for (start, gc) in [(100, 50), (300, 10)] {
@@ -287,6 +288,7 @@ mod tests {
                     off_cpu: Some(crate::event::OffCpu { syscall: Some(202), wchan: None }),
                     ips: vec![],
                     count: 1,
+                    js: Vec::new(),
                 };
                 s.stacks_mut().push(&sample, vec![frame]);
             }

@@ -338,6 +338,7 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) -> Result<(), S
         out.push(Event::Dropped { count: dropped });
     }
     let interval = img.seg.header().watch_interval_ns;
+    let v8 = img.seg.header().v8.known.load(std::sync::atomic::Ordering::Relaxed) != 0;
     for s in samples {
         if s.flags & sample_flags::MISSED != 0 || s.frames.is_empty() {
             continue;
@@ -358,6 +359,7 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) -> Result<(), S
             off_cpu: off.then_some(OffCpu { syscall: s.syscall, wchan: s.wchan }),
             ips: s.frames,
             count: 1,
+            js: if v8 && s.js.iter().any(|w| *w != [0, 0]) { s.js } else { Vec::new() },
         }));
     }
     Ok(())

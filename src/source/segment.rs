@@ -16,7 +16,7 @@
 use crate::safefs;
 use looptop_abi::{
     backed_len, slot_state, Header, LoopSlot, Record, SampleEntry, StallEntry, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS,
-    LAYOUT_VERSION, LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SAMPLE_FRAMES,
+    JS_FRAMES, LAYOUT_VERSION, LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SAMPLE_FRAMES,
     SAMPLE_OFFSET, SAMPLE_RING, SAMPLE_SIZE, SEGMENT_PREFIX, SEGMENT_SIZE, SLOT_OFFSET, SLOT_SIZE, STALL_RING,
 };
 use std::fs::File;
@@ -647,6 +647,8 @@ pub struct SampleCopy {
     pub wchan: Option<String>,
     /// Addresses, innermost first.
     pub frames: Vec<u64>,
+    /// V8's two words of each of the innermost frames ([`SampleEntry::js`]).
+    pub js: Vec<[u64; 2]>,
 }
 
 impl SampleCopy {
@@ -668,6 +670,7 @@ impl SampleCopy {
             syscall: (syscall != u64::MAX).then_some(syscall as i64),
             wchan: (!wchan.is_empty()).then_some(wchan),
             frames: e.frames[..n].iter().map(ld).collect(),
+            js: e.js[..n.min(JS_FRAMES)].iter().map(|w| [ld(&w[0]), ld(&w[1])]).collect(),
         }
     }
 }

@@ -58,6 +58,10 @@ pub struct Frame {
     /// V8 tier of a JS frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<JsTier>,
+    /// The line that was running when the stack was taken, where the runtime tells it (V8: an
+    /// interpreted frame's bytecode position); `line` and `col` stay where the function starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_line: Option<u32>,
 }
 
 impl Frame {
@@ -71,6 +75,7 @@ impl Frame {
             line: None,
             col: None,
             tier: None,
+            exec_line: None,
         }
     }
 
@@ -84,6 +89,30 @@ impl Frame {
     /// The same frame under another name.
     pub fn renamed(self, name: String) -> Self {
         Frame { name, ..self }
+    }
+
+    /// The function this frame runs in: the frame without its running line.
+    pub fn function(&self) -> Frame {
+        Frame { exec_line: None, ..self.clone() }
+    }
+
+    /// Whether both frames run in the same function (whatever line each was running).
+    pub fn same_function(&self, other: &Frame) -> bool {
+        self.name == other.name
+            && self.kind == other.kind
+            && self.file == other.file
+            && self.line == other.line
+            && self.col == other.col
+            && self.module == other.module
+            && self.tier == other.tier
+    }
+
+    /// `file:line` of the line that was running when it is known, else [`Frame::location`].
+    pub fn running_location(&self) -> Option<String> {
+        match (self.file.as_deref(), self.exec_line) {
+            (Some(file), Some(l)) => Some(format!("{file}:{l}")),
+            _ => self.location(),
+        }
     }
 
     /// `file:line:col` (as much of it as is known), or `None` without a file.

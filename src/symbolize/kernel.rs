@@ -62,6 +62,7 @@ impl Kallsyms {
             line: None,
             col: None,
             tier: None,
+            exec_line: None,
         }
     }
 }

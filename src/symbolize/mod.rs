@@ -16,7 +16,9 @@ mod source;
 mod symbolizer;
 #[cfg(test)]
 mod tests;
+mod v8heap;
 mod v8name;
 
 pub use frame::{Frame, FrameKind, JsTier};
 pub use symbolizer::Symbolizer;
+pub use v8heap::V8Heap;

@@ -101,6 +101,7 @@ fn frame(sym: &Sym<'_>, module: &str) -> Frame {
         line,
         col,
         tier: None,
+        exec_line: None,
     }
 }
 

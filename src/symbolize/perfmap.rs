@@ -237,10 +237,10 @@ impl PerfMap {
         self.replaced
     }
 
-    /// The name of the code at `addr`.
-    pub(crate) fn lookup(&self, addr: u64) -> Option<&str> {
-        let (_, e) = self.entries.range(..=addr).next_back()?;
-        (addr < e.end).then_some(&*e.name)
+    /// The start and name of the code at `addr`.
+    pub(crate) fn lookup(&self, addr: u64) -> Option<(u64, &str)> {
+        let (&start, e) = self.entries.range(..=addr).next_back()?;
+        (addr < e.end).then_some((start, &*e.name))
     }
 
     /// Entries known.
@@ -281,9 +281,9 @@ mod tests {
     fn newest_entry_wins() {
         let mut m = PerfMap::default();
         m.apply(b"1000 100 JS:~a /a.js:1:1\n2000 100 JS:~b /b.js:1:1\n1100 100 JS:~c /c.js:1:1\n");
-        assert_eq!(m.lookup(0x1000), Some("JS:~a /a.js:1:1"));
-        assert_eq!(m.lookup(0x10ff), Some("JS:~a /a.js:1:1"));
-        assert_eq!(m.lookup(0x1100), Some("JS:~c /c.js:1:1"));
+        assert_eq!(m.lookup(0x1000).map(|e| e.1), Some("JS:~a /a.js:1:1"));
+        assert_eq!(m.lookup(0x10ff).map(|e| e.1), Some("JS:~a /a.js:1:1"));
+        assert_eq!(m.lookup(0x1100).map(|e| e.1), Some("JS:~c /c.js:1:1"));
         assert_eq!(m.lookup(0x0fff), None);
         assert_eq!(m.lookup(0x1200), None);
         // Overlaps the tail of `a` and all of `c`: both go.
@@ -291,20 +291,20 @@ mod tests {
         m.apply(b"10f0 20 JS:*d /d.js:1:1\n");
         assert_eq!(m.replaced(), 2);
         assert_eq!(m.lookup(0x1000), None);
-        assert_eq!(m.lookup(0x10f0), Some("JS:*d /d.js:1:1"));
-        assert_eq!(m.lookup(0x110f), Some("JS:*d /d.js:1:1"));
+        assert_eq!(m.lookup(0x10f0).map(|e| e.1), Some("JS:*d /d.js:1:1"));
+        assert_eq!(m.lookup(0x110f).map(|e| e.1), Some("JS:*d /d.js:1:1"));
         assert_eq!(m.lookup(0x1110), None);
-        assert_eq!(m.lookup(0x2050), Some("JS:~b /b.js:1:1"));
+        assert_eq!(m.lookup(0x2050).map(|e| e.1), Some("JS:~b /b.js:1:1"));
         // Same start, replaced; a range covering several entries replaces them all.
         m.apply(b"2000 100 RegExp:x\n");
-        assert_eq!(m.lookup(0x2000), Some("RegExp:x"));
+        assert_eq!(m.lookup(0x2000).map(|e| e.1), Some("RegExp:x"));
         m.apply(b"0 10000 Builtin:Everything\n");
         assert_eq!(m.len(), 1);
-        assert_eq!(m.lookup(0x2000), Some("Builtin:Everything"));
+        assert_eq!(m.lookup(0x2000).map(|e| e.1), Some("Builtin:Everything"));
         // Adjacent ranges do not overlap.
         m.apply(b"10000 10 Builtin:Next\n");
-        assert_eq!(m.lookup(0xffff), Some("Builtin:Everything"));
-        assert_eq!(m.lookup(0x10000), Some("Builtin:Next"));
+        assert_eq!(m.lookup(0xffff).map(|e| e.1), Some("Builtin:Everything"));
+        assert_eq!(m.lookup(0x10000).map(|e| e.1), Some("Builtin:Next"));
     }
 
     #[test]
@@ -315,8 +315,8 @@ mod tests {
         let (n, added) = m.apply(text);
         assert!(added);
         assert_eq!(m.len(), 2);
-        assert_eq!(m.lookup(0x2005), Some("name with spaces"));
-        assert_eq!(m.lookup(0x3000), Some("ok"));
+        assert_eq!(m.lookup(0x2005).map(|e| e.1), Some("name with spaces"));
+        assert_eq!(m.lookup(0x3000).map(|e| e.1), Some("ok"));
         assert_eq!(n, text.len());
     }
 
@@ -343,14 +343,14 @@ mod tests {
         f.write_all(b"1000 10 JS:~a /a.js:1:1\n2000 10 JS:~b").unwrap();
         assert!(m.refresh().unwrap());
         assert_eq!(m.name(), "/tmp/perf-1.map");
-        assert_eq!(m.lookup(0x1000), Some("JS:~a /a.js:1:1"));
+        assert_eq!(m.lookup(0x1000).map(|e| e.1), Some("JS:~a /a.js:1:1"));
         assert_eq!(m.lookup(0x2000), None);
         assert!(!m.refresh().unwrap());
 
         f.write_all(b" /b.js:2:2\n1000 10 JS:*a /a.js:1:1\n").unwrap();
         assert!(m.refresh().unwrap());
-        assert_eq!(m.lookup(0x2000), Some("JS:~b /b.js:2:2"));
-        assert_eq!(m.lookup(0x1000), Some("JS:*a /a.js:1:1"));
+        assert_eq!(m.lookup(0x2000).map(|e| e.1), Some("JS:~b /b.js:2:2"));
+        assert_eq!(m.lookup(0x1000).map(|e| e.1), Some("JS:*a /a.js:1:1"));
 
         // Many lines, more than one read chunk.
         let mut big = Vec::new();
@@ -359,7 +359,7 @@ mod tests {
         }
         f.write_all(&big).unwrap();
         assert!(m.refresh().unwrap());
-        assert_eq!(m.lookup(0x10_0000 + 39_999 * 0x10 + 5), Some("JS:~f39999 /big.js:39999:1"));
+        assert_eq!(m.lookup(0x10_0000 + 39_999 * 0x10 + 5).map(|e| e.1), Some("JS:~f39999 /big.js:39999:1"));
         assert_eq!(m.len(), 40_002);
 
         // Truncated and rewritten: starts over.
@@ -367,7 +367,7 @@ mod tests {
         std::fs::write(&path, "5000 10 JS:~new /n.js:1:1\n").unwrap();
         assert!(m.refresh().unwrap());
         assert_eq!(m.lookup(0x1000), None);
-        assert_eq!(m.lookup(0x5000), Some("JS:~new /n.js:1:1"));
+        assert_eq!(m.lookup(0x5000).map(|e| e.1), Some("JS:~new /n.js:1:1"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -386,7 +386,7 @@ mod tests {
         // … but a while later, or when asked to open it.
         std::thread::sleep(RETRY_OPEN);
         assert!(m.refresh().unwrap());
-        assert_eq!(m.lookup(0x10), Some("Builtin:A"));
+        assert_eq!(m.lookup(0x10).map(|e| e.1), Some("Builtin:A"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -437,7 +437,7 @@ mod tests {
         // Grows past 64 bytes: the lines before the bound count, nothing after.
         f.write_all(b"3000 10 JS:~c /c.js:1:1\n4000 10 JS:~d /d.js:1:1\n").unwrap();
         m.refresh().unwrap();
-        assert_eq!(m.lookup(0x1000), Some("JS:~a /a.js:1:1"));
+        assert_eq!(m.lookup(0x1000).map(|e| e.1), Some("JS:~a /a.js:1:1"));
         assert_eq!(m.lookup(0x4000), None);
         assert!(m.note().is_some_and(|n| n.contains("read no further")), "{:?}", m.note());
         f.write_all(b"5000 10 JS:~e /e.js:1:1\n").unwrap();

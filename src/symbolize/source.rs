@@ -31,7 +31,43 @@ impl SourceCache {
     /// root folder, when it has another one), trimmed and cut to 160 characters; `None` for
     /// Node's built-in modules (`node:…`), unreadable, odd or large files and lines past the end.
     pub(crate) fn line(&mut self, reader: &Reader, root: Option<&Path>, file: &str, line: u32) -> Option<String> {
-        if line == 0 || file.starts_with("node:") || file.is_empty() {
+        if line == 0 {
+            return None;
+        }
+        let (text, starts) = self.text(reader, root, file)?;
+        let i = line as usize - 1;
+        let start = *starts.get(i)? as usize;
+        let end = starts.get(i + 1).map_or(text.len(), |&e| e as usize);
+        Some(cut(text[start..end].trim()))
+    }
+
+    /// The 1-based line holding UTF-16 unit `offset` of the script `file` (V8 counts source
+    /// positions in UTF-16 units; Node drops a leading byte order mark before compiling).
+    pub(crate) fn line_of_offset(
+        &mut self,
+        reader: &Reader,
+        root: Option<&Path>,
+        file: &str,
+        offset: u32,
+    ) -> Option<u32> {
+        let (text, starts) = self.text(reader, root, file)?;
+        let body = text.as_str().strip_prefix('\u{feff}').unwrap_or(text);
+        let skipped = text.len() - body.len();
+        let (mut units, mut at) = (0u64, None);
+        for (i, c) in body.char_indices() {
+            if units >= offset as u64 {
+                at = Some(i + skipped);
+                break;
+            }
+            units += c.len_utf16() as u64;
+        }
+        let at = at?;
+        Some(starts.partition_point(|&s| s as usize <= at) as u32)
+    }
+
+    /// The text of a script and where its lines start, read once.
+    fn text(&mut self, reader: &Reader, root: Option<&Path>, file: &str) -> Option<&Text> {
+        if file.starts_with("node:") || file.is_empty() {
             return None;
         }
         let path = super::v8name::script_path(file);
@@ -49,11 +85,7 @@ impl SourceCache {
             }
             self.files.insert(key.clone(), read);
         }
-        let (text, starts) = self.files.get(&key)?.as_ref()?;
-        let i = line as usize - 1;
-        let start = *starts.get(i)? as usize;
-        let end = starts.get(i + 1).map_or(text.len(), |&e| e as usize);
-        Some(cut(text[start..end].trim()))
+        self.files.get(&key)?.as_ref()
     }
 }
 
@@ -108,6 +140,26 @@ mod tests {
         // Read once: later changes are not seen.
         std::fs::write(&path, "changed\n").unwrap();
         assert_eq!(c.line(me, None, p, 1).as_deref(), Some("function f() {"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn script_offsets_count_utf16_units_after_a_byte_order_mark() {
+        let dir = std::env::temp_dir().join(format!("looptop-offsets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.js");
+        // '𝄞' is two UTF-16 units (four UTF-8 bytes), 'é' one (two bytes).
+        std::fs::write(&path, "\u{feff}const a = '𝄞é';\nf();\n  g();\n").unwrap();
+        let p = path.to_str().unwrap();
+        let mut c = SourceCache::default();
+        let me = &Reader::Me;
+        let line = |c: &mut SourceCache, o| c.line_of_offset(me, None, p, o);
+        assert_eq!(line(&mut c, 0), Some(1));
+        assert_eq!(line(&mut c, 16), Some(1), "the newline after `'𝄞é';` (2 + 1 units)");
+        assert_eq!(line(&mut c, 17), Some(2));
+        assert_eq!(line(&mut c, 21), Some(2), "the newline after `f();`");
+        assert_eq!(line(&mut c, 22), Some(3));
+        assert_eq!(line(&mut c, 200), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

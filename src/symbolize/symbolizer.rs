@@ -1,12 +1,13 @@
 //! [`Symbolizer`]: what each process needs to name its addresses, remembered past its exit, and
 //! a cache of every address named.
 
-use super::frame::Frame;
+use super::frame::{Frame, FrameKind, JsTier};
 use super::kernel::{Kallsyms, KERNEL_MODULE};
 use super::maps::{Backing, Mapping, Maps};
 use super::native::{Native, Ranges};
 use super::perfmap::PerfMap;
 use super::source::SourceCache;
+use super::v8heap::{self, V8Heap};
 use super::v8name;
 use crate::event::KERNEL_ADDRESS_MIN;
 use crate::safefs::{self, Mapped, Reader};
@@ -36,7 +37,12 @@ pub struct Symbolizer {
     /// Bumped whenever an address may now be named differently (JIT code replaced, a pid
     /// reused): caches of names keyed by address are stale from then on.
     epoch: u64,
+    /// Running lines of interpreted frames, by (pid, frame words, function start line and column).
+    js_lines: HashMap<(u32, [u64; 2], u32, u32), Option<u32>>,
 }
+
+/// Running lines kept at most before the cache starts over.
+const MAX_JS_LINES: usize = 1 << 16;
 
 /// Kernel symbols, read on the first kernel address, and the kernel addresses named.
 #[derive(Debug, Default)]
@@ -88,6 +94,8 @@ struct Process {
     remapped_at: Option<std::time::Instant>,
     /// Counts the readings of its mappings and perf map that found something new.
     generation: u64,
+    /// V8's layout, once looked for, with the [`Process::generation`] it was looked for at.
+    v8: Option<(u64, Option<Arc<V8Heap>>)>,
 }
 
 /// How often an address outside every known mapping makes the mappings be read again: a stack
@@ -123,6 +131,8 @@ struct ElfFile {
     lines: bool,
     /// Its functions named so far.
     ranges: std::sync::Mutex<Ranges>,
+    /// V8's layout, if it holds V8 (read on first need).
+    v8: std::sync::OnceLock<Option<Arc<V8Heap>>>,
 }
 
 impl Symbolizer {
@@ -140,6 +150,7 @@ impl Symbolizer {
             sources: SourceCache::default(),
             elves: HashMap::new(),
             epoch: 0,
+            js_lines: HashMap::new(),
         }
     }
 
@@ -182,7 +193,7 @@ impl Symbolizer {
         if !self.procs.contains_key(&pid) && ips.iter().any(|&ip| ip < KERNEL_ADDRESS_MIN) {
             self.observe(pid);
         }
-        let Symbolizer { native, procs, kernel, epoch, elves, .. } = self;
+        let Symbolizer { native, procs, kernel, epoch, elves, sources, .. } = self;
         let mut process = procs.get_mut(&pid);
         let mut out: Vec<Option<Frame>> = vec![None; ips.len()];
         // Addresses to look up in ELF files, one batch per file.
@@ -252,8 +263,9 @@ impl Symbolizer {
                         refreshed = true;
                     }
                     match p.perf_map.lookup(ip) {
-                        Some(name) => {
-                            let f = v8name::parse(name, Some(p.perf_map.name()));
+                        Some((start, name)) => {
+                            let mut f = v8name::parse(name, Some(p.perf_map.name()));
+                            f.exec_line = compiled_line(sources, p, pid, &f, start, ip);
                             p.jit.insert(ip, f.clone());
                             out[i] = Some(f);
                         }
@@ -290,11 +302,76 @@ impl Symbolizer {
     /// huge files and files the process's user could not read (opened as that user, through the
     /// process's root when it has another).
     pub fn source_line(&mut self, pid: u32, file: &str, line: u32) -> Option<String> {
-        let (reader, root) = match self.procs.get(&pid) {
-            Some(p) => (p.reader.clone()?, (!p.same_root).then(|| PathBuf::from(format!("/proc/{pid}/root")))),
-            None => (Reader::of_pid(pid)?, None),
-        };
+        let (reader, root) = self.reader(pid)?;
         self.sources.line(&reader, root.as_deref(), file, line)
+    }
+
+    /// How process `pid`'s files are read: as its user, through its root when it has another.
+    fn reader(&self, pid: u32) -> Option<(Reader, Option<PathBuf>)> {
+        match self.procs.get(&pid) {
+            Some(p) => p.reader(pid),
+            None => Some((Reader::of_pid(pid)?, None)),
+        }
+    }
+
+    /// Reads, while process `pid` still runs, what V8's heap says of the JavaScript frames of a
+    /// stack (`ips` as [`Symbolizer::symbolize`] takes them, `js` the frames' words): naming a
+    /// stack's native frames can take a while the first time, and a process that exits meanwhile
+    /// takes its heap with it. Only the perf map is read here; the lines are kept for the naming.
+    pub fn prime_js(&mut self, pid: u32, ips: &[u64], js: &[[u64; 2]]) {
+        let mut frames = Vec::new();
+        if let Some(p) = self.procs.get_mut(&pid) {
+            let mut refreshed = false;
+            for (i, &ip) in ips.iter().enumerate() {
+                if ip >= KERNEL_ADDRESS_MIN || p.named.contains_key(&ip) {
+                    continue;
+                }
+                if !p.jit.contains_key(&ip) {
+                    if !matches!(p.maps.find(ip), None | Some(Mapping { backing: Backing::Anon, .. })) {
+                        continue;
+                    }
+                    // Code V8 made since the map was last read (as naming does first).
+                    if !refreshed && p.refresh_perf_map() {
+                        self.epoch += 1;
+                    }
+                    refreshed = true;
+                    let Some((start, name)) = p.perf_map.lookup(ip) else { continue };
+                    let mut f = v8name::parse(name, Some(p.perf_map.name()));
+                    f.exec_line = compiled_line(&mut self.sources, p, pid, &f, start, ip);
+                    p.jit.insert(ip, f);
+                }
+                if let (Some(f), Some(&words)) = (p.jit.get(&ip), js.get(i)) {
+                    frames.push((f.clone(), words));
+                }
+            }
+        }
+        for (f, words) in frames {
+            self.running_line(pid, &f, words);
+        }
+    }
+
+    /// The line an interpreted JavaScript frame `f` of process `pid` was running, from the two
+    /// words the watchdog kept of its frame (see [`super::v8heap`]); `None` when it cannot be
+    /// told (another tier, a layout not known, memory that is not what it should be, a line
+    /// before the function's start).
+    pub fn running_line(&mut self, pid: u32, f: &Frame, words: [u64; 2]) -> Option<u32> {
+        if f.kind != FrameKind::Js || f.tier != Some(JsTier::Interpreted) || words == [0, 0] {
+            return None;
+        }
+        let key = (pid, words, f.line?, f.col.unwrap_or(0));
+        if let Some(&line) = self.js_lines.get(&key) {
+            return line;
+        }
+        let p = self.procs.get_mut(&pid)?;
+        let line = p
+            .v8()
+            .and_then(|heap| v8heap::interpreted_offset(&v8heap::ProcessMemory(pid), &heap, words[0], words[1]))
+            .and_then(|offset| script_line(&mut self.sources, p, pid, f, offset));
+        if self.js_lines.len() >= MAX_JS_LINES {
+            self.js_lines.clear();
+        }
+        self.js_lines.insert(key, line);
+        line
     }
 
     /// What the user should know about the files read so far: perf maps refused or read only
@@ -306,6 +383,28 @@ impl Symbolizer {
         notes.dedup();
         notes
     }
+}
+
+/// The line of script offset `offset` in the file of JavaScript frame `f`: never before the
+/// function's start (a position that is would be one of another function).
+fn script_line(sources: &mut SourceCache, p: &Process, pid: u32, f: &Frame, offset: u32) -> Option<u32> {
+    let (reader, root) = p.reader(pid)?;
+    sources.line_of_offset(&reader, root.as_deref(), f.file.as_deref()?, offset).filter(|&l| l >= f.line.unwrap_or(1))
+}
+
+/// The running line of compiled JavaScript (baseline, Maglev or TurboFan code) at `ip`, in the
+/// code that starts at `start`.
+fn compiled_line(sources: &mut SourceCache, p: &mut Process, pid: u32, f: &Frame, start: u64, ip: u64) -> Option<u32> {
+    if f.kind != FrameKind::Js {
+        return None;
+    }
+    let mem = v8heap::ProcessMemory(pid);
+    let offset = match f.tier? {
+        JsTier::Interpreted => return None,
+        JsTier::Baseline => v8heap::baseline_offset(&mem, &*p.v8()?, start, ip)?,
+        JsTier::Maglev | JsTier::Optimized => v8heap::compiled_offset(&mem, &*p.v8()?, start, ip)?,
+    };
+    script_line(sources, p, pid, f, offset)
 }
 
 impl Process {
@@ -335,7 +434,33 @@ impl Process {
             jit_replaced: 0,
             remapped_at: None,
             generation: 0,
+            v8: None,
         }
+    }
+
+    /// V8's layout in this process: from the first of its ELF files that exports it (read once).
+    fn v8(&mut self) -> Option<Arc<V8Heap>> {
+        // Looked for again when the mappings changed since it was not found (a process seen
+        // before its exec, a library loaded late); each file is read once.
+        let stale = match &self.v8 {
+            None => true,
+            Some((_, Some(_))) => false,
+            Some((generation, None)) => *generation != self.generation,
+        };
+        if stale {
+            let found = self
+                .files
+                .values()
+                .flatten()
+                .find_map(|elf| elf.v8.get_or_init(|| V8Heap::from_elf(&elf.path).map(Arc::new)).clone());
+            self.v8 = Some((self.generation, found));
+        }
+        self.v8.as_ref().and_then(|v| v.1.clone())
+    }
+
+    /// How this process's files are read: as its user, through its root when it has another.
+    fn reader(&self, pid: u32) -> Option<(Reader, Option<PathBuf>)> {
+        Some((self.reader.clone()?, (!self.same_root).then(|| PathBuf::from(format!("/proc/{pid}/root")))))
     }
 
     /// Reads the process's mappings again (nothing changes once it is gone).
@@ -390,7 +515,7 @@ impl Process {
                     return Some(elf);
                 }
                 let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-                let elf = Arc::new(ElfFile { path, _fd: f, lines, ranges: Default::default() });
+                let elf = Arc::new(ElfFile { path, _fd: f, lines, ranges: Default::default(), v8: Default::default() });
                 elves.retain(|_, e| e.strong_count() > 0);
                 elves.insert(id, Arc::downgrade(&elf));
                 Some(elf)

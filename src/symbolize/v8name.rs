@@ -65,6 +65,7 @@ fn other(name: &str, module: Option<String>) -> Frame {
         line: None,
         col: None,
         tier: None,
+        exec_line: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn python(rest: &str, module: Option<String>) -> Frame {
         line: None,
         col: None,
         tier: None,
+        exec_line: None,
     }
 }
 
@@ -114,6 +116,7 @@ fn js(rest: &str, module: Option<String>) -> Frame {
         line,
         col,
         tier,
+        exec_line: None,
     }
 }
 
@@ -206,6 +209,7 @@ mod tests {
             line,
             col,
             tier,
+            exec_line: None,
         }
     }
 

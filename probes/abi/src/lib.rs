@@ -15,12 +15,12 @@
 #![no_std]
 #![deny(missing_docs)]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LOOPTOP\0";
 /// Layout version; bump on any change of the structures below.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Number of loop slots per process: bounded, so the segment size is fixed.
 pub const LOOP_SLOTS: usize = 64;
 /// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
@@ -31,6 +31,8 @@ pub const EVENT_RING: usize = 1024;
 pub const SAMPLE_RING: usize = 256;
 /// Frames kept per stack sample (deeper stacks are cut at the root end).
 pub const SAMPLE_FRAMES: usize = 120;
+/// Innermost frames of a sample whose interpreter slots are kept ([`SampleEntry::js`]).
+pub const JS_FRAMES: usize = 32;
 /// Probe channels: one per runtime thread with a probe (Node: `threadId % PROBE_CHANNELS`).
 pub const PROBE_CHANNELS: usize = 8;
 /// Records per probe channel.
@@ -228,8 +230,27 @@ pub struct Header {
     /// kept: containers that share `/dev/shm` but not pids must not take each other's segments
     /// for those of dead processes.
     pub pid_ns: u64,
+    /// Where V8 keeps what an interpreted frame is running, when the process exports V8's
+    /// postmortem metadata (`v8dbg_*` symbols, as Node does): lets looptop name the line.
+    pub v8: V8Layout,
     /// Reserved for later fields of the same version (zero).
     pub reserved: [u64; 5],
+}
+
+/// Where V8 keeps an interpreted frame's position, from the process's `v8dbg_*` symbols, copied
+/// by the agent so that the watchdog's signal handler keeps those two words of each frame
+/// ([`SampleEntry::js`]); looptop reads the rest of V8's layout from the binary itself. All zero
+/// when the process has no V8 (or not these symbols, or compressed pointers).
+#[repr(C)]
+pub struct V8Layout {
+    /// Non-zero once the fields below are written (read with `Acquire`).
+    pub known: AtomicU32,
+    /// Offset of an interpreted frame's `BytecodeArray` (a tagged pointer) from its frame pointer.
+    pub off_fp_bytecode_array: AtomicI32,
+    /// Offset from the frame pointer of its bytecode offset (a Smi).
+    pub off_fp_bytecode_offset: AtomicI32,
+    /// Reserved (zero).
+    pub _pad: AtomicU32,
 }
 
 /// Flags of a segment ([`Header::flags`]).
@@ -364,6 +385,10 @@ pub struct SampleEntry {
     pub wchan: [AtomicU64; 4],
     /// Instruction addresses, innermost first; after the first, return addresses.
     pub frames: [AtomicU64; SAMPLE_FRAMES],
+    /// For each of the first [`JS_FRAMES`] frames, the two words V8 keeps at that frame's frame
+    /// pointer + [`V8Layout::off_fp_bytecode_array`] and `off_fp_bytecode_offset` (meaningful
+    /// for interpreted JavaScript frames only); zero when unknown.
+    pub js: [[AtomicU64; 2]; JS_FRAMES],
 }
 
 /// One loop: a thread that waits in `epoll_wait`/`poll`.

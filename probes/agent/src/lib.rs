@@ -21,6 +21,7 @@ mod stack;
 mod sweep;
 mod sys;
 mod v8files;
+mod v8layout;
 mod watchdog;
 mod wrappers;
 

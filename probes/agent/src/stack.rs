@@ -7,7 +7,7 @@
 //! lock, no panic path (indices are checked, arithmetic wraps).
 
 use crate::segment;
-use looptop_abi::{sample_flags, SampleEntry, LOOP_SLOTS, SAMPLE_FRAMES, SAMPLE_RING};
+use looptop_abi::{sample_flags, SampleEntry, JS_FRAMES, LOOP_SLOTS, SAMPLE_FRAMES, SAMPLE_RING};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Most executable mappings remembered for the scan's "is this a return address" test.
@@ -122,8 +122,39 @@ impl StackMem for CopiedStack<'_> {
     }
 }
 
+/// The two words V8 keeps in an interpreted frame (bytecode array, bytecode offset), kept for
+/// each of the first [`JS_FRAMES`] frames of a walk: looptop tells which frames are interpreted.
+pub(crate) struct JsSlots {
+    /// Offsets of the two words from a frame pointer; `None` when the process has no V8 layout.
+    off: Option<(i64, i64)>,
+    /// The words, by frame index.
+    pub words: [[u64; 2]; JS_FRAMES],
+}
+
+impl JsSlots {
+    /// No slots to keep (not V8, or a stack that is not walked from frame pointers).
+    pub(crate) const NONE: JsSlots = JsSlots { off: None, words: [[0; 2]; JS_FRAMES] };
+
+    /// Slots to keep where the segment's header says V8 keeps them.
+    pub(crate) fn of(header: &looptop_abi::Header) -> JsSlots {
+        JsSlots { off: crate::v8layout::frame_slots(header), ..JsSlots::NONE }
+    }
+
+    /// Keeps the words of frame `n`, whose frame pointer is `fp`.
+    fn keep(&mut self, mem: &impl StackMem, n: usize, fp: u64) {
+        let (Some((a, o)), Some(w)) = (self.off, self.words.get_mut(n)) else { return };
+        *w = [mem.word(fp.wrapping_add(a as u64)).unwrap_or(0), mem.word(fp.wrapping_add(o as u64)).unwrap_or(0)];
+    }
+}
+
 /// Appends return addresses along the frame-pointer chain from `fp`; returns the new count.
-fn walk(mem: &impl StackMem, mut fp: u64, frames: &mut [u64; SAMPLE_FRAMES], mut n: usize) -> (usize, bool) {
+fn walk(
+    mem: &impl StackMem,
+    mut fp: u64,
+    frames: &mut [u64; SAMPLE_FRAMES],
+    mut n: usize,
+    js: &mut JsSlots,
+) -> (usize, bool) {
     loop {
         if n >= SAMPLE_FRAMES {
             return (n, true);
@@ -133,6 +164,8 @@ fn walk(mem: &impl StackMem, mut fp: u64, frames: &mut [u64; SAMPLE_FRAMES], mut
             return (n, false);
         }
         frames[n] = ret;
+        // `ret` returns into the function whose frame starts at `next`.
+        js.keep(mem, n, next);
         n += 1;
         if next <= fp {
             return (n, false);
@@ -155,8 +188,15 @@ fn chain_at(mem: &impl StackMem, a: u64) -> bool {
 }
 
 /// Stack scan from `sp`: return addresses found word by word, until a frame-pointer chain
-/// starts (then it is walked, which drops stale words above it). Returns (count, truncated).
-fn scan(mem: &impl StackMem, sp: u64, frames: &mut [u64; SAMPLE_FRAMES], mut n: usize) -> (usize, bool) {
+/// starts (then it is walked, which drops stale words above it, and keeps V8's slots of the
+/// frames it walks in `js`). Returns (count, truncated).
+fn scan(
+    mem: &impl StackMem,
+    sp: u64,
+    frames: &mut [u64; SAMPLE_FRAMES],
+    mut n: usize,
+    js: &mut JsSlots,
+) -> (usize, bool) {
     let mut a = sp;
     while a < sp.saturating_add(SCAN_BYTES) {
         if n >= SAMPLE_FRAMES {
@@ -164,7 +204,7 @@ fn scan(mem: &impl StackMem, sp: u64, frames: &mut [u64; SAMPLE_FRAMES], mut n: 
         }
         let Some(w) = mem.word(a) else { break };
         if w > a && chain_at(mem, a) {
-            return walk(mem, a, frames, n);
+            return walk(mem, a, frames, n, js);
         }
         if after_call(w) {
             frames[n] = w;
@@ -176,9 +216,15 @@ fn scan(mem: &impl StackMem, sp: u64, frames: &mut [u64; SAMPLE_FRAMES], mut n: 
 }
 
 /// A stack from a sleeping thread's copied stack: `pc`, then the scan. Returns (count, flags).
-pub(crate) fn scan_copy(mem: &CopiedStack, pc: u64, sp: u64, frames: &mut [u64; SAMPLE_FRAMES]) -> (usize, u64) {
+pub(crate) fn scan_copy(
+    mem: &CopiedStack,
+    pc: u64,
+    sp: u64,
+    frames: &mut [u64; SAMPLE_FRAMES],
+    js: &mut JsSlots,
+) -> (usize, u64) {
     frames[0] = pc;
-    let (n, cut) = scan(mem, sp, frames, 1);
+    let (n, cut) = scan(mem, sp, frames, 1, js);
     (n, sample_flags::OFF_CPU | sample_flags::SCANNED | if cut { sample_flags::TRUNCATED } else { 0 })
 }
 
@@ -250,16 +296,19 @@ unsafe fn fill(r: u64, ctx: *mut libc::c_void) {
     if slot.busy_since_ns.load(Ordering::Acquire) != REQ_TICK.load(Ordering::Relaxed) {
         // Delivered late (it was blocked during a wait): the tick it was for is over.
         seg.header().samples_missed.fetch_add(1, Ordering::Relaxed);
-        write_entry(entry, r, &[], sample_flags::MISSED, u64::MAX, &[0; 32]);
+        write_entry(entry, r, &[], &JsSlots::NONE.words, sample_flags::MISSED, u64::MAX, &[0; 32]);
         return;
     }
     let (pc, fp, sp) = registers(ctx);
     let (lo, hi) = (slot.stack_lo.load(Ordering::Relaxed), slot.stack_hi.load(Ordering::Relaxed));
     let mut frames = [0u64; SAMPLE_FRAMES];
     frames[0] = pc;
+    let mut js = JsSlots::of(seg.header());
     let (mut n, mut flags) = (1, 0);
     if lo <= sp && sp < hi {
         let mem = LiveStack { sp, hi };
+        // The leaf runs in the frame at `fp` (its own, or its caller's when it built none).
+        js.keep(&mem, 0, fp);
         // A leaf that set up no frame of its own (a V8 builtin, a libc wrapper) leaves its
         // caller's return address at the stack pointer, where the frame-pointer walk misses it.
         let mut start = 1;
@@ -267,32 +316,47 @@ unsafe fn fill(r: u64, ctx: *mut libc::c_void) {
             let next_ret = mem.word(fp.wrapping_add(8));
             if next_ret != Some(ret) {
                 frames[1] = ret;
+                js.keep(&mem, 1, fp);
                 start = 2;
             }
         }
-        let (walked, cut) = walk(&mem, fp, &mut frames, start);
+        let (walked, cut) = walk(&mem, fp, &mut frames, start, &mut js);
         n = walked;
         if cut {
             flags |= sample_flags::TRUNCATED;
         }
         if n < 3 {
-            let (scanned, cut) = scan(&mem, sp, &mut frames, 1);
+            let mut scanned_js = JsSlots::of(seg.header());
+            let (scanned, cut) = scan(&mem, sp, &mut frames, 1, &mut scanned_js);
             if scanned > n {
                 n = scanned;
                 flags = sample_flags::SCANNED | if cut { sample_flags::TRUNCATED } else { 0 };
+                js = scanned_js;
             }
         }
     }
     entry.t_ns.store(crate::now_ns(), Ordering::Relaxed);
-    write_entry(entry, r, &frames[..n], flags, u64::MAX, &[0; 32]);
+    write_entry(entry, r, &frames[..n], &js.words, flags, u64::MAX, &[0; 32]);
 }
 
 /// Writes a complete sample entry as sample `r - 1` (seq last). Async-signal-safe.
-pub(crate) fn write_entry(entry: &SampleEntry, r: u64, frames: &[u64], flags: u64, syscall: u64, wchan: &[u8; 32]) {
+pub(crate) fn write_entry(
+    entry: &SampleEntry,
+    r: u64,
+    frames: &[u64],
+    js: &[[u64; 2]; JS_FRAMES],
+    flags: u64,
+    syscall: u64,
+    wchan: &[u8; 32],
+) {
     entry.seq.store(0, Ordering::Relaxed);
     std::sync::atomic::fence(Ordering::Release);
     for (dst, &f) in entry.frames.iter().zip(frames) {
         dst.store(f, Ordering::Relaxed);
+    }
+    for (dst, w) in entry.js.iter().zip(js) {
+        dst[0].store(w[0], Ordering::Relaxed);
+        dst[1].store(w[1], Ordering::Relaxed);
     }
     entry.nframes.store(frames.len().min(SAMPLE_FRAMES) as u32, Ordering::Relaxed);
     entry.flags.store(flags, Ordering::Relaxed);

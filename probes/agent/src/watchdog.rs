@@ -176,6 +176,7 @@ fn run(seg: Segment, threshold: u64) {
         stack: vec![0; (stack::SCAN_BYTES / 8) as usize],
         text: Vec::with_capacity(1 << 16),
     };
+    crate::v8layout::publish(seg.header());
     loop {
         std::thread::sleep(Duration::from_nanos(interval));
         if !crate::ENABLED.load(Ordering::Relaxed) || seg.header().exited_ns.load(Ordering::Relaxed) != 0 {
@@ -230,7 +231,7 @@ fn sample(seg: Segment, i: usize, slot: &LoopSlot, tick: u64, w: &mut Watch, scr
     entry.t_ns.store(crate::now_ns(), Ordering::Relaxed);
     entry.tick_ns.store(tick, Ordering::Relaxed);
     let sig = SIGNAL.load(Ordering::Relaxed) as i32;
-    if status.sleeping && off_cpu(slot, tid, entry, index, scratch) {
+    if status.sleeping && off_cpu(seg, slot, tid, entry, index, scratch) {
         return;
     }
     let blocked = sig != 0 && status.blocked & (1u64 << (sig - 1)) != 0;
@@ -242,7 +243,7 @@ fn sample(seg: Segment, i: usize, slot: &LoopSlot, tick: u64, w: &mut Watch, scr
     std::sync::atomic::fence(Ordering::SeqCst);
     if slot.in_call.load(Ordering::SeqCst) != 0 || slot.busy_since_ns.load(Ordering::SeqCst) != tick {
         // It entered a wait or sleep (or ended the tick) since: no signal now.
-        if stack::withdraw() && !off_cpu(slot, tid, entry, index, scratch) {
+        if stack::withdraw() && !off_cpu(seg, slot, tid, entry, index, scratch) {
             miss(seg, entry, index);
         }
         return;
@@ -346,12 +347,19 @@ fn still_pending(seg: Segment, i: usize, w: &mut Watch, now: u64) -> bool {
 /// Marks a sample that could not be taken.
 fn miss(seg: Segment, entry: &looptop_abi::SampleEntry, index: u64) {
     seg.header().samples_missed.fetch_add(1, Ordering::Relaxed);
-    stack::write_entry(entry, index + 1, &[], sample_flags::MISSED, u64::MAX, &[0; 32]);
+    stack::write_entry(entry, index + 1, &[], &stack::JsSlots::NONE.words, sample_flags::MISSED, u64::MAX, &[0; 32]);
 }
 
 /// A sleeping thread: where it waits, and a scan of a copy of its stack. False when it turned
 /// out to be running (then it gets the signal).
-fn off_cpu(slot: &LoopSlot, tid: u32, entry: &looptop_abi::SampleEntry, index: u64, s: &mut Scratch) -> bool {
+fn off_cpu(
+    seg: Segment,
+    slot: &LoopSlot,
+    tid: u32,
+    entry: &looptop_abi::SampleEntry,
+    index: u64,
+    s: &mut Scratch,
+) -> bool {
     let Some(text) = read_proc(&format!("/proc/self/task/{tid}/syscall"), &mut s.text) else { return false };
     let fields: Vec<&str> = std::str::from_utf8(text).unwrap_or("").split_whitespace().collect();
     if fields.first().is_none_or(|f| *f == "running") || fields.len() < 3 {
@@ -372,8 +380,9 @@ fn off_cpu(slot: &LoopSlot, tid: u32, entry: &looptop_abi::SampleEntry, index: u
     let len = if crate::sys::allowed(crate::sys::Call::ProcessVmReadv) { copy_stack(sp, hi, &mut s.stack) } else { 0 };
     let mem = stack::CopiedStack { base: sp, words: &s.stack[..len] };
     let mut frames = [0u64; SAMPLE_FRAMES];
-    let (n, flags) = stack::scan_copy(&mem, pc, sp, &mut frames);
-    stack::write_entry(entry, index + 1, &frames[..n], flags, nr as u64, &wchan);
+    let mut js = stack::JsSlots::of(seg.header());
+    let (n, flags) = stack::scan_copy(&mem, pc, sp, &mut frames, &mut js);
+    stack::write_entry(entry, index + 1, &frames[..n], &js.words, flags, nr as u64, &wchan);
     true
 }
 

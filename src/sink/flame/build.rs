@@ -79,7 +79,12 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
     let loops: HashMap<(u32, u32), String> =
         session.loops().map(|l| ((l.id.pid, l.id.tid), l.name.to_string())).collect();
     let many_processes = stacks.threads().map(|t| t.0).collect::<BTreeSet<u32>>().len() > 1;
-    let mut frames: Vec<Frame> = stacks.frames().to_vec();
+    // One box per function: frames that differ only in the line running are drawn as one.
+    let mut frames: Vec<Frame> = stacks.frames().iter().map(Frame::function).collect();
+    let canon: Vec<u32> = {
+        let mut first: HashMap<&Frame, u32> = HashMap::new();
+        frames.iter().enumerate().map(|(i, f)| *first.entry(f).or_insert(i as u32)).collect()
+    };
     // The agent's watchdog thread, sampled inside the target: looptop's own, never drawn.
     let watchdog: BTreeSet<u32> = (0..frames.len() as u32)
         .filter(|&id| frames[id as usize].name.starts_with("looptop_agent::watchdog::"))
@@ -116,7 +121,8 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
                     r
                 }
             });
-            let mut stack: Vec<u32> = s.stack.iter().rev().copied().collect();
+            let mut stack: Vec<u32> =
+                s.stack.iter().rev().map(|&id| canon.get(id as usize).copied().unwrap_or(id)).collect();
             if let Some(off) = &s.off_cpu {
                 let name = match (&off.wchan, off.syscall) {
                     (Some(w), _) => format!("[off-CPU: {w}]"),

@@ -5,7 +5,7 @@ use crate::symbolize::{Frame, FrameKind, JsTier};
 
 /// A frame of `kind` with only a name.
 pub fn frame(name: &str, kind: FrameKind) -> Frame {
-    Frame { name: name.into(), kind, module: None, file: None, line: None, col: None, tier: None }
+    Frame { name: name.into(), kind, module: None, file: None, line: None, col: None, tier: None, exec_line: None }
 }
 
 /// A native frame in the node executable.

@@ -407,6 +407,7 @@ impl BpfSource {
                         off_cpu: off.then_some(OffCpu { syscall: None, wchan: None }),
                         ips,
                         count: 1,
+                        js: Vec::new(),
                     }));
                 }
                 _ => {}
@@ -453,6 +454,7 @@ impl BpfSource {
                 off_cpu: off.then_some(OffCpu { syscall: None, wchan: None }),
                 ips,
                 count: if off { 1 } else { value },
+                js: Vec::new(),
             });
         }
         out.extend(samples.into_iter().map(Event::Sample));

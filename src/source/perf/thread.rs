@@ -180,6 +180,7 @@ impl Thread {
                         off_cpu: Some(OffCpu { syscall: None, wchan: None }),
                         ips: away.ips,
                         count: 1,
+                        js: Vec::new(),
                     }));
                 }
                 continue;
@@ -236,6 +237,7 @@ pub(super) fn cpu_sample(s: &perf_event::data::Sample, pid: u32, tid: u32) -> Sa
         off_cpu: None,
         ips: addresses(s.callchain().unwrap_or_default()),
         count: 1,
+        js: Vec::new(),
     }
 }
 
