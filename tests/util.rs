@@ -446,6 +446,11 @@ pub fn main_stalls(report: &Value) -> Vec<Value> {
 /// Asserts that each truth episode's stall (in order) names the right kind and, where the truth
 /// says, the right function in `file`. Extra stalls are allowed only for the runtime's own
 /// housekeeping (`gc`, `alloc`: a heap shrinking after a big payload is a real stall too).
+/// A node fixture's idle time after its last blocker (`FIXTURE_LINGER_MS`) for tests that want
+/// the line that ran: looptop reads it from the process's heap while the process lives, and on a
+/// loaded machine it may read a stall just before the exit only after it.
+pub const LINGER: (&str, &str) = ("FIXTURE_LINGER_MS", "1000");
+
 /// What [`assert_blockers`] checks of a blocker's location.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lines {

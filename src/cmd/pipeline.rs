@@ -93,8 +93,14 @@ impl Pipeline {
             match ev {
                 Event::Sample(s) => self.sample(&s)?,
                 ev => {
-                    if let Event::Process(p) = &ev {
-                        self.watch(p.pid);
+                    match &ev {
+                        Event::Process(p) => self.watch(p.pid),
+                        // Reading V8's layout takes a while: before the loop's first stall.
+                        Event::LoopStarted { id, .. } => {
+                            self.watch(id.pid);
+                            self.symbolizer.warm_v8(id.pid);
+                        }
+                        _ => {}
                     }
                     if let Some(r) = &mut self.recorder {
                         r.event(&ev).context("writing the recording")?;

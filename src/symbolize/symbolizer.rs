@@ -72,6 +72,8 @@ impl Default for Symbolizer {
 /// What is remembered of one process.
 #[derive(Debug)]
 struct Process {
+    /// Its pid.
+    pid: u32,
     /// Start time (`/proc/PID/stat` field 22), to notice a reused pid.
     start_time: Option<u64>,
     maps: Maps,
@@ -213,11 +215,8 @@ impl Symbolizer {
                 out[i] = Some(f.clone());
                 continue;
             }
-            if !remapped && p.maps.find(ip).is_none() && !p.remapped_at.is_some_and(|t| t.elapsed() < REMAP_EVERY) {
-                // Code mapped since the mappings were last read (a library loaded late).
-                p.read_maps(pid, elves);
-                p.remapped_at = Some(std::time::Instant::now());
-                remapped = true;
+            if !remapped {
+                remapped = p.remap_for(pid, ip, elves);
             }
             match p.maps.find(ip) {
                 Some(m @ Mapping { backing: Backing::File(path) | Backing::Deleted(path), .. }) => {
@@ -314,6 +313,23 @@ impl Symbolizer {
         }
     }
 
+    /// Starts reading V8's layout from process `pid`'s executable on a thread of its own, if
+    /// the process has a perf map (V8 writes one for looptop): that takes tens of milliseconds
+    /// (more on a busy machine), better spent before a stall than while one is being read.
+    pub fn warm_v8(&mut self, pid: u32) {
+        let Some(p) = self.procs.get_mut(&pid) else { return };
+        if !p.perf_map.open() {
+            return;
+        }
+        if let Some(elf) = p.v8_candidates().into_iter().next() {
+            if elf.v8.get().is_none() {
+                std::thread::spawn(move || {
+                    elf.v8.get_or_init(|| V8Heap::from_elf(&elf.path).map(Arc::new));
+                });
+            }
+        }
+    }
+
     /// Reads, while process `pid` still runs, what V8's heap says of the JavaScript frames of a
     /// stack (`ips` as [`Symbolizer::symbolize`] takes them, `js` the frames' words): naming a
     /// stack's native frames can take a while the first time, and a process that exits meanwhile
@@ -321,12 +337,16 @@ impl Symbolizer {
     pub fn prime_js(&mut self, pid: u32, ips: &[u64], js: &[[u64; 2]]) {
         let mut frames = Vec::new();
         if let Some(p) = self.procs.get_mut(&pid) {
-            let mut refreshed = false;
+            let (mut refreshed, mut remapped) = (false, false);
             for (i, &ip) in ips.iter().enumerate() {
                 if ip >= KERNEL_ADDRESS_MIN || p.named.contains_key(&ip) {
                     continue;
                 }
                 if !p.jit.contains_key(&ip) {
+                    // As naming does: V8's binary may not be among the mappings known yet.
+                    if !remapped {
+                        remapped = p.remap_for(pid, ip, &mut self.elves);
+                    }
                     if !matches!(p.maps.find(ip), None | Some(Mapping { backing: Backing::Anon, .. })) {
                         continue;
                     }
@@ -423,6 +443,7 @@ impl Process {
             candidates.push(PathBuf::from(format!("/tmp/perf-{pid}.map")));
         }
         Process {
+            pid,
             start_time,
             maps: Maps::default(),
             perf_map: PerfMap::new(format!("/tmp/perf-{nspid}.map"), candidates, reader.clone()),
@@ -449,18 +470,39 @@ impl Process {
         };
         if stale {
             let found = self
-                .files
-                .values()
-                .flatten()
+                .v8_candidates()
+                .into_iter()
                 .find_map(|elf| elf.v8.get_or_init(|| V8Heap::from_elf(&elf.path).map(Arc::new)).clone());
             self.v8 = Some((self.generation, found));
         }
         self.v8.as_ref().and_then(|v| v.1.clone())
     }
 
+    /// The ELF files that may hold V8: the executable first (Node links V8 in), then the rest
+    /// (a `libnode`).
+    fn v8_candidates(&self) -> Vec<Arc<ElfFile>> {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok();
+        let mut files: Vec<(&FileKey, &Arc<ElfFile>)> =
+            self.files.iter().filter_map(|(k, f)| Some((k, f.as_ref()?))).collect();
+        files.sort_by_key(|(k, _)| !matches!((k, &exe), (FileKey::Path(p), Some(e)) if Path::new(&**p) == e));
+        files.into_iter().map(|(_, f)| Arc::clone(f)).collect()
+    }
+
     /// How this process's files are read: as its user, through its root when it has another.
     fn reader(&self, pid: u32) -> Option<(Reader, Option<PathBuf>)> {
         Some((self.reader.clone()?, (!self.same_root).then(|| PathBuf::from(format!("/proc/{pid}/root")))))
+    }
+
+    /// Reads the mappings again when `ip` is outside every known one (code mapped since they
+    /// were last read: a library loaded late, the program exec'd after looptop first looked), at
+    /// most every [`REMAP_EVERY`]; whether it did.
+    fn remap_for(&mut self, pid: u32, ip: u64, elves: &mut OpenElves) -> bool {
+        if self.maps.find(ip).is_some() || self.remapped_at.is_some_and(|t| t.elapsed() < REMAP_EVERY) {
+            return false;
+        }
+        self.read_maps(pid, elves);
+        self.remapped_at = Some(std::time::Instant::now());
+        true
     }
 
     /// Reads the process's mappings again (nothing changes once it is gone).

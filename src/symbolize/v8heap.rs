@@ -1,23 +1,24 @@
 //! The line a JavaScript frame was running, read from V8's heap.
 //!
-//! V8's perf map names where a function starts, never the line inside it. Two kinds of frames
-//! can tell more, read in the target's memory (`process_vm_readv`, as its user or root could):
+//! V8's perf map names where a function starts, never the line inside it. Frames can tell more,
+//! read in the target's memory (`process_vm_readv`, as its user or root could):
 //!
 //! - **Interpreted** frames keep their `BytecodeArray` and the offset of the bytecode they run in
 //!   two slots below the frame pointer; the agent's watchdog keeps those two words with each
 //!   stack it takes (agent mode only). The array's source position table maps the offset to a
 //!   script offset.
-//! - **Optimized** code (TurboFan, Maglev, on-stack replacement included) is a `Code` object
-//!   whose source position table maps an instruction offset to a script offset; the code's start
-//!   comes from the perf map, so any sampled address will do (every mode).
+//! - **Compiled** code is a `Code` object found just before the instructions the perf map names:
+//!   optimized code (Maglev, TurboFan, on-stack replacement included) maps instruction offsets
+//!   to script offsets, inlined code followed out to the call in the frame's own function;
+//!   baseline (Sparkplug) code maps them to bytecodes, walked with V8's own table of bytecode
+//!   sizes (`Bytecodes::kBytecodeSizes`, from the binary's symbol table), then as interpreted.
 //!
 //! The layout comes from the process's own `v8dbg_*` symbols (V8's postmortem metadata, which
 //! Node exports for debuggers), read from its binary; the few fields they lack (where a
-//! `BytecodeArray` keeps its table, where an `InstructionStream` points back to its `Code`) are
-//! known for V8 10 and 11 (Node 18–21) and checked on every read. Every object's type is checked
-//! by its map and every length and offset by bounds: anything unexpected gives no line (the
-//! function's start stays), never a line from garbage. Baseline (Sparkplug) code maps
-//! instructions to bytecodes by a table that needs each bytecode's size; it keeps the start.
+//! `BytecodeArray` keeps its table, where an `InstructionStream` points back to its `Code`, and
+//! in V8 12 where a `Code` keeps its tables) are known for V8 11 and 12.4 (Node 20–22). Every
+//! object's type is checked by its map and every length and offset by bounds: anything
+//! unexpected gives no line (the function's start stays), never a line from garbage.
 
 use std::path::Path;
 
@@ -35,13 +36,17 @@ pub struct V8Heap {
     pub map_instance_type: u32,
     /// Instance type of a `BytecodeArray`.
     pub type_bytecode_array: u32,
-    /// Instance type of a `ByteArray`.
-    pub type_byte_array: u32,
-    /// Instance type of a `FixedArray`.
-    pub type_fixed_array: u32,
+    /// Instance types of a byte array: `ByteArray`, and `TrustedByteArray` where V8 has one
+    /// (`u32::MAX` otherwise).
+    pub type_byte_arrays: [u32; 2],
+    /// Instance types of a fixed array: `FixedArray`, and `TrustedFixedArray` where V8 has one.
+    pub type_fixed_arrays: [u32; 2],
     /// Instance type of a `Code`.
     pub type_code: u32,
-    /// Offset of `FixedArrayBase::length`.
+    /// Instance type of `InterpreterData` (a baseline function with its own interpreter entry
+    /// keeps its bytecode array in one); `u32::MAX` when not exported.
+    pub type_interpreter_data: u32,
+    /// Offset of `FixedArrayBase::length` (a Smi; the elements follow it).
     pub fixed_array_length: u32,
     /// Offset of a `FixedArray`'s first element.
     pub fixed_array_data: u32,
@@ -51,26 +56,29 @@ pub struct V8Heap {
     pub heap_object_tag: u32,
     /// Offset of the instructions in an `InstructionStream` (its header size).
     pub instruction_stream_start: u32,
-    /// Offset of `Code::source_position_table`.
-    pub code_position_table: u32,
-    /// Offset of `Code::deoptimization_data`.
-    pub code_deopt_data: u32,
     /// Index of the inlining positions in deoptimization data.
     pub deopt_inlining_positions: u32,
-    /// Offset of baseline `Code`'s bytecode array (`bytecode_or_interpreter_data`).
-    pub code_bytecode_array: u32,
-    /// Offset of baseline `Code`'s instruction-to-bytecode table (`bytecode_offset_table`).
-    pub code_bytecode_offsets: u32,
-    /// Instance type of `InterpreterData` (a baseline function with its own interpreter entry
-    /// keeps its bytecode array in one); `u32::MAX` when not exported.
-    pub type_interpreter_data: u32,
+    /// Where a `BytecodeArray` keeps its source position table, where this V8 is known.
+    pub bytecode_positions: Option<u32>,
+    /// Where a `Code` keeps its tables, where this V8 is known.
+    pub code: Option<CodeFields>,
     /// The size of each bytecode at each operand scale (`Bytecodes::kBytecodeSizes`, 3 rows),
     /// from the binary's symbol table; empty when it has none (baseline code keeps the start).
     pub bytecode_sizes: Vec<u8>,
 }
 
-/// The symbols read, in the order of [`V8Heap`]'s fields as it is built.
-const SYMBOLS: [&str; 17] = [
+/// Two fields of a `Code` object, each holding one thing or another by the code's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodeFields {
+    /// Optimized code's source position table; baseline code's instruction-to-bytecode table.
+    pub positions: u32,
+    /// Optimized code's deoptimization data; baseline code's bytecode array (or the
+    /// `InterpreterData` that holds it).
+    pub data: u32,
+}
+
+/// Symbols every layout needs.
+const REQUIRED: [&str; 12] = [
     "v8dbg_class_BytecodeArray__data__uintptr_t",
     "v8dbg_class_Map__instance_type__uint16_t",
     "v8dbg_type_BytecodeArray__BYTECODE_ARRAY_TYPE",
@@ -82,16 +90,19 @@ const SYMBOLS: [&str; 17] = [
     "v8dbg_SmiShiftSize",
     "v8dbg_HeapObjectTag",
     "v8dbg_class_InstructionStream__instruction_start__uintptr_t",
-    "v8dbg_class_Code__source_position_table__ByteArray",
-    "v8dbg_class_Code__deoptimization_data__FixedArray",
-    "v8dbg_DeoptimizationDataInliningPositionsIndex",
-    "v8dbg_class_Code__bytecode_or_interpreter_data__HeapObject",
-    "v8dbg_class_Code__bytecode_offset_table__ByteArray",
     "v8dbg_TaggedSize",
 ];
 
-/// Symbols read when present.
-const OPTIONAL: [&str; 1] = ["v8dbg_type_InterpreterData__INTERPRETER_DATA_TYPE"];
+/// Symbols read where the version has them.
+const OPTIONAL: [&str; 7] = [
+    "v8dbg_type_InterpreterData__INTERPRETER_DATA_TYPE",
+    "v8dbg_type_TrustedByteArray__TRUSTED_BYTE_ARRAY_TYPE",
+    "v8dbg_type_TrustedFixedArray__TRUSTED_FIXED_ARRAY_TYPE",
+    "v8dbg_DeoptimizationDataInliningPositionsIndex",
+    "v8dbg_class_Code__source_position_table__ByteArray",
+    "v8dbg_class_Code__deoptimization_data__FixedArray",
+    "v8dbg_class_Code__instruction_start__Address",
+];
 
 /// V8's table of bytecode sizes (a C++ symbol: present when the binary keeps its symbol table).
 const BYTECODE_SIZES: &str = "_ZN2v88internal11interpreter9Bytecodes14kBytecodeSizesE";
@@ -103,80 +114,70 @@ impl V8Heap {
     pub fn from_elf(path: &Path) -> Option<Self> {
         use blazesym::inspect::source::{Elf, Source};
         let inspector = blazesym::inspect::Inspector::new();
-        let mut names = SYMBOLS.to_vec();
-        names.extend(OPTIONAL);
-        names.push(BYTECODE_SIZES);
+        let names: Vec<&str> = REQUIRED.iter().chain(&OPTIONAL).copied().chain([BYTECODE_SIZES]).collect();
         let found = inspector.lookup(&Source::Elf(Elf::new(path)), &names).ok()?;
         let file = std::fs::File::open(path).ok()?;
         let read = |at: u64, buf: &mut [u8]| std::os::unix::fs::FileExt::read_exact_at(&file, buf, at).ok();
-        let mut v = [0u32; SYMBOLS.len()];
-        for (slot, syms) in v.iter_mut().zip(&found) {
+        let value = |i: usize| {
             let mut b = [0u8; 4];
-            read(syms.first()?.file_offset?, &mut b)?;
-            *slot = u32::from_ne_bytes(b);
-        }
-        let optional = |i: usize| {
-            let at = found.get(SYMBOLS.len() + i)?.first()?.file_offset?;
-            let mut b = [0u8; 4];
-            read(at, &mut b).map(|_| u32::from_ne_bytes(b))
+            read(found.get(i)?.first()?.file_offset?, &mut b)?;
+            Some(u32::from_ne_bytes(b))
         };
-        let sizes = found.get(SYMBOLS.len() + OPTIONAL.len()).and_then(|syms| {
+        let mut v = [0u32; REQUIRED.len()];
+        for (i, slot) in v.iter_mut().enumerate() {
+            *slot = value(i)?;
+        }
+        let opt = |name: &str| value(REQUIRED.len() + OPTIONAL.iter().position(|n| *n == name)?);
+        let sizes = found.get(names.len() - 1).and_then(|syms| {
             let sym = syms.first()?;
             let len = sym.size.filter(|&n| n % 3 == 0 && (3..=MAX_SIZES).contains(&n))?;
             let mut b = vec![0u8; len];
             read(sym.file_offset?, &mut b)?;
             Some(b)
         });
+        let trusted = opt(OPTIONAL[1]).unwrap_or(u32::MAX);
+        let data = v[0];
+        // V8 10 and 11 (Node 18–21): the `Code` fields are in the metadata, the array's table
+        // follows its map, length, constant pool and handler table. V8 12.4 (Node 22): neither
+        // is (the `Code` fields are read at their places in 12.4, told by where its instruction
+        // start is); the array's table follows its map, length and wrapper.
+        let (bytecode_positions, code) = match (data, opt(OPTIONAL[4]), opt(OPTIONAL[5]), opt(OPTIONAL[6])) {
+            (54 | 56, Some(positions), Some(data), _) => (Some(32), Some(CodeFields { positions, data })),
+            (64, None, None, Some(40)) if trusted != u32::MAX => {
+                (Some(24), Some(CodeFields { positions: 16, data: 8 }))
+            }
+            _ => (None, None),
+        };
         let h = V8Heap {
-            bytecode_array_data: v[0],
+            bytecode_array_data: data,
             map_instance_type: v[1],
             type_bytecode_array: v[2],
-            type_byte_array: v[3],
-            type_fixed_array: v[4],
+            type_byte_arrays: [v[3], trusted],
+            type_fixed_arrays: [v[4], opt(OPTIONAL[2]).unwrap_or(u32::MAX)],
             type_code: v[5],
+            type_interpreter_data: opt(OPTIONAL[0]).unwrap_or(u32::MAX),
             fixed_array_length: v[6],
             fixed_array_data: v[7],
             smi_shift: v[8].checked_add(1)?,
             heap_object_tag: v[9],
             instruction_stream_start: v[10],
-            code_position_table: v[11],
-            code_deopt_data: v[12],
-            deopt_inlining_positions: v[13],
-            code_bytecode_array: v[14],
-            code_bytecode_offsets: v[15],
-            type_interpreter_data: optional(0).unwrap_or(u32::MAX),
+            deopt_inlining_positions: opt(OPTIONAL[3]).unwrap_or(u32::MAX),
+            bytecode_positions,
+            code,
             bytecode_sizes: sizes.unwrap_or_default(),
         };
-        let offsets = [
-            h.bytecode_array_data,
-            h.map_instance_type,
-            h.fixed_array_length,
-            h.fixed_array_data,
-            h.instruction_stream_start,
-            h.code_position_table,
-            h.code_deopt_data,
-            h.code_bytecode_array,
-            h.code_bytecode_offsets,
-        ];
-        let sane = v[16] == 8
+        let offsets = [h.bytecode_array_data, h.map_instance_type, h.fixed_array_length, h.fixed_array_data];
+        let sane = v[11] == 8
             && h.smi_shift < 64
             && h.heap_object_tag < 4
-            && offsets.iter().all(|&o| o < 4096)
-            && h.deopt_inlining_positions < 64;
+            && offsets.iter().chain(&[h.instruction_stream_start]).all(|&o| o < 4096);
         sane.then_some(h)
     }
 
-    /// Where a `BytecodeArray` keeps its source position table: after the map, the length, the
-    /// constant pool and the handler table in V8 10 and 11, whose arrays have a 54-byte header
-    /// (56 with padding); unknown for other layouts.
-    fn source_position_table(&self) -> Option<u64> {
-        matches!(self.bytecode_array_data, 54 | 56).then_some(32)
-    }
-
-    /// Where an `InstructionStream` points back to its `Code`: right after its map when its
-    /// header is those two words (V8 11); unknown for other layouts.
+    /// Where an `InstructionStream` points back to its `Code`: right after its map, in the
+    /// headers of V8 11 (map, code) and 12 (map, code, relocation info, body size).
     fn instruction_stream_code(&self) -> Option<u64> {
-        (self.instruction_stream_start == 16).then_some(8)
+        matches!(self.instruction_stream_start, 16 | 32).then_some(8)
     }
 
     /// The value of a Smi word, if it is one.
@@ -220,7 +221,7 @@ impl Memory for ProcessMemory {
 /// interpreted frame was running, from its two slot words (`array`, `offset`).
 pub fn interpreted_offset(mem: &impl Memory, h: &V8Heap, array: u64, offset: u64) -> Option<u32> {
     let array = h.object(array)?;
-    let table_at = h.source_position_table()?;
+    let table_at = h.bytecode_positions? as u64;
     // The frame keeps the offset from the array's tagged start: header size − tag + bytecode.
     let bytecode = h.smi(offset)?.checked_sub(h.bytecode_array_data as i64 - h.heap_object_tag as i64)?;
     if !is_a(mem, h, array, h.type_bytecode_array)? {
@@ -253,14 +254,15 @@ fn code_at(mem: &impl Memory, h: &V8Heap, start: u64) -> Option<u64> {
 /// out to the call in the frame's function.
 pub fn compiled_offset(mem: &impl Memory, h: &V8Heap, start: u64, pc: u64) -> Option<u32> {
     let code = code_at(mem, h, start)?;
-    let table = byte_array(mem, h, mem.word(code + h.code_position_table as u64)?)?;
+    let fields = h.code?;
+    let table = byte_array(mem, h, mem.word(code + fields.positions as u64)?)?;
     let mut raw = position_at(&table, pc.checked_sub(start)? as i64)?;
     let mut inlined: Option<Vec<u8>> = None;
     for _ in 0..MAX_INLINING {
         let Some(id) = inlining_id(raw) else { return script_offset(raw) };
         if inlined.is_none() {
-            let deopt = h.object(mem.word(code + h.code_deopt_data as u64)?)?;
-            if !is_a(mem, h, deopt, h.type_fixed_array)? {
+            let deopt = h.object(mem.word(code + fields.data as u64)?)?;
+            if !is_one_of(mem, h, deopt, h.type_fixed_arrays)? || h.deopt_inlining_positions >= 64 {
                 return None;
             }
             let at = deopt + h.fixed_array_data as u64 + 8 * h.deopt_inlining_positions as u64;
@@ -281,7 +283,8 @@ pub fn baseline_offset(mem: &impl Memory, h: &V8Heap, start: u64, pc: u64) -> Op
         return None;
     }
     let code = code_at(mem, h, start)?;
-    let mut array = h.object(mem.word(code + h.code_bytecode_array as u64)?)?;
+    let fields = h.code?;
+    let mut array = h.object(mem.word(code + fields.data as u64)?)?;
     if is_a(mem, h, array, h.type_interpreter_data)? {
         // A struct: its map, then the bytecode array, then the function's own interpreter entry.
         array = h.object(mem.word(array + 8)?)?;
@@ -290,9 +293,9 @@ pub fn baseline_offset(mem: &impl Memory, h: &V8Heap, start: u64, pc: u64) -> Op
         return None;
     }
     let bytecodes = array_bytes(mem, h, array, h.bytecode_array_data)?;
-    let table = byte_array(mem, h, mem.word(code + h.code_bytecode_offsets as u64)?)?;
+    let table = byte_array(mem, h, mem.word(code + fields.positions as u64)?)?;
     let bytecode = bytecode_at(&table, &bytecodes, &h.bytecode_sizes, pc.checked_sub(start)?)?;
-    let positions = byte_array(mem, h, mem.word(array + h.source_position_table()?)?)?;
+    let positions = byte_array(mem, h, mem.word(array + h.bytecode_positions? as u64)?)?;
     script_offset(position_at(&positions, bytecode as i64)?)
 }
 
@@ -327,7 +330,7 @@ fn bytecode_size(bytecodes: &[u8], sizes: &[u8], at: usize) -> Option<usize> {
 /// The bytes of the `ByteArray` a tagged word points at (bounded).
 fn byte_array(mem: &impl Memory, h: &V8Heap, tagged: u64) -> Option<Vec<u8>> {
     let array = h.object(tagged)?;
-    if !is_a(mem, h, array, h.type_byte_array)? {
+    if !is_one_of(mem, h, array, h.type_byte_arrays)? {
         return None;
     }
     array_bytes(mem, h, array, h.fixed_array_length + 8)
@@ -344,11 +347,16 @@ fn array_bytes(mem: &impl Memory, h: &V8Heap, array: u64, data: u32) -> Option<V
     mem.read(array + data as u64, &mut bytes).then_some(bytes)
 }
 
-/// Whether the heap object at `obj` has instance type `ty`.
-fn is_a(mem: &impl Memory, h: &V8Heap, obj: u64, ty: u32) -> Option<bool> {
+/// Whether the heap object at `obj` has one of the instance types `types`.
+fn is_one_of(mem: &impl Memory, h: &V8Heap, obj: u64, types: [u32; 2]) -> Option<bool> {
     let map = h.object(mem.word(obj)?)?;
     let mut b = [0u8; 2];
-    mem.read(map + h.map_instance_type as u64, &mut b).then(|| u16::from_ne_bytes(b) as u32 == ty)
+    mem.read(map + h.map_instance_type as u64, &mut b).then(|| types.contains(&(u16::from_ne_bytes(b) as u32)))
+}
+
+/// Whether the heap object at `obj` has instance type `ty`.
+fn is_a(mem: &impl Memory, h: &V8Heap, obj: u64, ty: u32) -> Option<bool> {
+    is_one_of(mem, h, obj, [ty, ty])
 }
 
 /// A `SourcePosition`'s inlining id: which inlined function it lies in, `None` for the code's

@@ -76,20 +76,18 @@ const NODE20: V8Heap = V8Heap {
     bytecode_array_data: 54,
     map_instance_type: 12,
     type_bytecode_array: 191,
-    type_byte_array: 190,
-    type_fixed_array: 175,
+    type_byte_arrays: [190, u32::MAX],
+    type_fixed_arrays: [175, u32::MAX],
     type_code: 245,
+    type_interpreter_data: 159,
     fixed_array_length: 8,
     fixed_array_data: 16,
     smi_shift: 32,
     heap_object_tag: 1,
     instruction_stream_start: 16,
-    code_position_table: 24,
-    code_deopt_data: 16,
     deopt_inlining_positions: 1,
-    code_bytecode_array: 16,
-    code_bytecode_offsets: 24,
-    type_interpreter_data: 159,
+    bytecode_positions: Some(32),
+    code: Some(CodeFields { positions: 24, data: 16 }),
     bytecode_sizes: Vec::new(),
 };
 
@@ -128,8 +126,8 @@ fn an_interpreted_frame_is_followed_to_its_table_and_any_mismatch_gives_no_line(
     assert_eq!(interpreted_offset(&heap(191), &h, array, slot(7)), None, "not a tagged pointer");
     assert_eq!(interpreted_offset(&heap(191), &h, array + 1, slot(7) | 1), None, "not a Smi");
     assert_eq!(interpreted_offset(&heap(191), &h, array + 1, slot(25)), None, "past the bytecodes");
-    let v12 = V8Heap { bytecode_array_data: 40, ..h };
-    assert_eq!(interpreted_offset(&heap(191), &v12, array + 1, slot(7)), None, "a layout it does not know");
+    let unknown = V8Heap { bytecode_positions: None, ..h };
+    assert_eq!(interpreted_offset(&heap(191), &unknown, array + 1, slot(7)), None, "a layout it does not know");
 }
 
 #[test]
