@@ -16,9 +16,10 @@ fn check_main_loop(run: &Run, what: &str) {
     assert_stalls_match(&reported, &truth, THRESHOLD, what);
     let longest = truth.iter().copied().fold(0.0, f64::max);
     let lag_max = main["lag_ms"]["max"].as_f64().unwrap();
-    assert!((lag_max - longest).abs() <= tolerance(longest), "{what}: lag max {lag_max} vs longest stall {longest}");
+    // The longest tick and lag hold the longest stall, and may hold a preemption (see within_truth).
+    assert!(within_truth(lag_max, longest), "{what}: lag max {lag_max} vs longest stall {longest}");
     let tick_max = main["tick_ms"]["max"].as_f64().unwrap();
-    assert!((tick_max - longest).abs() <= tolerance(longest), "{what}: tick max {tick_max} vs {longest}");
+    assert!(within_truth(tick_max, longest), "{what}: tick max {tick_max} vs {longest}");
 }
 
 #[test]

@@ -135,6 +135,8 @@ struct ElfFile {
     ranges: std::sync::Mutex<Ranges>,
     /// V8's layout, if it holds V8 (read on first need).
     v8: std::sync::OnceLock<Option<Arc<V8Heap>>>,
+    /// Whether a thread was started to read `v8` ahead of need.
+    v8_warming: std::sync::atomic::AtomicBool,
 }
 
 impl Symbolizer {
@@ -322,8 +324,9 @@ impl Symbolizer {
             return;
         }
         if let Some(elf) = p.v8_candidates().into_iter().next() {
-            if elf.v8.get().is_none() {
-                std::thread::spawn(move || {
+            if elf.v8.get().is_none() && !elf.v8_warming.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                // No thread to be had: the first stack that needs the layout reads it.
+                let _ = std::thread::Builder::new().name("looptop-v8".into()).spawn(move || {
                     elf.v8.get_or_init(|| V8Heap::from_elf(&elf.path).map(Arc::new));
                 });
             }
@@ -333,7 +336,8 @@ impl Symbolizer {
     /// Reads, while process `pid` still runs, what V8's heap says of the JavaScript frames of a
     /// stack (`ips` as [`Symbolizer::symbolize`] takes them, `js` the frames' words): naming a
     /// stack's native frames can take a while the first time, and a process that exits meanwhile
-    /// takes its heap with it. Only the perf map is read here; the lines are kept for the naming.
+    /// takes its heap with it. No native frame is named here (only the perf map, the mappings when
+    /// an address is outside them, and V8's heap are read); the lines are kept for the naming.
     pub fn prime_js(&mut self, pid: u32, ips: &[u64], js: &[[u64; 2]]) {
         let mut frames = Vec::new();
         if let Some(p) = self.procs.get_mut(&pid) {
@@ -557,7 +561,14 @@ impl Process {
                     return Some(elf);
                 }
                 let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
-                let elf = Arc::new(ElfFile { path, _fd: f, lines, ranges: Default::default(), v8: Default::default() });
+                let elf = Arc::new(ElfFile {
+                    path,
+                    _fd: f,
+                    lines,
+                    ranges: Default::default(),
+                    v8: Default::default(),
+                    v8_warming: Default::default(),
+                });
                 elves.retain(|_, e| e.strong_count() > 0);
                 elves.insert(id, Arc::downgrade(&elf));
                 Some(elf)
