@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cmd;
 pub mod error;
 pub mod event;
+pub mod observe;
 pub mod plan;
 pub mod safefs;
 pub mod sink;

@@ -24,6 +24,21 @@ pub struct StoredSample {
     pub count: u64,
 }
 
+impl StoredSample {
+    /// What is kept of sample `s` whose frames were interned as `stack`.
+    pub fn of(s: &Sample, stack: Vec<u32>) -> Self {
+        StoredSample {
+            t_ns: s.t_ns,
+            weight_ns: s.weight_ns,
+            origin: s.origin,
+            tick_ns: s.tick_ns,
+            off_cpu: s.off_cpu.clone(),
+            stack,
+            count: s.count,
+        }
+    }
+}
+
 /// The frame table and the samples of each thread.
 #[derive(Debug, Clone, Default)]
 pub struct Stacks {
@@ -61,19 +76,7 @@ impl Stacks {
 
     /// Adds a sample whose frames were interned as `stack` (innermost first).
     pub fn push(&mut self, s: &Sample, stack: Vec<u32>) {
-        self.push_stored(
-            s.pid,
-            s.tid,
-            StoredSample {
-                t_ns: s.t_ns,
-                weight_ns: s.weight_ns,
-                origin: s.origin,
-                tick_ns: s.tick_ns,
-                off_cpu: s.off_cpu.clone(),
-                stack,
-                count: s.count,
-            },
-        );
+        self.push_stored(s.pid, s.tid, StoredSample::of(s, stack));
     }
 
     /// Adds a stored sample of thread `tid` of `pid`.

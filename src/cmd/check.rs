@@ -3,13 +3,14 @@
 //! can act on: 0 all held, 1 a budget failed or the command failed, 2 a malformed budget, 3 could
 //! not observe (including a run in which no event loop was seen).
 
-use super::observe::{attach_and_observe, launch_and_observe, Collect, Flow};
-use super::output::OutputFile;
 use crate::error::UserError;
+use crate::observe::pipeline::Pipeline;
+use crate::observe::{attach_and_observe, launch_and_observe, stall_floor, Collect, Flow};
 use crate::plan::{CheckPlan, JsonTo, TargetSpec};
 use crate::sink::check::budget::{self, Budget};
 use crate::sink::check::budget_file;
 use crate::sink::check::{github, junit, text, Unmet, Verdict};
+use crate::sink::output::OutputFile;
 use crate::source::now_ns;
 use crate::target::launch::{self, LaunchPlan};
 use anyhow::{Context, Result};
@@ -42,7 +43,7 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     let warmup_ns = plan.warmup.as_nanos() as u64;
     let mut counting = warmup_ns == 0;
     let start = now_ns();
-    let mut on_poll = |p: &mut super::pipeline::Pipeline| {
+    let mut on_poll = |p: &mut Pipeline| {
         let now = now_ns();
         if !counting && now >= start + warmup_ns {
             p.session.count_from(now);
@@ -52,7 +53,7 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     };
     let observed = match &plan.target {
         TargetSpec::Launch(command) => {
-            let launch = LaunchPlan::inherited(command, super::run::stall_floor(collect.threshold));
+            let launch = LaunchPlan::inherited(command, stall_floor(collect.threshold));
             launch_and_observe(&launch, &collect, |_| {}, &mut on_poll)?
         }
         TargetSpec::Pid(pid) => attach_and_observe(*pid, &collect, &mut on_poll)?,

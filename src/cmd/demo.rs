@@ -1,9 +1,11 @@
 //! `looptop demo`: the bundled Node server with real blockers, under the agent, driven by a
 //! built-in load loop; the summary at the end shows the stalls each blocker caused.
 
-use super::observe::{launch_and_observe, Collect, Flow};
 use crate::error::UserError;
+use crate::observe::live::{self, Watch};
+use crate::observe::{launch_and_observe, stall_floor, Collect, Flow};
 use crate::plan::DemoPlan;
+use crate::sink::report_out::{ReportOut, Stream};
 use crate::target::launch::{LaunchPlan, Launched, Output};
 use anyhow::{anyhow, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -34,13 +36,13 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     let server = crate::target::embedded::demo_server_path()?;
     let launch = LaunchPlan {
         command: vec![node.into_os_string(), server.into_os_string()],
-        stall_floor_ns: super::run::stall_floor(plan.observe.stall_threshold),
+        stall_floor_ns: stall_floor(plan.observe.stall_threshold),
         stdin: Output::Inherit,
         stdout: Output::Piped,
         stderr: Output::Null,
     };
-    let out = super::run::ReportOut::open(plan.json.as_ref(), None, super::run::Stream::Stdout)?;
-    let live = plan.json.is_none() && !plan.no_tui && super::top::can_show();
+    let out = ReportOut::open(plan.json.as_ref(), None, Stream::Stdout)?;
+    let live = plan.json.is_none() && !plan.no_tui && live::can_show();
     let interactive = !live && !plan.observe.quiet && super::is_tty(2);
     let progress = interactive.then(|| {
         let bar = indicatif::ProgressBar::new(plan.duration.as_millis() as u64);
@@ -69,8 +71,8 @@ pub fn execute(plan: DemoPlan) -> Result<u8> {
     };
     let observed = if live {
         let launch = LaunchPlan { stdin: Output::Null, ..launch };
-        let watch = super::top::Watch::Launch(launch, Box::new(on_start));
-        super::top::observe_live(watch, &collect, plan.observe.color, super::top::WINDOW)?.observed
+        let watch = Watch::Launch(launch, Box::new(on_start));
+        live::observe_live(watch, &collect, plan.observe.color, live::WINDOW)?.observed
     } else {
         launch_and_observe(&launch, &collect, on_start, |pipeline| {
             let session = &pipeline.session;

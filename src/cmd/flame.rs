@@ -1,12 +1,12 @@
 //! `looptop flame`: a flamegraph of a launched process, a running one or a recording — of every
 //! sample, or (`--stalls-only`) of the samples taken while a loop was stalled.
 
-use super::observe::Collect;
-use super::output::OutputFile;
 use crate::cli::FlameFormat;
 use crate::error::UserError;
+use crate::observe::{observe_target, replay, Collect};
 use crate::plan::{FlamePlan, TargetSpec};
 use crate::sink::flame::{self, build_profile, perf_rate, Format};
+use crate::sink::output::OutputFile;
 use anyhow::Result;
 
 /// Runs `looptop flame`.
@@ -27,14 +27,14 @@ pub fn execute(plan: FlamePlan) -> Result<u8> {
     let out = OutputFile::create(&plan.output, "the flamegraph", "-o FILE")?;
     let (session, command, end_ns, rate_hz) = match &plan.target {
         TargetSpec::Recording(path) => {
-            let replay = super::record::load(path, None)?;
+            let replay = replay(path, None)?;
             let end = replay.end_ns();
             let rate = replay.header.rate_hz;
             (replay.session, replay.header.command.clone(), end, rate)
         }
         target => {
             let collect = Collect::new(plan.observe.stall_threshold, plan.duration, plan.stacks);
-            let observed = super::record::observe_target(target, &collect, plan.observe.quiet, "flame")?;
+            let observed = observe_target(target, &collect, plan.observe.quiet, "flame")?;
             observed.tell();
             let end = observed.session.origin_ns() + (observed.report.wall_ms * 1e6) as u64;
             let rate = perf_rate(&observed.session, plan.stacks.rate_hz);

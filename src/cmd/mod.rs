@@ -3,9 +3,6 @@
 mod check;
 mod demo;
 mod flame;
-mod observe;
-mod output;
-mod pipeline;
 mod ps;
 mod record;
 mod run;

@@ -1,9 +1,9 @@
 //! `looptop ps`: processes with a live agent segment.
 
-use super::output::OutputFile;
 use crate::analysis::Session;
 use crate::event::Event;
 use crate::plan::PsPlan;
+use crate::sink::output::OutputFile;
 use crate::source::agent::{remove_dead_segments, AgentSource, Selector};
 use crate::source::{now_ns, segment};
 use anyhow::Result;

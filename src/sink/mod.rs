@@ -4,7 +4,9 @@
 pub mod check;
 pub mod flame;
 pub mod json;
+pub mod output;
 pub mod record;
+pub mod report_out;
 pub mod summary;
 pub mod tui;
 

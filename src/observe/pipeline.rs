@@ -171,15 +171,7 @@ impl Pipeline {
         if !s.js.is_empty() {
             self.running_lines(s.pid, &s.js, &mut stack);
         }
-        let stored = StoredSample {
-            t_ns: s.t_ns,
-            weight_ns: s.weight_ns,
-            origin: s.origin,
-            tick_ns: s.tick_ns,
-            off_cpu: s.off_cpu.clone(),
-            stack,
-            count: s.count,
-        };
+        let stored = StoredSample::of(s, stack);
         if let Some(r) = &mut self.recorder {
             // Frames first (the recorder writes those it has not written yet), then the stack.
             r.stack(s.pid, s.tid, &stored, self.session.stacks()).context("writing the recording")?;

@@ -2,8 +2,12 @@
 //! `record` and `flame`, for a command looptop launches or a pid it attaches to, and the
 //! diagnosis when nothing could be observed.
 
-use super::output::{self, OutputFile};
-use super::pipeline::Pipeline;
+use crate::sink::output::{self, OutputFile};
+pub mod live;
+pub mod pipeline;
+mod replay;
+mod target;
+
 use crate::analysis::report::{Report, Target};
 use crate::analysis::Session;
 use crate::error::UserError;
@@ -17,9 +21,12 @@ use crate::source::perf::{PerfError, PerfOptions};
 use crate::target::launch::{self, LaunchPlan, Launched};
 use crate::target::proc::ExitWatch;
 use anyhow::{Context, Result};
+use pipeline::Pipeline;
+pub use replay::replay;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+pub use target::observe_target;
 
 /// How often sources are read while a perf-event source runs (its rings must be drained), and
 /// how often a starting process is looked at.
@@ -252,7 +259,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
         // --rate 0: no perf stacks at all, on-CPU or off.
         off_cpu: collect.rate_hz > 0,
         ticks: true,
-        stall_floor_ns: super::run::stall_floor(collect.threshold),
+        stall_floor_ns: stall_floor(collect.threshold),
         pool: collect.pool_probes,
         ..PerfOptions::default()
     };
@@ -335,7 +342,7 @@ fn perf_refused(pid: u32, shown: &str, e: PerfError) -> anyhow::Error {
 }
 
 /// A warning when a Node process was sampled without a perf map: JS frames stay unnamed.
-pub(super) fn unnamed_js(pid: u32, session: &Session) -> Option<String> {
+pub fn unnamed_js(pid: u32, session: &Session) -> Option<String> {
     if session.runtime() != "node" || session.stacks().is_empty() {
         return None;
     }
@@ -693,4 +700,10 @@ fn not_observed(launched: &Launched, command: &str, exit_code: i32) -> UserError
         "looptop run needs a dynamically linked program; statically linked (Go, musl) and setuid programs ignore \
          LD_PRELOAD",
     )
+}
+
+/// The agent keeps every tick at least this long individually: the threshold, or lower so a
+/// later, lower threshold (and recordings) still see every stall.
+pub fn stall_floor(threshold: std::time::Duration) -> u64 {
+    looptop_abi::stall_floor_ns(threshold.as_nanos() as u64)
 }
