@@ -340,15 +340,18 @@ pub struct TargetArgs {
 }
 
 const RECORD_AFTER_HELP: &str = "\
-A recording is a stream of JSON lines (format looptop.recording/1, documented in docs/commands.md):
-a header, then every event as it happened (loops, ticks, stalls, GC, thread pool, allocator
-pauses), the symbolized frame table and every stack sample. It is flushed as it goes, so a
-recording cut short by a kill or crash keeps everything up to the last flush; `looptop report`
-loads it with a warning, and a damaged line (not UTF-8, not JSON, longer than 16 MiB) is skipped
-and counted while everything else is shown. The file is opened before the command starts (a path
-that cannot be written is refused at once, exit 2). If writing fails mid-way (a full disk), a
-command record started is stopped (SIGTERM, SIGKILL 3 s later), the recording keeps what was
-written, and record exits 3.
+A recording (format looptop.recording/2, documented in docs/commands.md) holds a header, then every
+event as it happened (loops, ticks, stalls, GC, thread pool, allocator pauses), the symbolized
+frames and stacks (each written once) and every stack sample, in zstd-compressed blocks with an
+index: about 1 MB a minute for a busy Node server, and looptop's memory stays flat however long it
+records. A block is closed about once a second, so a recording cut short by a kill or crash keeps
+everything up to its last complete block; `looptop report` loads it with a warning, and a
+damaged block ends the reading there, saying where. `flame --from FILE --since 10m --until 12m`
+draws one window of a long recording without reading the rest. --json[=FILE] also writes the
+run's report (what `report --json` later reads back). The file is opened before the command
+starts (a path that cannot be written is refused at once, exit 2). If writing fails mid-way (a
+full disk), a command record started is stopped (SIGTERM, SIGKILL 3 s later), the recording keeps
+what was written, and record exits 3.
 
 --pid attaches to a running process: through its agent's segment when it was started under
 `looptop run` or with the agent preloaded (no privileges), else agentless in perf mode (root or
@@ -382,6 +385,11 @@ pub struct RecordArgs {
     /// The recording to write (`-`: stdout)
     #[arg(short, long, value_name = "FILE", default_value = "looptop.rec")]
     pub output: PathBuf,
+    /// Also the report of what was recorded, as the looptop.report/1 JSON object: to stdout
+    /// (--json), or to FILE (--json=FILE); what `looptop report --json` later reads back from the
+    /// recording
+    #[command(flatten)]
+    pub json: JsonArgs,
     /// What to record.
     #[command(flatten)]
     pub target: TargetArgs,
@@ -420,6 +428,7 @@ Examples:
   looptop flame --stalls-only -o stalls.svg -- node server.js
   sudo looptop flame --stalls-only -d 10s -o stalls.svg --pid 4242   attach, no agent needed
   looptop flame --format speedscope -o app.speedscope.json --from api.rec
+  looptop flame --from api.rec --since 10m --until 12m -o ten.svg   a window of a long recording
   looptop flame --format folded --from api.rec | grep validateEmail";
 
 /// `looptop flame`.
@@ -455,6 +464,13 @@ pub struct FlameArgs {
     /// Draw a recording instead of observing a process
     #[arg(long, value_name = "REC", conflicts_with_all = ["pid", "command", "duration"])]
     pub from: Option<PathBuf>,
+    /// With --from: draw only what the recording holds from this long after its start (e.g. 10m);
+    /// only the parts of the file that window needs are read
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "from")]
+    pub since: Option<Duration>,
+    /// With --from: draw only what the recording holds until this long after its start (e.g. 20m)
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "from")]
+    pub until: Option<Duration>,
     /// What to observe.
     #[command(flatten)]
     pub target: TargetArgs,

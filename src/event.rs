@@ -244,7 +244,7 @@ pub enum SampleOrigin {
 }
 
 /// Why a thread was off-CPU when sampled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OffCpu {
     /// The system call it waits in (x86_64 number), when known.
     pub syscall: Option<i64>,

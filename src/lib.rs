@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod observe;
 pub mod plan;
+pub mod recording;
 pub mod safefs;
 pub mod sink;
 pub mod source;

@@ -135,6 +135,8 @@ pub struct RecordPlan {
     pub stacks: Stacks,
     /// The recording to write.
     pub output: PathBuf,
+    /// Where the JSON report of the run goes, if anywhere.
+    pub json: Option<JsonTo>,
     /// What to record.
     pub target: TargetSpec,
     /// Stop after this long.
@@ -176,6 +178,10 @@ pub struct FlamePlan {
     pub target: TargetSpec,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Of a recording, only what it holds from / until this long after its start.
+    pub since: Option<Duration>,
+    /// See `since`.
+    pub until: Option<Duration>,
 }
 
 /// `looptop ps`.
@@ -324,6 +330,7 @@ impl From<Command> for Plan {
                 observe: observe(a.observe, Some(a.quiet)),
                 stacks: stacks(&a.stacks, Some(&a.attach)),
                 output: a.output,
+                json: json(a.json),
                 target: target(&a.target, None),
                 duration: a.target.duration,
             }),
@@ -349,6 +356,8 @@ impl From<Command> for Plan {
                     }),
                     target: target(&a.target, a.from),
                     duration: a.target.duration,
+                    since: a.since,
+                    until: a.until,
                 })
             }
             Command::Agent { command: AgentCommand::Path } => Plan::AgentPath,

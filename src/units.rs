@@ -51,6 +51,15 @@ pub fn fmt_ms(ms: f64) -> String {
     }
 }
 
+/// A size as people read it: "812 bytes", "52.3 kB", "18.4 MB".
+pub fn fmt_bytes(n: u64) -> String {
+    match n {
+        0..=9_999 => format!("{n} bytes"),
+        10_000..=9_999_999 => format!("{:.1} kB", n as f64 / 1e3),
+        _ => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
 /// The plural ending of a count: "" for 1, "s" otherwise ("1 stall", "2 stalls").
 pub fn plural(n: usize) -> &'static str {
     if n == 1 {

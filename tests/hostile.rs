@@ -98,7 +98,7 @@ fn record(pid: u32, rec: &Path, dur: &str, what: &str) -> (Output, String) {
         .arg(rec)
         .output_limited();
     assert!(out.status.success(), "{what}: record failed: {}", stderr(&out));
-    let mut all = std::fs::read_to_string(rec).unwrap();
+    let mut all = recording_text(rec);
     for json in [true, false] {
         let mut c = looptop();
         c.arg("report").args(json.then_some("--json")).arg(rec);

@@ -146,7 +146,7 @@ fn a_full_disk_mid_way_keeps_the_recording_so_far_and_leaves_no_process() {
     }
     let marker = format!("looptop-test-filler-{}", std::process::id());
     let script = format!(
-        "mount -t tmpfs -o size=16k none /mnt || exit 99; \
+        "mount -t tmpfs -o size=4k none /mnt || exit 99; \
          {bin} record --rate 0 -o /mnt/x.rec -- python3 {fixture} {marker}; echo \"record=$?\"; \
          {bin} report --json /mnt/x.rec",
         bin = env!("CARGO_BIN_EXE_looptop"),

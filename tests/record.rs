@@ -203,26 +203,17 @@ fn record_attaches_to_a_process_with_the_agent_preloaded() {
     assert!(frames.contains(&"validateName") && frames.contains(&"spinHot"), "{report:#}");
 }
 
-/// A real recording of the regex and busy blockers, made once for the tests that damage a copy
-/// of it, with the main loop's stalls as its report gives them.
+/// A real recording in the JSON-lines format of earlier versions (`looptop.recording/1`,
+/// tests/data/example.rec: the Node fixture's regex, JSON and crypto blockers), for the tests that
+/// damage a copy of it line by line, with the main loop's stalls as its report gives them.
 fn real_recording() -> &'static (std::path::PathBuf, Vec<Value>) {
     static REC: std::sync::OnceLock<(std::path::PathBuf, Vec<Value>)> = std::sync::OnceLock::new();
     REC.get_or_init(|| {
-        // In cargo's scratch folder for tests: written under a name of this run, then renamed
-        // over the last run's.
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("recordings");
-        std::fs::create_dir_all(&dir).unwrap();
-        let (fresh, rec) = (dir.join(format!("blockers.{}.rec", std::process::id())), dir.join("blockers.rec"));
-        let file = fixture("node/blockers.js");
-        let mut cmd = looptop();
-        cmd.args(["record", "--rate", "0", "-o"]).arg(&fresh).args(["--", "node", file.to_str().unwrap()]);
-        let out = cmd.env("FIXTURE_ONLY", "regex,cpu").output_limited();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        std::fs::rename(&fresh, &rec).unwrap();
+        let rec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/example.rec");
         let (out, report) = report_json(&rec);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let stalls = main_stalls(&report);
-        assert_eq!(stalls.len(), 2, "{report:#}");
+        assert_eq!(stalls.len(), 3, "{report:#}");
         (rec, stalls)
     })
 }
@@ -401,4 +392,57 @@ fn issue_13_extreme_rates_and_weights_do_not_crash_flame() {
         .output_limited();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+}
+
+#[test]
+fn issue_16_a_recording_reports_exactly_what_the_live_run_reported() {
+    let dir = TempDir::new("rec-same");
+    let (rec, live) = (dir.path("same.rec"), dir.path("live.json"));
+    let file = fixture("node/blockers.js");
+    let out = looptop()
+        .args(["record", "-o"])
+        .arg(&rec)
+        .arg(format!("--json={}", live.display()))
+        .args(["--", "node", file.to_str().unwrap()])
+        .env("FIXTURE_ONLY", "regex,json-parse,cpu")
+        .output_limited();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let live: Value = serde_json::from_slice(&std::fs::read(&live).unwrap()).unwrap();
+    assert_report_schema(&live);
+    assert!(main_stalls(&live).len() >= 3, "{live:#}");
+    let (out, replayed) = report_json(&rec);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The whole report, number for number: loops, ticks, percentiles, stalls and their blockers,
+    // GC, pool, samples.
+    assert_eq!(replayed, live);
+    // The file is the binary format, not JSON lines.
+    assert_eq!(&std::fs::read(&rec).unwrap()[..8], b"\x89LTREC2\n");
+}
+
+#[test]
+fn issue_16_a_window_of_a_recording_is_drawn_alone() {
+    let dir = TempDir::new("rec-window");
+    let rec = record_blockers(&dir, &[]);
+    let folded = |args: &[&str]| {
+        let out =
+            looptop().args(["flame", "--format", "folded", "-o", "-", "--from"]).arg(&rec).args(args).output_limited();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let all = folded(&[]);
+    let (first, rest) = (folded(&["--until", "800ms"]), folded(&["--since", "800ms"]));
+    assert!(!all.is_empty() && !rest.is_empty());
+    // The two halves add up to the whole (a sample at exactly 800 ms would be in both).
+    let weight =
+        |lines: &[String]| -> u64 { lines.iter().filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum() };
+    let (w_all, w_first, w_rest) = (weight(&all), weight(&first), weight(&rest));
+    assert!(w_first + w_rest >= w_all && w_first + w_rest <= w_all + 2, "{w_first} + {w_rest} vs {w_all}");
+    // The regex ran first, the busy loop last: each window holds its own.
+    assert!(rest.iter().any(|l| l.contains("spinHot")), "{rest:#?}");
+    let out =
+        looptop().args(["flame", "-o", "-", "--since", "2s", "--until", "1s", "--from"]).arg(&rec).output_limited();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not after --since"), "{}", stderr(&out));
 }

@@ -14,6 +14,7 @@ mod errors;
 mod harm;
 mod hostile;
 mod limits;
+mod long;
 mod man;
 mod outputs;
 mod ps;

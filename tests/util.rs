@@ -635,3 +635,15 @@ pub fn assert_busy_frame(stall: &Value) {
     let frame = stall["blocker"]["frame"].as_str().unwrap_or_default();
     assert!(["busy_spin", "now_ms"].contains(&frame), "not the busy loop: {stall:#}");
 }
+
+/// Everything a recording holds that names or quotes something (each frame, its source line, the
+/// warnings), as text: a binary recording searched for what must not be in it.
+pub fn recording_text(rec: &Path) -> String {
+    let replay = looptop::source::recording::load(rec, &Default::default()).expect("a recording");
+    let stacks = replay.session.stacks();
+    let mut out = format!("{:?}\n{:?}\n", replay.header, replay.recorded_warnings);
+    for (id, frame) in stacks.frames().iter().enumerate() {
+        out += &format!("{frame:?} {:?}\n", stacks.source(id as u32));
+    }
+    out
+}

@@ -10,4 +10,4 @@ pub mod runtime;
 mod session;
 pub mod stacks;
 
-pub use session::{LoopView, Session};
+pub use session::{LoopView, Session, FOLD_EVERY_NS, KEEP_SAMPLES_NS, RECENT_STALLS};

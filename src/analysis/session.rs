@@ -3,7 +3,7 @@
 use super::classify::{self, ClassSample};
 use super::dist::TickDist;
 use super::report::{Blocker, LagPercentiles, LoopReport, Report, Stall, Target, TickPercentiles, SCHEMA};
-use super::stacks::Stacks;
+use super::stacks::{Stacks, StoredSample};
 use crate::event::{Event, LoopId, LoopTotals, ProcessInfo, Sample};
 use crate::symbolize::Frame;
 use std::cell::RefCell;
@@ -16,6 +16,14 @@ const SETTLED_NS: u64 = 2_000_000_000;
 /// A stall at least this much of which was GC pauses is a `gc` stall, whatever its samples say
 /// (the runtime timed the pauses; a sample or two at a futex inside them says little).
 const GC_STALL_SHARE: f64 = 0.5;
+/// Stalls whose samples stay one by one however old (the live view's stall details); the
+/// samples of older ones are folded into counts once their blocker is known.
+pub const RECENT_STALLS: usize = 64;
+/// How much of the recent past keeps its samples one by one (ns): a live view's flamegraph of
+/// the last window, and the samples of stalls still to be classified.
+pub const KEEP_SAMPLES_NS: u64 = 30_000_000_000;
+/// How often samples older than [`KEEP_SAMPLES_NS`] are folded (ns of the run).
+pub const FOLD_EVERY_NS: u64 = 10_000_000_000;
 
 /// One loop as the session knows it.
 #[derive(Debug, Clone)]
@@ -177,15 +185,57 @@ impl Session {
         })
     }
 
-    /// Forgets stack samples taken before `before_ns` outside every stall (a live view that
-    /// runs for hours keeps the stacks of its stalls and of the recent past only).
-    pub fn forget_samples(&mut self, before_ns: u64) {
-        let spans = self.stall_spans(before_ns);
-        self.stacks.retain_before(before_ns, |pid, tid, t| {
-            spans
-                .iter()
-                .any(|&(p, th, start, dur)| p == pid && th == tid && t >= start && t <= start.saturating_add(dur))
-        });
+    /// Folds the stack samples taken before `before_ns` into counts ([`Stacks::fold_before`]),
+    /// so that memory stays flat however long the run: every stall that ended [`SETTLED_NS`]
+    /// before `now_ns` is classified first (its blocker kept), and the samples of the last
+    /// [`RECENT_STALLS`] stalls, and of those not yet settled, stay (the live view's details).
+    pub fn forget_samples(&mut self, before_ns: u64, now_ns: u64) {
+        self.settle(now_ns);
+        let spans = self.stall_spans(now_ns);
+        let mut by_thread: HashMap<(u32, u32), Vec<(u64, u64)>> = HashMap::new();
+        for &(pid, tid, start, dur) in &spans {
+            by_thread.entry((pid, tid)).or_default().push((start, start.saturating_add(dur)));
+        }
+        let mut recent: Vec<(u32, u32, u64, u64)> = spans
+            .iter()
+            .map(|&(p, t, start, dur)| (p, t, start, start.saturating_add(dur)))
+            .filter(|s| s.3.saturating_add(SETTLED_NS) >= now_ns)
+            .collect();
+        let mut last = spans.clone();
+        last.sort_by_key(|s| s.2);
+        let skip = last.len().saturating_sub(RECENT_STALLS);
+        recent.extend(last[skip..].iter().map(|&(p, t, start, dur)| (p, t, start, start.saturating_add(dur))));
+        let mut keep: HashMap<(u32, u32), Vec<(u64, u64)>> = HashMap::new();
+        for (pid, tid, start, end) in recent {
+            keep.entry((pid, tid)).or_default().push((start, end));
+        }
+        let in_spans = |m: &HashMap<(u32, u32), Vec<(u64, u64)>>, pid, tid, s: &StoredSample| {
+            m.get(&(pid, tid)).is_some_and(|v| s.in_stall(v))
+        };
+        self.stacks.fold_before(
+            before_ns,
+            |pid, tid, s| in_spans(&keep, pid, tid, s),
+            |pid, tid, s| in_spans(&by_thread, pid, tid, s),
+        );
+    }
+
+    /// Classifies every stall (at or over the source's floor) that ended [`SETTLED_NS`] before
+    /// `now_ns` and was not yet, while its samples are at hand.
+    fn settle(&self, now_ns: u64) {
+        for (id, l) in &self.loops {
+            for &(start, dur) in &l.stalls {
+                if start.saturating_add(dur).saturating_add(SETTLED_NS) < now_ns
+                    && !self.settled.borrow().contains_key(&(*id, start, dur))
+                {
+                    self.stall(id, start, dur, false, now_ns, true);
+                }
+            }
+        }
+    }
+
+    /// Sets the perf rate the stacks are sampled at (Hz, 0: none).
+    pub fn set_rate(&mut self, rate_hz: u64) {
+        self.stacks.set_rate(rate_hz);
     }
 
     /// What the session knows now, as events: processes, loops, their stalls and counters, the

@@ -7,7 +7,8 @@ use super::{attach_and_observe, launch_and_observe, Collect, Flow, Observed};
 use crate::analysis::report::Target;
 use crate::analysis::Session;
 use crate::error::UserError;
-use crate::sink::record::{Header, Recorder};
+use crate::recording::Header;
+use crate::sink::record::Recorder;
 use crate::sink::tui::state::Live;
 use crate::sink::tui::view::Request;
 use crate::sink::tui::{Tui, TuiError};
@@ -133,7 +134,6 @@ struct LiveView {
     interrupted: bool,
     /// The terminal failed: stop and say why.
     failed: Option<std::io::Error>,
-    forgot_ns: u64,
     /// Whether the view has looked for unnamed JavaScript (once stacks came in).
     looked_for_names: bool,
 }
@@ -149,7 +149,6 @@ impl LiveView {
             launched: false,
             interrupted: false,
             failed: None,
-            forgot_ns: 0,
             looked_for_names: false,
         }
     }
@@ -193,11 +192,7 @@ impl LiveView {
                 ));
             }
         }
-        if now > self.forgot_ns + 10_000_000_000 {
-            let keep = KEEP_STACKS.max(self.window * 2).as_nanos() as u64;
-            pipeline.session.forget_samples(now.saturating_sub(keep));
-            self.forgot_ns = now;
-        }
+        pipeline.keep_samples(KEEP_STACKS.max(self.window * 2).as_nanos() as u64);
         let requests = match self.tui.step(&pipeline.session, &self.live, now) {
             Ok(r) => r,
             Err(e) => {
@@ -315,9 +310,10 @@ impl LiveView {
             };
             let message = match pipeline.take_recorder().map(|r| (r.path().to_path_buf(), r.finish(now, &target, &[])))
             {
-                Some((path, Ok(lines))) => format!(
-                    "wrote {} ({lines} lines); read it with `looptop report {}`",
+                Some((path, Ok(bytes))) => format!(
+                    "wrote {} ({}); read it with `looptop report {}`",
                     path.display(),
+                    crate::units::fmt_bytes(bytes),
                     path.display()
                 ),
                 Some((path, Err(e))) => format!("cannot finish {}: {e}", path.display()),

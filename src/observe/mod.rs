@@ -14,7 +14,8 @@ use crate::analysis::Session;
 use crate::error::UserError;
 use crate::event::Event;
 use crate::plan::{Mode, Stacks};
-use crate::sink::record::{self, Header, Recorder};
+use crate::recording::Header;
+use crate::sink::record::{self, Recorder};
 use crate::source::agent::{AgentSource, Selector};
 use crate::source::kernel::KernelSource;
 use crate::source::now_ns;
@@ -56,13 +57,16 @@ pub struct Collect {
     pub mode: Mode,
     /// Attached without the agent: probe the libuv pool too.
     pub pool_probes: bool,
+    /// Keep every stack sample one by one (a speedscope profile's timelines), instead of folding
+    /// older ones into counts.
+    pub keep_all_samples: bool,
 }
 
 impl Collect {
     /// Observe as `stacks` says (perf stacks when permitted), for `duration` if given.
     pub fn new(threshold: Duration, duration: Option<Duration>, stacks: Stacks) -> Self {
         let Stacks { rate_hz, mode, pool_probes } = stacks;
-        Collect { threshold, duration, record: None, rate_hz, mode, pool_probes }
+        Collect { threshold, duration, record: None, rate_hz, mode, pool_probes, keep_all_samples: false }
     }
 }
 
@@ -85,7 +89,7 @@ pub struct Observed {
     pub notes: Vec<String>,
     /// The session behind the report (stacks for flamegraphs).
     pub session: Session,
-    /// The recording written, and its number of lines.
+    /// The recording written, and its size in bytes.
     pub recorded: Option<(PathBuf, u64)>,
     /// Threads that waited for events but found no loop slot in their agent's segment: loops
     /// whose ticks were never seen (a check cannot vouch for them).
@@ -193,7 +197,8 @@ pub fn launch_and_observe(
     on_start(&mut launched);
     let pid = launched.child.id();
     let source = AgentSource::new(Selector::Session(launched.session));
-    let mut run = Run::start(collect, Mode::Agent, origin, pid, &shown)?;
+    // (Writing the recording's header can fail already: a full disk.)
+    let mut run = Run::start(collect, Mode::Agent, origin, pid, &shown).map_err(|e| stopped_after(e, &mut launched))?;
     let status = match run.poll_until(Polled::Agent(source), collect, Observee::Launched(&mut launched), on_poll) {
         Ok(status) => status,
         Err(e) => return Err(stopped_after(e, &mut launched)),

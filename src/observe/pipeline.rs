@@ -4,6 +4,7 @@
 
 use crate::analysis::stacks::StoredSample;
 use crate::analysis::Session;
+use crate::analysis::{FOLD_EVERY_NS, KEEP_SAMPLES_NS};
 use crate::event::{Event, Sample, KERNEL_ADDRESS_MIN};
 use crate::sink::record::Recorder;
 use crate::symbolize::{Frame, Symbolizer};
@@ -11,6 +12,9 @@ use anyhow::{Context, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
+/// Frame ids by address kept at most before the cache starts over (hours of new JIT and kernel
+/// addresses would otherwise grow it without end).
+const MAX_IDS: usize = 1 << 16;
 /// How often a process's mappings are read again while it is sampled.
 const REOBSERVE_NS: u64 = 1_000_000_000;
 
@@ -33,6 +37,10 @@ pub struct Pipeline {
     unnamed: HashMap<(u32, u64), (u32, u64), BuildIpHasher>,
     /// When each process's mappings and perf map were last read (ns).
     observed: std::collections::HashMap<u32, u64>,
+    /// How much of the recent past keeps its samples one by one (ns), and when older ones
+    /// were last folded into counts ([`Session::forget_samples`]).
+    keep_ns: u64,
+    folded_ns: u64,
 }
 
 impl Pipeline {
@@ -47,7 +55,14 @@ impl Pipeline {
             ids: HashMap::default(),
             ids_epoch: 0,
             unnamed: HashMap::default(),
+            keep_ns: KEEP_SAMPLES_NS,
+            folded_ns: crate::source::now_ns(),
         }
+    }
+
+    /// Keeps samples one by one for at least `keep_ns` (a live view's flamegraph window).
+    pub fn keep_samples(&mut self, keep_ns: u64) {
+        self.keep_ns = self.keep_ns.max(keep_ns);
     }
 
     /// Also writes everything to `recorder`.
@@ -111,6 +126,11 @@ impl Pipeline {
         }
         if let Some(r) = &mut self.recorder {
             r.flush().context("writing the recording")?;
+        }
+        let now = crate::source::now_ns();
+        if now.saturating_sub(self.folded_ns) >= FOLD_EVERY_NS {
+            self.session.forget_samples(now.saturating_sub(self.keep_ns), now);
+            self.folded_ns = now;
         }
         Ok(())
     }
@@ -191,9 +211,10 @@ impl Pipeline {
         }
     }
 
-    /// Forgets the cached frame ids once the symbolizer says names may have changed.
+    /// Forgets the cached frame ids once the symbolizer says names may have changed, or once
+    /// there are too many.
     fn sync_ids(&mut self) {
-        if self.symbolizer.epoch() != self.ids_epoch {
+        if self.symbolizer.epoch() != self.ids_epoch || self.ids.len() + self.unnamed.len() >= MAX_IDS {
             self.ids.clear();
             self.unnamed.clear();
             self.ids_epoch = self.symbolizer.epoch();

@@ -106,10 +106,14 @@ impl Run {
         session.count_from(origin);
         let perf_mode = ticks == Mode::Perf;
         session.set_mode(if perf_mode { "perf" } else { "agent" });
-        let mut pipeline = Pipeline::new(session);
-        pipeline.watch(pid);
         // The agent's ticks get perf stacks next to them, unless --mode agent.
         let perf = Perf::new(if perf_mode || collect.mode == Mode::Agent { 0 } else { collect.rate_hz });
+        session.set_rate(if perf.source.is_some() || perf_mode { collect.rate_hz } else { 0 });
+        if collect.keep_all_samples {
+            session.stacks_mut().keep_all();
+        }
+        let mut pipeline = Pipeline::new(session);
+        pipeline.watch(pid);
         if let Some(out) = &collect.record {
             let header = Header::new(
                 origin,
@@ -263,8 +267,8 @@ impl Run {
         let recorded = match self.pipeline.take_recorder() {
             Some(rec) => {
                 let path = rec.path().to_path_buf();
-                let lines = rec.finish(self.end, &target, &warnings).map_err(recording_failed)?;
-                Some((path, lines))
+                let bytes = rec.finish(self.end, &target, &warnings).map_err(recording_failed)?;
+                Some((path, bytes))
             }
             None => None,
         };

@@ -1,149 +1,30 @@
-//! Recordings (`looptop record`): the event stream of a session written as JSON lines, so that
-//! `looptop report` and `looptop flame --from` replay exactly what was seen.
+//! Recordings (`looptop record`): the event stream of a session written as it goes, in the
+//! format of [`crate::recording`], so that `looptop report` and `looptop flame --from` replay
+//! exactly what was seen.
 //!
-//! Format `looptop.recording/1`, one JSON object per line, each with a tag `t`:
-//! - first line `{"t":"recording","schema":"looptop.recording/1",…}`: [`Header`];
-//! - [`crate::event::Event`]s as they came (`process`, `loop_started`, `totals`, `stall`, `gc`,
-//!   `pool_sample`, … — the `Event` enum's serde form; `totals` at most once a second per loop
-//!   and once at the end);
-//! - `{"t":"frame","id":N,"frame":{…},"source":"…"}` before the first stack that uses frame N;
-//! - `{"t":"stack","pid":…,"tid":…,"t_ns":…,"weight_ns":…,"origin":"watchdog|perf-cpu|perf-off-cpu",
-//!   "tick_ns":…,"off_cpu":{…}|null,"frames":[ids, innermost first]}`: one sample;
-//! - `{"t":"lost_samples","count":N}`;
-//! - last line `{"t":"end",…}` ([`End`]) when the recording finished properly.
-//!
-//! Lines are flushed at every poll: a killed recorder leaves a file that loads up to the last
-//! complete line (`report` warns that it is truncated).
+//! Totals are thinned to one a second per loop (the latest always written); frames and stacks are
+//! written once, the first time a sample uses them. A block is closed about once a second (at the
+//! poll after [`BLOCK_EVERY`]), so a killed recorder loses at most that.
 
 use crate::analysis::report::Target;
 use crate::analysis::stacks::{Stacks, StoredSample};
-use crate::event::{Event, LoopId, OffCpu, SampleOrigin};
-use crate::symbolize::Frame;
-use serde::{Deserialize, Serialize};
+use crate::event::{Event, LoopId};
+use crate::recording::block::{self, Entry, Kind};
+use crate::recording::codec::{Encoder, SampleRec};
+use crate::recording::{event_span, End, Header, Line, MAGIC};
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// Schema of a recording.
-pub const SCHEMA: &str = "looptop.recording/1";
+/// How long a block stays open: what a killed recorder can lose.
+pub const BLOCK_EVERY: Duration = Duration::from_secs(1);
+/// Stack ids remembered at most (see [`Recorder::stack`]).
+const MAX_STACKS: usize = 1 << 16;
+/// A block is closed sooner once its payload reaches this many bytes.
+const BLOCK_BYTES: usize = 4 << 20;
 
-/// The first line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Header {
-    /// Always [`SCHEMA`].
-    pub schema: String,
-    /// looptop's version.
-    pub looptop: String,
-    /// When observation began (ns, `CLOCK_MONOTONIC`): report times count from here.
-    pub origin_ns: u64,
-    /// The stall threshold (ns).
-    pub stall_threshold_ns: u64,
-    /// The target's pid.
-    pub pid: u32,
-    /// The target's command line.
-    pub command: Vec<String>,
-    /// Stack sample rate of perf (Hz), 0 without perf.
-    pub rate_hz: u64,
-    /// Where ticks came from: `agent` or `perf` (absent in recordings before perf mode: agent).
-    #[serde(default = "agent_mode")]
-    pub mode: String,
-}
-
-impl Header {
-    /// The header of a recording made now by this looptop.
-    pub fn new(
-        origin_ns: u64,
-        stall_threshold_ns: u64,
-        pid: u32,
-        command: &[String],
-        rate_hz: u64,
-        mode: &str,
-    ) -> Self {
-        Header {
-            schema: SCHEMA.into(),
-            looptop: env!("CARGO_PKG_VERSION").into(),
-            origin_ns,
-            stall_threshold_ns,
-            pid,
-            command: command.to_vec(),
-            rate_hz,
-            mode: mode.into(),
-        }
-    }
-}
-
-fn agent_mode() -> String {
-    "agent".into()
-}
-
-/// The last line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct End {
-    /// When observation ended (ns).
-    pub at_ns: u64,
-    /// The target, with its exit code when it exited.
-    pub exit_code: Option<i32>,
-    /// `node`, `python` or `native`.
-    pub runtime: String,
-    /// looptop stopped the launched command itself (its `-d` ran out, or `q` in the live view).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stopped: bool,
-}
-
-/// The lines that are not [`Event`]s.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub enum Line {
-    /// The first line.
-    Recording(Header),
-    /// A frame of the table.
-    Frame {
-        /// Its id.
-        id: u32,
-        /// The frame.
-        frame: Frame,
-        /// Its source line, where the file was readable.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        source: Option<String>,
-    },
-    /// A stack sample.
-    Stack {
-        /// Process.
-        pid: u32,
-        /// Thread.
-        tid: u32,
-        /// When (ns).
-        t_ns: u64,
-        /// Time it stands for (ns).
-        weight_ns: u64,
-        /// What took it.
-        origin: SampleOrigin,
-        /// Its tick (watchdog), else 0.
-        tick_ns: u64,
-        /// Off-CPU details.
-        off_cpu: Option<OffCpu>,
-        /// Frame ids, innermost first.
-        frames: Vec<u32>,
-        /// Samples it stands for (left out when 1).
-        #[serde(default = "crate::event::one", skip_serializing_if = "crate::event::is_one")]
-        count: u64,
-    },
-    /// Samples lost by a source.
-    LostSamples {
-        /// How many.
-        count: u64,
-    },
-    /// What the observation warned of (unnamed JavaScript, lost records …), so that `report`
-    /// says it too. Written before the end line.
-    Warning {
-        /// The sentence.
-        text: String,
-    },
-    /// The last line.
-    End(End),
-}
-
-/// A recording could not be written (a full disk): the lines written before stay readable.
+/// A recording could not be written (a full disk): the blocks written before stay readable.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the recording {}: {source}", path.display())]
 pub struct WriteError {
@@ -159,9 +40,22 @@ pub struct Recorder {
     path: PathBuf,
     out: BufWriter<std::fs::File>,
     frames_written: u32,
+    /// The id of each stack written, by a 64-bit hash of its frame ids (a collision, about one
+    /// in 10^10 for a run's 10^5 stacks, would name one stack for another), and the next id.
+    stacks: HashMap<u64, u32>,
+    next_stack: u32,
+    hasher: std::collections::hash_map::RandomState,
     totals_at: HashMap<LoopId, u64>,
     pending_totals: HashMap<LoopId, Event>,
-    lines: u64,
+    /// What later blocks refer to (frames, stacks, processes, loops), and everything else.
+    defs: Encoder,
+    data: Encoder,
+    /// The time span of what `data` holds (ns; 0: nothing yet).
+    span: (u64, u64),
+    /// Bytes written, and where each block went.
+    written: u64,
+    index: Vec<Entry>,
+    opened: Instant,
 }
 
 impl Recorder {
@@ -172,11 +66,23 @@ impl Recorder {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(1 << 16, file),
             frames_written: 0,
+            stacks: HashMap::new(),
+            next_stack: 0,
+            hasher: Default::default(),
             totals_at: HashMap::new(),
             pending_totals: HashMap::new(),
-            lines: 0,
+            defs: Encoder::default(),
+            data: Encoder::default(),
+            span: (0, 0),
+            written: 0,
+            index: Vec::new(),
+            opened: Instant::now(),
         };
-        r.line(&Line::Recording(header.clone()))?;
+        r.written = block::write(&mut r.out, &MAGIC).map_err(|e| r.failed(e))?;
+        let json = serde_json::to_vec(header).map_err(|e| r.failed(e.into()))?;
+        r.block(Kind::Header, (0, 0), &json)?;
+        // The file is a recording from its first moment (and `record -o - | report -` starts).
+        r.out.flush().map_err(|e| r.failed(e))?;
         Ok(r)
     }
 
@@ -189,12 +95,41 @@ impl Recorder {
         WriteError { path: self.path.clone(), source }
     }
 
-    fn line(&mut self, v: &impl Serialize) -> Result<(), WriteError> {
-        let written = serde_json::to_writer(&mut self.out, v)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
-        self.lines += 1;
-        written.map_err(|e| self.failed(e))
+    /// Writes one block of `kind` spanning `span` (ns), and notes it in the index.
+    fn block(&mut self, kind: Kind, span: (u64, u64), raw: &[u8]) -> Result<(), WriteError> {
+        let bytes = block::encode(kind, span.0, span.1, raw).map_err(|e| self.failed(e))?;
+        self.index.push(Entry { at: self.written, kind, t_first: span.0, t_last: span.1 });
+        self.written += block::write(&mut self.out, &bytes).map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    /// An event or a record of its own, in the block it belongs to.
+    fn line(&mut self, v: &impl serde::Serialize, defs: bool) -> Result<(), WriteError> {
+        let to = if defs { &mut self.defs } else { &mut self.data };
+        to.json(v).map_err(|e| WriteError { path: self.path.clone(), source: e.into() })
+    }
+
+    /// Widens the time span of the open data block to `(first, last)`.
+    fn spans(&mut self, (first, last): (u64, u64)) {
+        self.span = match self.span {
+            (0, 0) => (first, last),
+            (a, b) => (a.min(first), b.max(last)),
+        };
+    }
+
+    /// Closes the open blocks (defs first: the data refers to them); the `last` data block
+    /// holds the end.
+    fn close_blocks(&mut self, last: bool) -> Result<(), WriteError> {
+        if !self.defs.is_empty() {
+            let raw = self.defs.take();
+            self.block(Kind::Defs, (0, 0), &raw)?;
+        }
+        if !self.data.is_empty() {
+            let (raw, span) = (self.data.take(), std::mem::take(&mut self.span));
+            self.block(if last { Kind::Final } else { Kind::Data }, span, &raw)?;
+        }
+        self.opened = Instant::now();
+        Ok(())
     }
 
     /// Records an event (not a sample: see [`Recorder::stack`]). Totals are thinned to one a second
@@ -207,7 +142,7 @@ impl Recorder {
                 if totals.at_ns.saturating_sub(last) >= 1_000_000_000 {
                     self.totals_at.insert(*id, totals.at_ns);
                     self.pending_totals.remove(id);
-                    self.line(ev)
+                    self.data_event(ev)
                 } else {
                     self.pending_totals.insert(*id, ev.clone());
                     Ok(())
@@ -215,12 +150,21 @@ impl Recorder {
             }
             Event::LoopEnded { id, .. } => {
                 if let Some(t) = self.pending_totals.remove(id) {
-                    self.line(&t)?;
+                    self.data_event(&t)?;
                 }
-                self.line(ev)
+                self.data_event(ev)
             }
-            _ => self.line(ev),
+            // What a window of the recording needs whatever its time: the processes and loops.
+            Event::Process(_) | Event::LoopStarted { .. } => self.line(ev, true),
+            _ => self.data_event(ev),
         }
+    }
+
+    fn data_event(&mut self, ev: &Event) -> Result<(), WriteError> {
+        if let Some(span) = event_span(ev) {
+            self.spans(span);
+        }
+        self.line(ev, false)
     }
 
     /// Records a sample, after any frames of the table it is the first to use.
@@ -230,10 +174,33 @@ impl Recorder {
             let id = self.frames_written;
             let frame = stacks.frame(id).clone();
             let source = stacks.source(id).map(str::to_string);
-            self.line(&Line::Frame { id, frame, source })?;
+            self.line(&Line::Frame { id, frame, source }, true)?;
             self.frames_written += 1;
         }
-        self.line(&Line::Stack {
+        let key = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = self.hasher.build_hasher();
+            s.stack.iter().for_each(|&f| h.write_u32(f));
+            h.finish()
+        };
+        let stack = match self.stacks.get(&key) {
+            Some(&id) => id,
+            None => {
+                // The ids of stacks written are remembered up to a bound, then forgotten: a stack
+                // seen again is written again, under a new id (hours of rare stacks would
+                // otherwise grow the recorder's memory, not only the file).
+                if self.stacks.len() >= MAX_STACKS {
+                    self.stacks.clear();
+                }
+                let id = self.next_stack;
+                self.next_stack = self.next_stack.wrapping_add(1);
+                self.defs.stack(id, &s.stack);
+                self.stacks.insert(key, id);
+                id
+            }
+        };
+        self.spans((s.t_ns, s.t_ns));
+        self.data.sample(&SampleRec {
             pid,
             tid,
             t_ns: s.t_ns,
@@ -241,39 +208,56 @@ impl Recorder {
             origin: s.origin,
             tick_ns: s.tick_ns,
             off_cpu: s.off_cpu.clone(),
-            frames: s.stack.clone(),
+            stack,
             count: s.count,
-        })
+        });
+        Ok(())
     }
 
     /// Records lost samples.
     pub fn lost(&mut self, count: u64) -> Result<(), WriteError> {
-        self.line(&Line::LostSamples { count })
+        self.line(&Line::LostSamples { count }, false)
     }
 
-    /// Pushes what was written to the file (at every poll).
+    /// At every poll: closes the open block once it has been open [`BLOCK_EVERY`] (or is large)
+    /// and pushes it to the file.
     pub fn flush(&mut self) -> Result<(), WriteError> {
+        if self.opened.elapsed() < BLOCK_EVERY && self.data.len() + self.defs.len() < BLOCK_BYTES {
+            return Ok(());
+        }
+        self.close_blocks(false)?;
         self.out.flush().map_err(|e| self.failed(e))
     }
 
-    /// Writes the latest totals, the observation's `warnings` and the end line; returns the
-    /// number of lines written.
+    /// Closes the open block now and pushes it to the file, however long it was open.
+    pub fn cut(&mut self) -> Result<(), WriteError> {
+        self.close_blocks(false)?;
+        self.out.flush().map_err(|e| self.failed(e))
+    }
+
+    /// Writes the latest totals, the observation's `warnings`, the end, the index and the
+    /// trailer; returns the number of bytes written.
     pub fn finish(mut self, at_ns: u64, target: &Target, warnings: &[String]) -> Result<u64, WriteError> {
         let pending: Vec<Event> = self.pending_totals.drain().map(|(_, e)| e).collect();
         for e in &pending {
-            self.line(e)?;
+            self.data_event(e)?;
         }
         for text in warnings {
-            self.line(&Line::Warning { text: text.clone() })?;
+            self.line(&Line::Warning { text: text.clone() }, false)?;
         }
         let end =
             End { at_ns, exit_code: target.exit_code, runtime: target.runtime.to_string(), stopped: target.stopped };
-        self.line(&Line::End(end))?;
-        self.flush()?;
+        self.line(&Line::End(end), false)?;
+        self.close_blocks(true)?;
+        let index_at = self.written;
+        let index = block::encode_index(&self.index);
+        self.block(Kind::Index, (0, 0), &index)?;
+        self.written += block::write(&mut self.out, &block::trailer(index_at)).map_err(|e| self.failed(e))?;
+        self.out.flush().map_err(|e| self.failed(e))?;
         // A character device or a pipe (-o /dev/stdout) cannot be synced, and need not be.
         match self.out.get_ref().sync_data() {
             Err(e) if e.raw_os_error() != Some(libc::EINVAL) => Err(self.failed(e)),
-            _ => Ok(self.lines),
+            _ => Ok(self.written),
         }
     }
 }

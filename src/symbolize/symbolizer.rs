@@ -43,6 +43,8 @@ pub struct Symbolizer {
 
 /// Running lines kept at most before the cache starts over.
 const MAX_JS_LINES: usize = 1 << 16;
+/// Addresses named (a process's, the kernel's) kept at most before the cache starts over.
+const MAX_NAMED: usize = 1 << 14;
 
 /// Kernel symbols, read on the first kernel address, and the kernel addresses named.
 #[derive(Debug, Default)]
@@ -199,6 +201,15 @@ impl Symbolizer {
         }
         let Symbolizer { native, procs, kernel, epoch, elves, sources, .. } = self;
         let mut process = procs.get_mut(&pid);
+        // Names by address are caches: past a bound they start over, so that hours of new
+        // addresses (JIT code, kernel paths) do not grow looptop's memory.
+        if kernel.named.len() >= MAX_NAMED {
+            kernel.named.clear();
+        }
+        if let Some(p) = process.as_deref_mut().filter(|p| p.named.len() + p.jit.len() >= MAX_NAMED) {
+            p.named.clear();
+            p.jit.clear();
+        }
         let mut out: Vec<Option<Frame>> = vec![None; ips.len()];
         // Addresses to look up in ELF files, one batch per file.
         let mut batches: HashMap<PathBuf, Batch> = HashMap::new();

@@ -2,9 +2,9 @@
 //! for `looptop flame` and the live view's flamegraph keys.
 
 use super::{Profile, Timeline};
-use crate::analysis::stacks::StoredSample;
+use crate::analysis::stacks::{FoldKey, Folded};
 use crate::analysis::Session;
-use crate::event::SampleOrigin;
+use crate::event::{OffCpu, SampleOrigin};
 use crate::symbolize::{Frame, FrameKind};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -64,7 +64,9 @@ impl Draw {
 /// other loop, the libuv pool, V8's platform threads, the rest), never the agent's own watchdog
 /// thread. Where perf sampled a process, its samples are drawn and the watchdog's (taken during
 /// stalls only) are left out, so stalls are not counted twice; elsewhere the watchdog's are what
-/// there is. Each thread's samples are also kept in time order ([`Profile::threads`]).
+/// there is. Samples the session folded into counts (the older part of a long run) are drawn when
+/// the profile starts before them; each thread's samples not folded are also kept in time order
+/// ([`Profile::threads`]).
 pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Profile {
     let Draw { since_ns, end_ns, rate_hz, stalls_only, .. } = *draw;
     let time = draw.time();
@@ -74,11 +76,16 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
     for &(pid, tid, start, dur) in &spans {
         by_thread.entry((pid, tid)).or_default().push((start, start.saturating_add(dur)));
     }
-    let perf_pids: BTreeSet<u32> =
+    let (folded, folded_from) = stacks.folded();
+    let folded: Vec<(&FoldKey, &Folded)> = if since_ns <= folded_from { folded.iter().collect() } else { Vec::new() };
+    let mut perf_pids: BTreeSet<u32> =
         stacks.threads().filter(|t| t.2.iter().any(|s| s.origin != SampleOrigin::Watchdog)).map(|t| t.0).collect();
+    perf_pids.extend(folded.iter().filter(|(k, _)| !k.watchdog).map(|(k, _)| k.pid));
     let loops: HashMap<(u32, u32), String> =
         session.loops().map(|l| ((l.id.pid, l.id.tid), l.name.to_string())).collect();
-    let many_processes = stacks.threads().map(|t| t.0).collect::<BTreeSet<u32>>().len() > 1;
+    let mut pids: BTreeSet<u32> = stacks.threads().map(|t| t.0).collect();
+    pids.extend(folded.iter().map(|(k, _)| k.pid));
+    let many_processes = pids.len() > 1;
     // One box per function: frames that differ only in the line running are drawn as one.
     let mut frames: Vec<Frame> = stacks.frames().iter().map(Frame::function).collect();
     let canon: Vec<u32> = {
@@ -97,53 +104,74 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
         })
     };
     let period_ns = 1_000_000_000u64.checked_div(rate_hz).unwrap_or(0);
-    let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
-    let mut threads = Vec::new();
+    // What each thread has to draw: stacks (outermost first, with their off-CPU box) and weights.
+    let mut drawn: BTreeMap<Thread, Vec<(Vec<u32>, u64)>> = BTreeMap::new();
+    let mut timelines: BTreeMap<Thread, Vec<TimedStack>> = BTreeMap::new();
+    let mut outermost_first = |frames: &mut Vec<Frame>, stack: &[u32], off_cpu: Option<&OffCpu>| -> Vec<u32> {
+        let mut out: Vec<u32> = stack.iter().rev().map(|&id| canon.get(id as usize).copied().unwrap_or(id)).collect();
+        if let Some(off) = off_cpu {
+            let name = match (&off.wchan, off.syscall) {
+                (Some(w), _) => format!("[off-CPU: {w}]"),
+                (None, Some(nr)) => format!("[off-CPU: syscall {nr}]"),
+                _ => "[off-CPU]".to_string(),
+            };
+            out.push(synthetic(frames, name, FrameKind::Kernel));
+        }
+        out
+    };
+    let mut sorted_folded = folded;
+    sorted_folded.sort_by(|a, b| {
+        (a.0.pid, a.0.tid, &a.0.stack, a.0.in_stall).cmp(&(b.0.pid, b.0.tid, &b.0.stack, b.0.in_stall))
+    });
+    for (k, f) in sorted_folded {
+        if k.watchdog && perf_pids.contains(&k.pid) {
+            continue;
+        }
+        if (stalls_only && !k.in_stall) || !shows(k.off, time) || k.stack.iter().any(|id| watchdog.contains(id)) {
+            continue;
+        }
+        let stack = outermost_first(&mut frames, &k.stack, k.off_cpu.as_ref());
+        let w = if rate_hz > 0 { f.periods } else { f.count };
+        drawn.entry((k.pid, k.tid)).or_default().push((stack, w));
+    }
     for (pid, tid, samples) in stacks.threads() {
         let spans = by_thread.get(&(pid, tid)).map_or(&[][..], |v| v.as_slice());
-        let mut timeline = Vec::new();
-        let mut role = None;
         for s in samples {
             if s.origin == SampleOrigin::Watchdog && perf_pids.contains(&pid) {
                 continue;
             }
-            if s.t_ns < since_ns || (stalls_only && !in_stall(s, spans)) || !shows(s, time) {
+            if s.t_ns < since_ns
+                || s.t_ns > end_ns
+                || (stalls_only && !s.in_stall(spans))
+                || !shows(s.is_off_cpu(), time)
+            {
                 continue;
             }
             if s.stack.iter().any(|id| watchdog.contains(id)) {
                 continue;
             }
-            let role = role.get_or_insert_with(|| {
-                let r = thread_role(&frames, &s.stack, loops.get(&(pid, tid)), pid == tid);
-                if many_processes {
-                    format!("{r} (pid {pid})")
-                } else {
-                    r
-                }
-            });
-            let mut stack: Vec<u32> =
-                s.stack.iter().rev().map(|&id| canon.get(id as usize).copied().unwrap_or(id)).collect();
-            if let Some(off) = &s.off_cpu {
-                let name = match (&off.wchan, off.syscall) {
-                    (Some(w), _) => format!("[off-CPU: {w}]"),
-                    (None, Some(nr)) => format!("[off-CPU: syscall {nr}]"),
-                    _ => "[off-CPU]".to_string(),
-                };
-                stack.push(synthetic(&mut frames, name, FrameKind::Kernel));
-            }
-            let w = weight(s, rate_hz);
+            let stack = outermost_first(&mut frames, &s.stack, s.off_cpu.as_ref());
             let ns = if s.off_cpu.is_some() || s.weight_ns > 0 {
                 s.weight_ns.max(1)
             } else {
                 period_ns.max(1).saturating_mul(s.count.max(1))
             };
-            timeline.push((s.t_ns, stack.clone(), ns));
-            let root = synthetic(&mut frames, format!("[{role}]"), FrameKind::Unknown);
+            timelines.entry((pid, tid)).or_default().push((s.t_ns, stack.clone(), ns));
+            drawn.entry((pid, tid)).or_default().push((stack, s.periods(rate_hz)));
+        }
+    }
+    let mut merged: HashMap<Vec<u32>, u64> = HashMap::new();
+    let mut threads = Vec::new();
+    for ((pid, tid), items) in drawn {
+        let r = thread_role(&frames, items.iter().map(|i| i.0.as_slice()), loops.get(&(pid, tid)), pid == tid);
+        let role = if many_processes { format!("{r} (pid {pid})") } else { r };
+        let root = synthetic(&mut frames, format!("[{role}]"), FrameKind::Unknown);
+        for (mut stack, w) in items {
             stack.insert(0, root);
             let m = merged.entry(stack).or_default();
             *m = m.saturating_add(w);
         }
-        if let Some(role) = role {
+        if let Some(mut timeline) = timelines.remove(&(pid, tid)) {
             timeline.sort_by_key(|(t, _, _)| *t);
             threads.push(Timeline { name: format!("{role} · thread {tid}"), samples: timeline });
         }
@@ -153,7 +181,10 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
     stacks_out.sort();
     let from = since_ns.max(session.origin_ns());
     let wall_s = end_ns.saturating_sub(from) as f64 / 1e9;
-    let stalls = spans.iter().filter(|s| s.3 >= session.threshold_ns() && s.2.saturating_add(s.3) >= from).count();
+    let stalls = spans
+        .iter()
+        .filter(|s| s.3 >= session.threshold_ns() && s.2.saturating_add(s.3) >= from && s.2 <= end_ns)
+        .count();
     let what = time.name();
     Profile {
         title: format!("looptop: {}", command.join(" ")),
@@ -169,9 +200,13 @@ pub fn build_profile(session: &Session, command: &[String], draw: &Draw) -> Prof
     }
 }
 
-/// Whether a sample belongs to the time drawn.
-fn shows(s: &StoredSample, time: Time) -> bool {
-    let off = s.off_cpu.is_some() || s.origin == SampleOrigin::PerfOffCpu;
+/// A thread: (pid, tid).
+type Thread = (u32, u32);
+/// A sample in a timeline: when, its stack (outermost first), the time it stands for (ns).
+type TimedStack = (u64, Vec<u32>, u64);
+
+/// Whether a sample (off the CPU or not) belongs to the time drawn.
+fn shows(off: bool, time: Time) -> bool {
     match time {
         Time::Cpu => !off,
         Time::Wall => true,
@@ -180,11 +215,16 @@ fn shows(s: &StoredSample, time: Time) -> bool {
 }
 
 /// The role of a thread, from what looptop knows of it (a loop) or from its outermost frames.
-fn thread_role(frames: &[Frame], stack: &[u32], loop_name: Option<&String>, main: bool) -> String {
+fn thread_role<'a>(
+    frames: &[Frame],
+    stacks: impl Iterator<Item = &'a [u32]> + Clone,
+    loop_name: Option<&String>,
+    main: bool,
+) -> String {
     if let Some(name) = loop_name {
         return if main { format!("main loop: {name}") } else { format!("loop: {name}") };
     }
-    let names = || stack.iter().rev().filter_map(|&id| frames.get(id as usize)).map(|f| f.name.as_str());
+    let names = || stacks.clone().flatten().filter_map(|&id| frames.get(id as usize)).map(|f| f.name.as_str());
     let has = |pred: &dyn Fn(&str) -> bool| names().any(pred);
     if has(&|n| n == "worker" || n.starts_with("uv__work") || n.contains("uv__threadpool")) {
         "libuv thread pool".into()
@@ -208,30 +248,6 @@ pub fn perf_rate(session: &Session, rate_hz: u64) -> u64 {
         rate_hz
     } else {
         0
-    }
-}
-
-/// Whether a sample lies inside one of its thread's stalls (the watchdog's by its tick).
-fn in_stall(s: &StoredSample, spans: &[(u64, u64)]) -> bool {
-    match s.origin {
-        SampleOrigin::Watchdog => spans.iter().any(|&(start, _)| start == s.tick_ns),
-        SampleOrigin::KernelCount => false,
-        _ => spans.iter().any(|&(start, end)| s.t_ns >= start && s.t_ns <= end),
-    }
-}
-
-/// Off-CPU time in sampling periods (at least one).
-fn off_cpu_periods(ns: u64, rate_hz: u64) -> u64 {
-    ((ns as f64 * rate_hz as f64 / 1e9).round() as u64).max(1)
-}
-
-/// Samples a stored sample counts for: its count (1, or what the kernel counted), or its
-/// off-CPU time in sampling periods.
-fn weight(s: &StoredSample, rate_hz: u64) -> u64 {
-    match s.origin {
-        SampleOrigin::PerfOffCpu if rate_hz > 0 => off_cpu_periods(s.weight_ns, rate_hz),
-        SampleOrigin::KernelCount if s.off_cpu.is_some() && rate_hz > 0 => off_cpu_periods(s.weight_ns, rate_hz),
-        _ => s.count.max(1),
     }
 }
 

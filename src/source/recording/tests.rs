@@ -2,7 +2,9 @@
 //! what is refused.
 
 use super::*;
+use crate::event::Event;
 use crate::event::LoopId;
+use crate::recording::{Line, LINE_TAGS};
 use serde_json::json;
 use std::io::Read;
 
@@ -10,7 +12,10 @@ const PID: u32 = 4242;
 const ORIGIN: u64 = 1_000_000_000;
 
 fn header() -> String {
-    let h = Header::new(ORIGIN, 50_000_000, PID, &["node".into(), "server.js".into()], 0, "agent");
+    let h = Header {
+        schema: crate::recording::SCHEMA_V1.into(),
+        ..Header::new(ORIGIN, 50_000_000, PID, &["node".into(), "server.js".into()], 0, "agent")
+    };
     serde_json::to_string(&Line::Recording(h)).unwrap()
 }
 
