@@ -295,3 +295,39 @@ impl Stacks {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(t_ns: u64, stack: Vec<u32>) -> StoredSample {
+        StoredSample { t_ns, weight_ns: 0, origin: SampleOrigin::PerfCpu, tick_ns: 0, off_cpu: None, stack, count: 1 }
+    }
+
+    #[test]
+    fn old_samples_fold_into_counts_and_rare_stacks_stop_growing_the_table() {
+        let mut s = Stacks::new(997);
+        // MAX_FOLDED distinct deep stacks, then as many more, then one seen again: all counted.
+        let deep = |i: u32| (0..40).map(|d| if d == 0 { i } else { 1_000_000 + d }).collect::<Vec<u32>>();
+        let n = MAX_FOLDED as u32 * 2;
+        for i in 0..n {
+            s.push_stored(1, 1, sample(u64::from(i), deep(i)));
+        }
+        s.push_stored(1, 1, sample(u64::from(n), deep(0)));
+        s.push_stored(1, 1, sample(u64::from(n) + 1_000, deep(7)));
+        s.fold_before(u64::from(n) + 1, |_, _, _| false, |_, _, st| st.t_ns % 2 == 0);
+        let (folded, from) = s.folded();
+        assert_eq!(from, 0);
+        // The first MAX_FOLDED stacks whole (each counted in or out of a stall), then every
+        // later one cut to its outermost TAIL_FRAMES frames: one key (in a stall or not) each.
+        assert!(folded.len() <= MAX_FOLDED + 2, "{}", folded.len());
+        let total: u64 = folded.values().map(|f| f.count).sum();
+        assert_eq!(total, u64::from(n) + 1);
+        assert!(folded.keys().any(|k| k.stack.len() == TAIL_FRAMES));
+        assert_eq!(folded.iter().filter(|(k, _)| k.stack == deep(0)).map(|(_, f)| f.count).sum::<u64>(), 2);
+        // What was not old enough stays one by one; the count of samples taken is unchanged.
+        let left: Vec<u64> = s.threads().flat_map(|t| t.2.iter().map(|x| x.t_ns)).collect();
+        assert_eq!(left, [u64::from(n) + 1_000]);
+        assert_eq!(s.len(), u64::from(n) + 2);
+    }
+}
