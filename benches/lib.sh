@@ -22,3 +22,8 @@ result() {
 
 # meets VALUE OP LIMIT -> yes|no
 meets() { awk -v v="$1" -v l="$3" -v op="$2" 'BEGIN{ok = (op == ">=") ? v >= l : (op == "<=") ? v <= l : 0; print ok ? "yes" : "no"}'; }
+
+# kb PID FIELD -> a /proc/PID/status size field (VmRSS, VmHWM) in kB, 0 when the process is gone.
+kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status" 2>/dev/null || echo 0; }
+# mb KB -> MB with one decimal.
+mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }

@@ -22,8 +22,6 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin0="taskset -c 
 ltp=""
 cleanup() { [ -n "$ltp" ] && kill -TERM "$ltp" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status" 2>/dev/null || echo 0; }
-mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 $pin0 setsid env -u NODE_OPTIONS "$lt" record -q -o "$work/r.rec" -- node benches/http_server.js >"$work/srv.out" 2>"$work/lt.err" &
 ltp=$!
 for _ in $(seq 200); do grep -q listening "$work/srv.out" && break; sleep 0.05; done

@@ -23,8 +23,6 @@ sock="looptop-long-top-$$"
 srv=""
 cleanup() { tmux -L "$sock" kill-server 2>/dev/null || true; [ -n "$srv" ] && kill "$srv" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status" 2>/dev/null || echo 0; }
-mb() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
 $pin0 env -u NODE_OPTIONS LD_PRELOAD="$agent" node -r ./benches/stall_every.js benches/http_server.js >"$work/srv.out" &
 srv=$!
 for _ in $(seq 200); do grep -q listening "$work/srv.out" && break; sleep 0.05; done

@@ -191,24 +191,28 @@ impl Session {
     /// [`RECENT_STALLS`] stalls, and of those not yet settled, stay (the live view's details).
     pub fn forget_samples(&mut self, before_ns: u64, now_ns: u64) {
         self.settle(now_ns);
-        let spans = self.stall_spans(now_ns);
-        let mut by_thread: HashMap<(u32, u32), Vec<(u64, u64)>> = HashMap::new();
-        for &(pid, tid, start, dur) in &spans {
-            by_thread.entry((pid, tid)).or_default().push((start, start.saturating_add(dur)));
-        }
-        let mut recent: Vec<(u32, u32, u64, u64)> = spans
-            .iter()
-            .map(|&(p, t, start, dur)| (p, t, start, start.saturating_add(dur)))
-            .filter(|s| s.3.saturating_add(SETTLED_NS) >= now_ns)
+        // Every stall as (pid, tid, start, end), in order of start.
+        let mut spans: Vec<(u32, u32, u64, u64)> = self
+            .stall_spans(now_ns)
+            .into_iter()
+            .map(|(p, t, start, dur)| (p, t, start, start.saturating_add(dur)))
             .collect();
-        let mut last = spans.clone();
-        last.sort_by_key(|s| s.2);
-        let skip = last.len().saturating_sub(RECENT_STALLS);
-        recent.extend(last[skip..].iter().map(|&(p, t, start, dur)| (p, t, start, start.saturating_add(dur))));
-        let mut keep: HashMap<(u32, u32), Vec<(u64, u64)>> = HashMap::new();
-        for (pid, tid, start, end) in recent {
-            keep.entry((pid, tid)).or_default().push((start, end));
-        }
+        spans.sort_by_key(|s| s.2);
+        let by = |spans: &mut dyn Iterator<Item = &(u32, u32, u64, u64)>| {
+            let mut m: HashMap<(u32, u32), Vec<(u64, u64)>> = HashMap::new();
+            for &(pid, tid, start, end) in spans {
+                m.entry((pid, tid)).or_default().push((start, end));
+            }
+            m
+        };
+        let by_thread = by(&mut spans.iter());
+        // Kept one by one: the last RECENT_STALLS stalls, and those not settled yet.
+        let last = spans.len().saturating_sub(RECENT_STALLS);
+        let keep = by(&mut spans
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| *i >= last || s.3.saturating_add(SETTLED_NS) >= now_ns)
+            .map(|(_, s)| s));
         let in_spans = |m: &HashMap<(u32, u32), Vec<(u64, u64)>>, pid, tid, s: &StoredSample| {
             m.get(&(pid, tid)).is_some_and(|v| s.in_stall(v))
         };

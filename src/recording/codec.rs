@@ -4,6 +4,7 @@
 //! Each record is a tag byte and its body: `J` a length and JSON, `K` a stack (its id, the number
 //! of frames, the frame ids innermost first), `S` a sample ([`SampleRec`]).
 
+use crate::analysis::stacks::StoredSample;
 use crate::event::{OffCpu, SampleOrigin};
 
 /// Frames read of one stack (perf and BPF take at most 127 of each of user and kernel, the agent
@@ -31,6 +32,20 @@ pub struct SampleRec {
     pub stack: u32,
     /// Samples it stands for.
     pub count: u64,
+}
+
+impl SampleRec {
+    /// The record of thread `tid` of `pid`'s sample `s`, its stack written as `stack`.
+    pub fn of(pid: u32, tid: u32, s: &StoredSample, stack: u32) -> Self {
+        let StoredSample { t_ns, weight_ns, origin, tick_ns, ref off_cpu, count, .. } = *s;
+        SampleRec { pid, tid, t_ns, weight_ns, origin, tick_ns, off_cpu: off_cpu.clone(), stack, count }
+    }
+
+    /// The sample it records, its stack read back as the frame ids `stack`.
+    pub fn into_stored(self, stack: Vec<u32>) -> StoredSample {
+        let SampleRec { t_ns, weight_ns, origin, tick_ns, off_cpu, count, .. } = self;
+        StoredSample { t_ns, weight_ns, origin, tick_ns, off_cpu, stack, count }
+    }
 }
 
 /// A record read from a payload.

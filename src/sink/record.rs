@@ -200,17 +200,7 @@ impl Recorder {
             }
         };
         self.spans((s.t_ns, s.t_ns));
-        self.data.sample(&SampleRec {
-            pid,
-            tid,
-            t_ns: s.t_ns,
-            weight_ns: s.weight_ns,
-            origin: s.origin,
-            tick_ns: s.tick_ns,
-            off_cpu: s.off_cpu.clone(),
-            stack,
-            count: s.count,
-        });
+        self.data.sample(&SampleRec::of(pid, tid, s, stack));
         Ok(())
     }
 

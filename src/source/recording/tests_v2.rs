@@ -13,18 +13,25 @@ const ORIGIN: u64 = 5_000_000_000;
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
 
-/// A temporary file removed on drop.
+/// A file in a private folder of its own (0700, made fresh: never one planted in the shared
+/// temporary folder), removed on drop.
 struct Temp(std::path::PathBuf);
 
 impl Temp {
     fn new(name: &str) -> Temp {
-        Temp(std::env::temp_dir().join(format!("looptop-test-{}-{name}.rec", std::process::id())))
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let dir = std::env::temp_dir().join(format!("looptop-test-{}-{name}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+        Temp(dir.join("r.rec"))
     }
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

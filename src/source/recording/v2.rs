@@ -5,7 +5,6 @@
 use super::feed::{Feed, Window};
 use super::v1::{parse, version, Parsed};
 use super::{Load, ReadError, Replay, Skipped};
-use crate::analysis::stacks::StoredSample;
 use crate::analysis::Session;
 use crate::recording::block::{self, BlockError, Entry, Kind};
 use crate::recording::codec::{Decoder, Record};
@@ -230,16 +229,9 @@ impl Reader {
             Record::Sample(s) => {
                 let stack =
                     self.stacks.get(&s.stack).ok_or("a sample naming a stack the file does not define before it")?;
-                let stored = StoredSample {
-                    t_ns: s.t_ns,
-                    weight_ns: s.weight_ns,
-                    origin: s.origin,
-                    tick_ns: s.tick_ns,
-                    off_cpu: s.off_cpu,
-                    stack: stack.clone(),
-                    count: s.count,
-                };
-                self.feed.sample(s.pid, s.tid, stored);
+                let (pid, tid) = (s.pid, s.tid);
+                let stored = s.into_stored(stack.clone());
+                self.feed.sample(pid, tid, stored);
             }
             Record::Json(text) => match parse(text).ok_or_else(|| super::v1::why_unreadable(text))? {
                 Parsed::Line(Line::Frame { id, frame, source }) => self.feed.frame(id, frame, source),
