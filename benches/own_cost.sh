@@ -43,7 +43,7 @@ for r in $(seq "$rounds"); do
     m=$(awk -v k="$h" 'BEGIN{printf "%.1f", k/1024}')
     cpu[$mode]+="$c "; hwm[$mode]+="$m "
     printf '  %-6s looptop %5s%% of a core, VmHWM %s MB, server %s req/s, mode %s\n' "$mode" "$c" "$m" "$rps" \
-      "$(head -c 400 "$work/r.rec" | grep -o '"mode":"[a-z]*"')"
+      "$("$lt" report --json "$work/r.rec" 2>/dev/null | jq -r .mode)"
   done
 done
 result own_cost "looptop CPU attached ${secs} s, agent + perf stacks at 997 Hz" "% of a core" "${cpu[agent]}" "<= 3 %" "$(meets "$(median "${cpu[agent]}")" "<=" 3)"

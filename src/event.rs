@@ -282,6 +282,11 @@ pub struct Sample {
     /// first, zero where none were kept; empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub js: Vec<[u64; 2]>,
+    /// The thread's Python frames, innermost first, as `looptop_abi::python::walk` yields them
+    /// (code object, position | entry flag): from the agent's watchdog, or read by looptop
+    /// from the process while the stall it belongs to runs; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub py: Vec<[u64; 2]>,
 }
 
 /// Serde's default sample count.

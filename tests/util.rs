@@ -492,7 +492,7 @@ pub fn assert_blockers(report: &Value, truth: &[Truth], file: &str, lines: Lines
         match b["position"].as_str() {
             Some("executing") => {
                 assert!(t.at.contains(&line), "{}: line {line} ({loc}) is not one that blocks: {:?}", t.kind, t.at);
-                assert!(source.ends_with("// blocks"), "{}: source line {b}", t.kind);
+                assert!(source.ends_with("// blocks") || source.ends_with("# blocks"), "{}: source line {b}", t.kind);
             }
             Some("function-start") if lines == Lines::Either => {
                 assert_eq!(Some(line), t.line, "{}: location {loc} should be where {func} starts", t.kind);
@@ -646,4 +646,71 @@ pub fn recording_text(rec: &Path) -> String {
         out += &format!("{frame:?} {:?}\n", stacks.source(id as u32));
     }
     out
+}
+
+/// A target started by the test, with its ground truth.
+pub struct Target {
+    pub child: Guarded,
+    pub dir: TempDir,
+}
+
+impl Target {
+    pub fn start(cmd: &[&str], env: &[(&str, &str)]) -> Target {
+        let dir = TempDir::new("attach");
+        let child = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
+            .env("FIXTURE_START_MS", "2000")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn_limited();
+        Target { child, dir }
+    }
+
+    /// Starts a target and waits until its main thread waits in its event loop: the attach
+    /// comes after start-up (a start-up caught mid-way is a first tick, a stall of its own).
+    pub fn start_loop(cmd: &[&str], env: &[(&str, &str)]) -> Target {
+        let target = Target::start(cmd, env);
+        let syscall = format!("/proc/{}/syscall", target.child.id());
+        let waits = ["232 ", "281 ", "441 ", "7 ", "271 "];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let now = std::fs::read_to_string(&syscall).unwrap_or_default();
+            if waits.iter().any(|w| now.starts_with(w)) {
+                return target;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{cmd:?} never waited in its event loop within 10 s");
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// `looptop record --pid` until the target exits, then the report of the recording.
+    pub fn record(&mut self, extra: &[&str]) -> (Output, Value) {
+        self.record_env(extra, &[])
+    }
+
+    /// [`Target::record`] with looptop's environment extended by `env`.
+    pub fn record_env(&mut self, extra: &[&str], env: &[(&str, &str)]) -> (Output, Value) {
+        let rec = self.dir.path("attach.rec");
+        let out = looptop()
+            .args(["record", "--pid", &self.pid(), "-o", rec.to_str().unwrap()])
+            .args(extra)
+            .envs(env.iter().copied())
+            .output_limited();
+        assert!(out.status.success(), "record failed: {}", stderr(&out));
+        let status = self.child.wait();
+        assert!(status.success(), "the target must run to the end unharmed: {status}");
+        let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
+        assert!(rep.status.success(), "{}", stderr(&rep));
+        (out, serde_json::from_slice(&rep.stdout).expect("report JSON"))
+    }
+
+    pub fn truth(&self) -> Vec<Truth> {
+        read_truth(&self.dir.path("truth.jsonl"))
+    }
 }

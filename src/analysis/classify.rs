@@ -43,7 +43,7 @@ fn rank(kind: BlockerKind) -> u8 {
 }
 
 /// Whether a frame is the user's code rather than the runtime's: a JS function outside Node's
-/// own `node:` modules, a Python function, or native code in `user_module` (the executable of a
+/// own `node:` modules, a Python function outside the standard library and installed packages, or native code in `user_module` (the executable of a
 /// program that is not a runtime; its libraries are not the user's code).
 pub fn is_user_frame(f: &Frame, user_module: Option<&str>) -> bool {
     match f.kind {
@@ -55,7 +55,7 @@ pub fn is_user_frame(f: &Frame, user_module: Option<&str>) -> bool {
                 && !file.contains("liblooptop_agent")
                 && f.line.is_some()
         }),
-        FrameKind::Python => true,
+        FrameKind::Python => f.file.as_deref().is_some_and(crate::symbolize::python::is_user_file),
         FrameKind::Native => {
             user_module.is_some_and(|m| f.module.as_deref() == Some(m))
                 && !f.name.starts_with('[')
@@ -132,6 +132,10 @@ fn is_truncated(frames: &[&Frame]) -> bool {
     const ROOTS: [&str; 7] =
         ["_start", "__libc_start_main", "__libc_start_call_main", "start_thread", "clone", "clone3", "__clone"];
     let Some(outer) = frames.last() else { return true };
+    // The interpreter's own chain of Python frames is whole, whatever the native walk found.
+    if frames.iter().any(|f| f.kind == FrameKind::Python) {
+        return false;
+    }
     let root = ROOTS
         .iter()
         .any(|r| outer.name.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '@', '.'])));
@@ -139,8 +143,8 @@ fn is_truncated(frames: &[&Frame]) -> bool {
 }
 
 /// The most common first user frame among `samples` (named after its callee when V8 ran that
-/// callee unnamed, see [`named_callee`]); else the most common innermost frame that matched a
-/// rule; else the most common innermost named frame (or the leaf). `all`: the stall's samples.
+/// callee unnamed, see [`named_callee`]); else the most common innermost Python frame; else the
+/// most common innermost frame that matched a rule; else the most common innermost named frame (or the leaf). `all`: the stall's samples.
 fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: BlockerKind) -> Option<Frame> {
     let user: Vec<(&Frame, bool)> = samples.iter().filter_map(|s| first_user(s)).collect();
     if let Some(f) = most_common(user.iter().map(|u| u.0)) {
@@ -150,6 +154,12 @@ fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: Blo
                 return Some(callee.clone());
             }
         }
+        return Some(f.clone());
+    }
+    // Python code that is all library (a stall inside asyncio or a framework): its innermost
+    // Python frame, which still says more than the interpreter's C function.
+    let python = samples.iter().filter_map(|s| s.frames.iter().find(|f| f.kind == FrameKind::Python).copied());
+    if let Some(f) = most_common(python) {
         return Some(f.clone());
     }
     let matched = samples

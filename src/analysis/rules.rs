@@ -156,6 +156,10 @@ pub const RULES: &[Rule] = &[
     r(JsonParse, "cpython", On::Code, Prefix("scanstring_unicode")),
     r(JsonParse, "cpython", On::Code, Prefix("py_scanstring")),
     r(JsonParse, "cpython", On::Code, Prefix("scanner_call")),
+    // The json module's Python frames, for stacks whose C frames are lost (attached to a CPython
+    // built without frame pointers): 3.11+ qualified names, 3.10 plain ones.
+    r(JsonParse, "cpython", On::Python, Prefix("JSONDecoder.")),
+    r(JsonParse, "cpython", On::Python, Exact("raw_decode")),
     r(JsonParse, "native", On::Code, Prefix("serde_json::de")),
     r(JsonParse, "native", On::Code, Contains("simdjson")),
     // json-stringify
@@ -167,6 +171,8 @@ pub const RULES: &[Rule] = &[
     r(JsonStringify, "cpython", On::Code, Prefix("py_encode_basestring")),
     r(JsonStringify, "cpython", On::Code, Prefix("escape_unicode")),
     r(JsonStringify, "cpython", On::Code, Prefix("ascii_escape_unicode")),
+    r(JsonStringify, "cpython", On::Python, Prefix("JSONEncoder.")),
+    r(JsonStringify, "cpython", On::Python, Exact("iterencode")),
     r(JsonStringify, "native", On::Code, Prefix("serde_json::ser")),
     // gc
     r(Gc, "v8", On::Code, Contains("Heap::CollectGarbage")),

@@ -5,9 +5,9 @@
 use crate::analysis::stacks::StoredSample;
 use crate::analysis::Session;
 use crate::analysis::{FOLD_EVERY_NS, KEEP_SAMPLES_NS};
-use crate::event::{Event, Sample, KERNEL_ADDRESS_MIN};
+use crate::event::{Event, Sample, SampleOrigin, KERNEL_ADDRESS_MIN};
 use crate::sink::record::Recorder;
-use crate::symbolize::{Frame, Symbolizer};
+use crate::symbolize::{python, Frame, Symbolizer};
 use anyhow::{Context, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -41,6 +41,9 @@ pub struct Pipeline {
     /// were last folded into counts ([`Session::forget_samples`]).
     keep_ns: u64,
     folded_ns: u64,
+    /// Each loop's current tick as its latest totals say (0 = waiting): a kernel sample's
+    /// Python frames are read from outside only while its tick still runs.
+    busy_since: HashMap<(u32, u32), u64>,
 }
 
 impl Pipeline {
@@ -57,6 +60,7 @@ impl Pipeline {
             unnamed: HashMap::default(),
             keep_ns: KEEP_SAMPLES_NS,
             folded_ns: crate::source::now_ns(),
+            busy_since: HashMap::new(),
         }
     }
 
@@ -96,8 +100,21 @@ impl Pipeline {
         // V8's heap first, for every stack with addresses not named yet or V8's words, while
         // the processes still run.
         self.sync_ids();
+        let now = crate::source::now_ns();
         for ev in events.iter() {
+            if let Event::Totals { id, totals } = ev {
+                self.busy_since.insert((id.pid, id.tid), totals.busy_since_ns);
+            }
+        }
+        let mut read_now: HashMap<(u32, u32), Vec<[u64; 2]>> = HashMap::default();
+        for ev in events.iter_mut() {
             let Event::Sample(s) = ev else { continue };
+            let same_tick = s.tick_ns != 0 && self.busy_since.get(&(s.pid, s.tid)) == Some(&s.tick_ns);
+            if s.py.is_empty() && same_tick && python_read_from_outside(s, now) {
+                self.watch(s.pid);
+                let symbolizer = &mut self.symbolizer;
+                s.py = read_now.entry((s.pid, s.tid)).or_insert_with(|| symbolizer.python_stack(s.pid, s.tid)).clone();
+            }
             let ips = lookup_ips(s);
             if !s.js.is_empty() || ips.iter().any(|&ip| !self.ids.contains_key(&(s.pid, ip))) {
                 self.watch(s.pid);
@@ -114,6 +131,10 @@ impl Pipeline {
                         Event::LoopStarted { id, .. } => {
                             self.watch(id.pid);
                             self.symbolizer.warm_v8(id.pid);
+                            self.symbolizer.warm_python(id.pid);
+                        }
+                        Event::LoopEnded { id, .. } => {
+                            self.busy_since.remove(&(id.pid, id.tid));
                         }
                         _ => {}
                     }
@@ -191,6 +212,9 @@ impl Pipeline {
         if !s.js.is_empty() {
             self.running_lines(s.pid, &s.js, &mut stack);
         }
+        if !s.py.is_empty() {
+            self.python_frames(s.pid, &s.py, &mut stack);
+        }
         let stored = StoredSample::of(s, stack);
         if let Some(r) = &mut self.recorder {
             // Frames first (the recorder writes those it has not written yet), then the stack.
@@ -209,6 +233,27 @@ impl Pipeline {
             let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
             *id = stacks.intern(Frame { exec_line: Some(line), ..f }, |f: &Frame| source_of(symbolizer, pid, f));
         }
+    }
+
+    /// Puts the Python frames of `py` into `stack` where the interpreter ran them.
+    fn python_frames(&mut self, pid: u32, py: &[[u64; 2]], stack: &mut Vec<u32>) {
+        let frames = self.symbolizer.python_frames(pid, py);
+        if frames.is_empty() {
+            return;
+        }
+        let stacks = self.session.stacks();
+        let native: Vec<&Frame> = stack.iter().map(|&id| stacks.frame(id)).collect();
+        let order = python::splice(&native, &frames);
+        let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
+        let ids: Vec<u32> =
+            frames.into_iter().map(|(f, _)| stacks.intern(f, |f: &Frame| source_of(symbolizer, pid, f))).collect();
+        *stack = order
+            .into_iter()
+            .map(|o| match o {
+                python::Spliced::Native(i) => stack[i],
+                python::Spliced::Python(i) => ids[i],
+            })
+            .collect();
     }
 
     /// Forgets the cached frame ids once the symbolizer says names may have changed, or once
@@ -241,6 +286,14 @@ fn lookup_ips(s: &Sample) -> Vec<u64> {
         .enumerate()
         .map(|(i, &ip)| if i > 0 && ip < KERNEL_ADDRESS_MIN && ip > 0 { ip - 1 } else { ip })
         .collect()
+}
+
+/// Whether looptop reads a sample's Python frames from its process now: a kernel sample taken
+/// inside a tick already past the stall floor (the BPF source sends only those one by one),
+/// read within a few polls of it (the caller checks that the tick still runs).
+fn python_read_from_outside(s: &Sample, now: u64) -> bool {
+    const FRESH_NS: u64 = 250_000_000;
+    matches!(s.origin, SampleOrigin::PerfCpu | SampleOrigin::PerfOffCpu) && now.saturating_sub(s.t_ns) <= FRESH_NS
 }
 
 /// The source line of a frame of process `pid` with a file and line (read as its user could).

@@ -289,6 +289,7 @@ mod tests {
                     ips: vec![],
                     count: 1,
                     js: Vec::new(),
+                    py: Vec::new(),
                 };
                 s.stacks_mut().push(&sample, vec![frame]);
             }

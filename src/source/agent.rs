@@ -360,6 +360,7 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) -> Result<(), S
             ips: s.frames,
             count: 1,
             js: if v8 && s.js.iter().any(|w| *w != [0, 0]) { s.js } else { Vec::new() },
+            py: s.py,
         }));
     }
     Ok(())

@@ -15,9 +15,10 @@
 
 use crate::safefs;
 use looptop_abi::{
-    backed_len, slot_state, Header, LoopSlot, Record, SampleEntry, StallEntry, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS,
-    JS_FRAMES, LAYOUT_VERSION, LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SAMPLE_FRAMES,
-    SAMPLE_OFFSET, SAMPLE_RING, SAMPLE_SIZE, SEGMENT_PREFIX, SEGMENT_SIZE, SLOT_OFFSET, SLOT_SIZE, STALL_RING,
+    backed_len, python::PY_FRAMES, slot_state, Header, LoopSlot, Record, SampleEntry, StallEntry, EVENT_OFFSET,
+    EVENT_RING, HIST_BUCKETS, JS_FRAMES, LAYOUT_VERSION, LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING,
+    RECORD_SIZE, SAMPLE_FRAMES, SAMPLE_OFFSET, SAMPLE_RING, SAMPLE_SIZE, SEGMENT_PREFIX, SEGMENT_SIZE, SLOT_OFFSET,
+    SLOT_SIZE, STALL_RING,
 };
 use std::fs::File;
 use std::mem::{offset_of, size_of};
@@ -649,6 +650,8 @@ pub struct SampleCopy {
     pub frames: Vec<u64>,
     /// V8's two words of each of the innermost frames ([`SampleEntry::js`]).
     pub js: Vec<[u64; 2]>,
+    /// The thread's Python frames ([`SampleEntry::py`]).
+    pub py: Vec<[u64; 2]>,
 }
 
 impl SampleCopy {
@@ -671,6 +674,7 @@ impl SampleCopy {
             wchan: (!wchan.is_empty()).then_some(wchan),
             frames: e.frames[..n].iter().map(ld).collect(),
             js: e.js[..n.min(JS_FRAMES)].iter().map(|w| [ld(&w[0]), ld(&w[1])]).collect(),
+            py: e.py[..(ld(&e.npy) as usize).min(PY_FRAMES)].iter().map(|w| [ld(&w[0]), ld(&w[1])]).collect(),
         }
     }
 }

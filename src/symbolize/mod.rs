@@ -12,6 +12,7 @@ mod kernel;
 mod maps;
 mod native;
 mod perfmap;
+pub mod python;
 mod source;
 mod symbolizer;
 #[cfg(test)]

@@ -30,8 +30,8 @@ type OpenElves = HashMap<(u64, u64, bool), Weak<ElfFile>>;
 #[derive(Debug)]
 pub struct Symbolizer {
     native: Native,
-    procs: HashMap<u32, Process>,
-    kernel: Kernel,
+    pub(super) procs: HashMap<u32, Process>,
+    pub(super) kernel: Kernel,
     sources: SourceCache,
     elves: OpenElves,
     /// Bumped whenever an address may now be named differently (JIT code replaced, a pid
@@ -48,12 +48,18 @@ const MAX_NAMED: usize = 1 << 14;
 
 /// Kernel symbols, read on the first kernel address, and the kernel addresses named.
 #[derive(Debug, Default)]
-struct Kernel {
+pub(super) struct Kernel {
     syms: Option<Kallsyms>,
     named: HashMap<u64, Frame>,
 }
 
 impl Kernel {
+    /// Reads the kernel's symbols now rather than at the first kernel frame (a third of a
+    /// second that would otherwise fall inside the first stall looked at).
+    pub(super) fn warm(&mut self) {
+        self.syms.get_or_insert_with(Kallsyms::load);
+    }
+
     fn frame(&mut self, ip: u64) -> Frame {
         if let Some(f) = self.named.get(&ip) {
             return f.clone();
@@ -73,12 +79,12 @@ impl Default for Symbolizer {
 
 /// What is remembered of one process.
 #[derive(Debug)]
-struct Process {
+pub(super) struct Process {
     /// Its pid.
-    pid: u32,
+    pub(super) pid: u32,
     /// Start time (`/proc/PID/stat` field 22), to notice a reused pid.
     start_time: Option<u64>,
-    maps: Maps,
+    pub(super) maps: Maps,
     perf_map: PerfMap,
     /// Whose permissions its files (ELF files, perf map, sources) are read with; `None`: it was
     /// gone before anyone could tell whose it was, so none are read.
@@ -87,7 +93,7 @@ struct Process {
     same_root: bool,
     /// How to open each mapped ELF file from here, by its path in the process (or its mapping's
     /// start for a deleted file); `None` when it cannot be opened.
-    files: HashMap<FileKey, Option<Arc<ElfFile>>>,
+    pub(super) files: HashMap<FileKey, Option<Arc<ElfFile>>>,
     /// Addresses named from files (or known to be unnameable).
     named: HashMap<u64, Frame>,
     /// Addresses named by the perf map; dropped when newer entries replace older ones.
@@ -97,9 +103,11 @@ struct Process {
     /// When the mappings were last read for an address outside them.
     remapped_at: Option<std::time::Instant>,
     /// Counts the readings of its mappings and perf map that found something new.
-    generation: u64,
+    pub(super) generation: u64,
     /// V8's layout, once looked for, with the [`Process::generation`] it was looked for at.
     v8: Option<(u64, Option<Arc<V8Heap>>)>,
+    /// CPython in this process, looked for as V8 is.
+    pub(super) python: super::python::PyProcess,
 }
 
 /// How often an address outside every known mapping makes the mappings be read again: a stack
@@ -108,7 +116,7 @@ struct Process {
 const REMAP_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum FileKey {
+pub(super) enum FileKey {
     Path(Arc<str>),
     Deleted(u64),
 }
@@ -124,10 +132,10 @@ struct Batch {
 
 /// An ELF file the process maps, opened once (see [`safefs::open_mapped`]).
 #[derive(Debug)]
-struct ElfFile {
+pub(super) struct ElfFile {
     /// `/proc/self/fd/N` for `_fd`: blazesym opens that, the very file checked, whatever its
     /// name holds now.
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// Kept open so it can be read after the process exits.
     _fd: File,
     /// Whether its DWARF (and debug links, which name further files) may be read: not for
@@ -139,6 +147,8 @@ struct ElfFile {
     v8: std::sync::OnceLock<Option<Arc<V8Heap>>>,
     /// Whether a thread was started to read `v8` ahead of need.
     v8_warming: std::sync::atomic::AtomicBool,
+    /// What it exports of CPython, if it may hold it (read on first need).
+    pub(super) python: std::sync::OnceLock<Option<super::python::PyElf>>,
 }
 
 impl Symbolizer {
@@ -412,8 +422,9 @@ impl Symbolizer {
     /// What the user should know about the files read so far: perf maps refused or read only
     /// in part.
     pub fn notes(&self) -> Vec<String> {
+        let perf_maps = self.procs.values().filter_map(|p| p.perf_map.note().map(str::to_string));
         let mut notes: Vec<String> =
-            self.procs.values().filter_map(|p| p.perf_map.note().map(str::to_string)).collect();
+            perf_maps.chain(self.procs.values().filter_map(|p| p.python.unknown.clone())).collect();
         notes.sort();
         notes.dedup();
         notes
@@ -471,6 +482,7 @@ impl Process {
             remapped_at: None,
             generation: 0,
             v8: None,
+            python: Default::default(),
         }
     }
 
@@ -579,6 +591,7 @@ impl Process {
                     ranges: Default::default(),
                     v8: Default::default(),
                     v8_warming: Default::default(),
+                    python: Default::default(),
                 });
                 elves.retain(|_, e| e.strong_count() > 0);
                 elves.insert(id, Arc::downgrade(&elf));

@@ -191,17 +191,8 @@ impl V8Heap {
     }
 }
 
-/// A process's memory, read from outside.
-pub trait Memory {
-    /// Fills `buf` from `addr`; false when any byte could not be read.
-    fn read(&self, addr: u64, buf: &mut [u8]) -> bool;
-
-    /// The 8-byte word at `addr`.
-    fn word(&self, addr: u64) -> Option<u64> {
-        let mut b = [0u8; 8];
-        self.read(addr, &mut b).then(|| u64::from_ne_bytes(b))
-    }
-}
+/// A process's memory, read from outside: the one reader the Python frame walk uses too.
+pub use looptop_abi::python::Mem as Memory;
 
 /// Another process's memory through `process_vm_readv` (needs the right to trace it).
 pub struct ProcessMemory(pub u32);

@@ -17,10 +17,12 @@
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+pub mod python;
+
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LOOPTOP\0";
 /// Layout version; bump on any change of the structures below.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Number of loop slots per process: bounded, so the segment size is fixed.
 pub const LOOP_SLOTS: usize = 64;
 /// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
@@ -389,6 +391,11 @@ pub struct SampleEntry {
     /// pointer + [`V8Layout::off_fp_bytecode_array`] and `off_fp_bytecode_offset` (meaningful
     /// for interpreted JavaScript frames only); zero when unknown.
     pub js: [[AtomicU64; 2]; JS_FRAMES],
+    /// Python frames in use in `py` (0 when the process runs no CPython the agent knows).
+    pub npy: AtomicU64,
+    /// The thread's Python frames, innermost first, as [`python::walk`] yields them (code
+    /// object, position | [`python::ENTRY`]); looptop names them from the process's memory.
+    pub py: [[AtomicU64; 2]; python::PY_FRAMES],
 }
 
 /// One loop: a thread that waits in `epoll_wait`/`poll`.

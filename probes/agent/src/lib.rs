@@ -15,6 +15,7 @@ mod alloc;
 mod filters;
 mod perfmap;
 mod probe;
+mod python;
 mod segment;
 mod sleeps;
 mod stack;

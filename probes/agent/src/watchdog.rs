@@ -165,7 +165,16 @@ struct Scratch {
     ranges: Vec<(u64, u64)>,
     stack: Vec<u64>,
     text: Vec<u8>,
+    /// The CPython runtime of this process, once found, and when it was last looked for.
+    python: Option<crate::python::Runtime>,
+    python_looked_ns: u64,
+    /// Each loop's Python thread state, as last found (0 = not known).
+    tstates: [u64; LOOP_SLOTS],
 }
+
+/// How often the watchdog looks again for a CPython runtime it has not found (a process that
+/// loads the interpreter late, or none at all).
+const PYTHON_LOOK_EVERY_NS: u64 = 1_000_000_000;
 
 fn run(seg: Segment, threshold: u64) {
     let interval = interval_ns();
@@ -175,6 +184,9 @@ fn run(seg: Segment, threshold: u64) {
         ranges: Vec::with_capacity(stack::EXEC_MAX),
         stack: vec![0; (stack::SCAN_BYTES / 8) as usize],
         text: Vec::with_capacity(1 << 16),
+        python: None,
+        python_looked_ns: 0,
+        tstates: [0; LOOP_SLOTS],
     };
     crate::v8layout::publish(seg.header());
     loop {
@@ -210,6 +222,10 @@ fn run(seg: Segment, threshold: u64) {
             if now.saturating_sub(scratch.maps_at) > 100_000_000 || w.taken == 0 {
                 refresh_exec_ranges(&mut scratch, now);
             }
+            if scratch.python.is_none() && now.saturating_sub(scratch.python_looked_ns) >= PYTHON_LOOK_EVERY_NS {
+                scratch.python = crate::python::Runtime::find();
+                scratch.python_looked_ns = now;
+            }
             sample(seg, i, slot, since, w, &mut scratch);
             w.taken += 1;
             let step = if w.taken >= DENSE_SAMPLES { interval * 10 } else { interval };
@@ -230,6 +246,12 @@ fn sample(seg: Segment, i: usize, slot: &LoopSlot, tick: u64, w: &mut Watch, scr
     entry.tid.store(tid, Ordering::Relaxed);
     entry.t_ns.store(crate::now_ns(), Ordering::Relaxed);
     entry.tick_ns.store(tick, Ordering::Relaxed);
+    // The Python frames first, while the request is not posted: the handler's last store
+    // publishes them with the native ones.
+    match scratch.python {
+        Some(py) => py.sample(tid, &mut scratch.tstates[i], entry),
+        None => entry.npy.store(0, Ordering::Relaxed),
+    }
     let sig = SIGNAL.load(Ordering::Relaxed) as i32;
     if status.sleeping && off_cpu(seg, slot, tid, entry, index, scratch) {
         return;

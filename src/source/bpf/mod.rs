@@ -408,6 +408,7 @@ impl BpfSource {
                         ips,
                         count: 1,
                         js: Vec::new(),
+                        py: Vec::new(),
                     }));
                 }
                 _ => {}
@@ -455,6 +456,7 @@ impl BpfSource {
                 ips,
                 count: if off { 1 } else { value },
                 js: Vec::new(),
+                py: Vec::new(),
             });
         }
         out.extend(samples.into_iter().map(Event::Sample));

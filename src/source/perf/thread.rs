@@ -181,6 +181,7 @@ impl Thread {
                         ips: away.ips,
                         count: 1,
                         js: Vec::new(),
+                        py: Vec::new(),
                     }));
                 }
                 continue;
@@ -238,6 +239,7 @@ pub(super) fn cpu_sample(s: &perf_event::data::Sample, pid: u32, tid: u32) -> Sa
         ips: addresses(s.callchain().unwrap_or_default()),
         count: 1,
         js: Vec::new(),
+        py: Vec::new(),
     }
 }
 
