@@ -18,4 +18,6 @@ pub mod sink;
 pub mod source;
 pub mod symbolize;
 pub mod target;
+#[cfg(test)]
+mod testdir;
 pub mod units;

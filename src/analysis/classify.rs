@@ -43,8 +43,9 @@ fn rank(kind: BlockerKind) -> u8 {
 }
 
 /// Whether a frame is the user's code rather than the runtime's: a JS function outside Node's
-/// own `node:` modules, a Python function outside the standard library and installed packages, or native code in `user_module` (the executable of a
-/// program that is not a runtime; its libraries are not the user's code).
+/// own `node:` modules, a Python function outside the standard library and installed packages,
+/// or native code in `user_module` (the executable of a program that is not a runtime; its
+/// libraries are not the user's code).
 pub fn is_user_frame(f: &Frame, user_module: Option<&str>) -> bool {
     match f.kind {
         FrameKind::Js => f.file.as_deref().is_some_and(|file| {
@@ -144,7 +145,8 @@ fn is_truncated(frames: &[&Frame]) -> bool {
 
 /// The most common first user frame among `samples` (named after its callee when V8 ran that
 /// callee unnamed, see [`named_callee`]); else the most common innermost Python frame; else the
-/// most common innermost frame that matched a rule; else the most common innermost named frame (or the leaf). `all`: the stall's samples.
+/// most common innermost frame that matched a rule; else the most common innermost named frame
+/// (or the leaf). `all`: the stall's samples.
 fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: BlockerKind) -> Option<Frame> {
     let user: Vec<(&Frame, bool)> = samples.iter().filter_map(|s| first_user(s)).collect();
     if let Some(f) = most_common(user.iter().map(|u| u.0)) {

@@ -109,8 +109,7 @@ impl Pipeline {
         let mut read_now: HashMap<(u32, u32), Vec<[u64; 2]>> = HashMap::default();
         for ev in events.iter_mut() {
             let Event::Sample(s) = ev else { continue };
-            let same_tick = s.tick_ns != 0 && self.busy_since.get(&(s.pid, s.tid)) == Some(&s.tick_ns);
-            if s.py.is_empty() && same_tick && python_read_from_outside(s, now) {
+            if s.py.is_empty() && python_read_from_outside(s, self.busy_since.get(&(s.pid, s.tid)), now) {
                 self.watch(s.pid);
                 let symbolizer = &mut self.symbolizer;
                 s.py = read_now.entry((s.pid, s.tid)).or_insert_with(|| symbolizer.python_stack(s.pid, s.tid)).clone();
@@ -290,10 +289,14 @@ fn lookup_ips(s: &Sample) -> Vec<u64> {
 
 /// Whether looptop reads a sample's Python frames from its process now: a kernel sample taken
 /// inside a tick already past the stall floor (the BPF source sends only those one by one),
-/// read within a few polls of it (the caller checks that the tick still runs).
-fn python_read_from_outside(s: &Sample, now: u64) -> bool {
+/// read within a few polls of it, while that tick still runs (`busy_since`: the start of the
+/// loop's current tick, as its latest totals say).
+fn python_read_from_outside(s: &Sample, busy_since: Option<&u64>, now: u64) -> bool {
     const FRESH_NS: u64 = 250_000_000;
-    matches!(s.origin, SampleOrigin::PerfCpu | SampleOrigin::PerfOffCpu) && now.saturating_sub(s.t_ns) <= FRESH_NS
+    matches!(s.origin, SampleOrigin::PerfCpu | SampleOrigin::PerfOffCpu)
+        && s.tick_ns != 0
+        && busy_since == Some(&s.tick_ns)
+        && now.saturating_sub(s.t_ns) <= FRESH_NS
 }
 
 /// The source line of a frame of process `pid` with a file and line (read as its user could).

@@ -3,27 +3,10 @@
 
 use super::*;
 use crate::event::KERNEL_ADDRESS_MIN;
+use crate::testdir::TempDir;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-
-/// A temporary folder (with a space in its name) removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("looptop symbolize-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A child killed (and its perf map removed) on drop.
 struct Proc(Child);
@@ -160,8 +143,8 @@ fn names_kernel_addresses() {
 
 #[test]
 fn names_js_and_node_while_running_and_after_exit() {
-    let dir = TempDir::new("node");
-    let script = dir.0.join("busy: loop.js");
+    let dir = TempDir::new("symbolize node");
+    let script = dir.path("busy: loop.js");
     std::fs::write(&script, BUSY_JS).unwrap();
     let mut node = node(&script);
     let pid = node.pid();
@@ -204,7 +187,7 @@ fn names_js_and_node_while_running_and_after_exit() {
 
 #[test]
 fn a_new_perf_map_line_is_read_on_the_next_lookup() {
-    let dir = TempDir::new("perfmap");
+    let dir = TempDir::new("symbolize perfmap");
     // A process of ours with no perf map of its own: `sleep`.
     let child = Command::new("sleep").arg("30").spawn().unwrap();
     let mut p = Proc(child);
@@ -216,7 +199,7 @@ fn a_new_perf_map_line_is_read_on_the_next_lookup() {
     assert_eq!(s.symbolize(pid, &[addr]), vec![Frame::unknown(None)]);
     std::fs::write(
         &path,
-        format!("{addr:x} 100 JS:*late {}:3:4\n{:x} 10 Builtin:Part", dir.0.join("l.js").display(), addr + 0x100),
+        format!("{addr:x} 100 JS:*late {}:3:4\n{:x} 10 Builtin:Part", dir.path("l.js").display(), addr + 0x100),
     )
     .unwrap();
     // Found by the next observation (a refresh does not look for a missing file every time).
@@ -246,9 +229,9 @@ fn a_new_perf_map_line_is_read_on_the_next_lookup() {
 
 #[test]
 fn names_code_of_a_deleted_file() {
-    let dir = TempDir::new("deleted");
+    let dir = TempDir::new("symbolize deleted");
     let python = std::fs::canonicalize("/usr/bin/python3").expect("python3 is needed for this test");
-    let copy = dir.0.join("python3 copy");
+    let copy = dir.path("python3 copy");
     std::fs::copy(&python, &copy).unwrap();
     let mut child = Command::new(&copy)
         .args(["-c", "import sys; print('ready', flush=True); sys.stdin.read()"])
@@ -359,8 +342,8 @@ fn measure(label: &str, pid: u32, unique: &[u64]) {
 #[test]
 #[ignore = "a measurement, not a test: run it in release with --nocapture"]
 fn measure_symbolization() {
-    let dir = TempDir::new("measure");
-    let script = dir.0.join("busy.js");
+    let dir = TempDir::new("symbolize measure");
+    let script = dir.path("busy.js");
     std::fs::write(&script, BUSY_JS).unwrap();
     let node = node(&script);
     let exe = std::fs::read_link(format!("/proc/{}/exe", node.pid())).unwrap();

@@ -16,12 +16,7 @@ struct OwnMemory;
 
 impl Mem for OwnMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-        // SAFETY: one local iovec over `buf`; the kernel checks the remote one against our
-        // mappings and reports EFAULT instead of faulting.
-        let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-        n == buf.len() as isize
+        crate::sys::read_own(addr, buf) == buf.len()
     }
 }
 

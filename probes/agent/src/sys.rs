@@ -405,6 +405,19 @@ pub(crate) fn random_u64() -> u64 {
     v
 }
 
+/// Copies our own memory at `addr` into `buf` without risking a fault (`process_vm_readv` of our
+/// own pid reports EFAULT instead); returns the bytes copied (0 on any error).
+pub(crate) fn read_own(addr: u64, buf: &mut [u8]) -> usize {
+    if buf.is_empty() {
+        return 0;
+    }
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: one local iovec over `buf`, which we own mutably; the kernel checks the remote one.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    n.max(0) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

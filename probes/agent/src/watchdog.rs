@@ -411,18 +411,9 @@ fn off_cpu(
 /// Copies `[sp, min(hi, sp + buffer))` of our own memory without risking a fault; returns words.
 fn copy_stack(sp: u64, hi: u64, buf: &mut [u64]) -> usize {
     let want = (hi.saturating_sub(sp) as usize).min(buf.len() * 8) & !7;
-    if want == 0 {
-        return 0;
-    }
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: want };
-    let remote = libc::iovec { iov_base: sp as *mut libc::c_void, iov_len: want };
-    // SAFETY: process_vm_readv on our own pid reports EFAULT instead of faulting.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        0
-    } else {
-        n as usize / 8
-    }
+    // SAFETY: the first `want` bytes of `buf` as bytes (u64 has no invalid bit patterns).
+    let bytes = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), want) };
+    crate::sys::read_own(sp, bytes) / 8
 }
 
 /// State and blocked signals of a thread, from `/proc/self/task/TID/status`.

@@ -7,33 +7,12 @@ use crate::event::{Event, LoopId, LoopTotals, ProcessInfo, SampleOrigin};
 use crate::sink::flame;
 use crate::sink::record::Recorder;
 use crate::symbolize::{Frame, FrameKind};
+use crate::testdir::TempDir;
 
 const PID: u32 = 77;
 const ORIGIN: u64 = 5_000_000_000;
 const S: u64 = 1_000_000_000;
 const MS: u64 = 1_000_000;
-
-/// A file in a private folder of its own (0700, made fresh: never one planted in the shared
-/// temporary folder), removed on drop.
-struct Temp(std::path::PathBuf);
-
-impl Temp {
-    fn new(name: &str) -> Temp {
-        use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let dir = std::env::temp_dir().join(format!("looptop-test-{}-{name}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
-        Temp(dir.join("r.rec"))
-    }
-}
-
-impl Drop for Temp {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
 
 /// Writes `secs` of a loop sampled every `every` ns (two functions in turn, a third during its
 /// stalls: 300 ms every 4 s), a block closed every 2 s; returns the bytes and the samples written.
@@ -105,8 +84,8 @@ fn folded(replay: &Replay, since: u64, until: u64) -> Vec<(Vec<String>, u64)> {
 
 #[test]
 fn a_recording_reads_back_whole() {
-    let tmp = Temp::new("whole");
-    let (bytes, samples) = write(&tmp.0, 80, 10 * MS);
+    let tmp = TempDir::new("whole");
+    let (bytes, samples) = write(&tmp.path("r.rec"), 80, 10 * MS);
     assert_eq!(bytes[..8], crate::recording::MAGIC);
     let r = read_from(bytes.as_slice()).unwrap();
     assert!(r.end.is_some());
@@ -122,14 +101,14 @@ fn a_recording_reads_back_whole() {
     let all: u64 = folded(&r, 0, r.end_ns()).iter().map(|s| s.1).sum();
     assert_eq!(all, samples);
     // The same from the file (its index unused without a window).
-    let loaded = load(&tmp.0, &Load::default()).unwrap();
+    let loaded = load(&tmp.path("r.rec"), &Load::default()).unwrap();
     assert_eq!(folded(&loaded, 0, loaded.end_ns()), folded(&r, 0, r.end_ns()));
 }
 
 #[test]
 fn a_recording_cut_at_any_byte_reads_up_to_its_last_complete_block() {
-    let tmp = Temp::new("cut");
-    let (bytes, samples) = write(&tmp.0, 12, 40 * MS);
+    let tmp = TempDir::new("cut");
+    let (bytes, samples) = write(&tmp.path("r.rec"), 12, 40 * MS);
     let whole = read_from(bytes.as_slice()).unwrap();
     let mut last = 0;
     for cut in 0..bytes.len() {
@@ -166,18 +145,18 @@ fn a_recording_cut_at_any_byte_reads_up_to_its_last_complete_block() {
 
 #[test]
 fn a_window_read_alone_equals_that_window_of_the_whole() {
-    let tmp = Temp::new("window");
-    let (bytes, _) = write(&tmp.0, 80, 10 * MS);
-    let all = load(&tmp.0, &Load { keep_all: true, ..Load::default() }).unwrap();
-    let cut = Temp::new("window-cut");
+    let tmp = TempDir::new("window");
+    let (bytes, _) = write(&tmp.path("r.rec"), 80, 10 * MS);
+    let all = load(&tmp.path("r.rec"), &Load { keep_all: true, ..Load::default() }).unwrap();
+    let cut = TempDir::new("window-cut");
     // Without its index and trailer (a killed recorder's file): found by the block heads.
-    std::fs::write(&cut.0, &bytes[..bytes.len() - 400]).unwrap();
+    std::fs::write(cut.path("r.rec"), &bytes[..bytes.len() - 400]).unwrap();
     for (since, until) in
         [(10 * S, 20 * S), (0, 3 * S), (12 * S + 5 * MS, 12 * S + 15 * MS), (39 * S, 60 * S), (70 * S, 90 * S)]
     {
         let want = folded(&all, ORIGIN + since, ORIGIN + until);
         assert!(!want.is_empty());
-        for path in [&tmp.0, &cut.0] {
+        for path in [&tmp.path("r.rec"), &cut.path("r.rec")] {
             let r = load(path, &Load { window: Some((since, until)), ..Load::default() }).unwrap();
             assert_eq!(folded(&r, ORIGIN + since, ORIGIN + until), want, "{} {since}..{until}", path.display());
             // Nothing outside the window was kept.

@@ -1,4 +1,18 @@
 use super::*;
+use crate::testdir::TempDir;
+
+/// The prefix of the newest pyenv build of CPython 3.`minor`, if installed.
+fn pyenv(minor: u32) -> Option<std::path::PathBuf> {
+    let home = std::env::var("HOME").ok()?;
+    let mut found: Vec<_> = std::fs::read_dir(format!("{home}/.pyenv/versions"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("3.{minor}."))))
+        .collect();
+    found.sort();
+    found.pop()
+}
 
 /// Each installed CPython 3.10–3.13: its own `co_lines()` against our reading of the table.
 #[test]
@@ -109,20 +123,12 @@ fn only_the_programs_own_files_are_user_code() {
 /// The layouts of the ABI crate are those of the installed versions' own headers.
 #[test]
 fn layouts_match_each_installed_versions_headers() {
-    let home = std::env::var("HOME").unwrap_or_default();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/c/python_offsets.c");
-    let dir = std::env::temp_dir().join(format!("looptop-pyoff-{}", std::process::id()));
-    std::fs::create_dir(&dir).unwrap();
+    let dir = TempDir::new("python offsets");
     let mut checked = 0;
     for l in abi::LAYOUTS {
-        let Some(root) = std::fs::read_dir(format!("{home}/.pyenv/versions")).ok().and_then(|d| {
-            d.flatten().map(|e| e.path()).find(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("3.{}.", l.minor)))
-            })
-        }) else {
-            continue;
-        };
-        let bin = dir.join(format!("off{}", l.minor));
+        let Some(root) = pyenv(l.minor) else { continue };
+        let bin = dir.path(&format!("off{}", l.minor));
         let inc = root.join(format!("include/python3.{}", l.minor));
         let cc = std::process::Command::new("gcc").arg("-I").arg(&inc).arg(&src).arg("-o").arg(&bin).output().unwrap();
         assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
@@ -172,6 +178,5 @@ fn layouts_match_each_installed_versions_headers() {
         want("bytes.sval", Some(abi::BYTES_DATA));
         checked += 1;
     }
-    let _ = std::fs::remove_dir_all(&dir);
     println!("{checked} layouts checked");
 }
