@@ -22,10 +22,10 @@ export BENCH_RESULT=$work/results.jsonl
 cargo build --release -q || exit 1
 if [ "$quick" = 1 ]; then
   steps=("agent_tick.sh 3 1000000" "probe_overhead.sh 3 2" "attach_overhead.sh 2 4" "accuracy.sh 1 1"
-         "flame_pipeline.sh 10 1" "peers.sh 1 5" "own_cost.sh 15 1")
+         "flame_pipeline.sh 10 1" "peers.sh 1 5" "own_cost.sh 15 1" "python_cost.sh 2 4")
 else
   steps=("agent_tick.sh 7 2000000" "probe_overhead.sh 9 3" "attach_overhead.sh 5 6" "accuracy.sh 3 3"
-         "flame_pipeline.sh 30 3" "peers.sh 3 10" "own_cost.sh 60 1")
+         "flame_pipeline.sh 30 3" "peers.sh 3 10" "own_cost.sh 60 1" "python_cost.sh 8 8")
 fi
 for step in "${steps[@]}"; do
   set -- $step

@@ -81,6 +81,8 @@ pub const DEFAULT_ALLOC_THRESHOLD_NS: u64 = 1_000_000;
 pub const ENV_PROBE: &str = "LOOPTOP_PROBE";
 /// Environment: `0` turns the watchdog off (no stacks of stalls in progress).
 pub const ENV_WATCHDOG: &str = "LOOPTOP_WATCHDOG";
+/// Environment: `0` stops the watchdog from reading a stalled thread's Python frames.
+pub const ENV_PYTHON_FRAMES: &str = "LOOPTOP_PYTHON_FRAMES";
 /// Environment: how often (ns) the watchdog looks at the loops and samples a stalled one.
 pub const ENV_WATCH_INTERVAL_NS: &str = "LOOPTOP_WATCH_INTERVAL_NS";
 /// Default watchdog interval: 5 ms.

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
+/// Whether the watchdog reads the Python frames of a stalled thread (`LOOPTOP_PYTHON_FRAMES=0`: no).
+static PYTHON_FRAMES: AtomicBool = AtomicBool::new(true);
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(looptop_abi::DEFAULT_WATCH_INTERVAL_NS);
 /// The fork generation whose watchdog runs (0 = none yet).
 static STARTED: AtomicU32 = AtomicU32::new(0);
@@ -41,6 +43,9 @@ const MAX_MISSES: u32 = 3;
 pub(crate) fn configure_from_env() {
     if std::env::var(looptop_abi::ENV_WATCHDOG).is_ok_and(|v| v == "0") {
         ENABLED.store(false, Ordering::Relaxed);
+    }
+    if std::env::var(looptop_abi::ENV_PYTHON_FRAMES).is_ok_and(|v| v == "0") {
+        PYTHON_FRAMES.store(false, Ordering::Relaxed);
     }
     if let Some(i) = std::env::var(looptop_abi::ENV_WATCH_INTERVAL_NS).ok().and_then(|v| v.parse::<u64>().ok()) {
         INTERVAL_NS.store(i.clamp(1_000_000, 1_000_000_000), Ordering::Relaxed);
@@ -222,7 +227,10 @@ fn run(seg: Segment, threshold: u64) {
             if now.saturating_sub(scratch.maps_at) > 100_000_000 || w.taken == 0 {
                 refresh_exec_ranges(&mut scratch, now);
             }
-            if scratch.python.is_none() && now.saturating_sub(scratch.python_looked_ns) >= PYTHON_LOOK_EVERY_NS {
+            if scratch.python.is_none()
+                && PYTHON_FRAMES.load(Ordering::Relaxed)
+                && now.saturating_sub(scratch.python_looked_ns) >= PYTHON_LOOK_EVERY_NS
+            {
                 scratch.python = crate::python::Runtime::find();
                 scratch.python_looked_ns = now;
             }
