@@ -18,6 +18,9 @@ const MAX_IDS: usize = 1 << 16;
 /// How often a process's mappings are read again while it is sampled.
 const REOBSERVE_NS: u64 = 1_000_000_000;
 
+/// A tick's start and the Python frames read during it.
+type TickFrames = (u64, Vec<[u64; 2]>);
+
 /// Events in, session (and recording) out.
 pub struct Pipeline {
     /// What is known so far.
@@ -44,6 +47,11 @@ pub struct Pipeline {
     /// Each loop's current tick as its latest totals say (0 = waiting): a kernel sample's
     /// Python frames are read from outside only while its tick still runs.
     busy_since: HashMap<(u32, u32), u64>,
+    /// The Python frames of a loop thread read during its current long tick, while it was off the
+    /// CPU (not for processes whose agent's watchdog reads them: `walked_pids`).
+    in_tick: HashMap<(u32, u32), TickFrames>,
+    /// Processes whose watchdog samples carry Python frames.
+    walked_pids: BTreeSet<u32>,
 }
 
 impl Pipeline {
@@ -61,6 +69,8 @@ impl Pipeline {
             keep_ns: KEEP_SAMPLES_NS,
             folded_ns: crate::source::now_ns(),
             busy_since: HashMap::new(),
+            in_tick: HashMap::new(),
+            walked_pids: BTreeSet::new(),
         }
     }
 
@@ -102,8 +112,15 @@ impl Pipeline {
         self.sync_ids();
         let now = crate::source::now_ns();
         for ev in events.iter() {
-            if let Event::Totals { id, totals } = ev {
-                self.busy_since.insert((id.pid, id.tid), totals.busy_since_ns);
+            match ev {
+                Event::Totals { id, totals } => {
+                    self.busy_since.insert((id.pid, id.tid), totals.busy_since_ns);
+                    self.read_in_tick(id.pid, id.tid, totals.busy_since_ns, now);
+                }
+                Event::Sample(s) if s.origin == SampleOrigin::Watchdog && !s.py.is_empty() => {
+                    self.walked_pids.insert(s.pid);
+                }
+                _ => {}
             }
         }
         let mut read_now: HashMap<(u32, u32), Vec<[u64; 2]>> = HashMap::default();
@@ -113,6 +130,15 @@ impl Pipeline {
                 self.watch(s.pid);
                 let symbolizer = &mut self.symbolizer;
                 s.py = read_now.entry((s.pid, s.tid)).or_insert_with(|| symbolizer.python_stack(s.pid, s.tid)).clone();
+            }
+            // Off the CPU the kernel sends the stack when the thread comes back, the stall over:
+            // the frames read while it slept in that tick are its own.
+            if s.py.is_empty() && s.origin == SampleOrigin::PerfOffCpu && s.tick_ns != 0 {
+                if let Some((tick, words)) = self.in_tick.get(&(s.pid, s.tid)) {
+                    if *tick == s.tick_ns {
+                        s.py = words.clone();
+                    }
+                }
             }
             let ips = lookup_ips(s);
             if !s.js.is_empty() || ips.iter().any(|&ip| !self.ids.contains_key(&(s.pid, ip))) {
@@ -134,6 +160,7 @@ impl Pipeline {
                         }
                         Event::LoopEnded { id, .. } => {
                             self.busy_since.remove(&(id.pid, id.tid));
+                            self.in_tick.remove(&(id.pid, id.tid));
                         }
                         _ => {}
                     }
@@ -234,6 +261,24 @@ impl Pipeline {
         }
     }
 
+    /// For a loop of a process whose agent does not walk its Python frames (none preloaded), in a
+    /// tick past the stall floor and off the CPU
+    /// now: reads its Python frames, for the off-CPU samples of that tick the kernel sends later.
+    fn read_in_tick(&mut self, pid: u32, tid: u32, busy_since: u64, now: u64) {
+        const AFTER_NS: u64 = looptop_abi::DEFAULT_STALL_FLOOR_NS;
+        if busy_since == 0 || now.saturating_sub(busy_since) < AFTER_NS || self.walked_pids.contains(&pid) {
+            return;
+        }
+        if self.in_tick.get(&(pid, tid)).is_some_and(|(tick, _)| *tick == busy_since) || !off_cpu(pid, tid) {
+            return;
+        }
+        self.watch(pid);
+        let words = self.symbolizer.python_stack(pid, tid);
+        if !words.is_empty() {
+            self.in_tick.insert((pid, tid), (busy_since, words));
+        }
+    }
+
     /// Puts the Python frames of `py` into `stack` where the interpreter ran them.
     fn python_frames(&mut self, pid: u32, py: &[[u64; 2]], stack: &mut Vec<u32>) {
         let frames = self.symbolizer.python_frames(pid, py);
@@ -297,6 +342,12 @@ fn python_read_from_outside(s: &Sample, busy_since: Option<&u64>, now: u64) -> b
         && s.tick_ns != 0
         && busy_since == Some(&s.tick_ns)
         && now.saturating_sub(s.t_ns) <= FRESH_NS
+}
+
+/// Whether thread `tid` sleeps now (`S` or `D` in `/proc/PID/task/TID/stat`).
+fn off_cpu(pid: u32, tid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|c| c == 'S' || c == 'D')
 }
 
 /// The source line of a frame of process `pid` with a file and line (read as its user could).

@@ -268,14 +268,15 @@ impl super::Symbolizer {
     }
 }
 
-/// Whether thread `tid` waits in one of the calls a loop waits for events in.
+/// Whether thread `tid` waits in one of the calls a loop waits for events in (DESIGN's five:
+/// not `select`, which CPython 3.10's `time.sleep` sleeps in).
 fn waits_for_events(pid: u32, tid: u32) -> bool {
-    // x86_64: poll, select, epoll_wait, pselect6, ppoll, epoll_pwait, epoll_pwait2.
+    // x86_64: poll, epoll_wait, ppoll, epoll_pwait, epoll_pwait2.
     #[cfg(target_arch = "x86_64")]
-    const WAITS: [i64; 7] = [7, 23, 232, 270, 271, 281, 441];
-    // aarch64 (generic): pselect6, ppoll, epoll_pwait, epoll_pwait2.
+    const WAITS: [i64; 5] = [7, 232, 271, 281, 441];
+    // aarch64 (generic): ppoll, epoll_pwait, epoll_pwait2.
     #[cfg(not(target_arch = "x86_64"))]
-    const WAITS: [i64; 4] = [72, 73, 22, 441];
+    const WAITS: [i64; 3] = [73, 22, 441];
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
     text.split_whitespace().next().and_then(|n| n.parse::<i64>().ok()).is_some_and(|n| WAITS.contains(&n))
 }
