@@ -97,7 +97,8 @@ fn mapped_symbol_all(pid: u32, file: &Path, symbol: &str) -> Vec<u64> {
 
 #[inline(never)]
 fn looptop_symbolize_probe_fn(x: u64) -> u64 {
-    std::hint::black_box(x.wrapping_mul(31) ^ 7)
+    // Nothing of the standard library inlined: its first instructions are this file's lines.
+    x ^ 7
 }
 
 #[test]
