@@ -18,6 +18,7 @@ mod long;
 mod man;
 mod outputs;
 mod ps;
+mod pyapps;
 mod python;
 mod record;
 mod run;

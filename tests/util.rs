@@ -263,6 +263,8 @@ pub struct Truth {
     pub line: Option<u64>,
     /// The lines in it that block (where a sample finds it running).
     pub at: Vec<u64>,
+    /// The process that measured it (fixtures whose work runs in a worker process).
+    pub pid: Option<u32>,
 }
 
 /// Reads a fixture's ground truth (JSON lines).
@@ -279,6 +281,7 @@ pub fn read_truth(path: &Path) -> Vec<Truth> {
                 func: v["fn"].as_str().map(str::to_string),
                 line: v["line"].as_u64(),
                 at: v["at"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default(),
+                pid: v["pid"].as_u64().map(|p| p as u32),
             }
         })
         .collect()

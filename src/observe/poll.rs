@@ -247,9 +247,9 @@ impl Run {
         w.extend(self.pipeline.file_notes());
         if self.pipeline.session.loop_count() == 0 {
             w.push(format!(
-                "no event loop seen in {:.1} s: the target never waited in epoll_wait, epoll_pwait, epoll_pwait2, \
-                 poll or ppoll{}",
+                "no event loop seen in {:.1} s: the target never waited in {}{}",
                 self.end.saturating_sub(self.origin) as f64 / 1e9,
+                crate::source::waits::NAMED,
                 if self.pipeline.session.stacks().is_empty() { "" } else { " (its CPU stacks are still shown)" }
             ));
         }

@@ -7,6 +7,7 @@ pub mod kernel;
 pub mod perf;
 pub mod recording;
 pub mod segment;
+pub mod waits;
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock of every event.
 pub fn now_ns() -> u64 {

@@ -1,6 +1,7 @@
 //! `liblooptop_agent.so`: preloaded into a target (`LD_PRELOAD`), it wraps the wait calls of
-//! every event loop (`epoll_wait`, `epoll_pwait`, `epoll_pwait2`, `poll`, `ppoll`) and times each
-//! loop iteration (tick) into the process's shared-memory segment.
+//! every event loop (`epoll_wait`, `epoll_pwait`, `epoll_pwait2`, `poll`, `ppoll`, and `select` and
+//! `pselect` given descriptors) and times each loop iteration (tick) into the process's shared-memory
+//! segment.
 //!
 //! Rules this file keeps:
 //! - **Fail open.** If anything cannot be set up, the wrappers only call the real function.

@@ -136,9 +136,69 @@ wrap_sleep!(CLOCK_NANOSLEEP, fn clock_nanosleep(clock: clockid_t, flags: c_int, 
     fail = libc::ENOSYS);
 wrap_sleep!(USLEEP, fn usleep(usec: useconds_t) -> c_int, fail = -1);
 wrap_sleep!(SLEEP, fn sleep(secs: c_uint) -> c_uint, fail = secs);
-wrap_sleep!(SELECT, fn select(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *mut timeval) -> c_int, fail = -1);
-wrap_sleep!(PSELECT, fn pselect(n: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *const timespec, sigmask: *const sigset_t) -> c_int,
-    fail = -1, mask = sigmask);
+/// Runs `select` or `pselect`: a loop's wait when given descriptors (gunicorn's sync workers wait
+/// in `select`), a sleep inside a tick when not (CPython 3.10's `time.sleep`).
+#[inline]
+fn select_like<R>(n: c_int, call: impl FnOnce(Option<c_int>) -> R) -> R {
+    if n > 0 {
+        crate::timed(call)
+    } else {
+        crate::quietly(call)
+    }
+}
+
+/// Interposed: a wait for events given descriptors, else a sleep ([`select_like`]).
+///
+/// # Safety
+/// Same contract as the libc function of this name.
+#[no_mangle]
+pub unsafe extern "C" fn select(
+    n: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    timeout: *mut timeval,
+) -> c_int {
+    let addr = SELECT.get();
+    if addr == 0 {
+        return crate::wrappers::enosys();
+    }
+    // SAFETY: addr is the next definition of `select`, with this signature.
+    let real: unsafe extern "C" fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *mut timeval) -> c_int =
+        unsafe { std::mem::transmute(addr) };
+    select_like(n, |_| unsafe { real(n, r, w, e, timeout) })
+}
+
+/// Interposed: a wait for events given descriptors, else a sleep ([`select_like`]).
+///
+/// # Safety
+/// Same contract as the libc function of this name.
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    n: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    timeout: *const timespec,
+    sigmask: *const sigset_t,
+) -> c_int {
+    let addr = PSELECT.get();
+    if addr == 0 {
+        return crate::wrappers::enosys();
+    }
+    // SAFETY: addr is the next definition of `pselect`, with this signature.
+    let real: unsafe extern "C" fn(
+        c_int,
+        *mut fd_set,
+        *mut fd_set,
+        *mut fd_set,
+        *const timespec,
+        *const sigset_t,
+    ) -> c_int = unsafe { std::mem::transmute(addr) };
+    let mut holder = MaskArg::new();
+    select_like(n, |add| unsafe { real(n, r, w, e, timeout, holder.with(sigmask, add)) })
+}
+
 wrap_sleep!(PAUSE, fn pause() -> c_int, fail = -1);
 wrap_sleep!(SIGSUSPEND, fn sigsuspend(mask: *const sigset_t) -> c_int, fail = -1, mask = mask);
 wrap_sleep!(SIGTIMEDWAIT, fn sigtimedwait(set: *const sigset_t, info: *mut siginfo_t, timeout: *const timespec) -> c_int, fail = -1);

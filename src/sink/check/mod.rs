@@ -91,8 +91,9 @@ impl Unmet {
             case: "observation",
             title: "no event loop was observed",
             message: format!(
-                "no event loop was observed ({what} never waited in epoll_wait, epoll_pwait, epoll_pwait2, poll or \
-                 ppoll), so no budget can be judged; check that it starts your server and runs long enough to serve"
+                "no event loop was observed ({what} never waited in {}), so no budget can be judged; check that it \
+                 starts your server and runs long enough to serve",
+                crate::source::waits::NAMED
             ),
             exit: crate::error::exit::OBSERVE,
         }

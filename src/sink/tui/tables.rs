@@ -58,8 +58,7 @@ pub fn draw_loops(f: &mut Frame, area: Rect, snap: &Snapshot, view: &View, st: &
     let focused = view.focus == Focus::Loops;
     let block = pane(format!("Loops ({})", snap.loops.len()), focused, st);
     if snap.loops.is_empty() {
-        let text =
-            Line::styled("waiting for the first loop: a thread that waits in epoll_wait, poll or ppoll", st.dim());
+        let text = Line::styled("waiting for the first loop: a thread waiting in epoll_wait, poll or select", st.dim());
         f.render_widget(Paragraph::new(text).block(block), area);
         return;
     }

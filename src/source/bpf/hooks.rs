@@ -12,7 +12,8 @@ use aya::{Btf, Ebpf};
 
 /// Hooks the wait calls' enters and exits.
 pub fn attach_wait_calls(ebpf: &mut Ebpf) -> Result<(), BpfError> {
-    for (call, _) in crate::source::perf::ticks::WAIT_CALLS {
+    for wait in crate::source::waits::WAIT_CALLS {
+        let call = wait.name;
         for dir in ["enter", "exit"] {
             let name = format!("{dir}_{call}");
             let prog: &mut TracePoint = ebpf
@@ -20,9 +21,10 @@ pub fn attach_wait_calls(ebpf: &mut Ebpf) -> Result<(), BpfError> {
                 .and_then(|p| p.try_into().ok())
                 .ok_or_else(|| refused("the program")(format!("{name} is missing")))?;
             prog.load().map_err(|e| refused("loading a tracepoint program")(chain(&e)))?;
-            // An older kernel without epoll_pwait2 has no such tracepoint: not a refusal.
+            // An older kernel without epoll_pwait2, or an architecture without select, has no
+            // such tracepoint: not a refusal.
             if let Err(e) = prog.attach("syscalls", &format!("sys_{dir}_{call}")) {
-                if call != "epoll_pwait2" {
+                if call != "epoll_pwait2" && wait.nr >= 0 {
                     return Err(refused("attaching to a wait call")(chain(&e)));
                 }
             }

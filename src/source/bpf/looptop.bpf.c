@@ -378,6 +378,38 @@ WAIT_CALL(epoll_pwait2)
 WAIT_CALL(poll)
 WAIT_CALL(ppoll)
 
+// A syscall tracepoint's entry record: the common header, the call's number, its arguments.
+struct sys_enter_record {
+    __u64 common;
+    __s32 nr;
+    __u32 pad;
+    __u64 args[6];
+};
+
+// A call that was a wait only if the thread entered it as one: counted when the thread is
+// waiting, ignored inside a tick (TickClock::exit_if_waiting). Never takes a slot.
+static __always_inline int wait_exit_if_waiting(void) {
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    if (!observed(tgid))
+        return 0;
+    struct slot *s = my_slot(tgid, tid, 0);
+    if (!s || s->phase != WAITING)
+        return 0;
+    return wait_exit();
+}
+
+// select and pselect6 wait for events when given descriptors (gunicorn's sync workers); with
+// none they sleep (CPython 3.10's time.sleep), inside a tick.
+#define WAIT_CALL_WITH_FDS(name)                                                                   \
+    SEC("tracepoint/syscalls/sys_enter_" #name) int enter_##name(struct sys_enter_record *ctx) {   \
+        return ctx->args[0] ? wait_enter() : 0;                                                    \
+    }                                                                                              \
+    SEC("tracepoint/syscalls/sys_exit_" #name) int exit_##name(void *ctx) { return wait_exit_if_waiting(); }
+
+WAIT_CALL_WITH_FDS(select)
+WAIT_CALL_WITH_FDS(pselect6)
+
 // A loop thread exits: the time, so that its open tick ends there and not when looptop next
 // looks (a process is found gone at the next poll).
 SEC("tracepoint/sched/sched_process_exit") int on_exit(void *ctx) {

@@ -220,7 +220,7 @@ impl BpfSource {
         let tids = tasks(pid).ok_or(PerfError::NoSuchProcess(pid))?;
         let now = crate::source::now_ns();
         for tid in tids {
-            let waiting = crate::source::perf::ticks::in_wait_call(pid, tid);
+            let waiting = crate::source::waits::in_wait_call(pid, tid);
             if tid == pid || waiting {
                 let (p, since, loop_ns) = if waiting { (phase::WAITING, now, now) } else { (phase::BUSY, now, 0) };
                 self.seed(pid, tid, p, since, loop_ns);

@@ -43,7 +43,7 @@ use crate::event::Event;
 use error::{is_refusal, Access};
 use perf_event::events::Software;
 use perf_event::Builder;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use thread::{OpenError, Setup, Thread};
 use ticks::WaitTracepoints;
 use tracefs::SchedSwitch;
@@ -250,9 +250,17 @@ impl PerfSource {
         let mut lost = 0;
         out.append(&mut self.pending);
         let now = crate::source::now_ns();
-        // Before a gone process is dropped below: its last samples are in these rings too.
+        // Before a gone process is dropped below: its last samples are in these rings too. They
+        // join `out` once their threads' wait records are read, which say which tick each is in.
+        let mut wide = Vec::new();
         if let Some(cpu_wide) = &mut self.cpu_wide {
-            lost += cpu_wide.drain(&self.processes, out);
+            lost += cpu_wide.drain(&self.processes, &mut wide);
+        }
+        let mut wide_of: HashMap<(u32, u32), Vec<usize>> = HashMap::new();
+        for (i, ev) in wide.iter().enumerate() {
+            if let Event::Sample(s) = ev {
+                wide_of.entry((s.pid, s.tid)).or_default().push(i);
+            }
         }
         let ticks = self.setup.waits.is_some();
         let closer = &self.closer;
@@ -275,9 +283,14 @@ impl PerfSource {
                     }
                 }
             }
-            for thread in process.threads.values_mut() {
+            for (&tid, thread) in process.threads.iter_mut() {
                 lost += thread.drain(out);
                 out.extend(thread.totals(now));
+                for &i in wide_of.get(&(pid, tid)).into_iter().flatten() {
+                    if let Event::Sample(s) = &mut wide[i] {
+                        s.tick_ns = thread.tick_of(s.t_ns);
+                    }
+                }
             }
             if let Some(runtime) = &mut process.runtime {
                 lost += runtime.poll(now, out);
@@ -302,6 +315,7 @@ impl PerfSource {
             process.failed.retain(|tid| alive.contains(tid));
             true
         });
+        out.append(&mut wide);
         if lost > 0 {
             self.lost += lost;
             out.push(Event::Dropped { count: lost });

@@ -65,6 +65,20 @@ pub fn set_output(event: &impl AsRawFd, ring: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
+/// `PERF_EVENT_IOC_SET_FILTER`: the kernel drops a tracepoint's records that do not match
+/// `filter` (ftrace's filter syntax over the tracepoint's fields, "n > 0").
+pub fn set_filter(event: &impl AsRawFd, filter: &str) -> io::Result<()> {
+    let filter = CString::new(filter).map_err(io::Error::other)?;
+    // SAFETY: an open perf event fd owned by the caller, and a NUL-terminated string that
+    // outlives the call (the kernel copies it).
+    let rc = unsafe { libc::ioctl(event.as_raw_fd(), perf_event_open_sys::bindings::SET_FILTER as _, filter.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// A uprobe or uretprobe on `path` at file offset `offset`, as a perf-event2 event (its own
 /// `UProbe` does not implement `Event` in 0.7).
 #[derive(Debug, Clone)]

@@ -5,9 +5,10 @@
 //! thread's own ring, so a switch-out sample and the switch-in that ends it arrive in order.
 
 use super::sys;
-use super::ticks::{in_wait_call, TickClock, WaitEvents, WaitTracepoints};
+use super::ticks::{TickClock, WaitEvents, WaitTracepoints};
 use super::tracefs::SchedSwitch;
 use crate::event::{Event, OffCpu, Sample, SampleOrigin};
+use crate::source::waits::in_wait_call;
 use perf_event::data::Record;
 use perf_event::events::{Software, Tracepoint};
 use perf_event::{Builder, Clock, SampleFlag, Sampler};
@@ -131,6 +132,12 @@ impl Thread {
         self.waits.as_mut()?.1.totals(now_ns)
     }
 
+    /// The start of the stall-long tick this thread ran at `t` (perf mode; 0 otherwise or when
+    /// none): a sample's tick, read once the thread's wait records are.
+    pub fn tick_of(&self, t: u64) -> u64 {
+        self.waits.as_ref().map_or(0, |(_, clock)| clock.tick_of(t))
+    }
+
     /// The loop this thread is, if any (perf mode).
     pub fn loop_id(&self) -> Option<crate::event::LoopId> {
         self.waits.as_ref()?.1.id()
@@ -152,9 +159,15 @@ impl Thread {
                 }
             }
         }
+        let clock = self.waits.as_ref().map(|(_, clock)| clock);
+        let tick_of = |t: u64| clock.map_or(0, |c| c.tick_of(t));
         while let Some(record) = self.cpu.as_mut().and_then(|c| c.next_record()) {
             match record.parse_record() {
-                Ok(Record::Sample(s)) => out.push(Event::Sample(cpu_sample(&s, self.pid, self.tid))),
+                Ok(Record::Sample(s)) => {
+                    let mut sample = cpu_sample(&s, self.pid, self.tid);
+                    sample.tick_ns = tick_of(sample.t_ns);
+                    out.push(Event::Sample(sample));
+                }
                 Ok(Record::Lost(l)) => lost += l.lost,
                 _ => {}
             }
@@ -170,13 +183,16 @@ impl Thread {
                     continue;
                 };
                 if t_in >= away.t_ns {
+                    // The tick it came back to, past the floor by then (a sleep that began the
+                    // stall started before the floor), as the BPF source stamps it.
+                    let tick_ns = tick_of(t_in);
                     out.push(Event::Sample(Sample {
                         pid: self.pid,
                         tid: self.tid,
                         t_ns: away.t_ns,
                         origin: SampleOrigin::PerfOffCpu,
                         weight_ns: t_in - away.t_ns,
-                        tick_ns: 0,
+                        tick_ns,
                         off_cpu: Some(OffCpu { syscall: None, wchan: None }),
                         ips: away.ips,
                         count: 1,

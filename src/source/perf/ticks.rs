@@ -1,6 +1,6 @@
 //! Ticks without the agent: the `syscalls:sys_enter_*` / `sys_exit_*` tracepoints of the wait
-//! calls (`epoll_wait`, `epoll_pwait`, `epoll_pwait2`, `poll`, `ppoll`) on each thread, turned
-//! into the same loops, totals and stalls the agent's segment gives.
+//! calls ([`crate::source::waits`]) on each thread, turned into the same loops, totals and stalls
+//! the agent's segment gives.
 //!
 //! A tick is the time from a wait call's exit to the next wait call's entry on the same thread
 //! (DESIGN.md); [`TickClock`] is that definition as a state machine over the records, kept apart
@@ -10,24 +10,37 @@ use super::error::PerfError;
 use super::sys;
 use super::tracefs;
 use crate::event::{Event, LoopId, LoopTotals};
+use crate::source::waits::WAIT_CALLS;
 use perf_event::events::Tracepoint;
 use perf_event::{Builder, Clock, Counter, SampleFlag, Sampler};
 use std::io;
 
-/// The wait calls that make a thread a loop, and their x86_64 numbers (to recognise a thread
-/// already waiting when we attach, from `/proc/PID/task/TID/syscall`).
-pub const WAIT_CALLS: [(&str, i64); 5] =
-    [("epoll_wait", 232), ("epoll_pwait", 281), ("epoll_pwait2", 441), ("poll", 7), ("ppoll", 271)];
+/// Stall-long ticks a thread's clock remembers for the samples read after they ended.
+const LONG_TICKS_KEPT: usize = 8;
 
 /// Ring size for a thread's wait records: 32 bytes a record, two a tick, so 64 KiB holds about
 /// 1000 ticks: a loop spinning at 50 000 ticks/s fills it in 20 ms, one poll.
 const RING_BYTES: usize = 512 * 1024;
 
+/// What a wait tracepoint's record means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitRecord {
+    /// A wait call entered.
+    Enter,
+    /// A wait call entered, when its first argument is not 0 (the kernel filters the others).
+    EnterWithFds,
+    /// A wait call returned.
+    Exit,
+    /// A call returned that was a wait only if its entry passed the filter: counted when the
+    /// thread is waiting, ignored inside a tick (`select(0, …)`, a sleep).
+    ExitIfWaiting,
+}
+
 /// The tracepoint ids of the wait calls on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitTracepoints {
-    /// (tracepoint id, true for `sys_enter`), for each wait call the kernel has.
-    pub ids: Vec<(u64, bool)>,
+    /// (tracepoint id, its meaning), for each wait call the kernel has.
+    pub ids: Vec<(u64, WaitRecord)>,
 }
 
 impl WaitTracepoints {
@@ -47,10 +60,14 @@ impl WaitTracepoints {
             Ok(Some(id))
         };
         let mut ids = Vec::new();
-        for (call, _) in WAIT_CALLS {
-            for enter in [true, false] {
-                let dir = root.join(format!("events/syscalls/sys_{}_{call}", if enter { "enter" } else { "exit" }));
-                ids.extend(id_of(dir)?.map(|id| (id, enter)));
+        for call in WAIT_CALLS {
+            let (enter, exit) = match call.with_fds {
+                false => (WaitRecord::Enter, WaitRecord::Exit),
+                true => (WaitRecord::EnterWithFds, WaitRecord::ExitIfWaiting),
+            };
+            for (dir, meaning) in [("enter", enter), ("exit", exit)] {
+                let dir = root.join(format!("events/syscalls/sys_{dir}_{}", call.name));
+                ids.extend(id_of(dir)?.map(|id| (id, meaning)));
             }
         }
         if ids.is_empty() {
@@ -65,8 +82,8 @@ pub(super) struct WaitEvents {
     ring: Sampler,
     /// The other tracepoints, redirected into `ring` (kept open, and closed with it).
     _others: Vec<Counter>,
-    /// Kernel event id → is an entry.
-    enters: Vec<(u64, bool)>,
+    /// Kernel event id → what its records mean.
+    enters: Vec<(u64, WaitRecord)>,
 }
 
 impl WaitEvents {
@@ -86,9 +103,12 @@ impl WaitEvents {
         };
         let mut counters = Vec::new();
         let mut enters = Vec::new();
-        for &(id, enter) in &tracepoints.ids {
+        for &(id, meaning) in &tracepoints.ids {
             let c = build(id)?;
-            enters.push((c.id(), enter));
+            if meaning == WaitRecord::EnterWithFds {
+                sys::set_filter(&c, "n > 0")?;
+            }
+            enters.push((c.id(), meaning));
             counters.push(c);
         }
         let (ring, others) = sys::one_ring(counters, RING_BYTES)?;
@@ -109,9 +129,10 @@ impl WaitEvents {
             match record.parse_record() {
                 Ok(Record::Sample(s)) => {
                     let (Some(id), Some(t)) = (s.id(), s.time()) else { continue };
-                    match self.enters.iter().find(|(i, _)| *i == id) {
-                        Some((_, true)) => clock.enter(t, out),
-                        Some((_, false)) => clock.exit(t, out),
+                    match self.enters.iter().find(|(i, _)| *i == id).map(|(_, m)| m) {
+                        Some(WaitRecord::Enter | WaitRecord::EnterWithFds) => clock.enter(t, out),
+                        Some(WaitRecord::Exit) => clock.exit(t, out),
+                        Some(WaitRecord::ExitIfWaiting) => clock.exit_if_waiting(t, out),
                         None => {}
                     }
                 }
@@ -150,6 +171,9 @@ pub struct TickClock {
     stall_floor_ns: u64,
     totals: LoopTotals,
     changed: bool,
+    /// The last completed stall-long ticks (start, end), for the samples read after they ended
+    /// (shorter ticks may have followed before the samples' ring is read).
+    long_ticks: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl TickClock {
@@ -174,6 +198,7 @@ impl TickClock {
                 hist: vec![0; looptop_abi::HIST_BUCKETS].into_boxed_slice(),
             },
             changed: false,
+            long_ticks: std::collections::VecDeque::new(),
         }
     }
 
@@ -217,6 +242,10 @@ impl TickClock {
                 tot.max_busy_ns = tot.max_busy_ns.max(busy);
                 tot.hist[looptop_abi::hist_bucket(busy)] += 1;
                 if busy >= self.stall_floor_ns {
+                    if self.long_ticks.len() == LONG_TICKS_KEPT {
+                        self.long_ticks.pop_front();
+                    }
+                    self.long_ticks.push_back((since, t));
                     if let Some(id) = self.id {
                         out.push(Event::Stall { id, start_ns: since, duration_ns: busy });
                     }
@@ -237,6 +266,32 @@ impl TickClock {
         }
         self.phase = Phase::Busy(t);
         self.changed = true;
+    }
+
+    /// A call returned at `t` that was a wait only if the thread entered it waiting (its entry
+    /// passed the kernel's filter); inside a tick it was a sleep, part of the tick.
+    pub fn exit_if_waiting(&mut self, t: u64, out: &mut Vec<Event>) {
+        if matches!(self.phase, Phase::Waiting(_)) {
+            self.exit(t, out);
+        }
+    }
+
+    /// The start of the tick running at `t` (the current one or a recent stall-long one), when
+    /// it had lasted at least the stall floor by then; else 0. A sample's tick, as the BPF source
+    /// stamps it in the kernel (looptop reads a stall's Python frames for such samples).
+    pub fn tick_of(&self, t: u64) -> u64 {
+        let since = match self.phase {
+            Phase::Busy(since) if t >= since => since,
+            _ => match self.long_ticks.iter().find(|&&(start, end)| t >= start && t <= end) {
+                Some(&(start, _)) => start,
+                None => return 0,
+            },
+        };
+        if t - since >= self.stall_floor_ns {
+            since
+        } else {
+            0
+        }
     }
 
     /// Records were lost: where the thread is is unknown until its next wait call returns.
@@ -260,13 +315,6 @@ impl TickClock {
         self.totals.busy_since_ns = busy_since;
         Some(Event::Totals { id, totals: self.totals.clone() })
     }
-}
-
-/// Whether `tid` of `pid` is inside one of the wait calls right now.
-pub fn in_wait_call(pid: u32, tid: u32) -> bool {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
-    let nr: Option<i64> = text.split_whitespace().next().and_then(|n| n.parse().ok());
-    nr.is_some_and(|nr| WAIT_CALLS.iter().any(|(_, n)| *n == nr))
 }
 
 #[cfg(test)]
@@ -305,6 +353,25 @@ mod tests {
         assert_eq!(stalls(&out), vec![(110 * MS, 60 * MS)]);
         assert!(matches!(out[0], Event::LoopStarted { start_ns, .. } if start_ns == 100 * MS));
         assert!(c.totals(201 * MS).is_none(), "nothing changed");
+    }
+
+    #[test]
+    fn samples_get_the_tick_they_ran_in_once_it_is_stall_long() {
+        let mut c = clock(); // stall floor 10 ms
+        let mut out = Vec::new();
+        c.exit(100 * MS, &mut out);
+        assert_eq!(c.tick_of(105 * MS), 0, "5 ms into a tick: not past the floor yet");
+        assert_eq!(c.tick_of(115 * MS), 100 * MS);
+        assert_eq!(c.tick_of(99 * MS), 0, "before the tick");
+        c.enter(160 * MS, &mut out);
+        // Read after the tick ended (the samples' ring is drained after the waits').
+        assert_eq!(c.tick_of(150 * MS), 100 * MS);
+        assert_eq!(c.tick_of(161 * MS), 0, "waiting");
+        // A short tick after it: the stall's samples still find theirs.
+        c.exit(170 * MS, &mut out);
+        c.enter(175 * MS, &mut out);
+        assert_eq!(c.tick_of(150 * MS), 100 * MS);
+        assert_eq!(c.tick_of(172 * MS), 0, "a short tick");
     }
 
     #[test]

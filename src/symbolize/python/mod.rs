@@ -251,7 +251,7 @@ impl super::Symbolizer {
     pub fn python_stack(&mut self, pid: u32, tid: u32) -> Vec<[u64; 2]> {
         let Some(p) = self.procs.get_mut(&pid) else { return Vec::new() };
         let words = locate(p).map(|t| t.stack(pid, tid)).unwrap_or_default();
-        if words.is_empty() || waits_for_events(pid, tid) {
+        if words.is_empty() || crate::source::waits::in_wait_call(pid, tid) {
             return Vec::new();
         }
         words
@@ -266,19 +266,6 @@ impl super::Symbolizer {
         self.symbolize(pid, &[t.text]);
         self.kernel.warm();
     }
-}
-
-/// Whether thread `tid` waits in one of the calls a loop waits for events in (DESIGN's five:
-/// not `select`, which CPython 3.10's `time.sleep` sleeps in).
-fn waits_for_events(pid: u32, tid: u32) -> bool {
-    // x86_64: poll, epoll_wait, ppoll, epoll_pwait, epoll_pwait2.
-    #[cfg(target_arch = "x86_64")]
-    const WAITS: [i64; 5] = [7, 232, 271, 281, 441];
-    // aarch64 (generic): ppoll, epoll_pwait, epoll_pwait2.
-    #[cfg(not(target_arch = "x86_64"))]
-    const WAITS: [i64; 3] = [73, 22, 441];
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
-    text.split_whitespace().next().and_then(|n| n.parse::<i64>().ok()).is_some_and(|n| WAITS.contains(&n))
 }
 
 /// The process's CPython: looked for again only when its mappings changed since it was not found.

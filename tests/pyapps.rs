@@ -1,0 +1,257 @@
+//! Real Python apps from PyPI (`fixtures/python/requirements.txt`, installed by `.ci/run` into
+//! `target/pyapps`), driven over loopback: a FastAPI app under uvicorn (an asyncio loop) and a
+//! WSGI app under gunicorn's sync workers (a worker process waiting in `select`). Their requests
+//! block in `fixtures/python/endpoints.py`, which measures each; every stall must be found once,
+//! within tolerance of that measurement, and name the endpoint's function, file and line, with
+//! the agent (`looptop run`) and attached (`looptop record --pid`, no agent).
+
+use crate::util::*;
+use serde_json::Value;
+
+/// The virtualenv `.ci/run` fills with FastAPI, uvicorn and gunicorn (`target/pyapps`), if there.
+fn pyapps(test: &str) -> Option<String> {
+    let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyapps/bin/python");
+    if py.exists() {
+        return Some(py.to_string_lossy().into_owned());
+    }
+    assert!(
+        std::env::var("LOOPTOP_REQUIRE_PYTHONS").map_or(true, |v| v != "1"),
+        "{test}: target/pyapps (FastAPI, uvicorn, gunicorn) is missing: .ci/run makes it"
+    );
+    println!(
+        "SKIP: {test}: no target/pyapps (python3 -m venv target/pyapps && target/pyapps/bin/pip install -r fixtures/python/requirements.txt)"
+    );
+    None
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` over loopback; the response's status line.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines().next().map(str::to_string)
+}
+
+/// Whether the server at `port` answers within 30 s.
+fn get_when_up(port: u16) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if get(port, "/ok").is_some() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// Drives each blocking endpoint once (and `/ok` last, which writes the truth still pending).
+fn drive(port: u16) {
+    for path in ["/sleep", "/regex", "/json", "/busy", "/deep", "/ok"] {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let status = get(port, path).unwrap_or_default();
+        assert!(status.contains(" 200 "), "{path}: {status}");
+    }
+}
+
+/// The command serving `fixtures/python/asgi_app.py` with uvicorn on `port`.
+fn uvicorn(py: &str, port: u16) -> Vec<String> {
+    let dir = fixture("python");
+    let port = port.to_string();
+    let args = ["-m", "uvicorn", "--app-dir", dir.to_str().unwrap(), "--port", &port, "--log-level", "warning"];
+    std::iter::once(py).chain(args).chain(["asgi_app:app"]).map(str::to_string).collect()
+}
+
+/// The command serving `fixtures/python/wsgi_app.py` with one gunicorn sync worker on `port`.
+fn gunicorn(py: &str, port: u16) -> Vec<String> {
+    let dir = fixture("python");
+    let bind = format!("127.0.0.1:{port}");
+    let args = ["-m", "gunicorn", "--chdir", dir.to_str().unwrap(), "-w", "1", "-k", "sync", "-b", &bind];
+    std::iter::once(py).chain(args).chain(["--log-level", "warning", "wsgi_app:app"]).map(str::to_string).collect()
+}
+
+/// The process that served the requests (the truth's own pid).
+fn server_pid(truth: &[Truth]) -> u32 {
+    let pid = truth.first().and_then(|t| t.pid).expect("truth lines carry the server's pid");
+    assert!(truth.iter().all(|t| t.pid == Some(pid)), "one process served them all: {truth:?}");
+    pid
+}
+
+/// The stalls of the main thread of `pid`, in order.
+fn stalls_of_main_thread(report: &Value, pid: u32) -> Vec<Value> {
+    let loops = report["loops"].as_array().cloned().unwrap_or_default();
+    let mut v: Vec<Value> = loops
+        .iter()
+        .filter(|l| l["pid"] == pid && l["tid"] == pid)
+        .flat_map(|l| l["stalls"].as_array().cloned().unwrap_or_default())
+        .collect();
+    v.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
+    v
+}
+
+/// The serving thread's stalls are the five requests' blocking work, each once, as long as the
+/// app measured it (within tolerance), each naming its function at a line that blocks in
+/// `endpoints.py` with the source shown (`or_cpu`: kinds that may read `cpu` attached, their
+/// function and line still checked).
+fn assert_served(report: &Value, truth: &[Truth], or_cpu: &[&str], what: &str) {
+    assert_eq!(truth.len(), 5, "{what}: the app measured {truth:?}");
+    let stalls = stalls_of_main_thread(report, server_pid(truth));
+    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    let measured: Vec<f64> = truth.iter().map(|t| t.ms).collect();
+    assert_stalls_match(&durations, &measured, 50.0, what);
+    for (t, s) in truth.iter().zip(&stalls) {
+        let func = t.func.as_deref().unwrap();
+        let b = &s["blocker"];
+        let loc = b["location"].as_str().unwrap_or_default();
+        let line = loc.rsplit(':').next().and_then(|l| l.parse::<u64>().ok()).unwrap_or(0);
+        let named = (b["kind"] == t.kind.as_str() || (or_cpu.contains(&t.kind.as_str()) && b["kind"] == "cpu"))
+            && b["frame"] == func
+            && loc.contains("endpoints.py:")
+            && t.at.contains(&line)
+            && b["source"].as_str().is_some_and(|s| s.ends_with("# blocks"));
+        assert!(named, "{what}: {} in {func} at {:?} is named {b:#}", t.kind, t.at);
+    }
+}
+
+/// Runs `cmd` (a server on `port`) under `looptop run`, drives it, stops it with SIGTERM to
+/// looptop (passed on to the server); the report and the app's truth.
+fn served_with_agent(cmd: &[String], port: u16, tag: &str) -> (Value, Vec<Truth>) {
+    let _timing = timing();
+    let dir = TempDir::new(tag);
+    let lt = looptop()
+        .args(["run", "--json", "--rate", "0", "-o"])
+        .arg(dir.path("report.json"))
+        .arg("--")
+        .args(cmd)
+        .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn_limited();
+    assert!(get_when_up(port), "the app never answered on port {port}");
+    drive(port);
+    // SAFETY: signalling the looptop this test started; it passes SIGTERM on to the server.
+    unsafe { libc::kill(lt.id() as i32, libc::SIGTERM) };
+    let out = lt.wait_with_output();
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.path("report.json")).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("report: {e}; {}", stderr(&out)));
+    assert_report_schema(&report);
+    (report, read_truth(&dir.path("truth.jsonl")))
+}
+
+/// Starts `cmd` (a server on `port`) plainly, attaches `looptop record --pid` to the process
+/// `serving` picks once it answers (with `env`), drives it, stops looptop (Ctrl-C) and then the
+/// server; the report and the app's truth.
+fn served_attached(
+    cmd: &[String],
+    port: u16,
+    tag: &str,
+    serving: impl Fn(u32) -> u32,
+    env: &[(&str, &str)],
+) -> (Value, Vec<Truth>) {
+    let _machine = machine_wide();
+    let dir = TempDir::new(tag);
+    let mut app = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
+        .stdout(std::process::Stdio::null())
+        .spawn_limited();
+    // Started and serving before looptop comes.
+    assert!(get_when_up(port), "the app never answered on port {port}");
+    let rec = dir.path("app.rec");
+    let lt = looptop()
+        .args(["record", "-q", "--pid", &serving(app.id()).to_string(), "-o", rec.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn_limited();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drive(port);
+    // Stopped before the server, whose shutdown is not what the test is about.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling the looptop this test started, then the server.
+    unsafe { libc::kill(lt.id() as i32, libc::SIGINT) };
+    let out = lt.wait_with_output();
+    unsafe { libc::kill(app.id() as i32, libc::SIGTERM) };
+    app.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
+    let report: Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
+    (report, read_truth(&dir.path("truth.jsonl")))
+}
+
+/// The one worker process of gunicorn's arbiter `arbiter`.
+fn gunicorn_worker(arbiter: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{arbiter}/task/{arbiter}/children")).unwrap_or_default();
+    let workers: Vec<u32> = children.split_whitespace().filter_map(|c| c.parse().ok()).collect();
+    assert_eq!(workers.len(), 1, "gunicorn {arbiter} has workers {workers:?}");
+    workers[0]
+}
+
+#[test]
+fn issue_17_a_fastapi_app_under_uvicorn_names_the_endpoints_blocking_lines_with_the_agent() {
+    let Some(py) = pyapps("issue_17_a_fastapi_app_under_uvicorn_names_the_endpoints_blocking_lines_with_the_agent")
+    else {
+        return;
+    };
+    let port = free_port();
+    let (report, truth) = served_with_agent(&uvicorn(&py, port), port, "fastapi");
+    assert_served(&report, &truth, &[], "uvicorn, agent");
+}
+
+#[test]
+fn issue_17_a_fastapi_app_under_uvicorn_names_the_endpoints_blocking_lines_attached() {
+    let test = "issue_17_a_fastapi_app_under_uvicorn_names_the_endpoints_blocking_lines_attached";
+    if !perf_permitted(test) {
+        return;
+    }
+    let Some(py) = pyapps(test) else { return };
+    let port = free_port();
+    let (report, truth) = served_attached(&uvicorn(&py, port), port, "fastapi-attach", |pid| pid, &[]);
+    // json.loads's kind attached: see tests/python.rs (the json module's frames read in time).
+    assert_served(&report, &truth, &["json-parse"], "uvicorn, attached");
+}
+
+#[test]
+fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_with_the_agent() {
+    let Some(py) = pyapps("issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_with_the_agent")
+    else {
+        return;
+    };
+    let port = free_port();
+    let (report, truth) = served_with_agent(&gunicorn(&py, port), port, "gunicorn");
+    assert_served(&report, &truth, &[], "gunicorn sync worker, agent");
+}
+
+#[test]
+fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_attached() {
+    let test = "issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_attached";
+    if !perf_permitted(test) {
+        return;
+    }
+    let Some(py) = pyapps(test) else { return };
+    let port = free_port();
+    let (report, truth) = served_attached(&gunicorn(&py, port), port, "gunicorn-attach", gunicorn_worker, &[]);
+    assert_served(&report, &truth, &["json-parse"], "gunicorn sync worker, attached");
+}
+
+#[test]
+fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_attached_with_perf_events() {
+    let test = "issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_attached_with_perf_events";
+    if !perf_permitted(test) {
+        return;
+    }
+    let Some(py) = pyapps(test) else { return };
+    let port = free_port();
+    // The perf source: select's entries filtered by the kernel (n > 0), Python frames read for
+    // the samples of a stall as with BPF.
+    let env = [("LOOPTOP_NO_BPF", "1")];
+    let (report, truth) = served_attached(&gunicorn(&py, port), port, "gunicorn-perf", gunicorn_worker, &env);
+    assert_served(&report, &truth, &["json-parse"], "gunicorn sync worker, attached with perf events");
+}
