@@ -1,6 +1,7 @@
-//! Real Python apps from PyPI (`fixtures/python/requirements.txt`, installed by `.ci/run` into
-//! `target/pyapps`), driven over loopback: a FastAPI app under uvicorn (an asyncio loop) and a
-//! WSGI app under gunicorn's sync workers (a worker process waiting in `select`). Their requests
+//! Real Python servers driven over loopback: asyncio's own `start_server`, and from PyPI
+//! (`fixtures/python/requirements.txt`, installed by `.ci/run` into `target/pyapps`) a FastAPI app
+//! under uvicorn (an asyncio loop) and a WSGI app under gunicorn's sync workers (a worker process
+//! waiting in `select`). Their requests
 //! block in `fixtures/python/endpoints.py`, which measures each; every stall must be found once,
 //! within tolerance of that measurement, and name the endpoint's function, file and line, with
 //! the agent (`looptop run`) and attached (`looptop record --pid`, no agent).
@@ -8,11 +9,16 @@
 use crate::util::*;
 use serde_json::Value;
 
-/// The virtualenv `.ci/run` fills with FastAPI, uvicorn and gunicorn (`target/pyapps`), if there.
-fn pyapps(test: &str) -> Option<String> {
+/// The python of the virtualenv `.ci/run` makes (`target/pyapps`), if there.
+fn venv_python() -> Option<String> {
     let py = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyapps/bin/python");
-    if py.exists() {
-        return Some(py.to_string_lossy().into_owned());
+    py.exists().then(|| py.to_string_lossy().into_owned())
+}
+
+/// The virtualenv `.ci/run` fills with FastAPI, uvicorn and gunicorn, if there.
+fn pyapps(test: &str) -> Option<String> {
+    if let Some(py) = venv_python() {
+        return Some(py);
     }
     assert!(
         std::env::var("LOOPTOP_REQUIRE_PYTHONS").map_or(true, |v| v != "1"),
@@ -67,6 +73,11 @@ fn uvicorn(py: &str, port: u16) -> Vec<String> {
     let port = port.to_string();
     let args = ["-m", "uvicorn", "--app-dir", dir.to_str().unwrap(), "--port", &port, "--log-level", "warning"];
     std::iter::once(py).chain(args).chain(["asgi_app:app"]).map(str::to_string).collect()
+}
+
+/// The command serving `fixtures/python/asyncio_app.py` (asyncio's own server) on `port`.
+fn asyncio_server(py: &str, port: u16) -> Vec<String> {
+    vec![py.to_string(), fixture("python/asyncio_app.py").to_string_lossy().into_owned(), port.to_string()]
 }
 
 /// The command serving `fixtures/python/wsgi_app.py` with one gunicorn sync worker on `port`.
@@ -192,6 +203,23 @@ fn gunicorn_worker(arbiter: u32) -> u32 {
     let workers: Vec<u32> = children.split_whitespace().filter_map(|c| c.parse().ok()).collect();
     assert_eq!(workers.len(), 1, "gunicorn {arbiter} has workers {workers:?}");
     workers[0]
+}
+
+#[test]
+fn issue_17_an_asyncio_server_names_the_requests_blocking_lines_with_the_agent_and_attached() {
+    let test = "issue_17_an_asyncio_server_names_the_requests_blocking_lines_with_the_agent_and_attached";
+    // asyncio's own server needs nothing from PyPI: the virtualenv's python3 when there, else
+    // the one on PATH.
+    let py = venv_python().unwrap_or_else(|| "python3".to_string());
+    let port = free_port();
+    let (report, truth) = served_with_agent(&asyncio_server(&py, port), port, "asyncio");
+    assert_served(&report, &truth, &[], "asyncio server, agent");
+    if !perf_permitted(test) {
+        return;
+    }
+    let port = free_port();
+    let (report, truth) = served_attached(&asyncio_server(&py, port), port, "asyncio-attach", |pid| pid, &[]);
+    assert_served(&report, &truth, &["json-parse"], "asyncio server, attached");
 }
 
 #[test]
