@@ -145,8 +145,10 @@ fn is_truncated(frames: &[&Frame]) -> bool {
 
 /// The most common first user frame among `samples` (named after its callee when V8 ran that
 /// callee unnamed, see [`named_callee`]); else the most common innermost Python frame; else the
-/// most common innermost frame that matched a rule; else the most common innermost named frame
-/// (or the leaf). `all`: the stall's samples.
+/// most common innermost user-space frame that matched a rule; else the most common innermost
+/// named user-space frame; else the same in the kernel (or the leaf). The kernel's functions
+/// (`do_nanosleep`, `handle_mm_fault`) say how the thread waited, not whose code asked: they are
+/// shown only when the stacks have nothing else. `all`: the stall's samples.
 fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: BlockerKind) -> Option<Frame> {
     let user: Vec<(&Frame, bool)> = samples.iter().filter_map(|s| first_user(s)).collect();
     if let Some(f) = most_common(user.iter().map(|u| u.0)) {
@@ -164,14 +166,17 @@ fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: Blo
     if let Some(f) = most_common(python) {
         return Some(f.clone());
     }
-    let matched = samples
-        .iter()
-        .filter_map(|s| s.frames.iter().find(|f| RULES.iter().any(|r| r.kind == kind && r.matches(f))).copied());
-    if let Some(f) = most_common(matched) {
-        return Some(f.clone());
-    }
-    let named = samples.iter().filter_map(|s| s.frames.iter().find(|f| !f.name.starts_with('[')).copied());
-    most_common(named).or_else(|| most_common(samples.iter().filter_map(|s| s.frames.first().copied()))).cloned()
+    let matches = |f: &&&Frame| RULES.iter().any(|r| r.kind == kind && r.matches(f));
+    let named = |f: &&&Frame| !f.name.starts_with('[');
+    let user_space = |f: &&&Frame| f.kind != FrameKind::Kernel;
+    let innermost = |pick: &dyn Fn(&&&Frame) -> bool| {
+        most_common(samples.iter().filter_map(|s| s.frames.iter().find(|f| pick(f)).copied())).cloned()
+    };
+    innermost(&|f| user_space(f) && matches(f))
+        .or_else(|| innermost(&|f| user_space(f) && named(f)))
+        .or_else(|| innermost(&matches))
+        .or_else(|| innermost(&named))
+        .or_else(|| most_common(samples.iter().filter_map(|s| s.frames.first().copied())).cloned())
 }
 
 /// The first user frame of a sample, and whether V8 ran JavaScript without a name inside it.
@@ -299,6 +304,24 @@ mod tests {
         assert_eq!(sample_kind(&[&parse, &gc], None).0, BlockerKind::JsonParse);
         assert_eq!(sample_kind(&[&lock, &gc, &busy], None).0, BlockerKind::Gc);
         assert_eq!(sample_kind(&[&lock, &gc, &parse], None).0, BlockerKind::JsonParse);
+    }
+
+    #[test]
+    fn the_frame_shown_is_in_user_space_unless_the_stacks_have_nothing_else() {
+        let kernel = frame(FrameKind::Kernel, "do_nanosleep");
+        let switch = frame(FrameKind::Kernel, "finish_task_switch.isra.0");
+        let libc = Frame {
+            module: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
+            ..frame(FrameKind::Native, "__GI___clock_nanosleep")
+        };
+        let unknown = frame(FrameKind::Unknown, "[unknown]");
+        let off = OffCpu { syscall: Some(230), wchan: None };
+        let sample = |frames| ClassSample { frames, off_cpu: Some(&off), user_module: None, weight_ns: 1 };
+        let v = classify(&[sample(vec![&switch, &kernel, &libc, &unknown]), sample(vec![&kernel, &libc])]).unwrap();
+        assert_eq!(v.kind, BlockerKind::SyncWait);
+        assert_eq!(v.frame.name, "__GI___clock_nanosleep", "not the kernel's do_nanosleep");
+        let v = classify(&[sample(vec![&switch, &kernel, &unknown])]).unwrap();
+        assert_eq!(v.frame.name, "do_nanosleep", "the kernel's frame when the stack has nothing else");
     }
 
     #[test]

@@ -160,16 +160,24 @@ fn write_runtime(report: &Report, opts: &Options, out: &mut impl Write) -> io::R
 
 /// Fewer samples than this in a stall make its blocker a guess, and the summary says so.
 const FEW_SAMPLES: u64 = 5;
+/// A kind that less of the stall's sampled time showed than this is a weak verdict, said so.
+const LOW_CONFIDENCE: f64 = 0.5;
 
 /// What a stall's blocker rests on: `96% of 48 samples`; `GC for 92% of the stall`; and a word of
-/// caution under [`FEW_SAMPLES`].
+/// caution under [`FEW_SAMPLES`] or [`LOW_CONFIDENCE`].
 fn evidence(b: &crate::analysis::report::Blocker) -> String {
     let pct = b.confidence * 100.0;
     if b.basis == "gc_pauses" {
         return format!("GC pauses for {pct:.0}% of the stall");
     }
     let n = b.samples;
-    let few = if n < FEW_SAMPLES { ": too few to be sure" } else { "" };
+    let few = if n < FEW_SAMPLES {
+        ": too few to be sure"
+    } else if b.confidence < LOW_CONFIDENCE {
+        ": low confidence, the other samples disagree or show nothing"
+    } else {
+        ""
+    };
     format!("{pct:.0}% of {n} sample{}{few}", plural(n as usize))
 }
 
@@ -310,5 +318,25 @@ mod tests {
         assert!(text.contains("gc garbage collection  (GC pauses for 83% of the stall)"), "{text}");
         assert!(text.contains("sync-wait futex_wait  (100% of 2 samples: too few to be sure)"), "{text}");
         assert!(text.contains("  4 stack samples\n") && text.contains(" 2 pauses (2 major)"), "{text}");
+    }
+
+    #[test]
+    fn a_verdict_most_samples_do_not_show_says_so() {
+        let b = |confidence: f64, samples: u64| crate::analysis::report::Blocker {
+            kind: "cpu",
+            confidence,
+            basis: "samples",
+            frame: "spin".into(),
+            location: None,
+            position: None,
+            source: None,
+            samples,
+        };
+        assert_eq!(
+            super::evidence(&b(0.28, 40)),
+            "28% of 40 samples: low confidence, the other samples disagree or show nothing"
+        );
+        assert_eq!(super::evidence(&b(0.5, 40)), "50% of 40 samples");
+        assert_eq!(super::evidence(&b(0.3, 2)), "30% of 2 samples: too few to be sure");
     }
 }
