@@ -145,6 +145,20 @@ pub const RULES: &[Rule] = &[
     r(Regex, "native", On::Code, Contains("std::__detail::_Executor")),
     r(Regex, "native", On::Code, Prefix("regex::")),
     r(Regex, "native", On::Code, Prefix("regex_automata::")),
+    r(Regex, "native", On::Code, Prefix("fancy_regex::")),
+    r(Regex, "native", On::Code, Prefix("re2::")),
+    r(Regex, "native", On::Code, Prefix("onig_")),
+    r(Regex, "native", On::Code, Contains("icu::RegexMatcher")),
+    // Perl (nginx's perl handlers, perl itself): the matcher and its helpers.
+    r(Regex, "perl", On::Code, Prefix("Perl_regexec_flags")),
+    r(Regex, "perl", On::Code, Prefix("Perl_re_intuit_start")),
+    r(Regex, "perl", On::Code, Prefix("S_regmatch")),
+    r(Regex, "perl", On::Code, Prefix("S_regtry")),
+    // Java's compiled methods, named by the JVM's perf map (`jcmd PID Compiler.perfmap`).
+    r(Regex, "jvm", On::Code, Contains("java.util.regex.")),
+    r(Regex, "jvm", On::Code, Contains("java/util/regex/")),
+    // Go: the regexp package's functions.
+    r(Regex, "go", On::Code, Prefix("regexp.")),
     // json-parse
     r(JsonParse, "v8", On::Code, Contains("JsonParser")),
     r(JsonParse, "v8", On::Code, Contains("JsonParseInternalizer")),
