@@ -327,7 +327,9 @@ pub enum Mode {
 /// What to observe: a command to launch, a running pid, or (where allowed) a recording.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
-    /// Attach to this running process (it needs the agent preloaded, or perf permissions)
+    /// Attach to this running process (it needs the agent preloaded, or perf permissions).
+    /// Attached without the agent, the processes it starts are followed too (a server's workers:
+    /// attach to gunicorn's arbiter, nginx's master or a Node cluster's primary)
     #[arg(long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
     /// Stop after this long (a launched command and what it started are then sent SIGTERM, and

@@ -80,19 +80,14 @@ fn asyncio_server(py: &str, port: u16) -> Vec<String> {
     vec![py.to_string(), fixture("python/asyncio_app.py").to_string_lossy().into_owned(), port.to_string()]
 }
 
-/// The command serving `fixtures/python/wsgi_app.py` with one gunicorn sync worker on `port`.
-fn gunicorn(py: &str, port: u16) -> Vec<String> {
+/// The command serving `fixtures/python/wsgi_app.py` with `workers` gunicorn sync workers on
+/// `port`.
+fn gunicorn(py: &str, port: u16, workers: u32) -> Vec<String> {
     let dir = fixture("python");
     let bind = format!("127.0.0.1:{port}");
-    let args = ["-m", "gunicorn", "--chdir", dir.to_str().unwrap(), "-w", "1", "-k", "sync", "-b", &bind];
+    let workers = workers.to_string();
+    let args = ["-m", "gunicorn", "--chdir", dir.to_str().unwrap(), "-w", &workers, "-k", "sync", "-b", &bind];
     std::iter::once(py).chain(args).chain(["--log-level", "warning", "wsgi_app:app"]).map(str::to_string).collect()
-}
-
-/// The process that served the requests (the truth's own pid).
-fn server_pid(truth: &[Truth]) -> u32 {
-    let pid = truth.first().and_then(|t| t.pid).expect("truth lines carry the server's pid");
-    assert!(truth.iter().all(|t| t.pid == Some(pid)), "one process served them all: {truth:?}");
-    pid
 }
 
 /// The stalls of the main thread of `pid`, in order.
@@ -107,13 +102,24 @@ fn stalls_of_main_thread(report: &Value, pid: u32) -> Vec<Value> {
     v
 }
 
-/// The serving thread's stalls are the five requests' blocking work, each once, as long as the
-/// app measured it (within tolerance), each naming its function at a line that blocks in
-/// `endpoints.py` with the source shown (`or_cpu`: kinds that may read `cpu` attached, their
-/// function and line still checked).
+/// Each serving process's stalls (its main thread's) are the blocking work of the requests it
+/// served, each once, as long as the app measured it (within tolerance), each naming its function
+/// at a line that blocks in `endpoints.py` with the source shown (`or_cpu`: kinds that may read
+/// `cpu` attached, their function and line still checked).
 fn assert_served(report: &Value, truth: &[Truth], or_cpu: &[&str], what: &str) {
     assert_eq!(truth.len(), 5, "{what}: the app measured {truth:?}");
-    let stalls = stalls_of_main_thread(report, server_pid(truth));
+    let mut pids: Vec<u32> = truth.iter().map(|t| t.pid.expect("truth lines carry the server's pid")).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        let mine: Vec<&Truth> = truth.iter().filter(|t| t.pid == Some(pid)).collect();
+        assert_served_by(report, pid, &mine, or_cpu, &format!("{what}, process {pid}"));
+    }
+}
+
+/// [`assert_served`] for one serving process.
+fn assert_served_by(report: &Value, pid: u32, truth: &[&Truth], or_cpu: &[&str], what: &str) {
+    let stalls = stalls_of_main_thread(report, pid);
     let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
     let measured: Vec<f64> = truth.iter().map(|t| t.ms).collect();
     assert_stalls_match(&durations, &measured, 50.0, what);
@@ -253,7 +259,7 @@ fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_wit
         return;
     };
     let port = free_port();
-    let (report, truth) = served_with_agent(&gunicorn(&py, port), port, "gunicorn");
+    let (report, truth) = served_with_agent(&gunicorn(&py, port, 1), port, "gunicorn");
     assert_served(&report, &truth, &[], "gunicorn sync worker, agent");
 }
 
@@ -265,7 +271,7 @@ fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_att
     }
     let Some(py) = pyapps(test) else { return };
     let port = free_port();
-    let (report, truth) = served_attached(&gunicorn(&py, port), port, "gunicorn-attach", gunicorn_worker, &[]);
+    let (report, truth) = served_attached(&gunicorn(&py, port, 1), port, "gunicorn-attach", gunicorn_worker, &[]);
     assert_served(&report, &truth, &["json-parse"], "gunicorn sync worker, attached");
 }
 
@@ -280,6 +286,21 @@ fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_att
     // The perf source: select's entries filtered by the kernel (n > 0), Python frames read for
     // the samples of a stall as with BPF.
     let env = [("LOOPTOP_NO_BPF", "1")];
-    let (report, truth) = served_attached(&gunicorn(&py, port), port, "gunicorn-perf", gunicorn_worker, &env);
+    let (report, truth) = served_attached(&gunicorn(&py, port, 1), port, "gunicorn-perf", gunicorn_worker, &env);
     assert_served(&report, &truth, &["json-parse"], "gunicorn sync worker, attached with perf events");
+}
+
+#[test]
+fn issue_18_attached_to_gunicorns_arbiter_looptop_follows_its_workers() {
+    let test = "issue_18_attached_to_gunicorns_arbiter_looptop_follows_its_workers";
+    if !perf_permitted(test) {
+        return;
+    }
+    let Some(py) = pyapps(test) else { return };
+    let port = free_port();
+    // The arbiter only manages its two workers; each request is served by one of them.
+    let (report, truth) = served_attached(&gunicorn(&py, port, 2), port, "gunicorn-arbiter", |pid| pid, &[]);
+    assert_served(&report, &truth, &["json-parse"], "gunicorn's arbiter, attached");
+    let workers: Vec<u64> = report["loops"].as_array().unwrap().iter().filter_map(|l| l["pid"].as_u64()).collect();
+    assert!(truth.iter().all(|t| workers.contains(&(t.pid.unwrap() as u64))), "{workers:?}");
 }

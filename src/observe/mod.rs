@@ -274,7 +274,8 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     let (mut source, bpf_note) = KernelSource::open(opts).map_err(refused)?;
     source.add_process(pid).map_err(refused)?;
     let mut run = Run::start(collect, Mode::Perf, origin, pid, &command)?;
-    run.poll_until(Polled::Perf(Box::new(source)), collect, Observee::Attached(pid), on_poll).map_err(told)?;
+    let polled = Polled::Perf(Box::new(source), poll::Family::new(pid));
+    run.poll_until(polled, collect, Observee::Attached(pid), on_poll).map_err(told)?;
     let mut warnings = run.warnings();
     warnings.extend(bpf_note);
     warnings.extend(not_used.map(|e| format!("attached with perf: the agent's segment was not used ({e})")));

@@ -19,7 +19,12 @@ const MAX_IDS: usize = 1 << 16;
 const REOBSERVE_NS: u64 = 1_000_000_000;
 
 /// A tick's start and the Python frames read during it.
-type TickFrames = (u64, Vec<[u64; 2]>);
+/// A loop's long tick (its start) and the Python frames read while it slept in it: (when read,
+/// the frames), oldest first.
+type TickFrames = (u64, Vec<(u64, Vec<[u64; 2]>)>);
+
+/// Reads of a sleeping loop thread's Python frames kept per tick.
+const READS_PER_TICK: usize = 16;
 
 /// Events in, session (and recording) out.
 pub struct Pipeline {
@@ -47,8 +52,8 @@ pub struct Pipeline {
     /// Each loop's current tick as its latest totals say (0 = waiting): a kernel sample's
     /// Python frames are read from outside only while its tick still runs.
     busy_since: HashMap<(u32, u32), u64>,
-    /// The Python frames of a loop thread read during its current long tick, while it was off the
-    /// CPU (not for processes whose agent's watchdog reads them: `walked_pids`).
+    /// The Python frames of a loop thread read during its current long tick, each time it was
+    /// found off the CPU (not for processes whose agent's watchdog reads them: `walked_pids`).
     in_tick: HashMap<(u32, u32), TickFrames>,
     /// Processes whose watchdog samples carry Python frames.
     walked_pids: BTreeSet<u32>,
@@ -132,10 +137,12 @@ impl Pipeline {
                 s.py = read_now.entry((s.pid, s.tid)).or_insert_with(|| symbolizer.python_stack(s.pid, s.tid)).clone();
             }
             // Off the CPU the kernel sends the stack when the thread comes back, the stall over:
-            // the frames read while it slept in that tick are its own.
+            // frames read while it slept that very sleep are its own (a read at another sleep of
+            // the tick, a socket write after it, is not).
             if s.py.is_empty() && s.origin == SampleOrigin::PerfOffCpu && s.tick_ns != 0 {
-                if let Some((tick, words)) = self.in_tick.get(&(s.pid, s.tid)) {
-                    if *tick == s.tick_ns {
+                if let Some((tick, reads)) = self.in_tick.get(&(s.pid, s.tid)) {
+                    let asleep = s.t_ns..=s.t_ns.saturating_add(s.weight_ns);
+                    if let Some((_, words)) = reads.iter().find(|(at, _)| *tick == s.tick_ns && asleep.contains(at)) {
                         s.py = words.clone();
                     }
                 }
@@ -262,21 +269,29 @@ impl Pipeline {
     }
 
     /// For a loop of a process whose agent does not walk its Python frames (none preloaded), in a
-    /// tick past the stall floor and off the CPU
-    /// now: reads its Python frames, for the off-CPU samples of that tick the kernel sends later.
+    /// tick past the stall floor and off the CPU now: reads its Python frames, for the off-CPU
+    /// samples of that tick the kernel sends later (each takes the read made while it slept).
     fn read_in_tick(&mut self, pid: u32, tid: u32, busy_since: u64, now: u64) {
         const AFTER_NS: u64 = looptop_abi::DEFAULT_STALL_FLOOR_NS;
         if busy_since == 0 || now.saturating_sub(busy_since) < AFTER_NS || self.walked_pids.contains(&pid) {
             return;
         }
-        if self.in_tick.get(&(pid, tid)).is_some_and(|(tick, _)| *tick == busy_since) || !off_cpu(pid, tid) {
+        let full = self.in_tick.get(&(pid, tid)).is_some_and(|(t, r)| *t == busy_since && r.len() >= READS_PER_TICK);
+        if full || !off_cpu(pid, tid) {
             return;
         }
         self.watch(pid);
+        let at = crate::source::now_ns();
         let words = self.symbolizer.python_stack(pid, tid);
-        if !words.is_empty() {
-            self.in_tick.insert((pid, tid), (busy_since, words));
+        // Still asleep after the read: the frames are those of the sleep it was in.
+        if words.is_empty() || !off_cpu(pid, tid) {
+            return;
         }
+        let entry = self.in_tick.entry((pid, tid)).or_insert((busy_since, Vec::new()));
+        if entry.0 != busy_since {
+            *entry = (busy_since, Vec::new());
+        }
+        entry.1.push((at, words));
     }
 
     /// Puts the Python frames of `py` into `stack` where the interpreter ran them.

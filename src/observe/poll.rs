@@ -8,8 +8,8 @@ use super::*;
 pub(super) enum Polled {
     /// The agents' segments.
     Agent(AgentSource),
-    /// perf tracepoints and samples of a process without the agent.
-    Perf(Box<KernelSource>),
+    /// perf tracepoints and samples of a process without the agent, and of its descendants.
+    Perf(Box<KernelSource>, Family),
 }
 
 impl Polled {
@@ -17,8 +17,69 @@ impl Polled {
         match self {
             Polled::Agent(a) if last => a.poll_last(now_ns(), out),
             Polled::Agent(a) => a.poll(now_ns(), out),
-            Polled::Perf(p) => p.poll(out, last),
+            Polled::Perf(p, family) => {
+                if !last {
+                    family.follow(p);
+                }
+                p.poll(out, last)
+            }
         }
+    }
+}
+
+/// The processes an attached process started (a server's workers: gunicorn's or nginx's, a Node
+/// cluster's), observed as they appear: a parent that only manages its workers runs no loop of
+/// its own, and attaching to it should show theirs, as `run` follows a command's children.
+pub(super) struct Family {
+    root: u32,
+    /// Every descendant observed so far.
+    followed: Vec<u32>,
+    /// When to look for new ones next.
+    next_ns: u64,
+}
+
+impl Family {
+    /// How often `/proc` is searched for new descendants.
+    const EVERY_NS: u64 = 500_000_000;
+
+    pub(super) fn new(root: u32) -> Family {
+        Family { root, followed: Vec::new(), next_ns: 0 }
+    }
+
+    /// Adds the descendants of the root that appeared since the last look to `source`.
+    fn follow(&mut self, source: &mut KernelSource) {
+        let now = now_ns();
+        if now < self.next_ns {
+            return;
+        }
+        self.next_ns = now + Self::EVERY_NS;
+        for (pid, _) in crate::target::proc::descendants(self.root) {
+            if self.followed.contains(&pid) {
+                continue;
+            }
+            // Gone already, or not permitted: it stays unobserved (the others are still followed).
+            if source.add_process(pid).is_ok() {
+                self.followed.push(pid);
+            }
+        }
+    }
+
+    /// One sentence for the report when any descendant was followed.
+    fn note(&self) -> Option<String> {
+        if self.followed.is_empty() {
+            return None;
+        }
+        let mut pids = self.followed.clone();
+        pids.sort_unstable();
+        let shown: Vec<String> = pids.iter().take(8).map(u32::to_string).collect();
+        let more = if pids.len() > 8 { format!(" and {} more", pids.len() - 8) } else { String::new() };
+        Some(format!(
+            "followed {} process{} started by {} ({}{more}): their loops are in the report beside its own",
+            pids.len(),
+            if pids.len() == 1 { "" } else { "es" },
+            self.root,
+            shown.join(", ")
+        ))
     }
 }
 
@@ -88,6 +149,8 @@ pub(super) struct Run {
     lost_note: Option<String>,
     /// What perf mode could not observe (e.g. uprobes refused).
     unseen: Vec<String>,
+    /// Which descendants of an attached process were followed, when any were.
+    followed: Option<String>,
     /// Perf mode's source once stopped, to close after the results are out.
     closing: Option<Box<KernelSource>>,
     /// An attached process ended while observed.
@@ -136,6 +199,7 @@ impl Run {
             dropped: 0,
             lost_note: None,
             unseen: Vec::new(),
+            followed: None,
             closing: None,
             gone: None,
             stopped: false,
@@ -153,7 +217,7 @@ impl Run {
     ) -> Result<Option<std::process::ExitStatus>> {
         let perf_events = |k: &KernelSource| matches!(k, KernelSource::Perf(_));
         let drained = match &source {
-            Polled::Perf(k) => perf_events(k),
+            Polled::Perf(k, _) => perf_events(k),
             Polled::Agent(_) => false,
         } || self.perf.source.as_ref().is_some_and(perf_events);
         let every = if drained { POLL } else { POLL_STAMPED };
@@ -209,11 +273,12 @@ impl Run {
         if let Some(c) = self.collector.take() {
             match c.finish(&mut events) {
                 Polled::Agent(a) => self.source = a,
-                Polled::Perf(mut p) => {
+                Polled::Perf(mut p, family) => {
                     p.disable();
                     self.dropped = p.lost();
                     self.lost_note = p.lost_note();
                     self.unseen = p.notes().to_vec();
+                    self.followed = family.note();
                     self.closing = Some(p);
                 }
             }
@@ -276,6 +341,7 @@ impl Run {
             .gone
             .map(|pid| format!("process {pid} exited after {:.1} s", self.end.saturating_sub(self.origin) as f64 / 1e9))
             .into_iter()
+            .chain(self.followed)
             .collect();
         let loops_without_slot = self.source.without_slot.values().sum();
         let lost = self.source.lost.values().cloned().collect();
