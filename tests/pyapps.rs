@@ -30,39 +30,11 @@ fn pyapps(test: &str) -> Option<String> {
     None
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `GET path` over loopback; the response's status line.
-fn get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.lines().next().map(str::to_string)
-}
-
-/// Whether the server at `port` answers within 30 s.
-fn get_when_up(port: u16) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if get(port, "/ok").is_some() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    false
-}
-
 /// Drives each blocking endpoint once (and `/ok` last, which writes the truth still pending).
 fn drive(port: u16) {
     for path in ["/sleep", "/regex", "/json", "/busy", "/deep", "/ok"] {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let status = get(port, path).unwrap_or_default();
+        let status = http_get(port, path).unwrap_or_default();
         assert!(status.contains(" 200 "), "{path}: {status}");
     }
 }

@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod docs;
 mod errors;
+mod golang;
 mod harm;
 mod hostile;
 mod limits;

@@ -77,7 +77,9 @@ pub fn execute(plan: CheckPlan) -> Result<u8> {
     if let Some(code) = failed_exit.filter(|_| !plan.ignore_exit_code) {
         unmet.push(Unmet::command_failed(code));
     }
-    if report.loops.is_empty() {
+    if let (true, Some(&pid)) = (report.loops.is_empty(), observed.go_pids.first()) {
+        unmet.push(Unmet::go_program(pid));
+    } else if report.loops.is_empty() {
         unmet.push(Unmet::no_loop(matches!(plan.target, TargetSpec::Launch(_))));
     } else if observed.loops_without_slot > 0 {
         unmet.push(Unmet::loops_unseen(observed.loops_without_slot));

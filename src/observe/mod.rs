@@ -94,6 +94,8 @@ pub struct Observed {
     /// Threads that waited for events but found no loop slot in their agent's segment: loops
     /// whose ticks were never seen (a check cannot vouch for them).
     pub loops_without_slot: u64,
+    /// The Go processes observed: no loop of theirs was kept ([`crate::target::golang`]).
+    pub go_pids: Vec<u32>,
     /// Live processes whose segment became unreadable mid-way, with why: what came after was
     /// not seen (a check cannot pass, a recording is incomplete).
     pub lost: Vec<String>,

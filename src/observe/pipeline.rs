@@ -57,6 +57,8 @@ pub struct Pipeline {
     in_tick: HashMap<(u32, u32), TickFrames>,
     /// Processes whose watchdog samples carry Python frames.
     walked_pids: BTreeSet<u32>,
+    /// Go processes: no loop of theirs is kept ([`crate::target::golang`]).
+    go_pids: BTreeSet<u32>,
 }
 
 impl Pipeline {
@@ -76,6 +78,7 @@ impl Pipeline {
             busy_since: HashMap::new(),
             in_tick: HashMap::new(),
             walked_pids: BTreeSet::new(),
+            go_pids: BTreeSet::new(),
         }
     }
 
@@ -115,6 +118,7 @@ impl Pipeline {
         // V8's heap first, for every stack with addresses not named yet or V8's words, while
         // the processes still run.
         self.sync_ids();
+        self.drop_go_loops(events);
         let now = crate::source::now_ns();
         for ev in events.iter() {
             match ev {
@@ -266,6 +270,33 @@ impl Pipeline {
             let (symbolizer, stacks) = (&mut self.symbolizer, self.session.stacks_mut());
             *id = stacks.intern(Frame { exec_line: Some(line), ..f }, |f: &Frame| source_of(symbolizer, pid, f));
         }
+    }
+
+    /// Leaves out the loops of Go processes (found at their `Process` event): the Go runtime has
+    /// no event loop, and its threads' waits would read as loops with false stalls.
+    fn drop_go_loops(&mut self, events: &mut Vec<Event>) {
+        for ev in events.iter() {
+            if let Event::Process(p) = ev {
+                if !self.go_pids.contains(&p.pid) && crate::target::golang::is_go(p.pid) {
+                    self.go_pids.insert(p.pid);
+                }
+            }
+        }
+        if self.go_pids.is_empty() {
+            return;
+        }
+        events.retain(|ev| match ev {
+            Event::LoopStarted { id, .. }
+            | Event::Totals { id, .. }
+            | Event::Stall { id, .. }
+            | Event::LoopEnded { id, .. } => !self.go_pids.contains(&id.pid),
+            _ => true,
+        });
+    }
+
+    /// The Go processes observed (no loop of theirs is kept).
+    pub fn go_pids(&self) -> &BTreeSet<u32> {
+        &self.go_pids
     }
 
     /// For a loop of a process whose agent does not walk its Python frames (none preloaded), in a

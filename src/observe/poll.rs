@@ -310,7 +310,9 @@ impl Run {
         w.extend(self.perf.note.clone());
         w.extend(self.unseen.iter().cloned());
         w.extend(self.pipeline.file_notes());
-        if self.pipeline.session.loop_count() == 0 {
+        let go = self.pipeline.go_pids();
+        w.extend(go.iter().map(|pid| format!("process {pid} is a Go program: {}", crate::target::golang::NO_LOOP)));
+        if self.pipeline.session.loop_count() == 0 && go.is_empty() {
             w.push(format!(
                 "no event loop seen in {:.1} s: the target never waited in {}{}",
                 self.end.saturating_sub(self.origin) as f64 / 1e9,
@@ -345,7 +347,9 @@ impl Run {
             .collect();
         let loops_without_slot = self.source.without_slot.values().sum();
         let lost = self.source.lost.values().cloned().collect();
+        let go_pids = self.pipeline.go_pids().iter().copied().collect();
         Ok(Observed {
+            go_pids,
             report,
             warnings,
             notes,

@@ -2,6 +2,7 @@
 //! library itself.
 
 pub mod embedded;
+pub mod golang;
 pub mod launch;
 pub mod proc;
 pub mod signals;

@@ -98,6 +98,19 @@ impl Unmet {
             exit: crate::error::exit::OBSERVE,
         }
     }
+
+    /// The target is a Go program: there is no loop whose budgets could be judged.
+    pub fn go_program(pid: u32) -> Unmet {
+        Unmet {
+            case: "observation",
+            title: "a Go program has no event loop",
+            message: format!(
+                "process {pid} is a Go program: {}; loop budgets cannot be judged for it",
+                crate::target::golang::NO_LOOP
+            ),
+            exit: crate::error::exit::OBSERVE,
+        }
+    }
 }
 
 /// One line of evidence under a failed budget, with a source location when there is one.
