@@ -22,6 +22,7 @@ mod ps;
 mod pyapps;
 mod python;
 mod record;
+mod redis;
 mod run;
 mod runtime;
 mod signals;

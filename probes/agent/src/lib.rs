@@ -55,6 +55,8 @@ struct Local {
     counted: Cell<bool>,
     /// Nesting depth of wait calls (a wait inside a signal handler during a wait).
     depth: Cell<u32>,
+    /// Where on the stack the wait that began the current tick was made (0: none yet).
+    tick_sp: Cell<usize>,
 }
 
 thread_local! {
@@ -66,6 +68,7 @@ thread_local! {
             retry_ns: Cell::new(0),
             counted: Cell::new(false),
             depth: Cell::new(0),
+            tick_sp: Cell::new(0),
         }
     };
     /// Registered once per claimed thread; its drop marks the slot exited.
@@ -322,11 +325,43 @@ fn wait_exit(slot: &LoopSlot) {
     slot.write_end();
 }
 
+/// How much deeper than the wait that began the tick a zero-timeout wait must be made to be a
+/// nested one: more than the frames of one wrapper and another, less than any loop's own frames.
+const NESTED_MIN_BYTES: usize = 1024;
+
+/// A wait call as the wrapper saw it: where on the stack it was made, and whether it only
+/// checks for events (a zero timeout) instead of waiting for them.
+#[derive(Clone, Copy)]
+pub(crate) struct WaitCall {
+    /// An address in the wrapper's own frame.
+    pub sp: usize,
+    /// The timeout is zero: the call returns at once.
+    pub zero_timeout: bool,
+}
+
+/// Whether `call` is a nested wait: a zero-timeout check for events made deeper on the stack than
+/// the wait that began the current tick (Redis answering `BUSY` from inside a long Lua script
+/// runs its loop nested): part of the tick that is running, not the end of it.
+#[inline]
+fn nested(call: WaitCall) -> bool {
+    call.zero_timeout
+        && LOCAL
+            .try_with(|l| {
+                let tick_sp = l.tick_sp.get();
+                tick_sp != 0 && call.sp.saturating_add(NESTED_MIN_BYTES) < tick_sp
+            })
+            .unwrap_or(false)
+}
+
 /// Runs `wait` between the tick bookkeeping, keeping `errno` as the real call left it. While
 /// the wait lasts the watchdog leaves the thread alone ([`watchdog::Quiet`]); `wait` gets the
-/// signal to add to any signal mask it passes to the kernel.
+/// signal to add to any signal mask it passes to the kernel. A nested wait ([`nested`]) runs
+/// like a sleep inside the tick.
 #[inline]
-pub(crate) fn timed<R>(wait: impl FnOnce(Option<libc::c_int>) -> R) -> R {
+pub(crate) fn timed<R>(call: WaitCall, wait: impl FnOnce(Option<libc::c_int>) -> R) -> R {
+    if nested(call) {
+        return quietly(wait);
+    }
     let enter = wait_enter();
     let quiet = match enter {
         Enter::Outer(slot) => Some(watchdog::Quiet::begin(slot)),
@@ -343,6 +378,7 @@ pub(crate) fn timed<R>(wait: impl FnOnce(Option<libc::c_int>) -> R) -> R {
     let _ = LOCAL.try_with(|l| l.depth.set(l.depth.get().saturating_sub(1)));
     if let Enter::Outer(slot) = enter {
         wait_exit(slot);
+        let _ = LOCAL.try_with(|l| l.tick_sp.set(call.sp));
     }
     unsafe { *libc::__errno_location() = errno };
     r

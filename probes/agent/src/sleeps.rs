@@ -139,9 +139,9 @@ wrap_sleep!(SLEEP, fn sleep(secs: c_uint) -> c_uint, fail = secs);
 /// Runs `select` or `pselect`: a loop's wait when given descriptors (gunicorn's sync workers wait
 /// in `select`), a sleep inside a tick when not (CPython 3.10's `time.sleep`).
 #[inline]
-fn select_like<R>(n: c_int, call: impl FnOnce(Option<c_int>) -> R) -> R {
+fn select_like<R>(n: c_int, wait: crate::WaitCall, call: impl FnOnce(Option<c_int>) -> R) -> R {
     if n > 0 {
-        crate::timed(call)
+        crate::timed(wait, call)
     } else {
         crate::quietly(call)
     }
@@ -166,7 +166,10 @@ pub unsafe extern "C" fn select(
     // SAFETY: addr is the next definition of `select`, with this signature.
     let real: unsafe extern "C" fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *mut timeval) -> c_int =
         unsafe { std::mem::transmute(addr) };
-    select_like(n, |_| unsafe { real(n, r, w, e, timeout) })
+    // SAFETY: the timeout the caller passed, null or valid.
+    let zero_timeout = unsafe { !timeout.is_null() && (*timeout).tv_sec == 0 && (*timeout).tv_usec == 0 };
+    let wait = crate::WaitCall { sp: crate::wrappers::stack_here(), zero_timeout };
+    select_like(n, wait, |_| unsafe { real(n, r, w, e, timeout) })
 }
 
 /// Interposed: a wait for events given descriptors, else a sleep ([`select_like`]).
@@ -196,7 +199,12 @@ pub unsafe extern "C" fn pselect(
         *const sigset_t,
     ) -> c_int = unsafe { std::mem::transmute(addr) };
     let mut holder = MaskArg::new();
-    select_like(n, |add| unsafe { real(n, r, w, e, timeout, holder.with(sigmask, add)) })
+    // SAFETY: the timeout the caller passed, null or valid.
+    let wait = crate::WaitCall {
+        sp: crate::wrappers::stack_here(),
+        zero_timeout: unsafe { crate::wrappers::zero_timespec(timeout) },
+    };
+    select_like(n, wait, |add| unsafe { real(n, r, w, e, timeout, holder.with(sigmask, add)) })
 }
 
 wrap_sleep!(PAUSE, fn pause() -> c_int, fail = -1);

@@ -86,8 +86,24 @@ impl MaskArg {
     }
 }
 
+/// Whether a `timespec` timeout is zero (null: wait forever).
+///
+/// # Safety
+/// `t` is null or points to a valid `timespec`.
+#[inline]
+pub(crate) unsafe fn zero_timespec(t: *const timespec) -> bool {
+    !t.is_null() && (*t).tv_sec == 0 && (*t).tv_nsec == 0
+}
+
+/// An address in the caller's stack frame (what [`crate::WaitCall::sp`] compares).
+#[inline(always)]
+pub(crate) fn stack_here() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(std::ptr::addr_of!(marker)) as usize
+}
+
 macro_rules! wrap {
-    ($next:ident, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $(, mask = $mask:ident)?) => {
+    ($next:ident, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, zero = $zero:expr $(, mask = $mask:ident)?) => {
         /// Interposed: times the tick around the real call.
         ///
         /// # Safety
@@ -102,7 +118,9 @@ macro_rules! wrap {
             // SAFETY: addr is the next definition of this very symbol, with this signature.
             let real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(addr) };
             let mut _holder = MaskArg::new();
-            crate::timed(|_add| unsafe {
+            // SAFETY: the timeout argument is what the caller passed the real call.
+            let call = crate::WaitCall { sp: stack_here(), zero_timeout: unsafe { $zero } };
+            crate::timed(call, |_add| unsafe {
                 $($mask = _holder.with($mask, _add);)?
                 real($($arg),*)
             })
@@ -110,10 +128,14 @@ macro_rules! wrap {
     };
 }
 
-wrap!(EPOLL_WAIT, fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int) -> c_int);
-wrap!(EPOLL_PWAIT, fn epoll_pwait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int, sigmask: *const sigset_t) -> c_int, mask = sigmask);
-wrap!(EPOLL_PWAIT2, fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: *const timespec, sigmask: *const sigset_t) -> c_int, mask = sigmask);
-wrap!(POLL, fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int);
-wrap!(PPOLL, fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t) -> c_int, mask = sigmask);
-wrap!(POLL_CHK, fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int);
-wrap!(PPOLL_CHK, fn __ppoll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t, fdslen: size_t) -> c_int, mask = sigmask);
+wrap!(EPOLL_WAIT, fn epoll_wait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int) -> c_int, zero = timeout == 0);
+wrap!(EPOLL_PWAIT, fn epoll_pwait(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: c_int, sigmask: *const sigset_t) -> c_int,
+    zero = timeout == 0, mask = sigmask);
+wrap!(EPOLL_PWAIT2, fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: *const timespec, sigmask: *const sigset_t) -> c_int,
+    zero = zero_timespec(timeout), mask = sigmask);
+wrap!(POLL, fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int, zero = timeout == 0);
+wrap!(PPOLL, fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t) -> c_int,
+    zero = zero_timespec(timeout), mask = sigmask);
+wrap!(POLL_CHK, fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int, zero = timeout == 0);
+wrap!(PPOLL_CHK, fn __ppoll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t, fdslen: size_t) -> c_int,
+    zero = zero_timespec(timeout), mask = sigmask);

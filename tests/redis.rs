@@ -1,0 +1,126 @@
+//! Redis (issue 18 point 8): a long Lua script makes Redis run its event loop nested, answering
+//! `BUSY` from inside the script (a zero-timeout `epoll_wait` deeper on the same stack than the
+//! loop's own). That is one stall, as long as Redis's own SLOWLOG says the script ran, not a short
+//! one and thousands of ticks. Debian's `redis-server` (which `.ci/run` installs) under
+//! `looptop run`; without it the test skips, a failure when `LOOPTOP_REQUIRE_REDIS=1` (CI).
+
+use crate::util::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// `redis-server`, if installed.
+fn redis_server(test: &str) -> Option<&'static str> {
+    if std::process::Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Some("redis-server");
+    }
+    assert!(
+        std::env::var("LOOPTOP_REQUIRE_REDIS").map_or(true, |v| v != "1"),
+        "{test}: redis-server is not installed (apt-get install redis-server); .ci/run installs it"
+    );
+    println!("SKIP: {test}: redis-server is not installed (apt-get install redis-server)");
+    None
+}
+
+/// A Redis connection speaking RESP.
+struct Client {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects to the server on `port`, trying for up to 30 s.
+    fn connect(port: u16) -> Client {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                return Client { r: BufReader::new(s.try_clone().unwrap()), w: s };
+            }
+            assert!(std::time::Instant::now() < deadline, "redis never answered on port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a command; its reply, flattened into lines (integers, strings, errors, arrays).
+    fn call(&mut self, args: &[&str]) -> Vec<String> {
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd += &format!("${}\r\n{a}\r\n", a.len());
+        }
+        self.w.write_all(cmd.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        self.read_reply(&mut out);
+        out
+    }
+
+    fn read_reply(&mut self, out: &mut Vec<String>) {
+        let mut line = String::new();
+        self.r.read_line(&mut line).unwrap();
+        let line = line.trim_end().to_string();
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "*" => (0..rest.parse::<i64>().unwrap().max(0)).for_each(|_| self.read_reply(out)),
+            "$" if rest == "-1" => out.push(String::new()),
+            "$" => {
+                let mut data = vec![0; rest.parse::<usize>().unwrap() + 2];
+                std::io::Read::read_exact(&mut self.r, &mut data).unwrap();
+                out.push(String::from_utf8_lossy(&data[..data.len() - 2]).into_owned());
+            }
+            _ => out.push(line),
+        }
+    }
+}
+
+/// A Lua script that keeps Redis busy for `ms` milliseconds.
+fn busy_script(ms: u32) -> String {
+    format!(
+        "local function now() local t = redis.call('TIME') return t[1] * 1000 + t[2] / 1000 end \
+         local s = now() while now() - s < {ms} do end return 1"
+    )
+}
+
+#[test]
+fn issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
+    let test = "issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says";
+    let Some(server) = redis_server(test) else { return };
+    let _timing = timing();
+    let dir = TempDir::new("redis");
+    let port = free_port().to_string();
+    let lt = looptop()
+        .args(["run", "--json", "--rate", "0", "-o"])
+        .arg(dir.path("report.json"))
+        .args(["--", server, "--port", &port, "--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path(""))
+        // Answer BUSY (the nested loop) after 100 ms of script; log every command over 10 ms.
+        .args(["--busy-reply-threshold", "100", "--slowlog-log-slower-than", "10000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn_limited();
+    let port: u16 = port.parse().unwrap();
+    let mut c = Client::connect(port);
+    assert_eq!(c.call(&["PING"]), ["+PONG"]);
+    std::thread::sleep(Duration::from_millis(200));
+    // A second client while the script runs: Redis answers it BUSY from inside the script.
+    let pinger = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        Client::connect(port).call(&["PING"])
+    });
+    assert_eq!(c.call(&["EVAL", &busy_script(600), "0"]), [":1"]);
+    let busy = pinger.join().unwrap();
+    assert!(busy[0].starts_with("-BUSY"), "the nested loop answered {busy:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    // SLOWLOG GET: [id, timestamp, duration in µs, [command …], client, name] per entry.
+    let log = c.call(&["SLOWLOG", "GET", "10"]);
+    let eval = log.iter().position(|l| l == "EVAL").expect("the script is in the slow log");
+    let script_ms = log[eval - 1].trim_start_matches(':').parse::<f64>().unwrap() / 1000.0;
+    drop(c);
+    // SAFETY: signalling the looptop this test started; it passes SIGTERM on to redis.
+    unsafe { libc::kill(lt.id() as i32, libc::SIGTERM) };
+    let out = lt.wait_with_output();
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path("report.json")).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("report: {e}; {}", stderr(&out)));
+    assert_report_schema(&report);
+    let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
+    assert_stalls_match(&stalls, &[script_ms], 50.0, "redis, a 600 ms script answering BUSY");
+}
