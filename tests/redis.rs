@@ -2,7 +2,8 @@
 //! `BUSY` from inside the script (a zero-timeout `epoll_wait` deeper on the same stack than the
 //! loop's own). That is one stall, as long as Redis's own SLOWLOG says the script ran, not a short
 //! one and thousands of ticks. Debian's `redis-server` (which `.ci/run` installs) under
-//! `looptop run`; without it the test skips, a failure when `LOOPTOP_REQUIRE_REDIS=1` (CI).
+//! `looptop run` and attached (BPF); without it the tests skip, a failure when
+//! `LOOPTOP_REQUIRE_REDIS=1` (CI).
 
 use crate::util::*;
 use std::io::{BufRead, BufReader, Write};
@@ -80,28 +81,22 @@ fn busy_script(ms: u32) -> String {
     )
 }
 
-#[test]
-fn issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
-    let test = "issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says";
-    let Some(server) = redis_server(test) else { return };
-    let _timing = timing();
-    let dir = TempDir::new("redis");
-    let port = free_port().to_string();
-    let lt = looptop()
-        .args(["run", "--json", "--rate", "0", "-o"])
-        .arg(dir.path("report.json"))
-        .args(["--", server, "--port", &port, "--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir.path(""))
-        // Answer BUSY (the nested loop) after 100 ms of script; log every command over 10 ms.
-        .args(["--busy-reply-threshold", "100", "--slowlog-log-slower-than", "10000"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn_limited();
-    let port: u16 = port.parse().unwrap();
+/// The server's arguments: on `port`, no persistence, answering BUSY (the nested loop) after
+/// 100 ms of script, logging every command over 10 ms.
+fn server_args(port: u16, dir: &TempDir) -> Vec<String> {
+    let dir = dir.path("");
+    let port = port.to_string();
+    let args = ["--port", &port, "--save", "", "--appendonly", "no", "--dir", dir.to_str().unwrap()];
+    let more = ["--busy-reply-threshold", "100", "--slowlog-log-slower-than", "10000"];
+    args.iter().chain(&more).map(|s| s.to_string()).collect()
+}
+
+/// Runs a 600 ms script while a second client is answered BUSY from inside it; how long the
+/// script ran by Redis's SLOWLOG (ms).
+fn busy_script_episode(port: u16) -> f64 {
     let mut c = Client::connect(port);
     assert_eq!(c.call(&["PING"]), ["+PONG"]);
     std::thread::sleep(Duration::from_millis(200));
-    // A second client while the script runs: Redis answers it BUSY from inside the script.
     let pinger = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         Client::connect(port).call(&["PING"])
@@ -113,8 +108,25 @@ fn issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
     // SLOWLOG GET: [id, timestamp, duration in µs, [command …], client, name] per entry.
     let log = c.call(&["SLOWLOG", "GET", "10"]);
     let eval = log.iter().position(|l| l == "EVAL").expect("the script is in the slow log");
-    let script_ms = log[eval - 1].trim_start_matches(':').parse::<f64>().unwrap() / 1000.0;
-    drop(c);
+    log[eval - 1].trim_start_matches(':').parse::<f64>().unwrap() / 1000.0
+}
+
+#[test]
+fn issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
+    let test = "issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says";
+    let Some(server) = redis_server(test) else { return };
+    let _timing = timing();
+    let dir = TempDir::new("redis");
+    let port = free_port();
+    let lt = looptop()
+        .args(["run", "--json", "--rate", "0", "-o"])
+        .arg(dir.path("report.json"))
+        .args(["--", server])
+        .args(server_args(port, &dir))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn_limited();
+    let script_ms = busy_script_episode(port);
     // SAFETY: signalling the looptop this test started; it passes SIGTERM on to redis.
     unsafe { libc::kill(lt.id() as i32, libc::SIGTERM) };
     let out = lt.wait_with_output();
@@ -122,5 +134,39 @@ fn issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
         .unwrap_or_else(|e| panic!("report: {e}; {}", stderr(&out)));
     assert_report_schema(&report);
     let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
-    assert_stalls_match(&stalls, &[script_ms], 50.0, "redis, a 600 ms script answering BUSY");
+    assert_stalls_match(&stalls, &[script_ms], 50.0, "redis, a 600 ms script answering BUSY, agent");
+}
+
+#[test]
+fn issue_18_attached_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
+    let test = "issue_18_attached_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says";
+    if !perf_permitted(test) {
+        return;
+    }
+    let Some(server) = redis_server(test) else { return };
+    let _machine = machine_wide();
+    let dir = TempDir::new("redis-attach");
+    let port = free_port();
+    let mut redis = std::process::Command::new(server)
+        .args(server_args(port, &dir))
+        .stdout(std::process::Stdio::null())
+        .spawn_limited();
+    drop(Client::connect(port));
+    let rec = dir.path("redis.rec");
+    let lt = looptop()
+        .args(["record", "-q", "--pid", &redis.id().to_string(), "-o", rec.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn_limited();
+    std::thread::sleep(Duration::from_millis(1500));
+    let script_ms = busy_script_episode(port);
+    // SAFETY: signalling the looptop this test started (it stops), then redis.
+    unsafe { libc::kill(lt.id() as i32, libc::SIGINT) };
+    let out = lt.wait_with_output();
+    unsafe { libc::kill(redis.id() as i32, libc::SIGTERM) };
+    redis.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
+    let report: serde_json::Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
+    let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
+    assert_stalls_match(&stalls, &[script_ms], 50.0, "redis, a 600 ms script answering BUSY, attached");
 }

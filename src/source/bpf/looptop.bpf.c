@@ -32,6 +32,12 @@ enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
 #define BPF_F_MMAPABLE (1U << 10)
 #define BPF_F_USER_STACK (1ULL << 8)
 
+// x86_64's registers: a uprobe's context (the verifier knows it by this name), and the user
+// registers at a system call (for the stack pointer).
+struct pt_regs {
+    unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
@@ -39,6 +45,9 @@ static __u64 (*bpf_ktime_get_ns)(void) = (void *)5;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
 static long (*bpf_get_stack)(void *ctx, void *buf, __u32 size, __u64 flags) = (void *)67;
+static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)112;
+static void *(*bpf_get_current_task_btf)(void) = (void *)158;
+static struct pt_regs *(*bpf_task_pt_regs)(void *task) = (void *)175;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
 static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)132;
 
@@ -113,6 +122,23 @@ struct {
     __type(key, __u32);
     __type(value, __u32);
 } targets SEC(".maps");
+
+// Where on its stack a loop thread made its waits, for nested waits (TickClock has no stack
+// pointer: the perf source does not tell them apart).
+struct nest {
+    __u64 tick_sp; // the wait that began the current tick
+    __u64 wait_sp; // the wait under way
+    __u32 nested;  // the wait under way is nested: its exit is no tick's start
+    __u32 pad;
+};
+
+// Thread id → its waits' stack pointers (loop threads of observed processes only).
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, struct nest);
+} nests SEC(".maps");
 
 // Thread id → its slot.
 struct {
@@ -315,12 +341,63 @@ static __always_inline struct slot *at_wait_call(__u32 *tgid, __u32 *tid) {
     return my_slot(*tgid, *tid, 1);
 }
 
-// A wait call entered: the tick under way ends (TickClock::enter in ticks.rs).
-static __always_inline int wait_enter(void) {
+// A syscall tracepoint's entry record: the common header, the call's number, its arguments.
+struct sys_enter_record {
+    __u64 common;
+    __s32 nr;
+    __u32 pad;
+    __u64 args[6];
+};
+
+// How a wait call's timeout is passed: an int of ms (0: return at once), or a pointer to a
+// timespec or timeval (zero: return at once; null: wait for ever).
+#define TIMEOUT_MS 0
+#define TIMEOUT_PTR 1
+
+// Whether the call's timeout is zero: it only checks for events.
+static __always_inline int zero_timeout(struct sys_enter_record *ctx, __u32 arg, __u32 how) {
+    if (arg > 5)
+        return 0;
+    __u64 v = ctx->args[arg];
+    if (how == TIMEOUT_MS)
+        return (int)v == 0;
+    __u64 t[2] = {1, 1};
+    if (!v || bpf_probe_read_user(t, sizeof(t), (void *)v) != 0)
+        return 0;
+    return t[0] == 0 && t[1] == 0;
+}
+
+// The thread's user stack pointer at this system call.
+static __always_inline __u64 user_sp(void) {
+    struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+    return regs ? regs->sp : 0;
+}
+
+// A zero-timeout wait made more than this much deeper on the stack than the wait that began the
+// tick is nested (the agent's NESTED_MIN_BYTES).
+#define NESTED_MIN_BYTES 1024
+
+// A wait call entered: the tick under way ends (TickClock::enter in ticks.rs) — unless it is a
+// nested wait: a zero-timeout check for events made deeper on the stack than the wait that began
+// the tick (Redis answering BUSY from inside a Lua script), part of that tick.
+static __always_inline int wait_enter(struct sys_enter_record *ctx, __u32 arg, __u32 how) {
     __u32 tgid, tid;
     struct slot *s = at_wait_call(&tgid, &tid);
     if (!s)
         return 0;
+    __u64 sp = user_sp();
+    struct nest *n = bpf_map_lookup_elem(&nests, &tid);
+    if (n && n->tick_sp && sp + NESTED_MIN_BYTES < n->tick_sp && zero_timeout(ctx, arg, how)) {
+        n->nested = 1;
+        return 0;
+    }
+    if (n) {
+        n->wait_sp = sp;
+        n->nested = 0;
+    } else {
+        struct nest fresh = {.tick_sp = 0, .wait_sp = sp, .nested = 0, .pad = 0};
+        bpf_map_update_elem(&nests, &tid, &fresh, BPF_ANY);
+    }
     __u64 t = bpf_ktime_get_ns();
     s->seq++;
     if (s->phase == BUSY && t >= s->since) {
@@ -350,12 +427,20 @@ static __always_inline int wait_enter(void) {
     return 0;
 }
 
-// A wait call returned: a tick begins (TickClock::exit).
+// A wait call returned: a tick begins (TickClock::exit), unless the wait was nested.
 static __always_inline int wait_exit(void) {
     __u32 tgid, tid;
     struct slot *s = at_wait_call(&tgid, &tid);
     if (!s)
         return 0;
+    struct nest *n = bpf_map_lookup_elem(&nests, &tid);
+    if (n) {
+        if (n->nested) {
+            n->nested = 0;
+            return 0;
+        }
+        n->tick_sp = n->wait_sp;
+    }
     __u64 t = bpf_ktime_get_ns();
     s->seq++;
     if (s->phase == WAITING && t >= s->since)
@@ -368,23 +453,18 @@ static __always_inline int wait_exit(void) {
     return 0;
 }
 
-#define WAIT_CALL(name)                                                                            \
-    SEC("tracepoint/syscalls/sys_enter_" #name) int enter_##name(void *ctx) { return wait_enter(); } \
+// A wait call whose timeout is argument `arg`, passed `how`.
+#define WAIT_CALL(name, arg, how)                                                                  \
+    SEC("tracepoint/syscalls/sys_enter_" #name) int enter_##name(struct sys_enter_record *ctx) {   \
+        return wait_enter(ctx, arg, how);                                                          \
+    }                                                                                              \
     SEC("tracepoint/syscalls/sys_exit_" #name) int exit_##name(void *ctx) { return wait_exit(); }
 
-WAIT_CALL(epoll_wait)
-WAIT_CALL(epoll_pwait)
-WAIT_CALL(epoll_pwait2)
-WAIT_CALL(poll)
-WAIT_CALL(ppoll)
-
-// A syscall tracepoint's entry record: the common header, the call's number, its arguments.
-struct sys_enter_record {
-    __u64 common;
-    __s32 nr;
-    __u32 pad;
-    __u64 args[6];
-};
+WAIT_CALL(epoll_wait, 3, TIMEOUT_MS)
+WAIT_CALL(epoll_pwait, 3, TIMEOUT_MS)
+WAIT_CALL(epoll_pwait2, 3, TIMEOUT_PTR)
+WAIT_CALL(poll, 2, TIMEOUT_MS)
+WAIT_CALL(ppoll, 2, TIMEOUT_PTR)
 
 // A call that was a wait only if the thread entered it as one: counted when the thread is
 // waiting, ignored inside a tick (TickClock::exit_if_waiting). Never takes a slot.
@@ -401,14 +481,14 @@ static __always_inline int wait_exit_if_waiting(void) {
 
 // select and pselect6 wait for events when given descriptors (gunicorn's sync workers); with
 // none they sleep (CPython 3.10's time.sleep), inside a tick.
-#define WAIT_CALL_WITH_FDS(name)                                                                   \
+#define WAIT_CALL_WITH_FDS(name, arg)                                                              \
     SEC("tracepoint/syscalls/sys_enter_" #name) int enter_##name(struct sys_enter_record *ctx) {   \
-        return ctx->args[0] ? wait_enter() : 0;                                                    \
+        return ctx->args[0] ? wait_enter(ctx, arg, TIMEOUT_PTR) : 0;                               \
     }                                                                                              \
     SEC("tracepoint/syscalls/sys_exit_" #name) int exit_##name(void *ctx) { return wait_exit_if_waiting(); }
 
-WAIT_CALL_WITH_FDS(select)
-WAIT_CALL_WITH_FDS(pselect6)
+WAIT_CALL_WITH_FDS(select, 4)
+WAIT_CALL_WITH_FDS(pselect6, 4)
 
 // A loop thread exits: the time, so that its open tick ends there and not when looptop next
 // looks (a process is found gone at the next poll).
@@ -417,6 +497,7 @@ SEC("tracepoint/sched/sched_process_exit") int on_exit(void *ctx) {
     __u32 tgid = id >> 32, tid = (__u32)id;
     if (!observed(tgid))
         return 0;
+    bpf_map_delete_elem(&nests, &tid);
     struct slot *s = my_slot(tgid, tid, 0);
     if (!s)
         return 0;
@@ -662,10 +743,6 @@ struct {
     __type(value, struct gc_pause);
 } gc_pauses SEC(".maps");
 
-// x86_64's registers at the probe (the verifier knows a uprobe's context by this name).
-struct pt_regs {
-    unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
-};
 // The first and second integer arguments.
 #define ARG0(ctx) ((ctx)->di)
 #define ARG1(ctx) ((ctx)->si)
