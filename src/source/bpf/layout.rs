@@ -39,6 +39,13 @@ pub struct Slot {
     pub max_busy_ns: u64,
     pub exited_ns: u64,
     pub comm: [u8; 16],
+    /// The user stack pointer at the wait that began the current tick (nested waits).
+    pub tick_sp: u64,
+    /// The same at the wait under way.
+    pub wait_sp: u64,
+    /// The wait under way is nested (its exit starts no tick).
+    pub nested: u32,
+    pub pad: u32,
 }
 
 /// Key of the `counts` map (`struct stack_key`).
@@ -139,7 +146,7 @@ mod tests {
 
     #[test]
     fn sizes_match_the_c_structs() {
-        assert_eq!(std::mem::size_of::<Slot>(), 88);
+        assert_eq!(std::mem::size_of::<Slot>(), 112);
         assert_eq!(std::mem::size_of::<StackKey>(), 32);
         assert_eq!(std::mem::size_of::<Record>(), 56);
         assert_eq!(std::mem::size_of::<StackFrames>(), 8 + 8 * STACK_DEPTH);

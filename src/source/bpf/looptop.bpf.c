@@ -79,6 +79,10 @@ struct slot {
     __u64 max_busy_ns;
     __u64 exited_ns; // when the thread exited (sched_process_exit), 0 while it runs
     char comm[16];
+    __u64 tick_sp;   // user stack pointer at the wait that began the current tick, 0 unknown
+    __u64 wait_sp;   // the same at the wait under way
+    __u32 nested;    // the wait under way is nested: its exit is no tick's start
+    __u32 pad;
 };
 
 struct stack_key {
@@ -122,23 +126,6 @@ struct {
     __type(key, __u32);
     __type(value, __u32);
 } targets SEC(".maps");
-
-// Where on its stack a loop thread made its waits, for nested waits (TickClock has no stack
-// pointer: the perf source does not tell them apart).
-struct nest {
-    __u64 tick_sp; // the wait that began the current tick
-    __u64 wait_sp; // the wait under way
-    __u32 nested;  // the wait under way is nested: its exit is no tick's start
-    __u32 pad;
-};
-
-// Thread id → its waits' stack pointers (loop threads of observed processes only).
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 4096);
-    __type(key, __u32);
-    __type(value, struct nest);
-} nests SEC(".maps");
 
 // Thread id → its slot.
 struct {
@@ -321,6 +308,8 @@ static __always_inline struct slot *my_slot(__u32 tgid, __u32 tid, int create) {
     s->tgid = tgid;
     s->tid = tid;
     s->phase = UNKNOWN;
+    s->tick_sp = 0;
+    s->nested = 0;
     bpf_get_current_comm(s->comm, sizeof(s->comm));
     bpf_map_update_elem(&slot_of, &tid, &i, BPF_ANY);
     return s;
@@ -385,19 +374,14 @@ static __always_inline int wait_enter(struct sys_enter_record *ctx, __u32 arg, _
     struct slot *s = at_wait_call(&tgid, &tid);
     if (!s)
         return 0;
+    // (The perf source's TickClock has no stack pointer: it does not tell nested waits apart.)
     __u64 sp = user_sp();
-    struct nest *n = bpf_map_lookup_elem(&nests, &tid);
-    if (n && n->tick_sp && sp + NESTED_MIN_BYTES < n->tick_sp && zero_timeout(ctx, arg, how)) {
-        n->nested = 1;
+    if (s->tick_sp && sp + NESTED_MIN_BYTES < s->tick_sp && zero_timeout(ctx, arg, how)) {
+        s->nested = 1;
         return 0;
     }
-    if (n) {
-        n->wait_sp = sp;
-        n->nested = 0;
-    } else {
-        struct nest fresh = {.tick_sp = 0, .wait_sp = sp, .nested = 0, .pad = 0};
-        bpf_map_update_elem(&nests, &tid, &fresh, BPF_ANY);
-    }
+    s->wait_sp = sp;
+    s->nested = 0;
     __u64 t = bpf_ktime_get_ns();
     s->seq++;
     if (s->phase == BUSY && t >= s->since) {
@@ -433,14 +417,11 @@ static __always_inline int wait_exit(void) {
     struct slot *s = at_wait_call(&tgid, &tid);
     if (!s)
         return 0;
-    struct nest *n = bpf_map_lookup_elem(&nests, &tid);
-    if (n) {
-        if (n->nested) {
-            n->nested = 0;
-            return 0;
-        }
-        n->tick_sp = n->wait_sp;
+    if (s->nested) {
+        s->nested = 0;
+        return 0;
     }
+    s->tick_sp = s->wait_sp;
     __u64 t = bpf_ktime_get_ns();
     s->seq++;
     if (s->phase == WAITING && t >= s->since)
@@ -497,7 +478,6 @@ SEC("tracepoint/sched/sched_process_exit") int on_exit(void *ctx) {
     __u32 tgid = id >> 32, tid = (__u32)id;
     if (!observed(tgid))
         return 0;
-    bpf_map_delete_elem(&nests, &tid);
     struct slot *s = my_slot(tgid, tid, 0);
     if (!s)
         return 0;
