@@ -118,7 +118,9 @@ macro_rules! wrap {
             // SAFETY: addr is the next definition of this very symbol, with this signature.
             let real: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(addr) };
             let mut _holder = MaskArg::new();
-            // SAFETY: the timeout argument is what the caller passed the real call.
+            // SAFETY: the timeout argument is what the caller passed the real call (reading a
+            // `timespec` one needs `unsafe`; an int one does not).
+            #[allow(unused_unsafe)]
             let call = crate::WaitCall { sp: stack_here(), zero_timeout: unsafe { $zero } };
             crate::timed(call, |_add| unsafe {
                 $($mask = _holder.with($mask, _add);)?
