@@ -34,16 +34,18 @@ pub(super) struct Family {
     root: u32,
     /// Every descendant observed so far.
     followed: Vec<u32>,
+    /// Every descendant tried (observed, gone, or not permitted): each is tried once.
+    tried: std::collections::BTreeSet<u32>,
     /// When to look for new ones next.
     next_ns: u64,
 }
 
 impl Family {
-    /// How often `/proc` is searched for new descendants.
+    /// How often the family's `/proc/PID/task/*/children` files are read for new descendants.
     const EVERY_NS: u64 = 500_000_000;
 
     pub(super) fn new(root: u32) -> Family {
-        Family { root, followed: Vec::new(), next_ns: 0 }
+        Family { root, followed: Vec::new(), tried: Default::default(), next_ns: 0 }
     }
 
     /// Adds the descendants of the root that appeared since the last look to `source`.
@@ -53,8 +55,8 @@ impl Family {
             return;
         }
         self.next_ns = now + Self::EVERY_NS;
-        for (pid, _) in crate::target::proc::descendants(self.root) {
-            if self.followed.contains(&pid) {
+        for pid in crate::target::proc::family(self.root) {
+            if !self.tried.insert(pid) {
                 continue;
             }
             // Gone already, or not permitted: it stays unobserved (the others are still followed).
