@@ -18,7 +18,6 @@ const MAX_IDS: usize = 1 << 16;
 /// How often a process's mappings are read again while it is sampled.
 const REOBSERVE_NS: u64 = 1_000_000_000;
 
-/// A tick's start and the Python frames read during it.
 /// A loop's long tick (its start) and the Python frames read while it slept in it: (when read,
 /// the frames), oldest first.
 type TickFrames = (u64, Vec<(u64, Vec<[u64; 2]>)>);
