@@ -182,11 +182,17 @@ fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
         seg.slots().first()
     } else {
         free(seg)
-            .or_else(|| {
+            .or_else(|| loop {
                 // Reserve slots in steps that double (1, 2, 4 … 64): few reservations for a
-                // process that starts many loops at once.
+                // process that starts many loops at once. Threads that grew at the same moment
+                // may have taken the new ones: then another step.
                 let backed = seg.slots().len();
-                (backed < looptop_abi::LOOP_SLOTS && seg.grow(backed * 2)).then(|| free(seg)).flatten()
+                if backed >= looptop_abi::LOOP_SLOTS || !seg.grow(backed * 2) {
+                    break None;
+                }
+                if let Some(s) = free(seg) {
+                    break Some(s);
+                }
             })
             .or_else(|| {
                 let oldest = seg
