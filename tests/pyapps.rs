@@ -111,72 +111,6 @@ fn assert_served_by(report: &Value, pid: u32, truth: &[&Truth], any_kind: &[&str
     }
 }
 
-/// Runs `cmd` (a server on `port`) under `looptop run`, drives it, stops it with SIGTERM to
-/// looptop (passed on to the server); the report and the app's truth.
-fn served_with_agent(cmd: &[String], port: u16, tag: &str) -> (Value, Vec<Truth>) {
-    let _timing = timing();
-    let dir = TempDir::new(tag);
-    let lt = looptop()
-        .args(["run", "--json", "--rate", "0", "-o"])
-        .arg(dir.path("report.json"))
-        .arg("--")
-        .args(cmd)
-        .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn_limited();
-    assert!(get_when_up(port), "the app never answered on port {port}");
-    drive(port);
-    // SAFETY: signalling the looptop this test started; it passes SIGTERM on to the server.
-    unsafe { libc::kill(lt.id() as i32, libc::SIGTERM) };
-    let out = lt.wait_with_output();
-    let report: Value = serde_json::from_slice(&std::fs::read(dir.path("report.json")).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("report: {e}; {}", stderr(&out)));
-    assert_report_schema(&report);
-    (report, read_truth(&dir.path("truth.jsonl")))
-}
-
-/// Starts `cmd` (a server on `port`) plainly, attaches `looptop record --pid` to the process
-/// `serving` picks once it answers (with `env`), drives it, stops looptop (Ctrl-C) and then the
-/// server; the report and the app's truth.
-fn served_attached(
-    cmd: &[String],
-    port: u16,
-    tag: &str,
-    serving: impl Fn(u32) -> u32,
-    env: &[(&str, &str)],
-) -> (Value, Vec<Truth>) {
-    let _machine = machine_wide();
-    let dir = TempDir::new(tag);
-    let mut app = std::process::Command::new(&cmd[0])
-        .args(&cmd[1..])
-        .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
-        .stdout(std::process::Stdio::null())
-        .spawn_limited();
-    // Started and serving before looptop comes.
-    assert!(get_when_up(port), "the app never answered on port {port}");
-    let rec = dir.path("app.rec");
-    let lt = looptop()
-        .args(["record", "-q", "--pid", &serving(app.id()).to_string(), "-o", rec.to_str().unwrap()])
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn_limited();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    drive(port);
-    // Stopped before the server, whose shutdown is not what the test is about.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // SAFETY: signalling the looptop this test started, then the server.
-    unsafe { libc::kill(lt.id() as i32, libc::SIGINT) };
-    let out = lt.wait_with_output();
-    unsafe { libc::kill(app.id() as i32, libc::SIGTERM) };
-    app.wait();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
-    let report: Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
-    (report, read_truth(&dir.path("truth.jsonl")))
-}
-
 /// The one worker process of gunicorn's arbiter `arbiter`.
 fn gunicorn_worker(arbiter: u32) -> u32 {
     let children = std::fs::read_to_string(format!("/proc/{arbiter}/task/{arbiter}/children")).unwrap_or_default();
@@ -192,13 +126,13 @@ fn issue_17_an_asyncio_server_names_the_requests_blocking_lines_with_the_agent_a
     // the one on PATH.
     let py = venv_python().unwrap_or_else(|| "python3".to_string());
     let port = free_port();
-    let (report, truth) = served_with_agent(&asyncio_server(&py, port), port, "asyncio");
+    let (report, truth) = served_with_agent(&asyncio_server(&py, port), port, "asyncio", drive);
     assert_served(&report, &truth, &[], "asyncio server, agent");
     if !perf_permitted(test) {
         return;
     }
     let port = free_port();
-    let (report, truth) = served_attached(&asyncio_server(&py, port), port, "asyncio-attach", |pid| pid, &[]);
+    let (report, truth) = served_attached(&asyncio_server(&py, port), port, "asyncio-attach", |pid| pid, &[], drive);
     assert_served(&report, &truth, &["json-parse"], "asyncio server, attached");
 }
 
@@ -209,7 +143,7 @@ fn issue_17_a_fastapi_app_under_uvicorn_names_the_endpoints_blocking_lines_with_
         return;
     };
     let port = free_port();
-    let (report, truth) = served_with_agent(&uvicorn(&py, port), port, "fastapi");
+    let (report, truth) = served_with_agent(&uvicorn(&py, port), port, "fastapi", drive);
     assert_served(&report, &truth, &[], "uvicorn, agent");
 }
 
@@ -221,7 +155,7 @@ fn issue_17_a_fastapi_app_under_uvicorn_names_the_endpoints_blocking_lines_attac
     }
     let Some(py) = pyapps(test) else { return };
     let port = free_port();
-    let (report, truth) = served_attached(&uvicorn(&py, port), port, "fastapi-attach", |pid| pid, &[]);
+    let (report, truth) = served_attached(&uvicorn(&py, port), port, "fastapi-attach", |pid| pid, &[], drive);
     // json.loads's kind attached: see tests/python.rs (the json module's frames read in time).
     assert_served(&report, &truth, &["json-parse"], "uvicorn, attached");
 }
@@ -233,7 +167,7 @@ fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_wit
         return;
     };
     let port = free_port();
-    let (report, truth) = served_with_agent(&gunicorn(&py, port, 1), port, "gunicorn");
+    let (report, truth) = served_with_agent(&gunicorn(&py, port, 1), port, "gunicorn", drive);
     assert_served(&report, &truth, &[], "gunicorn sync worker, agent");
 }
 
@@ -245,7 +179,8 @@ fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_att
     }
     let Some(py) = pyapps(test) else { return };
     let port = free_port();
-    let (report, truth) = served_attached(&gunicorn(&py, port, 1), port, "gunicorn-attach", gunicorn_worker, &[]);
+    let (report, truth) =
+        served_attached(&gunicorn(&py, port, 1), port, "gunicorn-attach", gunicorn_worker, &[], drive);
     assert_served(&report, &truth, &["json-parse"], "gunicorn sync worker, attached");
 }
 
@@ -260,7 +195,7 @@ fn issue_18_a_gunicorn_sync_worker_waiting_in_select_has_its_requests_stalls_att
     // The perf source: select's entries filtered by the kernel (n > 0), Python frames read for
     // the samples of a stall as with BPF.
     let env = [("LOOPTOP_NO_BPF", "1")];
-    let (report, truth) = served_attached(&gunicorn(&py, port, 1), port, "gunicorn-perf", gunicorn_worker, &env);
+    let (report, truth) = served_attached(&gunicorn(&py, port, 1), port, "gunicorn-perf", gunicorn_worker, &env, drive);
     assert_served(&report, &truth, &["json-parse"], "gunicorn sync worker, attached with perf events");
 }
 
@@ -275,7 +210,7 @@ fn issue_18_attached_to_gunicorns_arbiter_looptop_follows_its_workers() {
     // The arbiter only manages its worker, which serves every request. (One worker: with two,
     // both wake at each connection and the one that finds it taken can wait for a CPU long
     // enough, on a loaded 2-core machine, to make a real but unplanned stall.)
-    let (report, truth) = served_attached(&gunicorn(&py, port, 1), port, "gunicorn-arbiter", |pid| pid, &[]);
+    let (report, truth) = served_attached(&gunicorn(&py, port, 1), port, "gunicorn-arbiter", |pid| pid, &[], drive);
     assert_served(&report, &truth, &["json-parse"], "gunicorn's arbiter, attached");
     let arbiter = report["target"]["pid"].as_u64().unwrap();
     let worker = truth[0].pid.unwrap() as u64;

@@ -265,6 +265,8 @@ pub struct Truth {
     pub at: Vec<u64>,
     /// The process that measured it (fixtures whose work runs in a worker process).
     pub pid: Option<u32>,
+    /// The thread that ran it (fixtures whose work runs on a pool of loops).
+    pub tid: Option<u32>,
 }
 
 /// Reads a fixture's ground truth (JSON lines).
@@ -282,6 +284,7 @@ pub fn read_truth(path: &Path) -> Vec<Truth> {
                 line: v["line"].as_u64(),
                 at: v["at"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default(),
                 pid: v["pid"].as_u64().map(|p| p as u32),
+                tid: v["tid"].as_u64().map(|t| t as u32),
             }
         })
         .collect()
@@ -744,4 +747,71 @@ pub fn get_when_up(port: u16) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+/// Runs `cmd` (a server on `port`) under `looptop run`, drives it (`drive`), stops it with SIGTERM to
+/// looptop (passed on to the server); the report and the app's truth.
+pub fn served_with_agent(cmd: &[String], port: u16, tag: &str, drive: fn(u16)) -> (Value, Vec<Truth>) {
+    let _timing = timing();
+    let dir = TempDir::new(tag);
+    let lt = looptop()
+        .args(["run", "--json", "--rate", "0", "-o"])
+        .arg(dir.path("report.json"))
+        .arg("--")
+        .args(cmd)
+        .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn_limited();
+    assert!(get_when_up(port), "the app never answered on port {port}");
+    drive(port);
+    // SAFETY: signalling the looptop this test started; it passes SIGTERM on to the server.
+    unsafe { libc::kill(lt.id() as i32, libc::SIGTERM) };
+    let out = lt.wait_with_output();
+    let report: Value = serde_json::from_slice(&std::fs::read(dir.path("report.json")).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("report: {e}; {}", stderr(&out)));
+    assert_report_schema(&report);
+    (report, read_truth(&dir.path("truth.jsonl")))
+}
+
+/// Starts `cmd` (a server on `port`) plainly, attaches `looptop record --pid` to the process
+/// `serving` picks once it answers (with `env`), drives it (`drive`), stops looptop (Ctrl-C) and then the
+/// server; the report and the app's truth.
+pub fn served_attached(
+    cmd: &[String],
+    port: u16,
+    tag: &str,
+    serving: impl Fn(u32) -> u32,
+    env: &[(&str, &str)],
+    drive: fn(u16),
+) -> (Value, Vec<Truth>) {
+    let _machine = machine_wide();
+    let dir = TempDir::new(tag);
+    let mut app = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
+        .stdout(std::process::Stdio::null())
+        .spawn_limited();
+    // Started and serving before looptop comes.
+    assert!(get_when_up(port), "the app never answered on port {port}");
+    let rec = dir.path("app.rec");
+    let lt = looptop()
+        .args(["record", "-q", "--pid", &serving(app.id()).to_string(), "-o", rec.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn_limited();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drive(port);
+    // Stopped before the server, whose shutdown is not what the test is about.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling the looptop this test started, then the server.
+    unsafe { libc::kill(lt.id() as i32, libc::SIGINT) };
+    let out = lt.wait_with_output();
+    unsafe { libc::kill(app.id() as i32, libc::SIGTERM) };
+    app.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
+    let report: Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
+    (report, read_truth(&dir.path("truth.jsonl")))
 }
