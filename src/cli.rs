@@ -99,7 +99,8 @@ live view of `looptop top` while the command runs; the command's stdout and stde
 new log file in $TMPDIR (mode 0600) named in the view, and the summary is printed when you leave
 the view.
 
-A tick is one loop iteration: from the return of epoll_wait/poll to the next wait call. A stall
+A tick is one loop iteration: from the return of epoll_wait/poll to the next wait call (for the
+workers of a tokio multi-thread runtime, their park on a futex is a wait call too). A stall
 is a tick whose busy time is at least --stall-threshold. Lag percentiles are time-weighted: the
 share of time an event arriving then would wait that long.
 

@@ -26,5 +26,6 @@ mod redis;
 mod run;
 mod runtime;
 mod signals;
+mod tokio;
 mod top;
 mod transparency;

@@ -1,5 +1,6 @@
 //! Interposed `prctl` and `syscall`. Sleep-like calls made through `syscall` run quietly, as
-//! their libc wrappers do ([`crate::sleeps`]). And a seccomp filter the program installs itself, after the
+//! their libc wrappers do ([`crate::sleeps`]); a futex wait of a pool worker is a wait call
+//! ([`crate::pool`]). And a seccomp filter the program installs itself, after the
 //! agent's constructor probed what it may call ([`crate::sys`]), may forbid anything. The agent
 //! stops making the calls it can do without just before the filter goes in (and goes on when
 //! the install fails): see [`crate::sys::freeze`]. A filter installed by a raw `syscall`
@@ -74,6 +75,11 @@ pub unsafe extern "C" fn syscall(
     let real: Real = unsafe { std::mem::transmute(addr) };
     if installs_filter(nr, a1 as c_ulong) {
         return guarded(|| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
+    }
+    if nr == libc::SYS_futex && crate::pool::futex_parks(a2 as c_int, a4) && crate::pool::is_worker() {
+        // A pool worker's park: its idle, a wait call like the epoll wait it takes turns at.
+        let call = crate::WaitCall { sp: crate::wrappers::stack_here(), zero_timeout: false };
+        return crate::timed(call, |_| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
     }
     if crate::sleeps::sleeps_when_raw(nr) {
         // A sleep-like call made raw: quietly, as its libc wrapper is.

@@ -15,6 +15,7 @@
 mod alloc;
 mod filters;
 mod perfmap;
+mod pool;
 mod probe;
 mod python;
 mod segment;
@@ -57,6 +58,10 @@ struct Local {
     depth: Cell<u32>,
     /// Where on the stack the wait that began the current tick was made (0: none yet).
     tick_sp: Cell<usize>,
+    /// This thread already made a zero-timeout wait before it was a loop ([`first_check`]).
+    checked: Cell<bool>,
+    /// When that wait returned (0: none): the start of its first tick if it becomes a loop.
+    checked_ns: Cell<u64>,
 }
 
 thread_local! {
@@ -69,6 +74,8 @@ thread_local! {
             counted: Cell::new(false),
             depth: Cell::new(0),
             tick_sp: Cell::new(0),
+            checked: Cell::new(false),
+            checked_ns: Cell::new(0),
         }
     };
     /// Registered once per claimed thread; its drop marks the slot exited.
@@ -136,7 +143,7 @@ fn current_slot() -> Option<&'static LoopSlot> {
             match segment::ensure() {
                 segment::Ready::Yes(seg) => {
                     l.settled.set(true);
-                    let Some(slot) = claim(seg) else {
+                    let Some(slot) = claim(seg, l.checked_ns.replace(0)) else {
                         l.retry_ns.set(now_ns() + SLOT_RETRY_NS);
                         if !l.counted.replace(true) {
                             seg.header().slots_exhausted.fetch_add(1, Ordering::Relaxed);
@@ -167,8 +174,9 @@ fn current_slot() -> Option<&'static LoopSlot> {
 
 /// Claims a slot for the calling thread: slot 0 for the main thread (so that the main loop never
 /// goes without one), else a free slot — reserving more pages when all backed ones are taken —
-/// or the oldest exited one. A thread that finds none is counted in the header.
-fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
+/// or the oldest exited one. A thread that finds none is counted in the header. `checked_ns`:
+/// when the thread's first zero-timeout check returned ([`first_check`]), its first tick's start.
+fn claim(seg: segment::Segment, checked_ns: u64) -> Option<&'static LoopSlot> {
     let now = now_ns();
     // SAFETY: gettid and getpid have no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
@@ -211,7 +219,12 @@ fn claim(seg: segment::Segment) -> Option<&'static LoopSlot> {
     slot.tid.store(tid, Ordering::Relaxed);
     watchdog::note_stack(slot);
     looptop_abi::name_to_words(&name, &slot.name);
-    slot.claimed_ns.store(now, Ordering::Relaxed);
+    if checked_ns != 0 && checked_ns <= now {
+        slot.claimed_ns.store(checked_ns, Ordering::Relaxed);
+        slot.busy_since_ns.store(checked_ns, Ordering::Relaxed);
+    } else {
+        slot.claimed_ns.store(now, Ordering::Relaxed);
+    }
     slot.generation.fetch_add(1, Ordering::Relaxed);
     slot.state.store(slot_state::ACTIVE, Ordering::Release);
     Some(slot)
@@ -359,6 +372,21 @@ fn nested(call: WaitCall) -> bool {
             .unwrap_or(false)
 }
 
+/// Whether this is the first wait of a thread that is not a loop yet, and only checks for events
+/// (a zero timeout): it makes no loop yet. Rust's std checks fds 0–2 with one `poll(…, 0)` at
+/// startup, and a main thread that then waits only on a futex (tokio's `block_on`) was a loop with
+/// one endless tick. A thread that waits again is a loop whose first tick began when this check
+/// returned (Node's first iteration checks with a zero timeout when `setImmediate` is pending).
+#[inline]
+fn first_check() -> bool {
+    LOCAL
+        .try_with(|l| {
+            !l.checked.replace(true)
+                && (l.generation.get() != GENERATION.load(Ordering::Relaxed) || l.slot.get().is_null())
+        })
+        .unwrap_or(false)
+}
+
 /// Runs `wait` between the tick bookkeeping, keeping `errno` as the real call left it. While
 /// the wait lasts the watchdog leaves the thread alone ([`watchdog::Quiet`]); `wait` gets the
 /// signal to add to any signal mask it passes to the kernel. A nested wait ([`nested`]) runs
@@ -368,6 +396,15 @@ pub(crate) fn timed<R>(call: WaitCall, wait: impl FnOnce(Option<libc::c_int>) ->
     if nested(call) {
         return quietly(wait);
     }
+    if call.zero_timeout && first_check() {
+        let r = wait(None);
+        // SAFETY: as below, the caller sees the errno of the real call.
+        let errno = unsafe { *libc::__errno_location() };
+        let _ = LOCAL.try_with(|l| l.checked_ns.set(now_ns()));
+        unsafe { *libc::__errno_location() = errno };
+        return r;
+    }
+    pool::note_waiter();
     let enter = wait_enter();
     let quiet = match enter {
         Enter::Outer(slot) => Some(watchdog::Quiet::begin(slot)),
@@ -432,6 +469,7 @@ extern "C" fn agent_init() {
             STALL_FLOOR_NS.store(floor, Ordering::Relaxed);
         }
         wrappers::resolve_all();
+        pool::configure();
         alloc::configure_from_env();
         watchdog::configure_from_env();
         probe::arrange();
@@ -453,6 +491,7 @@ extern "C" fn agent_init() {
 /// fresh one lazily at this process's first wait.
 extern "C" fn after_fork_child() {
     GENERATION.fetch_add(1, Ordering::Relaxed);
+    pool::after_fork();
     watchdog::after_fork();
     segment::forget_after_fork();
 }

@@ -13,20 +13,33 @@ use aya::{Btf, Ebpf};
 /// Hooks the wait calls' enters and exits.
 pub fn attach_wait_calls(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     for wait in crate::source::waits::WAIT_CALLS {
-        let call = wait.name;
-        for dir in ["enter", "exit"] {
-            let name = format!("{dir}_{call}");
-            let prog: &mut TracePoint = ebpf
-                .program_mut(&name)
-                .and_then(|p| p.try_into().ok())
-                .ok_or_else(|| refused("the program")(format!("{name} is missing")))?;
-            prog.load().map_err(|e| refused("loading a tracepoint program")(chain(&e)))?;
-            // An older kernel without epoll_pwait2, or an architecture without select, has no
-            // such tracepoint: not a refusal.
-            if let Err(e) = prog.attach("syscalls", &format!("sys_{dir}_{call}")) {
-                if call != "epoll_pwait2" && wait.nr >= 0 {
-                    return Err(refused("attaching to a wait call")(chain(&e)));
-                }
+        // An older kernel without epoll_pwait2, or an architecture without select, has no such
+        // tracepoint: not a refusal.
+        let required = wait.name != "epoll_pwait2" && wait.nr >= 0;
+        attach_syscall(ebpf, wait.name, required, "attaching to a wait call")?;
+    }
+    Ok(())
+}
+
+/// Hooks futex waits: a pool worker's park is its idle (tokio's multi-thread scheduler; the
+/// program counts only threads it finds to be a pool's workers).
+pub fn attach_parks(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+    attach_syscall(ebpf, "futex", true, "attaching to futex waits")
+}
+
+/// Loads the programs `enter_CALL` and `exit_CALL` and attaches them to the system call's
+/// tracepoints; a failed attach is a refusal (`what`) when `required`.
+fn attach_syscall(ebpf: &mut Ebpf, call: &str, required: bool, what: &'static str) -> Result<(), BpfError> {
+    for dir in ["enter", "exit"] {
+        let name = format!("{dir}_{call}");
+        let prog: &mut TracePoint = ebpf
+            .program_mut(&name)
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| refused("the program")(format!("{name} is missing")))?;
+        prog.load().map_err(|e| refused("loading a tracepoint program")(chain(&e)))?;
+        if let Err(e) = prog.attach("syscalls", &format!("sys_{dir}_{call}")) {
+            if required {
+                return Err(refused(what)(chain(&e)));
             }
         }
     }

@@ -45,7 +45,8 @@ pub struct Slot {
     pub wait_sp: u64,
     /// The wait under way is nested (its exit starts no tick).
     pub nested: u32,
-    pub pad: u32,
+    /// What the thread is to a pool of loops (`POOL_*` in the BPF source; looptop only zeroes it).
+    pub pool: u32,
 }
 
 /// Key of the `counts` map (`struct stack_key`).

@@ -82,8 +82,14 @@ struct slot {
     __u64 tick_sp;   // user stack pointer at the wait that began the current tick, 0 unknown
     __u64 wait_sp;   // the same at the wait under way
     __u32 nested;    // the wait under way is nested: its exit is no tick's start
-    __u32 pad;
+    __u32 pool;      // POOL_* bits: what the thread is to a pool of loops
 };
+
+// A slot's `pool` bits. NOTED: the thread's name is in `waiter_names`. WORKER: a pool's worker,
+// whose futex parks are waits. NOT_WORKER: named as its process, its futex waits stay in ticks.
+#define POOL_NOTED 1
+#define POOL_WORKER 2
+#define POOL_NOT_WORKER 4
 
 struct stack_key {
     __u32 tgid;
@@ -119,13 +125,28 @@ struct switched_out {
     __u64 kernel;
 };
 
-// Processes observed: tgid → 1, written by looptop.
+// Processes observed: tgid → its name (its main thread's, as /proc/PID/comm), written by looptop.
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 1024);
     __type(key, __u32);
-    __type(value, __u32);
+    __type(value, char[16]);
 } targets SEC(".maps");
+
+// A thread name within a process.
+struct named {
+    __u32 tgid;
+    char comm[16];
+};
+
+// The names of the threads that waited for events, by process: a thread named apart from its
+// process that bears one of them is a pool's worker (see `futex_parks`).
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096);
+    __type(key, struct named);
+    __type(value, __u32);
+} waiter_names SEC(".maps");
 
 // Thread id → its slot.
 struct {
@@ -310,6 +331,7 @@ static __always_inline struct slot *my_slot(__u32 tgid, __u32 tid, int create) {
     s->phase = UNKNOWN;
     s->tick_sp = 0;
     s->nested = 0;
+    s->pool = 0;
     bpf_get_current_comm(s->comm, sizeof(s->comm));
     bpf_map_update_elem(&slot_of, &tid, &i, BPF_ANY);
     return s;
@@ -382,6 +404,13 @@ static __always_inline int wait_enter(struct sys_enter_record *ctx, __u32 arg, _
     }
     s->wait_sp = sp;
     s->nested = 0;
+    if (!(s->pool & POOL_NOTED)) {
+        struct named n = {.tgid = tgid};
+        __builtin_memcpy(n.comm, s->comm, sizeof(n.comm));
+        __u32 one = 1;
+        bpf_map_update_elem(&waiter_names, &n, &one, BPF_ANY);
+        s->pool |= POOL_NOTED;
+    }
     __u64 t = bpf_ktime_get_ns();
     s->seq++;
     if (s->phase == BUSY && t >= s->since) {
@@ -470,6 +499,59 @@ static __always_inline int wait_exit_if_waiting(void) {
 
 WAIT_CALL_WITH_FDS(select, 4)
 WAIT_CALL_WITH_FDS(pselect6, 4)
+
+// Whether two thread names are the same.
+static __always_inline int same_name(const char *a, const char *b) {
+    for (int i = 0; i < 16; i++) {
+        if (a[i] != b[i])
+            return 0;
+        if (!a[i])
+            return 1;
+    }
+    return 1;
+}
+
+// A pool's worker (tokio's multi-thread scheduler) takes turns at the runtime's epoll wait and
+// parks on a futex when another holds it, maybe for all its life: its futex waits without a
+// timeout are its idle, wait calls. A worker is a thread named apart from its process that bears
+// the name of a thread that waited for events (the agent's pool.rs); a thread named as its
+// process keeps its futex waits in its ticks (Node's `Atomics.wait`, a lock).
+#define FUTEX_WAIT 0
+#define FUTEX_WAIT_BITSET 9
+#define FUTEX_PRIVATE_FLAG 128
+#define FUTEX_CLOCK_REALTIME 256
+
+SEC("tracepoint/syscalls/sys_enter_futex") int enter_futex(struct sys_enter_record *ctx) {
+    __u32 cmd = (__u32)ctx->args[1] & ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME);
+    if ((cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) || ctx->args[3])
+        return 0;
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32, tid = (__u32)id;
+    char *process = bpf_map_lookup_elem(&targets, &tgid);
+    if (!process)
+        return 0;
+    struct slot *s = my_slot(tgid, tid, 0);
+    if (s && (s->pool & POOL_NOT_WORKER))
+        return 0;
+    if (!s || !(s->pool & POOL_WORKER)) {
+        struct named n = {.tgid = tgid};
+        bpf_get_current_comm(n.comm, sizeof(n.comm));
+        if (same_name(n.comm, process)) {
+            if (s)
+                s->pool |= POOL_NOT_WORKER;
+            return 0;
+        }
+        if (!bpf_map_lookup_elem(&waiter_names, &n))
+            return 0;
+        s = my_slot(tgid, tid, 1);
+        if (!s)
+            return 0;
+        s->pool |= POOL_WORKER;
+    }
+    return wait_enter(ctx, 3, TIMEOUT_PTR);
+}
+
+SEC("tracepoint/syscalls/sys_exit_futex") int exit_futex(void *ctx) { return wait_exit_if_waiting(); }
 
 // A loop thread exits: the time, so that its open tick ends there and not when looptop next
 // looks (a process is found gone at the next poll).

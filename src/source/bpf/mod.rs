@@ -73,7 +73,8 @@ pub struct BpfSource {
     uprobes: bool,
     attached: Uprobes,
     pool_maps: PoolMaps,
-    targets: BpfHashMap<MapData, u32, u32>,
+    /// Observed processes, each with its name (futex parks: `hooks::attach_parks`).
+    targets: BpfHashMap<MapData, u32, [u8; 16]>,
     slot_of: BpfHashMap<MapData, u32, u32>,
     counters: Shared,
     slots: Shared,
@@ -115,6 +116,7 @@ impl BpfSource {
             .load(OBJECT)
             .map_err(|e| refused("loading the program")(chain(&e)))?;
         hooks::attach_wait_calls(&mut ebpf)?;
+        hooks::attach_parks(&mut ebpf)?;
         // Exact exit times (else a process is found gone at the next poll).
         if options.ticks {
             let prog: Option<&mut TracePoint> = ebpf.program_mut("on_exit").and_then(|p| p.try_into().ok());
@@ -226,7 +228,11 @@ impl BpfSource {
                 self.seed(pid, tid, p, since, loop_ns);
             }
         }
-        self.targets.insert(pid, 1, 0).map_err(|e| PerfError::Open {
+        let mut name = [0u8; 16];
+        let comm = crate::target::proc::thread_name(pid, pid).unwrap_or_default();
+        let n = comm.len().min(15);
+        name[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        self.targets.insert(pid, name, 0).map_err(|e| PerfError::Open {
             what: "the BPF target map",
             tid: pid,
             source: std::io::Error::other(e),

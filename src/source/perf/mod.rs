@@ -292,6 +292,9 @@ impl PerfSource {
                     }
                 }
             }
+            if ticks {
+                mark_workers(pid, &mut process.threads);
+            }
             if let Some(runtime) = &mut process.runtime {
                 lost += runtime.poll(now, out);
             }
@@ -415,5 +418,17 @@ fn open_error(pid: u32, tid: u32, e: OpenError) -> PerfError {
         // Our own check passed, so a refusal is about this process: another user's, or not traceable.
         OpenError { source, .. } if is_refusal(&source) => PerfError::ProcessDenied { pid, source },
         OpenError { what, source, .. } => PerfError::Open { what, tid, source },
+    }
+}
+
+/// Marks which threads of `pid` are a pool's workers (their futex parks are waits): named apart
+/// from the process and as one of its loops (a thread that waited for events).
+fn mark_workers(pid: u32, threads: &mut BTreeMap<u32, Thread>) {
+    let process = threads.get(&pid).and_then(Thread::name).map(str::to_string);
+    let loops: BTreeSet<String> =
+        threads.values().filter(|t| t.loop_id().is_some()).filter_map(|t| t.name().map(str::to_string)).collect();
+    for (&tid, thread) in threads.iter_mut() {
+        let worker = tid != pid && thread.name().is_some_and(|n| process.as_deref() != Some(n) && loops.contains(n));
+        thread.set_worker(worker);
     }
 }

@@ -87,12 +87,13 @@ impl Thread {
         let waits = match &setup.waits {
             None => None,
             Some(tracepoints) => {
-                let events = WaitEvents::open(tid, tracepoints).map_err(|source| OpenError {
+                let name = crate::target::proc::thread_name(pid, tid).unwrap_or_default();
+                let parks = tid != pid && crate::target::proc::thread_name(pid, pid).is_some_and(|p| p != name);
+                let events = WaitEvents::open(tid, tracepoints, parks).map_err(|source| OpenError {
                     what: "wait tracepoints",
                     source,
                     mmap: false,
                 })?;
-                let name = crate::target::proc::thread_name(pid, tid).unwrap_or_default();
                 let now = crate::source::now_ns();
                 let mut clock = TickClock::new(pid, tid, name, attach_ns.unwrap_or(now), setup.stall_floor_ns);
                 if let Some(at) = attach_ns {
@@ -141,6 +142,18 @@ impl Thread {
     /// The loop this thread is, if any (perf mode).
     pub fn loop_id(&self) -> Option<crate::event::LoopId> {
         self.waits.as_ref()?.1.id()
+    }
+
+    /// The thread's name (perf mode).
+    pub fn name(&self) -> Option<&str> {
+        Some(self.waits.as_ref()?.1.name())
+    }
+
+    /// Marks the thread a pool's worker or not (perf mode): see [`TickClock::set_worker`].
+    pub fn set_worker(&mut self, worker: bool) {
+        if let Some((_, clock)) = &mut self.waits {
+            clock.set_worker(worker);
+        }
     }
 
     /// Moves every record in the thread's rings into `out`; returns the records the kernel lost.

@@ -34,13 +34,23 @@ pub enum WaitRecord {
     /// A call returned that was a wait only if its entry passed the filter: counted when the
     /// thread is waiting, ignored inside a tick (`select(0, …)`, a sleep).
     ExitIfWaiting,
+    /// A futex wait without a timeout entered (the kernel filters the others): a wait when the
+    /// thread is a pool's worker ([`TickClock::set_worker`]), else part of its tick.
+    Park,
 }
+
+/// The kernel's filter for [`WaitRecord::Park`]: `FUTEX_WAIT` or `FUTEX_WAIT_BITSET`, private or
+/// not, either clock, no timeout (the agent's and the BPF source's rule, as ftrace writes it).
+const PARK_FILTER: &str = "utime == 0 && (op == 0 || op == 128 || op == 256 || op == 384 || op == 9 || op == 137 \
+                           || op == 265 || op == 393)";
 
 /// The tracepoint ids of the wait calls on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitTracepoints {
     /// (tracepoint id, its meaning), for each wait call the kernel has.
     pub ids: Vec<(u64, WaitRecord)>,
+    /// The same for futex waits, a pool worker's park (empty on a kernel without them).
+    pub parks: Vec<(u64, WaitRecord)>,
 }
 
 impl WaitTracepoints {
@@ -73,7 +83,14 @@ impl WaitTracepoints {
         if ids.is_empty() {
             return Err(PerfError::NoSyscallTracepoints { path: root.join("events/syscalls") });
         }
-        Ok(WaitTracepoints { ids })
+        let mut parks = Vec::new();
+        for (dir, meaning) in [("enter", WaitRecord::Park), ("exit", WaitRecord::ExitIfWaiting)] {
+            parks.extend(id_of(root.join(format!("events/syscalls/sys_{dir}_futex")))?.map(|id| (id, meaning)));
+        }
+        if parks.len() != 2 {
+            parks.clear();
+        }
+        Ok(WaitTracepoints { ids, parks })
     }
 }
 
@@ -87,8 +104,9 @@ pub(super) struct WaitEvents {
 }
 
 impl WaitEvents {
-    /// Opens and enables every wait tracepoint on `tid`.
-    pub fn open(tid: u32, tracepoints: &WaitTracepoints) -> io::Result<WaitEvents> {
+    /// Opens and enables every wait tracepoint on `tid`, and its futex waits when `parks` (a
+    /// thread named apart from its process, which may be a pool's worker).
+    pub fn open(tid: u32, tracepoints: &WaitTracepoints, parks: bool) -> io::Result<WaitEvents> {
         let build = |id: u64| {
             let mut b = Builder::new(Tracepoint::with_id(id));
             b.observe_pid(tid as i32)
@@ -103,10 +121,14 @@ impl WaitEvents {
         };
         let mut counters = Vec::new();
         let mut enters = Vec::new();
-        for &(id, meaning) in &tracepoints.ids {
+        let parks = if parks { &tracepoints.parks[..] } else { &[] };
+        for &(id, meaning) in tracepoints.ids.iter().chain(parks) {
             let c = build(id)?;
             if meaning == WaitRecord::EnterWithFds {
                 sys::set_filter(&c, "n > 0")?;
+            }
+            if meaning == WaitRecord::Park {
+                sys::set_filter(&c, PARK_FILTER)?;
             }
             enters.push((c.id(), meaning));
             counters.push(c);
@@ -133,6 +155,8 @@ impl WaitEvents {
                         Some(WaitRecord::Enter | WaitRecord::EnterWithFds) => clock.enter(t, out),
                         Some(WaitRecord::Exit) => clock.exit(t, out),
                         Some(WaitRecord::ExitIfWaiting) => clock.exit_if_waiting(t, out),
+                        Some(WaitRecord::Park) if clock.worker => clock.enter(t, out),
+                        Some(WaitRecord::Park) => {}
                         None => {}
                     }
                 }
@@ -174,6 +198,8 @@ pub struct TickClock {
     /// The last completed stall-long ticks (start, end), for the samples read after they ended
     /// (shorter ticks may have followed before the samples' ring is read).
     long_ticks: std::collections::VecDeque<(u64, u64)>,
+    /// A pool's worker: its futex parks are waits ([`WaitRecord::Park`]).
+    worker: bool,
 }
 
 impl TickClock {
@@ -199,6 +225,7 @@ impl TickClock {
             },
             changed: false,
             long_ticks: std::collections::VecDeque::new(),
+            worker: false,
         }
     }
 
@@ -219,6 +246,17 @@ impl TickClock {
     /// The loop, once there is one.
     pub fn id(&self) -> Option<LoopId> {
         self.id
+    }
+
+    /// The thread's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the thread is a pool's worker, whose futex parks are waits: named apart from its
+    /// process and as a thread of it that waits for events (the agent's pool.rs).
+    pub fn set_worker(&mut self, worker: bool) {
+        self.worker = worker;
     }
 
     fn start_loop(&mut self, at_ns: u64, out: &mut Vec<Event>) {
