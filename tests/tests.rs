@@ -9,6 +9,7 @@ mod bpf;
 mod browser;
 mod check;
 mod cli;
+mod cluster;
 mod docs;
 mod errors;
 mod golang;

@@ -65,17 +65,37 @@ pub fn is_wait(nr: i64, arg0: u64) -> bool {
 
 /// Whether `tid` of `pid` is inside one of the wait calls right now.
 pub fn in_wait_call(pid: u32, tid: u32) -> bool {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
-    parse_syscall(&text).is_some_and(|(nr, arg0)| is_wait(nr, arg0))
+    current_call(pid, tid).is_some_and(|(nr, args)| is_wait(nr, args[0]))
 }
 
-/// The call number and first argument of a `/proc/…/syscall` line ("7 0x7ffc… 0x1 …"; "running"
+/// Whether a futex call parks its thread until woken: `FUTEX_WAIT` or `FUTEX_WAIT_BITSET`,
+/// private or not, either clock, with no timeout (a pool worker's park: the agent's pool.rs, the
+/// BPF program's `enter_futex`, the perf source's `PARK_FILTER`).
+pub fn futex_parks(op: u64, timeout: u64) -> bool {
+    let cmd = op & !(libc::FUTEX_PRIVATE_FLAG as u64 | libc::FUTEX_CLOCK_REALTIME as u64);
+    timeout == 0 && (cmd == libc::FUTEX_WAIT as u64 || cmd == libc::FUTEX_WAIT_BITSET as u64)
+}
+
+/// Whether `tid` of `pid` is parked on a futex right now ([`futex_parks`]).
+pub fn parked(pid: u32, tid: u32) -> bool {
+    current_call(pid, tid).is_some_and(|(nr, args)| nr == libc::SYS_futex && futex_parks(args[1], args[3]))
+}
+
+/// The system call `tid` of `pid` is in, with its arguments.
+fn current_call(pid: u32, tid: u32) -> Option<(i64, [u64; 6])> {
+    parse_syscall(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?)
+}
+
+/// The call number and arguments of a `/proc/…/syscall` line ("7 0x7ffc… 0x1 …"; "running"
 /// or "-1 …" when the thread is not in a call).
-fn parse_syscall(text: &str) -> Option<(i64, u64)> {
+fn parse_syscall(text: &str) -> Option<(i64, [u64; 6])> {
     let mut words = text.split_whitespace();
     let nr = words.next()?.parse().ok()?;
-    let arg0 = words.next().and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok()).unwrap_or(0);
-    Some((nr, arg0))
+    let mut args = [0u64; 6];
+    for (arg, word) in args.iter_mut().zip(words) {
+        *arg = u64::from_str_radix(word.trim_start_matches("0x"), 16).unwrap_or(0);
+    }
+    Some((nr, args))
 }
 
 #[cfg(test)]
@@ -90,8 +110,21 @@ mod tests {
         let ppoll = WAIT_CALLS.iter().find(|w| w.name == "ppoll").unwrap().nr;
         assert!(is_wait(ppoll, 0), "poll with no descriptors still waits (libuv's loop can)");
         assert!(!is_wait(-1, 0));
-        assert_eq!(parse_syscall("270 0x5 0x7ffc 0x0 0x0 0x0 0x0 0x7ffd 0x7f00\n"), Some((270, 5)));
+        assert_eq!(
+            parse_syscall("270 0x5 0x7ffc 0x0 0x0 0x0 0x0 0x7ffd 0x7f00\n"),
+            Some((270, [5, 0x7ffc, 0, 0, 0, 0]))
+        );
         assert_eq!(parse_syscall("running\n"), None);
+    }
+
+    #[test]
+    fn only_untimed_futex_waits_park() {
+        assert!(futex_parks(0x89, 0), "FUTEX_WAIT_BITSET_PRIVATE, no timeout (Rust's std)");
+        assert!(futex_parks(0, 0));
+        assert!(futex_parks(0x80 | 0x100, 0));
+        assert!(!futex_parks(0x89, 0x7ffc_0000), "a timed wait (a blocking pool's keep-alive)");
+        assert!(!futex_parks(0x81, 0), "FUTEX_WAKE");
+        assert!(!futex_parks(6, 0), "FUTEX_LOCK_PI");
     }
 
     /// The thread of a real `select` with a descriptor and one with none, seen from outside.

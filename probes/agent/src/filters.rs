@@ -76,14 +76,21 @@ pub unsafe extern "C" fn syscall(
     if installs_filter(nr, a1 as c_ulong) {
         return guarded(|| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
     }
-    if nr == libc::SYS_futex && crate::pool::futex_parks(a2 as c_int, a4) && crate::pool::is_worker() {
+    let parks = nr == libc::SYS_futex && crate::pool::futex_parks(a2 as c_int, a4);
+    if parks && crate::pool::is_worker() {
         // A pool worker's park: its idle, a wait call like the epoll wait it takes turns at.
         let call = crate::WaitCall { sp: crate::wrappers::stack_here(), zero_timeout: false };
         return crate::timed(call, |_| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
     }
     if crate::sleeps::sleeps_when_raw(nr) {
         // A sleep-like call made raw: quietly, as its libc wrapper is.
-        return crate::quietly(|_| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
+        let r = crate::quietly(|_| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
+        if parks && crate::pool::named_apart() {
+            // Not known for a worker yet (its pool's loop may not have waited when it parked):
+            // if it turns out one, its first tick began here.
+            crate::first_tick_from_here();
+        }
+        return r;
     }
     unsafe { real(nr, a1, a2, a3, a4, a5, a6) }
 }

@@ -60,7 +60,8 @@ struct Local {
     tick_sp: Cell<usize>,
     /// This thread already made a zero-timeout wait before it was a loop ([`first_check`]).
     checked: Cell<bool>,
-    /// When that wait returned (0: none): the start of its first tick if it becomes a loop.
+    /// When that wait returned, or a futex park of a thread that may be a pool's worker (0:
+    /// none): the start of its first tick if it becomes a loop ([`first_tick_from_here`]).
     checked_ns: Cell<u64>,
 }
 
@@ -387,6 +388,17 @@ fn first_check() -> bool {
         .unwrap_or(false)
 }
 
+/// Marks now as the start of this thread's first tick, should it become a loop at its next wait
+/// (a thread that is one already is left alone). Keeps `errno`.
+pub(crate) fn first_tick_from_here() {
+    // SAFETY: as in `timed`: the caller sees the errno of the real call.
+    let errno = unsafe { *libc::__errno_location() };
+    if owned_slot().is_none() {
+        let _ = LOCAL.try_with(|l| l.checked_ns.set(now_ns()));
+    }
+    unsafe { *libc::__errno_location() = errno };
+}
+
 /// Runs `wait` between the tick bookkeeping, keeping `errno` as the real call left it. While
 /// the wait lasts the watchdog leaves the thread alone ([`watchdog::Quiet`]); `wait` gets the
 /// signal to add to any signal mask it passes to the kernel. A nested wait ([`nested`]) runs
@@ -398,10 +410,7 @@ pub(crate) fn timed<R>(call: WaitCall, wait: impl FnOnce(Option<libc::c_int>) ->
     }
     if call.zero_timeout && first_check() {
         let r = wait(None);
-        // SAFETY: as below, the caller sees the errno of the real call.
-        let errno = unsafe { *libc::__errno_location() };
-        let _ = LOCAL.try_with(|l| l.checked_ns.set(now_ns()));
-        unsafe { *libc::__errno_location() = errno };
+        first_tick_from_here();
         return r;
     }
     pool::note_waiter();

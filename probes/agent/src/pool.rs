@@ -89,6 +89,28 @@ pub(crate) fn note_waiter() {
     });
 }
 
+/// Whether this thread is named apart from its process (a worker's first mark); once false,
+/// for good.
+fn apart(m: &Mine) -> bool {
+    if m.recheck_ns.get() == u64::MAX {
+        return false;
+    }
+    let process = PROCESS_NAME.load(Ordering::Relaxed);
+    let name = cached_name(m);
+    if process == 0 || name == 0 || name == process {
+        m.recheck_ns.set(u64::MAX);
+        return false;
+    }
+    true
+}
+
+/// Whether this thread is named apart from its process: it may turn out a pool's worker, whose
+/// first tick then begins when its last park returned ([`crate::first_tick_from_here`]).
+#[inline]
+pub(crate) fn named_apart() -> bool {
+    MINE.try_with(apart).unwrap_or(false)
+}
+
 /// Whether this thread is a pool's worker (see the module's comment); asked at a futex wait.
 #[inline]
 pub(crate) fn is_worker() -> bool {
@@ -96,16 +118,15 @@ pub(crate) fn is_worker() -> bool {
         if m.worker.get() {
             return true;
         }
+        // No clock read for a thread named as its process (most of them).
+        if m.recheck_ns.get() == u64::MAX {
+            return false;
+        }
         let now = now_ns();
-        if now < m.recheck_ns.get() {
+        if now < m.recheck_ns.get() || !apart(m) {
             return false;
         }
-        let process = PROCESS_NAME.load(Ordering::Relaxed);
         let name = cached_name(m);
-        if process == 0 || name == 0 || name == process {
-            m.recheck_ns.set(u64::MAX);
-            return false;
-        }
         let worker = WAITER_NAMES.iter().any(|e| e.load(Ordering::Relaxed) == name);
         m.worker.set(worker);
         m.recheck_ns.set(now.saturating_add(RECHECK_NS));

@@ -21,21 +21,33 @@ pub fn attach_wait_calls(ebpf: &mut Ebpf) -> Result<(), BpfError> {
     Ok(())
 }
 
-/// Hooks futex waits: a pool worker's park is its idle (tokio's multi-thread scheduler; the
-/// program counts only threads it finds to be a pool's workers).
+/// Loads the futex wait programs: a pool worker's park is its idle (tokio's multi-thread
+/// scheduler; the program counts only threads it finds to be a pool's workers).
+pub fn load_parks(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+    for dir in ["enter", "exit"] {
+        syscall_program(ebpf, &format!("{dir}_futex"))?
+            .load()
+            .map_err(|e| refused("loading a tracepoint program")(chain(&e)))?;
+    }
+    Ok(())
+}
+
+/// Hooks the futex waits loaded by [`load_parks`]. They run for every futex call on the
+/// machine, so only once a pool is likely.
 pub fn attach_parks(ebpf: &mut Ebpf) -> Result<(), BpfError> {
-    attach_syscall(ebpf, "futex", true, "attaching to futex waits")
+    for dir in ["enter", "exit"] {
+        syscall_program(ebpf, &format!("{dir}_futex"))?
+            .attach("syscalls", &format!("sys_{dir}_futex"))
+            .map_err(|e| refused("attaching to futex waits")(chain(&e)))?;
+    }
+    Ok(())
 }
 
 /// Loads the programs `enter_CALL` and `exit_CALL` and attaches them to the system call's
 /// tracepoints; a failed attach is a refusal (`what`) when `required`.
 fn attach_syscall(ebpf: &mut Ebpf, call: &str, required: bool, what: &'static str) -> Result<(), BpfError> {
     for dir in ["enter", "exit"] {
-        let name = format!("{dir}_{call}");
-        let prog: &mut TracePoint = ebpf
-            .program_mut(&name)
-            .and_then(|p| p.try_into().ok())
-            .ok_or_else(|| refused("the program")(format!("{name} is missing")))?;
+        let prog = syscall_program(ebpf, &format!("{dir}_{call}"))?;
         prog.load().map_err(|e| refused("loading a tracepoint program")(chain(&e)))?;
         if let Err(e) = prog.attach("syscalls", &format!("sys_{dir}_{call}")) {
             if required {
@@ -44,6 +56,13 @@ fn attach_syscall(ebpf: &mut Ebpf, call: &str, required: bool, what: &'static st
         }
     }
     Ok(())
+}
+
+/// The tracepoint program `name`.
+fn syscall_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut TracePoint, BpfError> {
+    ebpf.program_mut(name)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| refused("the program")(format!("{name} is missing")))
 }
 
 /// The kernel's BTF for `tp_btf`, unless `LOOPTOP_BPF_HOOKS=tracepoints` asks for the classic

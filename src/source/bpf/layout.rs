@@ -45,9 +45,12 @@ pub struct Slot {
     pub wait_sp: u64,
     /// The wait under way is nested (its exit starts no tick).
     pub nested: u32,
-    /// What the thread is to a pool of loops (`POOL_*` in the BPF source; looptop only zeroes it).
+    /// What the thread is to a pool of loops (`POOL_*` in the BPF source).
     pub pool: u32,
 }
+
+/// A slot's `pool` bit: the thread is a pool's worker, whose futex parks are waits.
+pub const POOL_WORKER: u32 = 2;
 
 /// Key of the `counts` map (`struct stack_key`).
 #[repr(C)]

@@ -64,6 +64,8 @@ struct LoopView {
 struct Process {
     runtime: Option<ProcessRuntime>,
     exit: crate::target::proc::ExitWatch,
+    /// Its name (its main thread's): a loop named otherwise may be a pool's worker.
+    name: [u8; 16],
 }
 
 /// Ticks, stacks and off-CPU waits from the kernel, for the processes added.
@@ -97,6 +99,9 @@ pub struct BpfSource {
     pending: Vec<Event>,
     notes: Vec<String>,
     disabled: bool,
+    /// The futex programs are attached (`hooks::attach_parks`): at the first loop named apart
+    /// from its process, since they run for every futex call on the machine (~300 ns each).
+    parks: bool,
 }
 
 impl BpfSource {
@@ -116,7 +121,8 @@ impl BpfSource {
             .load(OBJECT)
             .map_err(|e| refused("loading the program")(chain(&e)))?;
         hooks::attach_wait_calls(&mut ebpf)?;
-        hooks::attach_parks(&mut ebpf)?;
+        // Loaded now (a program loaded after the maps are taken finds none), attached when needed.
+        hooks::load_parks(&mut ebpf)?;
         // Exact exit times (else a process is found gone at the next poll).
         if options.ticks {
             let prog: Option<&mut TracePoint> = ebpf.program_mut("on_exit").and_then(|p| p.try_into().ok());
@@ -209,6 +215,7 @@ impl BpfSource {
             pending: Vec::new(),
             notes,
             disabled: false,
+            parks: false,
         })
     }
 
@@ -221,23 +228,35 @@ impl BpfSource {
         }
         let tids = tasks(pid).ok_or(PerfError::NoSuchProcess(pid))?;
         let now = crate::source::now_ns();
-        for tid in tids {
-            let waiting = crate::source::waits::in_wait_call(pid, tid);
-            if tid == pid || waiting {
-                let (p, since, loop_ns) = if waiting { (phase::WAITING, now, now) } else { (phase::BUSY, now, 0) };
-                self.seed(pid, tid, p, since, loop_ns);
+        let name = comm_of(pid, pid);
+        let waiting: BTreeMap<u32, bool> =
+            tids.iter().map(|&tid| (tid, crate::source::waits::in_wait_call(pid, tid))).collect();
+        // A pool's workers (named apart from the process, as a waiting loop is): the parked ones
+        // are waiting too, so that their first tick shows.
+        let loop_names: Vec<[u8; 16]> =
+            waiting.iter().filter(|(_, &w)| w).map(|(&tid, _)| comm_of(pid, tid)).filter(|c| *c != name).collect();
+        for (&tid, &waiting) in &waiting {
+            let comm = comm_of(pid, tid);
+            let worker = !loop_names.is_empty()
+                && comm != name
+                && loop_names.contains(&comm)
+                && crate::source::waits::parked(pid, tid);
+            if tid == pid || waiting || worker {
+                let (p, since, loop_ns) =
+                    if waiting || worker { (phase::WAITING, now, now) } else { (phase::BUSY, now, 0) };
+                let pool = if worker { layout::POOL_WORKER } else { 0 };
+                self.seed(Slot { tgid: pid, tid, phase: p, since, loop_ns, comm, pool, ..Slot::default() });
             }
         }
-        let mut name = [0u8; 16];
-        let comm = crate::target::proc::thread_name(pid, pid).unwrap_or_default();
-        let n = comm.len().min(15);
-        name[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        if !loop_names.is_empty() {
+            self.attach_parks(pid);
+        }
         self.targets.insert(pid, name, 0).map_err(|e| PerfError::Open {
             what: "the BPF target map",
             tid: pid,
             source: std::io::Error::other(e),
         })?;
-        let mut process = Process { runtime: None, exit: crate::target::proc::ExitWatch::new(pid) };
+        let mut process = Process { runtime: None, exit: crate::target::proc::ExitWatch::new(pid), name };
         if self.options.ticks {
             self.pending.push(crate::source::attached_process(pid, now));
             if self.uprobes {
@@ -258,20 +277,30 @@ impl BpfSource {
 
     /// Takes a slot for a thread of a process not yet in `targets` (so its programs do not run
     /// for it yet and the slot is ours to fill).
-    fn seed(&mut self, pid: u32, tid: u32, p: u32, since: u64, loop_ns: u64) {
+    fn seed(&mut self, slot: Slot) {
         let i = self.counters.u64_at(0).fetch_add(1, Ordering::AcqRel) as usize;
         if i >= SLOTS {
             self.counters.u64_at(1).fetch_add(1, Ordering::AcqRel);
             return;
         }
-        let mut comm = [0u8; 16];
-        let name = crate::target::proc::thread_name(pid, tid).unwrap_or_default();
-        let n = name.len().min(15);
-        comm[..n].copy_from_slice(&name.as_bytes()[..n]);
-        let slot = Slot { seq: 0, tgid: pid, tid, phase: p, since, loop_ns, comm, ..Slot::default() };
+        let tid = slot.tid;
         // SAFETY: slot i was just taken; no program writes it before the insert below.
         unsafe { std::ptr::write_volatile(self.slots.at(i, std::mem::size_of::<Slot>()) as *mut Slot, slot) };
         let _ = self.slot_of.insert(tid, i as u32, 0);
+    }
+
+    /// Attaches the futex programs once (a loop of `pid` is named apart from it: a pool is
+    /// likely); says so when the kernel refuses.
+    fn attach_parks(&mut self, pid: u32) {
+        if std::mem::replace(&mut self.parks, true) {
+            return;
+        }
+        if let Err(e) = hooks::attach_parks(&mut self.ebpf) {
+            self.notes.push(format!(
+                "the workers of process {pid}'s pool are timed without their parks on a futex, which read as busy: \
+                 {e}"
+            ));
+        }
     }
 
     /// Reads what happened since the last poll into `out`. `last`: the final read, which also
@@ -345,6 +374,9 @@ impl BpfSource {
             return None;
         }
         let id = LoopId { pid: s.tgid, tid: s.tid, since_ns: s.loop_ns };
+        if self.processes.get(&s.tgid).is_some_and(|p| p.name != s.comm) {
+            self.attach_parks(s.tgid);
+        }
         let end = s.comm.iter().position(|&b| b == 0).unwrap_or(16);
         let name = String::from_utf8_lossy(&s.comm[..end]).into_owned();
         out.push(Event::LoopStarted { id, name, start_ns: s.loop_ns });
@@ -573,6 +605,15 @@ fn lost_sentence(lost_by: [u64; 3]) -> Option<String> {
 fn tasks(pid: u32) -> Option<Vec<u32>> {
     let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     Some(dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+}
+
+/// The name of thread `tid` of `pid` as the kernel keeps it (NUL-padded, as the BPF side reads it).
+fn comm_of(pid: u32, tid: u32) -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    let name = crate::target::proc::thread_name(pid, tid).unwrap_or_default();
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+    comm
 }
 
 #[cfg(test)]
