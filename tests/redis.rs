@@ -139,7 +139,20 @@ fn issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
 
 #[test]
 fn issue_18_attached_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
-    let test = "issue_18_attached_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says";
+    attached_script("issue_18_attached_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says", &[]);
+}
+
+#[test]
+fn issue_18_attached_with_perf_events_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
+    attached_script(
+        "issue_18_attached_with_perf_events_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says",
+        &[("LOOPTOP_NO_BPF", "1")],
+    );
+}
+
+/// A Redis server started plainly, `looptop record --pid` attached to it (with `env`), the
+/// 600 ms script: one stall of the main loop, as long as SLOWLOG says.
+fn attached_script(test: &str, env: &[(&str, &str)]) {
     if !perf_permitted(test) {
         return;
     }
@@ -155,6 +168,7 @@ fn issue_18_attached_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_say
     let rec = dir.path("redis.rec");
     let lt = looptop()
         .args(["record", "-q", "--pid", &redis.id().to_string(), "-o", rec.to_str().unwrap()])
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn_limited();
     std::thread::sleep(Duration::from_millis(1500));
@@ -168,5 +182,10 @@ fn issue_18_attached_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_say
     let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
     let report: serde_json::Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
     let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
-    assert_stalls_match(&stalls, &[script_ms], 50.0, "redis, a 600 ms script answering BUSY, attached");
+    assert_stalls_match(
+        &stalls,
+        &[script_ms],
+        50.0,
+        &format!("redis, a 600 ms script answering BUSY, attached {env:?}"),
+    );
 }

@@ -14,11 +14,15 @@ pub struct WaitCall {
     /// no descriptors is a sleep (CPython 3.10's `time.sleep`), part of a tick; with them it is
     /// a loop's wait (gunicorn's sync workers).
     pub with_fds: bool,
+    /// The argument that holds its timeout as an int of milliseconds (0: only check for
+    /// events), for the nested-wait rule; `None` for a pointer to a `timespec`/`timeval`, which
+    /// the perf source cannot read after the fact.
+    pub timeout_ms_arg: Option<usize>,
 }
 
 impl WaitCall {
-    const fn new(name: &'static str, nr: i64, with_fds: bool) -> WaitCall {
-        WaitCall { name, nr, with_fds }
+    const fn new(name: &'static str, nr: i64, with_fds: bool, timeout_ms_arg: Option<usize>) -> WaitCall {
+        WaitCall { name, nr, with_fds, timeout_ms_arg }
     }
 }
 
@@ -46,13 +50,13 @@ mod nr {
 
 /// Every wait call. A kernel without one (epoll_pwait2 before 5.11) simply has no tracepoint.
 pub const WAIT_CALLS: [WaitCall; 7] = [
-    WaitCall::new("epoll_wait", nr::EPOLL_WAIT, false),
-    WaitCall::new("epoll_pwait", nr::EPOLL_PWAIT, false),
-    WaitCall::new("epoll_pwait2", 441, false),
-    WaitCall::new("poll", nr::POLL, false),
-    WaitCall::new("ppoll", nr::PPOLL, false),
-    WaitCall::new("select", nr::SELECT, true),
-    WaitCall::new("pselect6", nr::PSELECT6, true),
+    WaitCall::new("epoll_wait", nr::EPOLL_WAIT, false, Some(3)),
+    WaitCall::new("epoll_pwait", nr::EPOLL_PWAIT, false, Some(3)),
+    WaitCall::new("epoll_pwait2", 441, false, None),
+    WaitCall::new("poll", nr::POLL, false, Some(2)),
+    WaitCall::new("ppoll", nr::PPOLL, false, None),
+    WaitCall::new("select", nr::SELECT, true, None),
+    WaitCall::new("pselect6", nr::PSELECT6, true, None),
 ];
 
 /// The wait calls as the user reads them in a message ("never waited in …").

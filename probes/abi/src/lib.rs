@@ -25,6 +25,11 @@ pub const MAGIC: [u8; 8] = *b"LOOPTOP\0";
 pub const LAYOUT_VERSION: u32 = 5;
 /// Number of loop slots per process: bounded, so the segment size is fixed.
 pub const LOOP_SLOTS: usize = 64;
+/// A zero-timeout wait made more than this much deeper on the stack than the wait that began the
+/// tick is nested, part of that tick (Redis answering `BUSY` from inside a Lua script): more than
+/// the frames of one wrapper and another, less than any loop's own frames. The agent, the BPF
+/// program (its own `#define`) and the perf source use it.
+pub const NESTED_MIN_BYTES: usize = 1024;
 /// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
 pub const STALL_RING: usize = 256;
 /// Records in the agent's event ring (allocator pauses), shared by all threads of the process.

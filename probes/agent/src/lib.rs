@@ -58,11 +58,9 @@ struct Local {
     depth: Cell<u32>,
     /// Where on the stack the wait that began the current tick was made (0: none yet).
     tick_sp: Cell<usize>,
-    /// This thread already made a zero-timeout wait before it was a loop ([`first_check`]).
-    checked: Cell<bool>,
-    /// When that wait returned, or a futex park of a thread that may be a pool's worker (0:
-    /// none): the start of its first tick if it becomes a loop ([`first_tick_from_here`]).
-    checked_ns: Cell<u64>,
+    /// When a futex park of a thread that may be a pool's worker returned (0: none): the start
+    /// of its first tick if it becomes a loop ([`first_tick_from_here`]).
+    first_tick_ns: Cell<u64>,
 }
 
 thread_local! {
@@ -75,8 +73,7 @@ thread_local! {
             counted: Cell::new(false),
             depth: Cell::new(0),
             tick_sp: Cell::new(0),
-            checked: Cell::new(false),
-            checked_ns: Cell::new(0),
+            first_tick_ns: Cell::new(0),
         }
     };
     /// Registered once per claimed thread; its drop marks the slot exited.
@@ -144,7 +141,7 @@ fn current_slot() -> Option<&'static LoopSlot> {
             match segment::ensure() {
                 segment::Ready::Yes(seg) => {
                     l.settled.set(true);
-                    let Some(slot) = claim(seg, l.checked_ns.replace(0)) else {
+                    let Some(slot) = claim(seg, l.first_tick_ns.replace(0)) else {
                         l.retry_ns.set(now_ns() + SLOT_RETRY_NS);
                         if !l.counted.replace(true) {
                             seg.header().slots_exhausted.fetch_add(1, Ordering::Relaxed);
@@ -175,9 +172,9 @@ fn current_slot() -> Option<&'static LoopSlot> {
 
 /// Claims a slot for the calling thread: slot 0 for the main thread (so that the main loop never
 /// goes without one), else a free slot — reserving more pages when all backed ones are taken —
-/// or the oldest exited one. A thread that finds none is counted in the header. `checked_ns`:
-/// when the thread's first zero-timeout check returned ([`first_check`]), its first tick's start.
-fn claim(seg: segment::Segment, checked_ns: u64) -> Option<&'static LoopSlot> {
+/// or the oldest exited one. A thread that finds none is counted in the header. `first_tick_ns`:
+/// when its first tick began, if before this wait ([`first_tick_from_here`]); 0: now.
+fn claim(seg: segment::Segment, first_tick_ns: u64) -> Option<&'static LoopSlot> {
     let now = now_ns();
     // SAFETY: gettid and getpid have no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
@@ -220,9 +217,9 @@ fn claim(seg: segment::Segment, checked_ns: u64) -> Option<&'static LoopSlot> {
     slot.tid.store(tid, Ordering::Relaxed);
     watchdog::note_stack(slot);
     looptop_abi::name_to_words(&name, &slot.name);
-    if checked_ns != 0 && checked_ns <= now {
-        slot.claimed_ns.store(checked_ns, Ordering::Relaxed);
-        slot.busy_since_ns.store(checked_ns, Ordering::Relaxed);
+    if first_tick_ns != 0 && first_tick_ns <= now {
+        slot.claimed_ns.store(first_tick_ns, Ordering::Relaxed);
+        slot.busy_since_ns.store(first_tick_ns, Ordering::Relaxed);
     } else {
         slot.claimed_ns.store(now, Ordering::Relaxed);
     }
@@ -345,10 +342,6 @@ fn wait_exit(slot: &LoopSlot) {
     slot.write_end();
 }
 
-/// How much deeper than the wait that began the tick a zero-timeout wait must be made to be a
-/// nested one: more than the frames of one wrapper and another, less than any loop's own frames.
-const NESTED_MIN_BYTES: usize = 1024;
-
 /// A wait call as the wrapper saw it: where on the stack it was made, and whether it only
 /// checks for events (a zero timeout) instead of waiting for them.
 #[derive(Clone, Copy)]
@@ -368,24 +361,9 @@ fn nested(call: WaitCall) -> bool {
         && LOCAL
             .try_with(|l| {
                 let tick_sp = l.tick_sp.get();
-                tick_sp != 0 && call.sp.saturating_add(NESTED_MIN_BYTES) < tick_sp
+                tick_sp != 0 && call.sp.saturating_add(looptop_abi::NESTED_MIN_BYTES) < tick_sp
             })
             .unwrap_or(false)
-}
-
-/// Whether this is the first wait of a thread that is not a loop yet, and only checks for events
-/// (a zero timeout): it makes no loop yet. Rust's std checks fds 0–2 with one `poll(…, 0)` at
-/// startup, and a main thread that then waits only on a futex (tokio's `block_on`) was a loop with
-/// one endless tick. A thread that waits again is a loop whose first tick began when this check
-/// returned (Node's first iteration checks with a zero timeout when `setImmediate` is pending).
-#[inline]
-fn first_check() -> bool {
-    LOCAL
-        .try_with(|l| {
-            !l.checked.replace(true)
-                && (l.generation.get() != GENERATION.load(Ordering::Relaxed) || l.slot.get().is_null())
-        })
-        .unwrap_or(false)
 }
 
 /// Marks now as the start of this thread's first tick, should it become a loop at its next wait
@@ -394,7 +372,7 @@ pub(crate) fn first_tick_from_here() {
     // SAFETY: as in `timed`: the caller sees the errno of the real call.
     let errno = unsafe { *libc::__errno_location() };
     if owned_slot().is_none() {
-        let _ = LOCAL.try_with(|l| l.checked_ns.set(now_ns()));
+        let _ = LOCAL.try_with(|l| l.first_tick_ns.set(now_ns()));
     }
     unsafe { *libc::__errno_location() = errno };
 }
@@ -407,11 +385,6 @@ pub(crate) fn first_tick_from_here() {
 pub(crate) fn timed<R>(call: WaitCall, wait: impl FnOnce(Option<libc::c_int>) -> R) -> R {
     if nested(call) {
         return quietly(wait);
-    }
-    if call.zero_timeout && first_check() {
-        let r = wait(None);
-        first_tick_from_here();
-        return r;
     }
     pool::note_waiter();
     let enter = wait_enter();

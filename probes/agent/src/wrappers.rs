@@ -95,6 +95,19 @@ pub(crate) unsafe fn zero_timespec(t: *const timespec) -> bool {
     !t.is_null() && (*t).tv_sec == 0 && (*t).tv_nsec == 0
 }
 
+/// Whether a `poll` asks for no event on any of its descriptors: with a zero timeout it only
+/// checks that they are open (Rust's std checks fds 0–2 so at startup, on the main thread of a
+/// tokio program that then parks in `block_on` for ever). Such a call waits for no events: it
+/// neither makes a loop nor ends a tick.
+///
+/// # Safety
+/// `fds` is null or points to `nfds` valid `pollfd`s.
+#[inline]
+pub(crate) unsafe fn asks_nothing(fds: *const pollfd, nfds: nfds_t) -> bool {
+    // A few descriptors at most: a loop's poll asks for events on some of them.
+    !fds.is_null() && nfds > 0 && nfds <= 8 && (0..nfds as usize).all(|i| (*fds.add(i)).events == 0)
+}
+
 /// An address in the caller's stack frame (what [`crate::WaitCall::sp`] compares).
 #[inline(always)]
 pub(crate) fn stack_here() -> usize {
@@ -103,7 +116,7 @@ pub(crate) fn stack_here() -> usize {
 }
 
 macro_rules! wrap {
-    ($next:ident, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, zero = $zero:expr $(, mask = $mask:ident)?) => {
+    ($next:ident, fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, zero = $zero:expr $(, mask = $mask:ident)? $(, check = $check:expr)?) => {
         /// Interposed: times the tick around the real call.
         ///
         /// # Safety
@@ -122,6 +135,11 @@ macro_rules! wrap {
             // `timespec` one needs `unsafe`; an int one does not).
             #[allow(unused_unsafe)]
             let call = crate::WaitCall { sp: stack_here(), zero_timeout: unsafe { $zero } };
+            // SAFETY: as above, the arguments are what the caller passed the real call.
+            let asks_nothing = false $(|| (call.zero_timeout && unsafe { $check }))?;
+            if asks_nothing {
+                return unsafe { real($($arg),*) };
+            }
             crate::timed(call, |_add| unsafe {
                 $($mask = _holder.with($mask, _add);)?
                 real($($arg),*)
@@ -135,9 +153,11 @@ wrap!(EPOLL_PWAIT, fn epoll_pwait(epfd: c_int, events: *mut epoll_event, maxeven
     zero = timeout == 0, mask = sigmask);
 wrap!(EPOLL_PWAIT2, fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, maxevents: c_int, timeout: *const timespec, sigmask: *const sigset_t) -> c_int,
     zero = zero_timespec(timeout), mask = sigmask);
-wrap!(POLL, fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int, zero = timeout == 0);
+wrap!(POLL, fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int, zero = timeout == 0,
+    check = asks_nothing(fds, nfds));
 wrap!(PPOLL, fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t) -> c_int,
-    zero = zero_timespec(timeout), mask = sigmask);
-wrap!(POLL_CHK, fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int, zero = timeout == 0);
+    zero = zero_timespec(timeout), mask = sigmask, check = asks_nothing(fds, nfds));
+wrap!(POLL_CHK, fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, fdslen: size_t) -> c_int, zero = timeout == 0,
+    check = asks_nothing(fds, nfds));
 wrap!(PPOLL_CHK, fn __ppoll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, sigmask: *const sigset_t, fdslen: size_t) -> c_int,
-    zero = zero_timespec(timeout), mask = sigmask);
+    zero = zero_timespec(timeout), mask = sigmask, check = asks_nothing(fds, nfds));

@@ -47,10 +47,11 @@ const PARK_FILTER: &str = "utime == 0 && (op == 0 || op == 128 || op == 256 || o
 /// The tracepoint ids of the wait calls on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitTracepoints {
-    /// (tracepoint id, its meaning), for each wait call the kernel has.
-    pub ids: Vec<(u64, WaitRecord)>,
+    /// (tracepoint id, its meaning, for an entry its timeout's argument in ms), for each wait
+    /// call the kernel has.
+    pub ids: Vec<(u64, WaitRecord, Option<usize>)>,
     /// The same for futex waits, a pool worker's park (empty on a kernel without them).
-    pub parks: Vec<(u64, WaitRecord)>,
+    pub parks: Vec<(u64, WaitRecord, Option<usize>)>,
 }
 
 impl WaitTracepoints {
@@ -75,9 +76,9 @@ impl WaitTracepoints {
                 false => (WaitRecord::Enter, WaitRecord::Exit),
                 true => (WaitRecord::EnterWithFds, WaitRecord::ExitIfWaiting),
             };
-            for (dir, meaning) in [("enter", enter), ("exit", exit)] {
+            for (dir, meaning, timeout_arg) in [("enter", enter, call.timeout_ms_arg), ("exit", exit, None)] {
                 let dir = root.join(format!("events/syscalls/sys_{dir}_{}", call.name));
-                ids.extend(id_of(dir)?.map(|id| (id, meaning)));
+                ids.extend(id_of(dir)?.map(|id| (id, meaning, timeout_arg)));
             }
         }
         if ids.is_empty() {
@@ -85,7 +86,7 @@ impl WaitTracepoints {
         }
         let mut parks = Vec::new();
         for (dir, meaning) in [("enter", WaitRecord::Park), ("exit", WaitRecord::ExitIfWaiting)] {
-            parks.extend(id_of(root.join(format!("events/syscalls/sys_{dir}_futex")))?.map(|id| (id, meaning)));
+            parks.extend(id_of(root.join(format!("events/syscalls/sys_{dir}_futex")))?.map(|id| (id, meaning, None)));
         }
         if parks.len() != 2 {
             parks.clear();
@@ -99,8 +100,23 @@ pub(super) struct WaitEvents {
     ring: Sampler,
     /// The other tracepoints, redirected into `ring` (kept open, and closed with it).
     _others: Vec<Counter>,
-    /// Kernel event id → what its records mean.
-    enters: Vec<(u64, WaitRecord)>,
+    /// Kernel event id → what its records mean, and for an entry the argument that holds its
+    /// timeout in ms (for nested waits).
+    enters: Vec<(u64, WaitRecord, Option<usize>)>,
+}
+
+/// `PERF_REG_X86_SP`: the user stack pointer, the one register the wait records carry.
+#[cfg(target_arch = "x86_64")]
+const SP_REGS: u64 = 1 << 7;
+/// Elsewhere no register is read, and no wait is found nested.
+#[cfg(not(target_arch = "x86_64"))]
+const SP_REGS: u64 = 0;
+
+/// Where a syscall tracepoint's raw record keeps argument `i` (after the common fields and the
+/// call's number: its `format` file).
+fn raw_arg(raw: &[u8], i: usize) -> Option<u64> {
+    let at = 16 + 8 * i;
+    Some(u64::from_ne_bytes(raw.get(at..at + 8)?.try_into().ok()?))
 }
 
 impl WaitEvents {
@@ -113,7 +129,16 @@ impl WaitEvents {
                 .any_cpu()
                 .sample_period(1)
                 .clockid(Clock::MONOTONIC)
-                .sample(SampleFlag::IDENTIFIER | SampleFlag::TID | SampleFlag::TIME)
+                // The stack pointer and the arguments, for nested waits (every event of the ring
+                // carries the same fields: the ring is parsed with one layout).
+                .sample(
+                    SampleFlag::IDENTIFIER
+                        | SampleFlag::TID
+                        | SampleFlag::TIME
+                        | SampleFlag::REGS_USER
+                        | SampleFlag::RAW,
+                )
+                .sample_regs_user(SP_REGS)
                 // The tracepoints fire in the kernel.
                 .exclude_kernel(false)
                 .enabled(false);
@@ -122,7 +147,7 @@ impl WaitEvents {
         let mut counters = Vec::new();
         let mut enters = Vec::new();
         let parks = if parks { &tracepoints.parks[..] } else { &[] };
-        for &(id, meaning) in tracepoints.ids.iter().chain(parks) {
+        for &(id, meaning, timeout_arg) in tracepoints.ids.iter().chain(parks) {
             let c = build(id)?;
             if meaning == WaitRecord::EnterWithFds {
                 sys::set_filter(&c, "n > 0")?;
@@ -130,7 +155,7 @@ impl WaitEvents {
             if meaning == WaitRecord::Park {
                 sys::set_filter(&c, PARK_FILTER)?;
             }
-            enters.push((c.id(), meaning));
+            enters.push((c.id(), meaning, timeout_arg));
             counters.push(c);
         }
         let (ring, others) = sys::one_ring(counters, RING_BYTES)?;
@@ -151,13 +176,18 @@ impl WaitEvents {
             match record.parse_record() {
                 Ok(Record::Sample(s)) => {
                     let (Some(id), Some(t)) = (s.id(), s.time()) else { continue };
-                    match self.enters.iter().find(|(i, _)| *i == id).map(|(_, m)| m) {
-                        Some(WaitRecord::Enter | WaitRecord::EnterWithFds) => clock.enter(t, out),
-                        Some(WaitRecord::Exit) => clock.exit(t, out),
-                        Some(WaitRecord::ExitIfWaiting) => clock.exit_if_waiting(t, out),
-                        Some(WaitRecord::Park) if clock.worker => clock.enter(t, out),
-                        Some(WaitRecord::Park) => {}
-                        None => {}
+                    let Some(&(_, meaning, timeout_arg)) = self.enters.iter().find(|(i, ..)| *i == id) else {
+                        continue;
+                    };
+                    let sp = s.regs_user().and_then(|r| r.regs.first().copied()).unwrap_or(0);
+                    // An int timeout of 0 (a pointer one is not known): the call only checks.
+                    let zero = timeout_arg.and_then(|i| raw_arg(s.raw()?, i)).is_some_and(|v| v as u32 == 0);
+                    match meaning {
+                        WaitRecord::Enter | WaitRecord::EnterWithFds => clock.enter_at(t, sp, zero, out),
+                        WaitRecord::Exit => clock.exit(t, out),
+                        WaitRecord::ExitIfWaiting => clock.exit_if_waiting(t, out),
+                        WaitRecord::Park if clock.worker => clock.enter_at(t, sp, false, out),
+                        WaitRecord::Park => {}
                     }
                 }
                 Ok(Record::Lost(l)) => {
@@ -200,6 +230,12 @@ pub struct TickClock {
     long_ticks: std::collections::VecDeque<(u64, u64)>,
     /// A pool's worker: its futex parks are waits ([`WaitRecord::Park`]).
     worker: bool,
+    /// The user stack pointer at the wait that began the current tick, and at the wait under
+    /// way (0: not known), for nested waits.
+    tick_sp: u64,
+    wait_sp: u64,
+    /// The wait under way is nested: its exit starts no tick.
+    nested: bool,
 }
 
 impl TickClock {
@@ -226,6 +262,9 @@ impl TickClock {
             changed: false,
             long_ticks: std::collections::VecDeque::new(),
             worker: false,
+            tick_sp: 0,
+            wait_sp: 0,
+            nested: false,
         }
     }
 
@@ -268,6 +307,20 @@ impl TickClock {
         }
     }
 
+    /// A wait call entered at `t` with the user stack pointer `sp` (0: not known); `zero`: its
+    /// timeout is zero. A zero-timeout wait made deeper on the stack than the wait that began the
+    /// tick is nested: part of the tick (the agent's and the BPF program's rule).
+    pub fn enter_at(&mut self, t: u64, sp: u64, zero: bool, out: &mut Vec<Event>) {
+        let deeper = sp != 0 && sp.saturating_add(looptop_abi::NESTED_MIN_BYTES as u64) < self.tick_sp;
+        if zero && deeper && matches!(self.phase, Phase::Busy(_)) {
+            self.nested = true;
+            return;
+        }
+        self.nested = false;
+        self.wait_sp = sp;
+        self.enter(t, out);
+    }
+
     /// A wait call entered at `t`: the tick under way ends.
     pub fn enter(&mut self, t: u64, out: &mut Vec<Event>) {
         match self.phase {
@@ -297,6 +350,10 @@ impl TickClock {
 
     /// A wait call returned at `t`: a tick begins.
     pub fn exit(&mut self, t: u64, out: &mut Vec<Event>) {
+        if std::mem::take(&mut self.nested) {
+            return;
+        }
+        self.tick_sp = self.wait_sp;
         match self.phase {
             Phase::Waiting(since) if t >= since => self.totals.idle_ns += t - since,
             // The thread was waiting when we attached, or a record was lost.
@@ -335,6 +392,8 @@ impl TickClock {
     /// Records were lost: where the thread is is unknown until its next wait call returns.
     pub fn lost(&mut self) {
         self.phase = Phase::Unknown;
+        self.nested = false;
+        self.tick_sp = 0;
     }
 
     /// The loop's totals as of `now_ns`, when there is a loop and something changed (or a tick is
@@ -447,6 +506,29 @@ mod tests {
         let mut out = Vec::new();
         c.enter(400 * MS, &mut out);
         assert!(stalls(&out).is_empty());
+    }
+
+    #[test]
+    fn a_zero_timeout_wait_deeper_on_the_stack_is_part_of_the_tick() {
+        let mut c = clock();
+        let mut out = Vec::new();
+        let loop_sp = 0x7fff_0000_0000;
+        c.enter_at(0, loop_sp, false, &mut out);
+        c.exit(MS, &mut out); // the tick begins, its wait made at `loop_sp`
+                              // Redis's loop run from inside a Lua script: zero-timeout waits 8 KiB deeper.
+        for i in 0..5 {
+            c.enter_at((100 + 100 * i) * MS, loop_sp - 8192, true, &mut out);
+            c.exit((100 + 100 * i) * MS + 10_000, &mut out);
+        }
+        // A blocking wait, or a zero-timeout one as deep as the loop's, ends it.
+        c.enter_at(600 * MS, loop_sp - 8192, false, &mut out);
+        let Some(Event::Totals { totals, .. }) = c.totals(700 * MS) else { panic!() };
+        assert_eq!(totals.ticks, 1, "one tick, not six");
+        assert_eq!(totals.max_busy_ns, 599 * MS);
+        c.exit(601 * MS, &mut out);
+        c.enter_at(602 * MS, loop_sp - 64, true, &mut out);
+        let Some(Event::Totals { totals, .. }) = c.totals(700 * MS) else { panic!() };
+        assert_eq!(totals.ticks, 2, "a zero-timeout wait at the loop's own depth is its next wait");
     }
 
     #[test]
