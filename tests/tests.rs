@@ -15,6 +15,7 @@ mod errors;
 mod golang;
 mod harm;
 mod hostile;
+mod java;
 mod limits;
 mod long;
 mod man;

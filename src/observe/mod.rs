@@ -216,6 +216,7 @@ pub fn launch_and_observe(
         warnings.retain(|w| !w.starts_with("no event loop seen"));
     }
     warnings.extend(agent_errors);
+    warnings.extend(unnamed_java(pid, &run.pipeline.session));
     run.finish(Target { pid, command: shown, runtime: "native", exit_code, stopped: false }, warnings)
 }
 
@@ -282,6 +283,7 @@ pub fn attach_and_observe(pid: u32, collect: &Collect, on_poll: impl FnMut(&mut 
     warnings.extend(bpf_note);
     warnings.extend(not_used.map(|e| format!("attached with perf: the agent's segment was not used ({e})")));
     warnings.extend(unnamed_js(pid, &run.pipeline.session));
+    warnings.extend(unnamed_java(pid, &run.pipeline.session));
     run.finish(Target { pid, command, runtime: "native", exit_code: None, stopped: false }, warnings)
 }
 
@@ -351,19 +353,42 @@ fn perf_refused(pid: u32, shown: &str, e: PerfError) -> anyhow::Error {
     UserError::observe(format!("cannot attach to process {pid} without an agent: {e}")).hint(hint).into()
 }
 
+/// Whether `pid` has a perf map (`/tmp/perf-PID.map`, in its own mount namespace or ours).
+fn has_perf_map(pid: u32) -> bool {
+    let map = format!("/proc/{pid}/root/tmp/perf-{pid}.map");
+    std::path::Path::new(&map).exists() || std::path::Path::new(&format!("/tmp/perf-{pid}.map")).exists()
+}
+
 /// A warning when a Node process was sampled without a perf map: JS frames stay unnamed.
 pub fn unnamed_js(pid: u32, session: &Session) -> Option<String> {
     if session.runtime() != "node" || session.stacks().is_empty() {
         return None;
     }
-    let map = format!("/proc/{pid}/root/tmp/perf-{pid}.map");
-    if std::path::Path::new(&map).exists() || std::path::Path::new(&format!("/tmp/perf-{pid}.map")).exists() {
+    if has_perf_map(pid) {
         return None;
     }
     Some(format!(
         "JavaScript functions are unnamed: node {pid} writes no perf map (/tmp/perf-{pid}.map), so blockers are \
          named from V8's own frames only; restart it under `looptop run` or with LD_PRELOAD=$(looptop agent path) \
          (or node --perf-basic-prof) to get function names and lines"
+    ))
+}
+
+/// A warning when a JVM was sampled without a perf map: its Java methods stay unnamed. JDK 17 and
+/// later write one on request, without a restart.
+pub fn unnamed_java(pid: u32, session: &Session) -> Option<String> {
+    let java = |p: &str| p.rsplit('/').next() == Some("java");
+    let known = session.process(pid).is_some_and(|p| java(&p.exe) || p.command.first().is_some_and(|c| java(c)));
+    if session.stacks().is_empty() || !(known || crate::target::proc::is_jvm(pid)) {
+        return None;
+    }
+    if has_perf_map(pid) {
+        return None;
+    }
+    Some(format!(
+        "Java methods are unnamed: java {pid} writes no perf map (/tmp/perf-{pid}.map); on JDK 17 or later run \
+         `jcmd {pid} Compiler.perfmap` (no restart; it lists the methods compiled so far) and look again, or start \
+         it with -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit for a map at its exit"
     ))
 }
 

@@ -173,6 +173,15 @@ pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
     Some(crate::units::printable(s.trim_end().to_string()))
 }
 
+/// Whether `pid` is a Java virtual machine (its executable is `java`, or it maps `libjvm.so`).
+pub fn is_jvm(pid: u32) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    if exe.file_name().is_some_and(|n| n == "java") {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/libjvm.so"))
+}
+
 /// The runtime a loop process runs, from its executable and command: `node`, `python`, or
 /// `native` for everything else.
 pub fn runtime_of(exe: &str, command: &[String]) -> &'static str {
