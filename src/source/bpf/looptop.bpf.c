@@ -385,7 +385,7 @@ static __always_inline __u64 user_sp(void) {
 }
 
 // A zero-timeout wait made more than this much deeper on the stack than the wait that began the
-// tick is nested (the agent's NESTED_MIN_BYTES).
+// tick is nested (looptop_abi::NESTED_MIN_BYTES).
 #define NESTED_MIN_BYTES 1024
 
 // A wait call entered: the tick under way ends (TickClock::enter in ticks.rs) — unless it is a
