@@ -72,17 +72,9 @@ pub fn in_wait_call(pid: u32, tid: u32) -> bool {
     current_call(pid, tid).is_some_and(|(nr, args)| is_wait(nr, args[0]))
 }
 
-/// Whether a futex call parks its thread until woken: `FUTEX_WAIT` or `FUTEX_WAIT_BITSET`,
-/// private or not, either clock, with no timeout (a pool worker's park: the agent's pool.rs, the
-/// BPF program's `enter_futex`, the perf source's `PARK_FILTER`).
-pub fn futex_parks(op: u64, timeout: u64) -> bool {
-    let cmd = op & !(libc::FUTEX_PRIVATE_FLAG as u64 | libc::FUTEX_CLOCK_REALTIME as u64);
-    timeout == 0 && (cmd == libc::FUTEX_WAIT as u64 || cmd == libc::FUTEX_WAIT_BITSET as u64)
-}
-
-/// Whether `tid` of `pid` is parked on a futex right now ([`futex_parks`]).
+/// Whether `tid` of `pid` is parked on a futex right now ([`looptop_abi::futex_parks`]).
 pub fn parked(pid: u32, tid: u32) -> bool {
-    current_call(pid, tid).is_some_and(|(nr, args)| nr == libc::SYS_futex && futex_parks(args[1], args[3]))
+    current_call(pid, tid).is_some_and(|(nr, args)| nr == libc::SYS_futex && looptop_abi::futex_parks(args[1], args[3]))
 }
 
 /// The system call `tid` of `pid` is in, with its arguments.
@@ -119,16 +111,6 @@ mod tests {
             Some((270, [5, 0x7ffc, 0, 0, 0, 0]))
         );
         assert_eq!(parse_syscall("running\n"), None);
-    }
-
-    #[test]
-    fn only_untimed_futex_waits_park() {
-        assert!(futex_parks(0x89, 0), "FUTEX_WAIT_BITSET_PRIVATE, no timeout (Rust's std)");
-        assert!(futex_parks(0, 0));
-        assert!(futex_parks(0x80 | 0x100, 0));
-        assert!(!futex_parks(0x89, 0x7ffc_0000), "a timed wait (a blocking pool's keep-alive)");
-        assert!(!futex_parks(0x81, 0), "FUTEX_WAKE");
-        assert!(!futex_parks(6, 0), "FUTEX_LOCK_PI");
     }
 
     /// The thread of a real `select` with a descriptor and one with none, seen from outside.

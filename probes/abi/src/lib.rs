@@ -30,6 +30,16 @@ pub const LOOP_SLOTS: usize = 64;
 /// the frames of one wrapper and another, less than any loop's own frames. The agent, the BPF
 /// program (its own `#define`) and the perf source use it.
 pub const NESTED_MIN_BYTES: usize = 1024;
+
+/// Whether a futex call (`op`, and its timeout argument: 0 for none) parks its thread until
+/// woken: `FUTEX_WAIT` or `FUTEX_WAIT_BITSET` (0 and 9), private (128) or not, either clock
+/// (256), with no timeout — a pool worker's park, its idle. Timed waits are a blocking pool's
+/// idle threads (tokio's keep-alive), which are no loop. The agent's pool, the BPF program's
+/// `enter_futex` and the perf source's filter keep this rule.
+pub fn futex_parks(op: u64, timeout: u64) -> bool {
+    let cmd = op & !(128 | 256);
+    timeout == 0 && (cmd == 0 || cmd == 9)
+}
 /// Stalls kept per loop, newest overwrite oldest; a reader that falls behind counts the loss.
 pub const STALL_RING: usize = 256;
 /// Records in the agent's event ring (allocator pauses), shared by all threads of the process.
@@ -572,6 +582,16 @@ pub fn name_to_words(name: &[u8], words: &[AtomicU64; NAME_LEN / 8]) {
 mod tests {
     extern crate std;
     use super::*;
+
+    #[test]
+    fn only_untimed_futex_waits_park() {
+        assert!(futex_parks(0x89, 0), "FUTEX_WAIT_BITSET_PRIVATE, no timeout (Rust's std)");
+        assert!(futex_parks(0, 0));
+        assert!(futex_parks(0x80 | 0x100, 0));
+        assert!(!futex_parks(0x89, 0x7ffc_0000), "a timed wait (a blocking pool's keep-alive)");
+        assert!(!futex_parks(0x81, 0), "FUTEX_WAKE");
+        assert!(!futex_parks(6, 0), "FUTEX_LOCK_PI");
+    }
 
     #[test]
     fn buckets_are_monotonic_and_cover_their_values() {

@@ -8,6 +8,7 @@
 
 use crate::wrappers::{enosys, Next};
 use libc::{c_int, c_long, c_ulong};
+use std::panic::catch_unwind;
 
 static PRCTL: Next = Next::new(b"prctl\0");
 static SYSCALL: Next = Next::new(b"syscall\0");
@@ -76,8 +77,8 @@ pub unsafe extern "C" fn syscall(
     if installs_filter(nr, a1 as c_ulong) {
         return guarded(|| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
     }
-    let parks = nr == libc::SYS_futex && crate::pool::futex_parks(a2 as c_int, a4);
-    if parks && crate::pool::is_worker() {
+    let parks = nr == libc::SYS_futex && looptop_abi::futex_parks(a2 as u64, a4 as u64);
+    if parks && catch_unwind(crate::pool::is_worker).unwrap_or(false) {
         // A pool worker's park: its idle, a wait call like the epoll wait it takes turns at.
         let call = crate::WaitCall { sp: crate::wrappers::stack_here(), zero_timeout: false };
         return crate::timed(call, |_| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
@@ -85,10 +86,10 @@ pub unsafe extern "C" fn syscall(
     if crate::sleeps::sleeps_when_raw(nr) {
         // A sleep-like call made raw: quietly, as its libc wrapper is.
         let r = crate::quietly(|_| unsafe { real(nr, a1, a2, a3, a4, a5, a6) });
-        if parks && crate::pool::named_apart() {
+        if parks && catch_unwind(crate::pool::named_apart).unwrap_or(false) {
             // Not known for a worker yet (its pool's loop may not have waited when it parked):
             // if it turns out one, its first tick began here.
-            crate::first_tick_from_here();
+            let _ = catch_unwind(crate::first_tick_from_here);
         }
         return r;
     }

@@ -301,6 +301,7 @@ fn wait_enter() -> Enter {
         let Some(slot) = current_slot() else {
             return Enter::Off;
         };
+        pool::note_waiter();
         let outer = LOCAL.try_with(|l| {
             let d = l.depth.get();
             l.depth.set(d + 1);
@@ -386,7 +387,6 @@ pub(crate) fn timed<R>(call: WaitCall, wait: impl FnOnce(Option<libc::c_int>) ->
     if nested(call) {
         return quietly(wait);
     }
-    pool::note_waiter();
     let enter = wait_enter();
     let quiet = match enter {
         Enter::Outer(slot) => Some(watchdog::Quiet::begin(slot)),

@@ -6,9 +6,9 @@
 //!
 //! A worker is known by its name: a thread named apart from its process (tokio names its
 //! threads `tokio-rt-worker`, or what `thread_name` says) whose name a thread that waits for
-//! events (a loop) also bears. A thread named as its process (Node's and CPython's threads all are, the main
-//! thread of every program is) keeps its futex waits inside its ticks, where they block the loop
-//! (`Atomics.wait`, a lock), and a thread that never shares a name with an epoll waiter (a
+//! events (a loop) also bears. A thread named as its process (Node's and CPython's threads all
+//! are, the main thread of every program is) keeps its futex waits inside its ticks, where they
+//! block the loop (`Atomics.wait`, a lock), and a thread that never shares a name with a loop (a
 //! blocking pool's, a logger) is no loop.
 
 use crate::now_ns;
@@ -146,27 +146,9 @@ pub(crate) fn after_fork() {
     });
 }
 
-/// Whether a futex call parks the thread until woken: `FUTEX_WAIT` or `FUTEX_WAIT_BITSET`
-/// (private or not, either clock) with no timeout. Timed waits are a blocking pool's idle
-/// threads (tokio's keep-alive), which are no loop.
-pub(crate) fn futex_parks(op: libc::c_int, timeout: libc::c_long) -> bool {
-    let cmd = op & !(libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME);
-    timeout == 0 && (cmd == libc::FUTEX_WAIT || cmd == libc::FUTEX_WAIT_BITSET)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_untimed_futex_waits_park() {
-        let private = libc::FUTEX_PRIVATE_FLAG;
-        assert!(futex_parks(libc::FUTEX_WAIT_BITSET | private, 0));
-        assert!(futex_parks(libc::FUTEX_WAIT, 0));
-        assert!(!futex_parks(libc::FUTEX_WAIT_BITSET | private, 0x7fff_0000));
-        assert!(!futex_parks(libc::FUTEX_WAKE | private, 0));
-        assert!(!futex_parks(libc::FUTEX_LOCK_PI, 0));
-    }
 
     #[test]
     fn names_hash_up_to_their_end() {
