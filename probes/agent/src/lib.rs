@@ -367,13 +367,18 @@ fn nested(call: WaitCall) -> bool {
             .unwrap_or(false)
 }
 
-/// Marks now as the start of this thread's first tick, should it become a loop at its next wait
-/// (a thread that is one already is left alone). Keeps `errno`.
+/// Marks now as the start of this thread's first tick, should it become a loop (a thread that is
+/// one already is left alone): at once when it is a pool's worker by now (woken from a park it
+/// began before its pool's loop first waited), so that the watchdog watches this very tick; else
+/// at its next wait. Keeps `errno`.
 pub(crate) fn first_tick_from_here() {
     // SAFETY: as in `timed`: the caller sees the errno of the real call.
     let errno = unsafe { *libc::__errno_location() };
     if owned_slot().is_none() {
         let _ = LOCAL.try_with(|l| l.first_tick_ns.set(now_ns()));
+        if ENABLED.load(Ordering::Relaxed) && pool::is_worker() {
+            let _ = current_slot();
+        }
     }
     unsafe { *libc::__errno_location() = errno };
 }
