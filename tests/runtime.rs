@@ -11,6 +11,11 @@ fn node(fixture_name: &str, node_args: &[&str], env: &[(&str, &str)]) -> Run {
     run_json(&[], &cmd, env)
 }
 
+/// `fixtures/node/pool_burst.js`: a pbkdf2 burst that keeps every core busy, so it runs alone.
+fn pool_burst(env: &[(&str, &str)]) -> Run {
+    run_json_alone(&[], &["node", fixture("node/pool_burst.js").to_str().unwrap()], env)
+}
+
 #[test]
 fn node_gc_pauses_have_kinds_and_a_forced_major() {
     let run = node("node/gc_churn.js", &["--expose-gc"], &[]);
@@ -45,7 +50,7 @@ fn pool(report: &Value) -> &Value {
 
 #[test]
 fn a_pbkdf2_burst_queues_on_the_default_pool_and_waits_grow() {
-    let run = node("node/pool_burst.js", &[], &[("FIXTURE_JOBS", "16")]);
+    let run = pool_burst(&[("FIXTURE_JOBS", "16")]);
     let p = pool(&run.report);
     assert_eq!(p["kind"], "libuv");
     assert_eq!(p["size"], 4);
@@ -66,7 +71,7 @@ fn a_pbkdf2_burst_queues_on_the_default_pool_and_waits_grow() {
 
 #[test]
 fn a_pool_as_large_as_the_burst_has_no_queue() {
-    let run = node("node/pool_burst.js", &[], &[("FIXTURE_JOBS", "16"), ("UV_THREADPOOL_SIZE", "16")]);
+    let run = pool_burst(&[("FIXTURE_JOBS", "16"), ("UV_THREADPOOL_SIZE", "16")]);
     let p = pool(&run.report);
     assert_eq!(p["size"], 16);
     assert_eq!(p["queued_max"], 0);

@@ -315,6 +315,17 @@ pub fn machine_wide() -> std::sync::RwLockWriteGuard<'static, ()> {
 /// Runs a command under `looptop run --json` with ground truth collected.
 pub fn run_json(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
     let _timing = timing();
+    run_json_unlocked(extra, cmd, env)
+}
+
+/// [`run_json`] for a fixture that keeps every core busy (a burst of pool work): alone, since it
+/// would stretch the short ticks of the timing tests beside it past their thresholds.
+pub fn run_json_alone(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
+    let _machine = machine_wide();
+    run_json_unlocked(extra, cmd, env)
+}
+
+fn run_json_unlocked(extra: &[&str], cmd: &[&str], env: &[(&str, &str)]) -> Run {
     let dir = TempDir::new("run");
     let truth = dir.path("truth.jsonl");
     // Timing tests compare ticks with what fixtures measure themselves on a 2-core machine shared
