@@ -91,8 +91,13 @@ fn worker_threads_are_separate_loops() {
     assert_stalls_match(&main_stalls, &durations(&run.truth, "main"), THRESHOLD, "main thread");
     let worker_truth = durations(&run.truth, "worker");
     assert!(!worker_truth.is_empty());
-    let worker_stalls = stalls_of(r, |l| l["tid"] != l["pid"]);
-    assert_stalls_match(&worker_stalls, &worker_truth, THRESHOLD, "worker thread");
+    // A worker's first tick runs its start-up (its bootstrap, the fixture's modules): 12-21 ms
+    // here, 52-53 ms twice on a loaded CI machine, real and unmeasured by the fixture. The
+    // worker's own 200 ms stall is compared above a bar that start-up stays under.
+    const WORKER_BAR: f64 = 100.0;
+    let worker_stalls: Vec<f64> =
+        stalls_of(r, |l| l["tid"] != l["pid"]).into_iter().filter(|&s| s >= WORKER_BAR).collect();
+    assert_stalls_match(&worker_stalls, &worker_truth, WORKER_BAR, "worker thread");
 }
 
 #[test]
