@@ -302,7 +302,8 @@ pub struct AttachArgs {
     /// How to observe a --pid: its agent's segment, or agentless from the kernel (BPF, else perf
     /// events; ticks from the wait calls' tracepoints; needs root or CAP_PERFMON). auto prefers
     /// the agent. LOOPTOP_NO_BPF=1 uses perf events instead of BPF; LOOPTOP_BPF_HOOKS=tracepoints
-    /// hooks sched_switch as the classic tracepoint instead of tp_btf
+    /// hooks sched_switch as the classic tracepoint instead of tp_btf; LOOPTOP_UNWIND=fp keeps a
+    /// stall's stacks to the frame-pointer walk (no stack copies unwound with the binaries' CFI)
     #[arg(long, value_enum, value_name = "MODE", default_value_t = Mode::Auto)]
     pub mode: Mode,
     /// Attached without the agent, probe the libuv thread pool too: queue, busy workers and each

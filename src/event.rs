@@ -287,6 +287,25 @@ pub struct Sample {
     /// from the process while the stall it belongs to runs; empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub py: Vec<[u64; 2]>,
+    /// A copy of the thread's user stack, when the source took one: the pipeline unwinds it
+    /// with the binaries' CFI into the user part of `ips` (frame pointers lie in code built
+    /// without them) and drops it; never recorded.
+    #[serde(skip)]
+    pub stack: Option<Box<UserStack>>,
+}
+
+/// A copy of a thread's user stack from its stack pointer up, with the registers unwinding
+/// starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserStack {
+    /// Instruction pointer in user space.
+    pub ip: u64,
+    /// Stack pointer: the address of `bytes[0]`.
+    pub sp: u64,
+    /// Frame pointer (`rbp`).
+    pub bp: u64,
+    /// The stack's bytes from `sp` up.
+    pub bytes: Vec<u8>,
 }
 
 /// Serde's default sample count.

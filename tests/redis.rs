@@ -1,4 +1,5 @@
-//! Redis (issue 18 point 8): a long Lua script makes Redis run its event loop nested, answering
+//! Redis (issue 18 points 4, 5 and 8): `KEYS` over a million keys is one CPU stall whose stacks
+//! are walked whole through Redis's CFI (Debian builds it without frame pointers). A long Lua script makes Redis run its event loop nested, answering
 //! `BUSY` from inside the script (a zero-timeout `epoll_wait` deeper on the same stack than the
 //! loop's own). That is one stall, as long as Redis's own SLOWLOG says the script ran, not a short
 //! one and thousands of ticks. Debian's `redis-server` (which `.ci/run` installs) under
@@ -87,7 +88,7 @@ fn server_args(port: u16, dir: &TempDir) -> Vec<String> {
     let dir = dir.path("");
     let port = port.to_string();
     let args = ["--port", &port, "--save", "", "--appendonly", "no", "--dir", dir.to_str().unwrap()];
-    let more = ["--busy-reply-threshold", "100", "--slowlog-log-slower-than", "10000"];
+    let more = ["--busy-reply-threshold", "100", "--slowlog-log-slower-than", "10000", "--enable-debug-command", "yes"];
     args.iter().chain(&more).map(|s| s.to_string()).collect()
 }
 
@@ -153,10 +154,29 @@ fn issue_18_attached_with_perf_events_a_long_lua_script_is_one_stall_as_long_as_
 /// A Redis server started plainly, `looptop record --pid` attached to it (with `env`), the
 /// 600 ms script: one stall of the main loop, as long as SLOWLOG says.
 fn attached_script(test: &str, env: &[(&str, &str)]) {
+    let Some((report, _, script_ms)) = attached(test, env, |_| {}, busy_script_episode) else { return };
+    let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
+    assert_stalls_match(
+        &stalls,
+        &[script_ms],
+        50.0,
+        &format!("redis, a 600 ms script answering BUSY, attached {env:?}"),
+    );
+}
+
+/// A Redis server started plainly (and filled by `prepare`), `looptop record --pid` attached to it
+/// (with `env`) while `episode` drives it: the report, the folded stacks of its stalls and what
+/// `episode` returned (the episode's length by SLOWLOG); `None` when skipped.
+fn attached(
+    test: &str,
+    env: &[(&str, &str)],
+    prepare: fn(u16),
+    episode: fn(u16) -> f64,
+) -> Option<(serde_json::Value, String, f64)> {
     if !perf_permitted(test) {
-        return;
+        return None;
     }
-    let Some(server) = redis_server(test) else { return };
+    let server = redis_server(test)?;
     let _machine = machine_wide();
     let dir = TempDir::new("redis-attach");
     let port = free_port();
@@ -165,6 +185,7 @@ fn attached_script(test: &str, env: &[(&str, &str)]) {
         .stdout(std::process::Stdio::null())
         .spawn_limited();
     drop(Client::connect(port));
+    prepare(port);
     let rec = dir.path("redis.rec");
     let lt = looptop()
         .args(["record", "-q", "--pid", &redis.id().to_string(), "-o", rec.to_str().unwrap()])
@@ -172,7 +193,7 @@ fn attached_script(test: &str, env: &[(&str, &str)]) {
         .stderr(std::process::Stdio::piped())
         .spawn_limited();
     std::thread::sleep(Duration::from_millis(1500));
-    let script_ms = busy_script_episode(port);
+    let ms = episode(port);
     // SAFETY: signalling the looptop this test started (it stops), then redis.
     unsafe { libc::kill(lt.id() as i32, libc::SIGINT) };
     let out = lt.wait_with_output();
@@ -181,11 +202,55 @@ fn attached_script(test: &str, env: &[(&str, &str)]) {
     assert!(out.status.success(), "{}", stderr(&out));
     let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
     let report: serde_json::Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
-    let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
-    assert_stalls_match(
-        &stalls,
-        &[script_ms],
-        50.0,
-        &format!("redis, a 600 ms script answering BUSY, attached {env:?}"),
+    let flame = looptop()
+        .args(["flame", "--stalls-only", "--format", "folded", "-o", "-", "--from"])
+        .arg(&rec)
+        .output_limited();
+    assert!(flame.status.success(), "{}", stderr(&flame));
+    Some((report, String::from_utf8_lossy(&flame.stdout).into_owned(), ms))
+}
+
+/// A million keys, from `DEBUG POPULATE`.
+fn populate(port: u16) {
+    Client::connect(port).call(&["DEBUG", "POPULATE", "1000000"]);
+}
+
+/// `KEYS` over the million keys; how long it ran by SLOWLOG (ms).
+fn keys_episode(port: u16) -> f64 {
+    let mut c = Client::connect(port);
+    c.call(&["SLOWLOG", "RESET"]);
+    let found = c.call(&["KEYS", "*99999*"]);
+    assert!(!found.is_empty(), "KEYS found nothing");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = c.call(&["SLOWLOG", "GET", "10"]);
+    let keys = log.iter().position(|l| l == "KEYS").expect("KEYS is in the slow log");
+    log[keys - 1].trim_start_matches(':').parse::<f64>().unwrap() / 1000.0
+}
+
+#[test]
+fn issue_18_attached_keys_is_one_cpu_stall_named_down_from_main_through_redis_cfi() {
+    let test = "issue_18_attached_keys_is_one_cpu_stall_named_down_from_main_through_redis_cfi";
+    let Some((report, folded, keys_ms)) = attached(test, &[], populate, keys_episode) else { return };
+    let stalls = main_stalls(&report);
+    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    assert_stalls_match(&durations, &[keys_ms], 50.0, "redis KEYS, attached");
+    // The verdict: CPU, from most of the samples (not a kind one sample in a hundred had).
+    let blocker = &stalls[0]["blocker"];
+    assert_eq!(blocker["kind"], "cpu", "{blocker:#}");
+    assert!(blocker["confidence"].as_f64().unwrap() >= 0.8, "{blocker:#}");
+    // Debian's redis-server has no frame pointers: the callers come from its CFI, whole from
+    // main down to the command (a frame-pointer walk stops at one `[unknown]` caller).
+    let (mut all, mut whole) = (0u64, 0u64);
+    for line in folded.lines() {
+        let Some((stack, n)) = line.rsplit_once(' ') else { continue };
+        let n: u64 = n.parse().unwrap_or(0);
+        all += n;
+        if stack.contains(";main;aeMain;") && stack.contains(";processCommand;call;keysCommand") {
+            whole += n;
+        }
+    }
+    assert!(
+        all > 0 && whole * 10 >= all * 8,
+        "{whole} of {all} stall samples walked from main to keysCommand:\n{folded}"
     );
 }

@@ -31,3 +31,4 @@ mod signals;
 mod tokio;
 mod top;
 mod transparency;
+mod unwind;

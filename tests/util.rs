@@ -228,8 +228,13 @@ pub fn c_epoll_loop() -> PathBuf {
     c_fixture("epoll_loop")
 }
 
-/// `fixtures/c/NAME.c`, compiled once per test run.
+/// `fixtures/c/NAME.c`, compiled once per test run (with frame pointers, line tables).
 pub fn c_fixture(name: &str) -> PathBuf {
+    c_fixture_built(name, &["-O1", "-g", "-fno-omit-frame-pointer"])
+}
+
+/// `fixtures/c/NAME.c`, compiled once per test run with `flags`.
+pub fn c_fixture_built(name: &str, flags: &[&str]) -> PathBuf {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, bin)) = built.iter().find(|(n, _)| n == name) {
@@ -240,11 +245,7 @@ pub fn c_fixture(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let (fresh, out) = (dir.join(format!("{name}.{}", std::process::id())), dir.join(name));
-    let st = Command::new("cc")
-        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
-        .arg(&fresh)
-        .arg(fixture(&format!("c/{name}.c")))
-        .status_limited();
+    let st = Command::new("cc").args(flags).arg("-o").arg(&fresh).arg(fixture(&format!("c/{name}.c"))).status_limited();
     assert!(st.success(), "compiling fixtures/c/{name}.c failed (cc, i.e. gcc, is needed for the C fixtures)");
     std::fs::rename(&fresh, &out).unwrap();
     built.push((name.to_string(), out.clone()));

@@ -68,7 +68,7 @@
     if (!st.isFile() || (euid >= 0 && st.uid !== BigInt(euid)) || st.size < BigInt(HEADER)) return null;
     const h = header;
     if (readSync(f, h, 0, HEADER, 0) < HEADER) return null;
-    if (h.toString('latin1', 0, 8) !== 'LOOPTOP\0' || h.readUInt32LE(8) !== 5 || h.readUInt32LE(24) !== process.pid ||
+    if (h.toString('latin1', 0, 8) !== 'LOOPTOP\0' || h.readUInt32LE(8) !== 6 || h.readUInt32LE(24) !== process.pid ||
       h.readUInt32LE(128) !== RECORD) return null;
     const headerStart = h.readBigUInt64LE(32);
     if (start && headerStart && headerStart !== start) return null; // a dead process's, pid reused

@@ -98,7 +98,7 @@ class _Segment:
         if st.st_mode & 0o170000 != 0o100000 or st.st_uid != uid or st.st_size < _HEADER:
             return None
         h = _pread(fd, _HEADER, 0)
-        if len(h) < _HEADER or h[:8] != b"LOOPTOP\0" or _unpack_from("<I", h, 8)[0] != 5 \
+        if len(h) < _HEADER or h[:8] != b"LOOPTOP\0" or _unpack_from("<I", h, 8)[0] != 6 \
                 or _unpack_from("<I", h, 24)[0] != pid or _unpack_from("<I", h, 128)[0] != _RECORD:
             return None
         header_start = _unpack_from("<Q", h, 32)[0]

@@ -58,6 +58,8 @@ pub struct Pipeline {
     walked_pids: BTreeSet<u32>,
     /// Go processes: no loop of theirs is kept ([`crate::target::golang`]).
     go_pids: BTreeSet<u32>,
+    /// Unwind the stack copies samples carry ([`crate::source::stack_copies`]).
+    unwind: bool,
 }
 
 impl Pipeline {
@@ -78,6 +80,7 @@ impl Pipeline {
             in_tick: HashMap::new(),
             walked_pids: BTreeSet::new(),
             go_pids: BTreeSet::new(),
+            unwind: crate::source::stack_copies(),
         }
     }
 
@@ -134,6 +137,12 @@ impl Pipeline {
         let mut read_now: HashMap<(u32, u32), Vec<[u64; 2]>> = HashMap::default();
         for ev in events.iter_mut() {
             let Event::Sample(s) = ev else { continue };
+            // Not where V8's words go with the frames as walked (V8 keeps frame pointers).
+            if let Some(copy) = s.stack.take().filter(|_| self.unwind && s.js.is_empty()) {
+                // While the process runs: its mappings say which CFI covers each address.
+                self.watch(s.pid);
+                s.ips = self.symbolizer.unwind(s.pid, &copy, &s.ips);
+            }
             if s.py.is_empty() && python_read_from_outside(s, self.busy_since.get(&(s.pid, s.tid)), now) {
                 self.watch(s.pid);
                 let symbolizer = &mut self.symbolizer;

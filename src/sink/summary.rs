@@ -298,6 +298,7 @@ mod tests {
                     count: 1,
                     js: Vec::new(),
                     py: Vec::new(),
+                    stack: None,
                 };
                 s.stacks_mut().push(&sample, vec![frame]);
             }

@@ -349,6 +349,8 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) -> Result<(), S
             _ => interval,
         };
         let off = s.flags & sample_flags::OFF_CPU != 0;
+        // A copy that cannot be read leaves the sample to its walked frames.
+        let stack = if off { None } else { img.seg.stack_copy(s.index).ok().flatten().map(Box::new) };
         out.push(Event::Sample(Sample {
             pid,
             tid: s.tid,
@@ -361,6 +363,7 @@ fn read_records(pid: u32, img: &mut Image, out: &mut Vec<Event>) -> Result<(), S
             count: 1,
             js: if v8 && s.js.iter().any(|w| *w != [0, 0]) { s.js } else { Vec::new() },
             py: s.py,
+            stack,
         }));
     }
     Ok(())

@@ -25,3 +25,9 @@ pub fn attached_process(pid: u32, now_ns: u64) -> crate::event::Event {
     let command = crate::target::proc::cmdline(pid);
     crate::event::Event::Process(crate::event::ProcessInfo { pid, command, exe, start_ns: now_ns })
 }
+
+/// Whether stall samples' copies of the user stack are taken (the kernel sources) and unwound with the binaries'
+/// CFI (the default); `LOOPTOP_UNWIND=fp` keeps to the kernel's frame-pointer walk.
+pub fn stack_copies() -> bool {
+    !std::env::var("LOOPTOP_UNWIND").is_ok_and(|v| v == "fp")
+}

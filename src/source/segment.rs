@@ -15,10 +15,10 @@
 
 use crate::safefs;
 use looptop_abi::{
-    backed_len, python::PY_FRAMES, slot_state, Header, LoopSlot, Record, SampleEntry, StallEntry, EVENT_OFFSET,
-    EVENT_RING, HIST_BUCKETS, JS_FRAMES, LAYOUT_VERSION, LOOP_SLOTS, MAGIC, PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING,
-    RECORD_SIZE, SAMPLE_FRAMES, SAMPLE_OFFSET, SAMPLE_RING, SAMPLE_SIZE, SEGMENT_PREFIX, SEGMENT_SIZE, SLOT_OFFSET,
-    SLOT_SIZE, STALL_RING,
+    backed_len, python::PY_FRAMES, slot_state, Header, LoopSlot, Record, SampleEntry, StackCopyEntry, StallEntry,
+    COPY_OFFSET, COPY_RING, EVENT_OFFSET, EVENT_RING, HIST_BUCKETS, JS_FRAMES, LAYOUT_VERSION, LOOP_SLOTS, MAGIC,
+    PROBE_CHANNELS, PROBE_OFFSET, PROBE_RING, RECORD_SIZE, SAMPLE_FRAMES, SAMPLE_OFFSET, SAMPLE_RING, SAMPLE_SIZE,
+    SEGMENT_PREFIX, SEGMENT_SIZE, SLOT_OFFSET, SLOT_SIZE, STALL_RING,
 };
 use std::fs::File;
 use std::mem::{offset_of, size_of};
@@ -546,7 +546,7 @@ impl Segment {
         for (n, e) in got {
             lost += n - expect;
             expect = n + 1;
-            out.push(SampleCopy::of(&e));
+            out.push(SampleCopy::of(n, &e));
         }
         // The newest entries may not be written yet: read them next time (unless far behind).
         if expect < head && head - expect <= 2 {
@@ -554,6 +554,22 @@ impl Segment {
         }
         lost += head.saturating_sub(expect);
         Ok((out, lost, head.max(from)))
+    }
+}
+
+impl Segment {
+    /// The copy of the user stack taken with sample `n`, when it has one and it was not
+    /// overwritten since (the copy ring is shorter than the sample ring).
+    pub fn stack_copy(&self, n: u64) -> Result<Option<crate::event::UserStack>, SegmentError> {
+        let got = self.ring_span::<StackCopyEntry>(COPY_OFFSET as u64, COPY_RING, n, n + 1)?;
+        let Some((_, c)) = got.into_iter().next() else { return Ok(None) };
+        let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let len = (ld(&c.len) as usize).min(c.words.len() * 8) / 8;
+        if len == 0 {
+            return Ok(None);
+        }
+        let bytes = c.words[..len].iter().flat_map(|w| ld(w).to_ne_bytes()).collect();
+        Ok(Some(crate::event::UserStack { ip: ld(&c.ip), sp: ld(&c.sp), bp: ld(&c.bp), bytes }))
     }
 }
 
@@ -570,7 +586,7 @@ macro_rules! sequenced {
     )*};
 }
 
-sequenced!(Record, StallEntry, SampleEntry);
+sequenced!(Record, StallEntry, SampleEntry, StackCopyEntry);
 
 fn snapshot_of(slot: &LoopSlot, seq_ok: bool) -> SlotSnapshot {
     let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -634,6 +650,8 @@ impl RecordCopy {
 /// A copy of one watchdog [`SampleEntry`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleCopy {
+    /// Its index in the ring's sequence (its stack copy's, [`Segment::stack_copy`]).
+    pub index: u64,
     /// Thread id.
     pub tid: u32,
     /// When (ns).
@@ -655,7 +673,7 @@ pub struct SampleCopy {
 }
 
 impl SampleCopy {
-    fn of(e: &SampleEntry) -> Self {
+    fn of(index: u64, e: &SampleEntry) -> Self {
         let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let n = (e.nframes.load(Ordering::Relaxed) as usize).min(SAMPLE_FRAMES);
         let mut wchan = Vec::with_capacity(32);
@@ -666,6 +684,7 @@ impl SampleCopy {
         let wchan = String::from_utf8_lossy(&wchan[..end]).into_owned();
         let syscall = ld(&e.syscall);
         SampleCopy {
+            index,
             tid: e.tid.load(Ordering::Relaxed),
             t_ns: ld(&e.t_ns),
             tick_ns: ld(&e.tick_ns),

@@ -17,6 +17,7 @@ mod source;
 mod symbolizer;
 #[cfg(test)]
 mod tests;
+mod unwind;
 mod v8heap;
 mod v8name;
 

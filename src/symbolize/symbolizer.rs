@@ -39,6 +39,8 @@ pub struct Symbolizer {
     epoch: u64,
     /// Running lines of interpreted frames, by (pid, frame words, function start line and column).
     js_lines: HashMap<(u32, [u64; 2], u32, u32), Option<u32>>,
+    /// Unwinding copied stacks ([`Symbolizer::unwind`]).
+    pub(super) unwinding: super::unwind::Unwinding,
 }
 
 /// Running lines kept at most before the cache starts over.
@@ -133,11 +135,11 @@ struct Batch {
 /// An ELF file the process maps, opened once (see [`safefs::open_mapped`]).
 #[derive(Debug)]
 pub(super) struct ElfFile {
-    /// `/proc/self/fd/N` for `_fd`: blazesym opens that, the very file checked, whatever its
+    /// `/proc/self/fd/N` for `fd`: blazesym opens that, the very file checked, whatever its
     /// name holds now.
     pub(super) path: PathBuf,
     /// Kept open so it can be read after the process exits.
-    _fd: File,
+    fd: File,
     /// Whether its DWARF (and debug links, which name further files) may be read: not for
     /// another user's process, whose files could name a FIFO or another user's file.
     lines: bool,
@@ -149,6 +151,15 @@ pub(super) struct ElfFile {
     v8_warming: std::sync::atomic::AtomicBool,
     /// What it exports of CPython, if it may hold it (read on first need).
     pub(super) python: std::sync::OnceLock<Option<super::python::PyElf>>,
+    /// Its CFI, for unwinding copied stacks (read on first need).
+    cfi: std::sync::OnceLock<Option<Arc<super::unwind::Cfi>>>,
+}
+
+impl ElfFile {
+    /// Its CFI (`.eh_frame`), read once; `None` when it has none.
+    pub(super) fn cfi(&self) -> Option<Arc<super::unwind::Cfi>> {
+        self.cfi.get_or_init(|| super::unwind::Cfi::read(&self.fd).map(Arc::new)).clone()
+    }
 }
 
 impl Symbolizer {
@@ -167,6 +178,7 @@ impl Symbolizer {
             elves: HashMap::new(),
             epoch: 0,
             js_lines: HashMap::new(),
+            unwinding: Default::default(),
         }
     }
 
@@ -586,12 +598,13 @@ impl Process {
                 let path = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
                 let elf = Arc::new(ElfFile {
                     path,
-                    _fd: f,
+                    fd: f,
                     lines,
                     ranges: Default::default(),
                     v8: Default::default(),
                     v8_warming: Default::default(),
                     python: Default::default(),
+                    cfi: Default::default(),
                 });
                 elves.retain(|_, e| e.strong_count() > 0);
                 elves.insert(id, Arc::downgrade(&elf));

@@ -22,7 +22,7 @@ pub mod python;
 /// First bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"LOOPTOP\0";
 /// Layout version; bump on any change of the structures below.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Number of loop slots per process: bounded, so the segment size is fixed.
 pub const LOOP_SLOTS: usize = 64;
 /// A zero-timeout wait made more than this much deeper on the stack than the wait that began the
@@ -48,6 +48,12 @@ pub const EVENT_RING: usize = 1024;
 pub const SAMPLE_RING: usize = 256;
 /// Frames kept per stack sample (deeper stacks are cut at the root end).
 pub const SAMPLE_FRAMES: usize = 120;
+/// Copies of the user stack kept ([`StackCopyEntry`]): sample `i`'s copy, when it has one, is
+/// entry `i % COPY_RING`. Fewer than samples: looptop reads them within a poll (tens of ms), while
+/// the watchdog samples a stalled loop every few ms.
+pub const COPY_RING: usize = 32;
+/// Bytes of stack a copy holds at most, from the stack pointer up.
+pub const COPY_BYTES: usize = 8192;
 /// Innermost frames of a sample whose interpreter slots are kept ([`SampleEntry::js`]).
 pub const JS_FRAMES: usize = 32;
 /// Probe channels: one per runtime thread with a probe (Node: `threadId % PROBE_CHANNELS`).
@@ -415,6 +421,25 @@ pub struct SampleEntry {
     pub py: [[AtomicU64; 2]; python::PY_FRAMES],
 }
 
+/// A copy of a loop thread's user stack taken with a watchdog sample, for looptop to unwind with
+/// the binaries' CFI (code built without frame pointers). Valid when `seq` is the sample's index
+/// + 1 (written first as 0, last as index + 1, before the sample itself).
+#[repr(C)]
+pub struct StackCopyEntry {
+    /// Index + 1 of the sample this copy goes with; 0 while being written.
+    pub seq: AtomicU64,
+    /// Instruction pointer of the interrupted code.
+    pub ip: AtomicU64,
+    /// Stack pointer: the address of `words[0]`.
+    pub sp: AtomicU64,
+    /// Frame pointer (`rbp`).
+    pub bp: AtomicU64,
+    /// Bytes of `words` copied.
+    pub len: AtomicU64,
+    /// The stack from `sp` up.
+    pub words: [AtomicU64; COPY_BYTES / 8],
+}
+
 /// One loop: a thread that waits in `epoll_wait`/`poll`.
 #[repr(C)]
 pub struct LoopSlot {
@@ -467,8 +492,12 @@ pub const PROBE_OFFSET: usize = EVENT_OFFSET + EVENT_RING * RECORD_SIZE;
 pub const SAMPLE_OFFSET: usize = PROBE_OFFSET + PROBE_CHANNELS * PROBE_RING * RECORD_SIZE;
 /// Size of a [`SampleEntry`].
 pub const SAMPLE_SIZE: usize = core::mem::size_of::<SampleEntry>();
+/// Byte offset of the stack copy ring ([`COPY_RING`] [`StackCopyEntry`]s).
+pub const COPY_OFFSET: usize = SAMPLE_OFFSET + SAMPLE_RING * SAMPLE_SIZE;
+/// Size of a [`StackCopyEntry`].
+pub const COPY_SIZE: usize = core::mem::size_of::<StackCopyEntry>();
 /// Byte offset of loop slot 0: the base (header and rings) ends here.
-pub const SLOT_OFFSET: usize = (SAMPLE_OFFSET + SAMPLE_RING * SAMPLE_SIZE + 4095) & !4095;
+pub const SLOT_OFFSET: usize = (COPY_OFFSET + COPY_RING * COPY_SIZE + 4095) & !4095;
 /// Size of a [`LoopSlot`].
 pub const SLOT_SIZE: usize = core::mem::size_of::<LoopSlot>();
 /// Largest size of a segment (every slot backed); the agent maps this much address space.
@@ -479,10 +508,10 @@ pub const fn backed_len(slots: usize) -> usize {
     SLOT_OFFSET + slots * SLOT_SIZE
 }
 
-// The segment is bounded, a process with one loop reserves well under 1 MiB, and every slot stays
-// 8-byte aligned.
+// The segment is bounded, a process with one loop reserves about 1 MiB (a quarter of it the stack
+// copies), and every slot stays 8-byte aligned.
 const _: () = assert!(SEGMENT_SIZE < 4 << 20);
-const _: () = assert!(backed_len(1) < 1 << 20);
+const _: () = assert!(backed_len(1) < 5 << 18);
 const _: () = assert!(RECORD_SIZE == 64);
 const _: () = assert!(SAMPLE_SIZE.is_multiple_of(8));
 const _: () =

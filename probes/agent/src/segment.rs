@@ -95,6 +95,17 @@ impl Segment {
         }
     }
 
+    /// The ring of stack copies that go with the samples.
+    pub(crate) fn copies(self) -> &'static [looptop_abi::StackCopyEntry] {
+        // SAFETY: the ring lies inside the backed base, 8-byte aligned.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.0.add(looptop_abi::COPY_OFFSET) as *const looptop_abi::StackCopyEntry,
+                looptop_abi::COPY_RING,
+            )
+        }
+    }
+
     /// The loop slots whose pages are backed (only these may be touched).
     pub(crate) fn slots(self) -> &'static [LoopSlot] {
         let n = (self.header().backed_slots.load(Ordering::Acquire) as usize).min(LOOP_SLOTS);

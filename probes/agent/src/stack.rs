@@ -7,7 +7,7 @@
 //! lock, no panic path (indices are checked, arithmetic wraps).
 
 use crate::segment;
-use looptop_abi::{sample_flags, SampleEntry, JS_FRAMES, LOOP_SLOTS, SAMPLE_FRAMES, SAMPLE_RING};
+use looptop_abi::{sample_flags, SampleEntry, COPY_RING, JS_FRAMES, LOOP_SLOTS, SAMPLE_FRAMES, SAMPLE_RING};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Most executable mappings remembered for the scan's "is this a return address" test.
@@ -335,8 +335,36 @@ unsafe fn fill(r: u64, ctx: *mut libc::c_void) {
             }
         }
     }
+    // V8 keeps frame pointers, and its frames' words go with the walk's frames: no copy there.
+    if lo <= sp && sp < hi && seg.header().v8.known.load(Ordering::Relaxed) == 0 {
+        write_copy(seg, r, (pc, fp, sp), hi);
+    }
     entry.t_ns.store(crate::now_ns(), Ordering::Relaxed);
     write_entry(entry, r, &frames[..n], &js.words, flags, u64::MAX, &[0; 32]);
+}
+
+/// Copies the interrupted code's registers and stack (from `sp` up to `hi`, at most
+/// [`looptop_abi::COPY_BYTES`]) into the copy of sample `r - 1` (seq last), for looptop to unwind with the
+/// binaries' CFI where frame pointers are missing. Async-signal-safe.
+fn write_copy(seg: segment::Segment, r: u64, (pc, fp, sp): (u64, u64, u64), hi: u64) {
+    let Some(c) = seg.copies().get(((r - 1) % COPY_RING as u64) as usize) else { return };
+    if sp & 7 != 0 {
+        return;
+    }
+    c.seq.store(0, Ordering::Relaxed);
+    std::sync::atomic::fence(Ordering::Release);
+    let mem = LiveStack { sp, hi };
+    let mut len = 0;
+    for (i, dst) in c.words.iter().enumerate() {
+        let Some(w) = mem.word(sp + 8 * i as u64) else { break };
+        dst.store(w, Ordering::Relaxed);
+        len += 8;
+    }
+    c.ip.store(pc, Ordering::Relaxed);
+    c.sp.store(sp, Ordering::Relaxed);
+    c.bp.store(fp, Ordering::Relaxed);
+    c.len.store(len, Ordering::Relaxed);
+    c.seq.store(r, Ordering::Release);
 }
 
 /// Writes a complete sample entry as sample `r - 1` (seq last). Async-signal-safe.

@@ -1,5 +1,7 @@
 //! The records and map values `looptop.bpf.c` shares with looptop, byte for byte.
 
+use crate::event::UserStack;
+
 /// Loops the kernel side keeps (threads beyond are counted in `counters[1]`).
 pub const SLOTS: usize = 128;
 
@@ -118,6 +120,9 @@ impl Default for Pool {
 // SAFETY: plain integers, no padding.
 unsafe impl aya::Pod for Pool {}
 
+/// Bytes of user stack the kernel side copies with a stall sample (`STACK_COPY`).
+pub const STACK_COPY: usize = 16384;
+
 /// A ring-buffer record (`struct record`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -141,6 +146,17 @@ impl Record {
         }
         // SAFETY: the length is checked; Record is plain integers, read unaligned.
         Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Record>()) })
+    }
+
+    /// The user registers and stack copy after a stall sample's record (`struct sample_copy`),
+    /// when the kernel side read any of the stack.
+    pub fn stack_copy(bytes: &[u8]) -> Option<UserStack> {
+        let tail = bytes.get(std::mem::size_of::<Record>()..)?;
+        let word = |i: usize| Some(u64::from_ne_bytes(tail.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        let (ip, sp, bp, len) = (word(0)?, word(1)?, word(2)?, word(3)?);
+        let len = usize::try_from(len).ok().filter(|&n| n > 0 && n <= STACK_COPY)?;
+        let bytes = tail.get(32..32 + len)?.to_vec();
+        Some(UserStack { ip, sp, bp, bytes })
     }
 }
 

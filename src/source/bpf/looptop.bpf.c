@@ -119,6 +119,19 @@ struct record {
     __u64 tick;    // start of the tick it belongs to
 };
 
+// Bytes of user stack copied with each stall sample, from the stack pointer up: looptop unwinds
+// them with the binaries' CFI where frame pointers lie (code built without them). Must match
+// src/source/bpf/layout.rs.
+#define STACK_COPY 16384
+
+// A stall's on-CPU sample with the user registers and a copy of the user stack.
+struct sample_copy {
+    struct record r;
+    __u64 ip, sp, bp; // user registers, 0 when unknown
+    __u64 len;        // bytes of `stack` copied, 0 when none could be read
+    __u8 stack[STACK_COPY];
+};
+
 struct switched_out {
     __u64 t;
     __u64 user;
@@ -231,7 +244,7 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 1 << 20);
+    __uint(max_entries, 8 << 20); // a stall sample with its stack copy is 16 KiB: 500 of them
 } records SEC(".maps");
 
 // [0] records the ring buffer had no room for, [1] stacks `new_stacks` had no room for (or that
@@ -641,6 +654,46 @@ static __always_inline void take_stacks(void *ctx, __u32 where, __u64 *user, __u
     *kernel = kernel_stacks ? take_stack(ctx, where, 0) : 0;
 }
 
+// Set by looptop: 1 to send a copy of the user stack with each stall sample.
+volatile const __u32 stack_copies = 1;
+
+// A stall's sample with the thread's user registers and as much of its user stack as can be read
+// (up to STACK_COPY bytes: a copy that would cross the top of the stack faults, so it is tried
+// at halves down to 512 bytes).
+static __always_inline int send_copy(__u32 tgid, __u32 tid, __u64 user, __u64 kernel, __u64 t, __u64 tick) {
+    struct sample_copy *c = bpf_ringbuf_reserve(&records, sizeof(*c), 0);
+    if (!c) {
+        count_lost(0);
+        return 0;
+    }
+    c->r.kind = REC_SAMPLE;
+    c->r.tgid = tgid;
+    c->r.tid = tid;
+    c->r.pad = 0;
+    c->r.user = user;
+    c->r.kernel = kernel;
+    c->r.t = t;
+    c->r.value = 0;
+    c->r.tick = tick;
+    c->ip = c->sp = c->bp = c->len = 0;
+    // The registers the thread left user space with (where it runs, if sampled there).
+    struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (regs) {
+        c->ip = regs->ip;
+        c->sp = regs->sp;
+        c->bp = regs->bp;
+#pragma unroll
+        for (int i = 0; i < 6; i++) {
+            if (bpf_probe_read_user(c->stack, STACK_COPY >> i, (void *)c->sp) == 0) {
+                c->len = STACK_COPY >> i;
+                break;
+            }
+        }
+    }
+    bpf_ringbuf_submit(c, 0);
+    return 1;
+}
+
 // cpu-clock on every CPU: count the target's stacks; a stall's samples go out one by one.
 SEC("perf_event") int on_cpu(void *ctx) {
     __u64 id = bpf_get_current_pid_tgid();
@@ -651,7 +704,8 @@ SEC("perf_event") int on_cpu(void *ctx) {
     take_stacks(ctx, 0, &user, &kernel);
     __u64 now = bpf_ktime_get_ns();
     __u64 tick = stalled_tick(my_slot(tgid, tid, 0), now);
-    if (tick && send(REC_SAMPLE, tgid, tid, user, kernel, 0, now, 0, tick))
+    if (tick && (stack_copies ? send_copy(tgid, tid, user, kernel, now, tick)
+                              : send(REC_SAMPLE, tgid, tid, user, kernel, 0, now, 0, tick)))
         return 0;
     struct stack_key k = {.tgid = tgid, .tid = tid, .user = user, .kernel = kernel, .off_cpu = 0, .pad = 0};
     add_count(&k, 1);

@@ -115,10 +115,12 @@ impl BpfSource {
         let floor = options.stall_floor_ns;
         let kernel: u32 = options.kernel.into();
         let off_cpu: u32 = (options.off_cpu && options.rate_hz > 0).into();
+        let copies: u32 = crate::source::stack_copies().into();
         let mut ebpf = aya::EbpfLoader::new()
             .set_global("stall_floor_ns", &floor, true)
             .set_global("kernel_stacks", &kernel, true)
             .set_global("off_cpu_enabled", &off_cpu, true)
+            .set_global("stack_copies", &copies, true)
             .load(OBJECT)
             .map_err(|e| refused("loading the program")(chain(&e)))?;
         hooks::attach_wait_calls(&mut ebpf)?;
@@ -331,9 +333,9 @@ impl BpfSource {
     fn read_records(&mut self, out: &mut Vec<Event>) {
         let mut records = Vec::new();
         while let Some(item) = self.records.next() {
-            records.extend(Record::read(&item));
+            records.extend(Record::read(&item).map(|r| (r, Record::stack_copy(&item))));
         }
-        for r in records {
+        for (r, copy) in records {
             if !self.processes.contains_key(&r.tgid) {
                 continue;
             }
@@ -364,6 +366,7 @@ impl BpfSource {
                         count: 1,
                         js: Vec::new(),
                         py: Vec::new(),
+                        stack: copy.map(Box::new),
                     }));
                 }
                 _ => {}
@@ -412,6 +415,7 @@ impl BpfSource {
                 count: if off { 1 } else { value },
                 js: Vec::new(),
                 py: Vec::new(),
+                stack: None,
             });
         }
         out.extend(samples.into_iter().map(Event::Sample));

@@ -211,6 +211,7 @@ impl Thread {
                         count: 1,
                         js: Vec::new(),
                         py: Vec::new(),
+                        stack: None,
                     }));
                 }
                 continue;
@@ -269,6 +270,7 @@ pub(super) fn cpu_sample(s: &perf_event::data::Sample, pid: u32, tid: u32) -> Sa
         count: 1,
         js: Vec::new(),
         py: Vec::new(),
+        stack: None,
     }
 }
 
