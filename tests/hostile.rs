@@ -275,3 +275,76 @@ fn issue_13_c_agent_path_never_goes_through_a_planted_link() {
     assert_eq!(agent.parent().unwrap(), planted.as_path());
     assert_eq!(std::fs::symlink_metadata(&planted).unwrap().mode() & 0o7777, 0o700);
 }
+
+/// Issue 18: the JVM's performance data file (`/tmp/hsperfdata_<user>/<pid>`) lies in a folder
+/// anyone may write. A throwaway user plants, for root's JVM's pid, a FIFO and a copy of the real
+/// file (its counters frozen) in folders of their own beside `hsperfdata_root`: root's looptop
+/// must neither hang on the FIFO nor believe the copy (not the JVM's user's), and still place the
+/// JVM's real GC pause.
+#[test]
+fn issue_18_planted_jvm_performance_data_never_hangs_or_fools_looptop() {
+    let test = "issue_18_planted_jvm_performance_data_never_hangs_or_fools_looptop";
+    if !perf_permitted(test) {
+        return;
+    }
+    let Some(classes) = crate::java::java_classes(test) else { return };
+    let Some(user) = Stranger::new(test) else { return };
+    let _machine = machine_wide();
+    let dir = TempDir::new("hostile-jvm");
+    let port = free_port();
+    let cmd = crate::java::server(&classes, port);
+    let mut java = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .env("FIXTURE_TRUTH", dir.path("truth.jsonl"))
+        .stdout(Stdio::null())
+        .spawn_limited();
+    assert!(get_when_up(port), "the Java server never answered");
+    let pid = java.id();
+    let real = PathBuf::from(format!("/tmp/hsperfdata_root/{pid}"));
+    assert!(real.exists(), "the JVM keeps its performance data in {}", real.display());
+    let (fifo_dir, copy_dir) = (
+        PathBuf::from(format!("/tmp/hsperfdata_{}a", user.name)),
+        PathBuf::from(format!("/tmp/hsperfdata_{}b", user.name)),
+    );
+    assert!(user.sh(&format!(
+        "mkdir {} {} && mkfifo {}/{pid}",
+        fifo_dir.display(),
+        copy_dir.display(),
+        fifo_dir.display()
+    )));
+    let copy = copy_dir.join(pid.to_string());
+    std::fs::copy(&real, &copy).unwrap();
+    user.own(&copy);
+
+    let rec = dir.path("jvm.rec");
+    let started = Instant::now();
+    let lt = looptop()
+        .args(["record", "-q", "--pid", &pid.to_string(), "-o", rec.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn_limited();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(http_get(port, "/gc/20").unwrap_or_default().contains(" 200 "), "/gc/20");
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling the looptop and the JVM this test started.
+    unsafe { libc::kill(lt.id() as i32, libc::SIGINT) };
+    let out = lt.wait_with_output();
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    java.wait();
+    let _ = std::fs::remove_dir_all(&fifo_dir);
+    let _ = std::fs::remove_dir_all(&copy_dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20), "looptop took {:?}", started.elapsed());
+    let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
+    let report: serde_json::Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
+    let truth = read_truth(&dir.path("truth.jsonl"));
+    let gc_ms = truth.iter().find_map(|t| t.gc_ms).expect("the JVM counted its collection");
+    let full: Vec<f64> = report["gc"]["pauses"]
+        .as_array()
+        .map(|p| p.iter().filter(|p| p["kind"] == "full").filter_map(|p| p["duration_ms"].as_f64()).collect())
+        .unwrap_or_default();
+    assert!(
+        full.len() == 1 && (full[0] - gc_ms).abs() <= 2.0 + gc_ms * 0.1,
+        "the JVM's own pause ({gc_ms} ms), from its own file: {:#}",
+        report["gc"]
+    );
+}

@@ -1,7 +1,8 @@
 //! Real Python servers driven over loopback: asyncio's own `start_server`, and from PyPI
 //! (`fixtures/python/requirements.txt`, installed by `.ci/run` into `target/pyapps`) a FastAPI app
-//! under uvicorn (an asyncio loop) and a WSGI app under gunicorn's sync workers (a worker process
-//! waiting in `select`). Their requests
+//! under uvicorn (on an asyncio loop, and on uvloop's) and a WSGI app under gunicorn's sync
+//! workers (a worker process waiting in `select`) and gevent workers (greenlets on a libev hub,
+//! the standard library patched: a sleep there yields, no stall). Their requests
 //! block in `fixtures/python/endpoints.py`, which measures each; every stall must be found once,
 //! within tolerance of that measurement, and name the endpoint's function, file and line, with
 //! the agent (`looptop run`) and attached (`looptop record --pid`, no agent).
@@ -17,17 +18,9 @@ fn venv_python() -> Option<String> {
 
 /// The virtualenv `.ci/run` fills with FastAPI, uvicorn and gunicorn, if there.
 fn pyapps(test: &str) -> Option<String> {
-    if let Some(py) = venv_python() {
-        return Some(py);
-    }
-    assert!(
-        std::env::var("LOOPTOP_REQUIRE_PYTHONS").map_or(true, |v| v != "1"),
-        "{test}: target/pyapps (FastAPI, uvicorn, gunicorn) is missing: .ci/run makes it"
-    );
-    println!(
-        "SKIP: {test}: no target/pyapps (python3 -m venv target/pyapps && target/pyapps/bin/pip install -r fixtures/python/requirements.txt)"
-    );
-    None
+    let py = venv_python();
+    let how = "python3 -m venv target/pyapps && target/pyapps/bin/pip install -r fixtures/python/requirements.txt";
+    present_or_skip(test, py.is_some(), "LOOPTOP_REQUIRE_PYTHONS", "target/pyapps", how).then_some(py?)
 }
 
 /// Drives each blocking endpoint once (and `/ok` last, which writes the truth still pending).
@@ -47,6 +40,14 @@ fn uvicorn(py: &str, port: u16) -> Vec<String> {
     std::iter::once(py).chain(args).chain(["asgi_app:app"]).map(str::to_string).collect()
 }
 
+/// [`uvicorn`] on uvloop's event loop (libuv's, under asyncio's API) rather than asyncio's own.
+fn uvicorn_uvloop(py: &str, port: u16) -> Vec<String> {
+    let mut cmd = uvicorn(py, port);
+    let app = cmd.pop().unwrap();
+    cmd.extend(["--loop".to_string(), "uvloop".to_string(), app]);
+    cmd
+}
+
 /// The command serving `fixtures/python/asyncio_app.py` (asyncio's own server) on `port`.
 fn asyncio_server(py: &str, port: u16) -> Vec<String> {
     vec![py.to_string(), fixture("python/asyncio_app.py").to_string_lossy().into_owned(), port.to_string()]
@@ -55,10 +56,16 @@ fn asyncio_server(py: &str, port: u16) -> Vec<String> {
 /// The command serving `fixtures/python/wsgi_app.py` with `workers` gunicorn sync workers on
 /// `port`.
 fn gunicorn(py: &str, port: u16, workers: u32) -> Vec<String> {
+    gunicorn_of("sync", py, port, workers)
+}
+
+/// The command serving `fixtures/python/wsgi_app.py` with `workers` gunicorn workers of class
+/// `class` (`sync`, `gevent`) on `port`.
+fn gunicorn_of(class: &str, py: &str, port: u16, workers: u32) -> Vec<String> {
     let dir = fixture("python");
     let bind = format!("127.0.0.1:{port}");
     let workers = workers.to_string();
-    let args = ["-m", "gunicorn", "--chdir", dir.to_str().unwrap(), "-w", &workers, "-k", "sync", "-b", &bind];
+    let args = ["-m", "gunicorn", "--chdir", dir.to_str().unwrap(), "-w", &workers, "-k", class, "-b", &bind];
     std::iter::once(py).chain(args).chain(["--log-level", "warning", "wsgi_app:app"]).map(str::to_string).collect()
 }
 
@@ -82,6 +89,11 @@ fn stalls_of_main_thread(report: &Value, pid: u32) -> Vec<Value> {
 /// its page faults may outvote it as `alloc`).
 fn assert_served(report: &Value, truth: &[Truth], any_kind: &[&str], what: &str) {
     assert_eq!(truth.len(), 5, "{what}: the app measured {truth:?}");
+    assert_blocked(report, truth, any_kind, what);
+}
+
+/// [`assert_served`] for the requests of `truth` that blocked their loop (each process's own).
+fn assert_blocked(report: &Value, truth: &[Truth], any_kind: &[&str], what: &str) {
     let mut pids: Vec<u32> = truth.iter().map(|t| t.pid.expect("truth lines carry the server's pid")).collect();
     pids.sort_unstable();
     pids.dedup();
@@ -216,4 +228,45 @@ fn issue_18_attached_to_gunicorns_arbiter_looptop_follows_its_workers() {
     let worker = truth[0].pid.unwrap() as u64;
     assert_ne!(worker, arbiter, "the requests were served by a worker process");
     assert!(report["loops"].as_array().unwrap().iter().any(|l| l["pid"] == worker), "{report:#}");
+}
+
+#[test]
+fn issue_18_a_fastapi_app_on_uvloop_names_the_endpoints_blocking_lines_with_the_agent_and_attached() {
+    let test = "issue_18_a_fastapi_app_on_uvloop_names_the_endpoints_blocking_lines_with_the_agent_and_attached";
+    let Some(py) = pyapps(test) else { return };
+    let port = free_port();
+    let (report, truth) = served_with_agent(&uvicorn_uvloop(&py, port), port, "uvloop", drive);
+    assert_served(&report, &truth, &[], "uvicorn on uvloop, agent");
+    if !perf_permitted(test) {
+        return;
+    }
+    let port = free_port();
+    let (report, truth) = served_attached(&uvicorn_uvloop(&py, port), port, "uvloop-attach", |pid| pid, &[], drive);
+    assert_served(&report, &truth, &["json-parse"], "uvicorn on uvloop, attached");
+}
+
+/// Under gevent, `time.sleep` is gevent's (gunicorn's gevent worker patches the standard
+/// library): the request's greenlet yields and the hub waits in `epoll_wait` meanwhile, so the
+/// 150 ms sleep is no stall (and must not be reported as one); the CPU-bound requests are.
+fn assert_served_by_gevent(report: &Value, truth: &[Truth], any_kind: &[&str], what: &str) {
+    assert_eq!(truth.len(), 5, "{what}: the app measured {truth:?}");
+    let blocking: Vec<Truth> = truth.iter().filter(|t| t.kind != "sync-wait").cloned().collect();
+    assert_eq!(blocking.len(), 4, "{what}: {truth:?}");
+    assert_blocked(report, &blocking, any_kind, what);
+}
+
+#[test]
+fn issue_18_a_gevent_worker_has_the_stalls_of_its_cpu_bound_requests_and_none_for_a_patched_sleep() {
+    let test = "issue_18_a_gevent_worker_has_the_stalls_of_its_cpu_bound_requests_and_none_for_a_patched_sleep";
+    let Some(py) = pyapps(test) else { return };
+    let port = free_port();
+    let (report, truth) = served_with_agent(&gunicorn_of("gevent", &py, port, 1), port, "gevent", drive);
+    assert_served_by_gevent(&report, &truth, &[], "gunicorn gevent worker, agent");
+    if !perf_permitted(test) {
+        return;
+    }
+    let port = free_port();
+    let cmd = gunicorn_of("gevent", &py, port, 1);
+    let (report, truth) = served_attached(&cmd, port, "gevent-attach", gunicorn_worker, &[], drive);
+    assert_served_by_gevent(&report, &truth, &["json-parse"], "gunicorn gevent worker, attached");
 }

@@ -13,15 +13,9 @@ use std::time::Duration;
 
 /// `redis-server`, if installed.
 fn redis_server(test: &str) -> Option<&'static str> {
-    if std::process::Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        return Some("redis-server");
-    }
-    assert!(
-        std::env::var("LOOPTOP_REQUIRE_REDIS").map_or(true, |v| v != "1"),
-        "{test}: redis-server is not installed (apt-get install redis-server); .ci/run installs it"
-    );
-    println!("SKIP: {test}: redis-server is not installed (apt-get install redis-server)");
-    None
+    let redis = std::process::Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success());
+    present_or_skip(test, redis, "LOOPTOP_REQUIRE_REDIS", "redis-server", "apt-get install redis-server")
+        .then_some("redis-server")
 }
 
 /// A Redis connection speaking RESP.
@@ -240,15 +234,7 @@ fn issue_18_attached_keys_is_one_cpu_stall_named_down_from_main_through_redis_cf
     assert!(blocker["confidence"].as_f64().unwrap() >= 0.8, "{blocker:#}");
     // Debian's redis-server has no frame pointers: the callers come from its CFI, whole from
     // main down to the command (a frame-pointer walk stops at one `[unknown]` caller).
-    let (mut all, mut whole) = (0u64, 0u64);
-    for line in folded.lines() {
-        let Some((stack, n)) = line.rsplit_once(' ') else { continue };
-        let n: u64 = n.parse().unwrap_or(0);
-        all += n;
-        if stack.contains(";main;aeMain;") && stack.contains(";processCommand;call;keysCommand") {
-            whole += n;
-        }
-    }
+    let (whole, all) = samples_with(&folded, &[";main;aeMain;", ";processCommand;call;keysCommand"]);
     assert!(
         all > 0 && whole * 10 >= all * 8,
         "{whole} of {all} stall samples walked from main to keysCommand:\n{folded}"

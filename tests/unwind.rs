@@ -35,15 +35,7 @@ fn attached(env: &[(&str, &str)]) -> (Value, String, Vec<Truth>) {
 /// The share of the stalls' samples (more than `least` of them) whose stack holds the whole chain
 /// from `main`.
 fn share_with_callers(folded: &str, least: u64) -> f64 {
-    let (mut all, mut whole) = (0u64, 0u64);
-    for line in folded.lines() {
-        let Some((stack, n)) = line.rsplit_once(' ') else { continue };
-        let n: u64 = n.parse().unwrap_or(0);
-        all += n;
-        if stack.contains(CHAIN) {
-            whole += n;
-        }
-    }
+    let (whole, all) = samples_with(folded, &[CHAIN]);
     assert!(all > least, "{all} samples in three 150 ms stalls:\n{folded}");
     whole as f64 / all as f64
 }

@@ -223,6 +223,21 @@ impl Drop for TempDir {
     }
 }
 
+/// Whether something a test drives is `present`; if not, the test skips (prints `SKIP: test:
+/// WHAT is missing (HOW)`), or fails when `require` (an environment variable `.ci/run` sets to
+/// 1) says it must be there.
+pub fn present_or_skip(test: &str, present: bool, require: &str, what: &str, how: &str) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        std::env::var(require).map_or(true, |v| v != "1"),
+        "{test}: {what} is missing ({how}); .ci/run provides it ({require}=1)"
+    );
+    println!("SKIP: {test}: {what} is missing ({how})");
+    false
+}
+
 /// The C epoll fixture, compiled once per test run.
 pub fn c_epoll_loop() -> PathBuf {
     c_fixture("epoll_loop")
@@ -268,6 +283,8 @@ pub struct Truth {
     pub pid: Option<u32>,
     /// The thread that ran it (fixtures whose work runs on a pool of loops).
     pub tid: Option<u32>,
+    /// GC time inside it by the runtime's own account (ms).
+    pub gc_ms: Option<f64>,
 }
 
 /// Reads a fixture's ground truth (JSON lines).
@@ -286,6 +303,7 @@ pub fn read_truth(path: &Path) -> Vec<Truth> {
                 at: v["at"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default(),
                 pid: v["pid"].as_u64().map(|p| p as u32),
                 tid: v["tid"].as_u64().map(|t| t as u32),
+                gc_ms: v["gc_ms"].as_f64(),
             }
         })
         .collect()
@@ -799,6 +817,19 @@ pub fn served_attached(
     env: &[(&str, &str)],
     drive: fn(u16),
 ) -> (Value, Vec<Truth>) {
+    let (report, truth, _) = served_attached_stacks(cmd, port, tag, serving, env, drive);
+    (report, truth)
+}
+
+/// [`served_attached`], with the folded stacks of the stalls (`flame --stalls-only`) too.
+pub fn served_attached_stacks(
+    cmd: &[String],
+    port: u16,
+    tag: &str,
+    serving: impl Fn(u32) -> u32,
+    env: &[(&str, &str)],
+    drive: fn(u16),
+) -> (Value, Vec<Truth>, String) {
     let _machine = machine_wide();
     let dir = TempDir::new(tag);
     let mut app = std::process::Command::new(&cmd[0])
@@ -827,5 +858,25 @@ pub fn served_attached(
     assert!(out.status.success(), "{}", stderr(&out));
     let rep = looptop().args(["report", "--json", rec.to_str().unwrap()]).output_limited();
     let report: Value = serde_json::from_slice(&rep.stdout).expect("report JSON");
-    (report, read_truth(&dir.path("truth.jsonl")))
+    let flame = looptop()
+        .args(["flame", "--stalls-only", "--format", "folded", "-o", "-", "--from"])
+        .arg(&rec)
+        .output_limited();
+    assert!(flame.status.success(), "{}", stderr(&flame));
+    (report, read_truth(&dir.path("truth.jsonl")), String::from_utf8_lossy(&flame.stdout).into_owned())
+}
+
+/// Of the samples of folded stacks `folded`: how many have every one of `parts` in their stack,
+/// and how many there are.
+pub fn samples_with(folded: &str, parts: &[&str]) -> (u64, u64) {
+    let (mut with, mut all) = (0u64, 0u64);
+    for line in folded.lines() {
+        let Some((stack, n)) = line.rsplit_once(' ') else { continue };
+        let n: u64 = n.parse().unwrap_or(0);
+        all += n;
+        if parts.iter().all(|p| stack.contains(p)) {
+            with += n;
+        }
+    }
+    (with, all)
 }

@@ -163,7 +163,8 @@ fn is_truncated(frames: &[&Frame]) -> bool {
 /// (`do_nanosleep`, `handle_mm_fault`) say how the thread waited, not whose code asked: they are
 /// shown only when the stacks have nothing else. `all`: the stall's samples.
 fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: BlockerKind) -> Option<Frame> {
-    let user: Vec<(&Frame, bool)> = samples.iter().filter_map(|s| first_user(s)).collect();
+    let user: Vec<(&Frame, bool)> =
+        samples.iter().filter(|s| !dispatched(s, kind)).filter_map(|s| first_user(s)).collect();
     if let Some(f) = most_common(user.iter().map(|u| u.0)) {
         let hiding = user.iter().filter(|u| u.0.same_function(f) && u.1).count();
         if hiding * 2 > user.iter().filter(|u| u.0.same_function(f)).count() {
@@ -190,6 +191,37 @@ fn representative_frame(samples: &[&ClassSample], all: &[ClassSample], kind: Blo
         .or_else(|| innermost(&matches))
         .or_else(|| innermost(&named))
         .or_else(|| most_common(samples.iter().filter_map(|s| s.frames.first().copied())).cloned())
+}
+
+/// Whether a sample's first user frame is native code of the executable that only dispatched
+/// to another program's code which did the work of `kind`: between the frame that matched the
+/// kind's rule and the executable's frame lie frames of a third module (nginx calling its perl
+/// module, which runs Perl's regex engine; its njs module, which runs PCRE2). The executable's
+/// frame is then no one's code to change; the frame that did the work says more. A program that
+/// calls the library itself (its handler calling `regexec` or `pcre2_match`) keeps its frame.
+fn dispatched(s: &ClassSample, kind: BlockerKind) -> bool {
+    let Some(user) = s.frames.iter().position(|f| is_user_frame(f, s.user_module)) else { return false };
+    if s.frames[user].kind != FrameKind::Native {
+        return false;
+    }
+    let matched = s.frames[..user]
+        .iter()
+        .position(|f| f.kind != FrameKind::Kernel && RULES.iter().any(|r| r.kind == kind && r.matches(f)));
+    let Some(m) = matched else { return false };
+    let work = s.frames[m].module.as_deref();
+    s.frames[m + 1..user].iter().any(|f| {
+        f.kind == FrameKind::Native
+            && f.module.as_deref() != work
+            && !f.module.as_deref().is_some_and(is_system_library)
+    })
+}
+
+/// The C and C++ runtime's own libraries, which any code calls through.
+fn is_system_library(module: &str) -> bool {
+    let base = module.rsplit('/').next().unwrap_or(module);
+    ["libc.so", "libc-", "libm.so", "libpthread", "ld-linux", "libstdc++", "libgcc_s", "libdl", "librt", "[vdso]"]
+        .iter()
+        .any(|p| base.starts_with(p))
 }
 
 /// The first user frame of a sample, and whether V8 ran JavaScript without a name inside it.
@@ -478,5 +510,31 @@ mod tests {
         let v = classify(&[s]).unwrap();
         assert_eq!((v.kind, v.frame.name.as_str()), (BlockerKind::Cpu, "burn_cpu"));
         assert!(!native_is_user("/usr/bin/node") && !native_is_user("/usr/bin/python3.11"));
+    }
+
+    /// nginx runs a Perl handler through its perl module: the regex is Perl's, and nginx's own
+    /// frame that dispatched to the module is no one's code to change. A program that calls the
+    /// regex library itself keeps its own frame.
+    #[test]
+    fn a_servers_frame_that_only_dispatched_to_a_module_is_not_the_blocker() {
+        let native = |name: &str, module: &str| Frame { module: Some(module.into()), ..frame(FrameKind::Native, name) };
+        let engine = native("Perl_regexec_flags", "/usr/lib/x86_64-linux-gnu/libperl.so.5.36");
+        let ops = native("Perl_runops_standard", "/usr/lib/x86_64-linux-gnu/libperl.so.5.36");
+        let module = native("ngx_http_perl_handle_request", "/usr/lib/nginx/modules/ngx_http_perl_module.so");
+        let phase = native("ngx_http_core_content_phase", "/usr/sbin/nginx");
+        let main = native("main", "/usr/sbin/nginx");
+        let frames = vec![&engine, &ops, &module, &phase, &main];
+        let s = ClassSample { frames, off_cpu: None, user_module: Some("/usr/sbin/nginx"), weight_ns: 1 };
+        let v = classify(&[s]).unwrap();
+        assert_eq!((v.kind, v.frame.name.as_str()), (BlockerKind::Regex, "Perl_regexec_flags"));
+
+        let libc = native("regexec", "/lib/x86_64-linux-gnu/libc.so.6");
+        let inner = native("re_search_internal", "/lib/x86_64-linux-gnu/libc.so.6");
+        let handler = native("validate_input", "/srv/loop");
+        let main = native("main", "/srv/loop");
+        let frames = vec![&inner, &libc, &handler, &main];
+        let s = ClassSample { frames, off_cpu: None, user_module: Some("/srv/loop"), weight_ns: 1 };
+        let v = classify(&[s]).unwrap();
+        assert_eq!((v.kind, v.frame.name.as_str()), (BlockerKind::Regex, "validate_input"));
     }
 }

@@ -185,7 +185,8 @@ pub struct GcPause {
     pub start_ms: f64,
     /// Duration (ms).
     pub duration_ms: f64,
-    /// `minor`, `major`, `incremental`, `weakcb` (V8) or `gen0`..`gen2` (CPython).
+    /// `minor`, `major`, `incremental`, `weakcb` (V8), `gen0`..`gen2` (CPython) or `young`,
+    /// `full`, `concurrent` (the JVM's collectors).
     pub kind: &'static str,
     /// Process.
     pub pid: u32,

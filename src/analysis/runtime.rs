@@ -2,7 +2,7 @@
 //! allocator pauses; and how much of a stall was GC.
 
 use super::report::{AllocPause, AllocReport, GcPause, GcReport, PoolReport, PoolWaitMs};
-use crate::event::{Event, GcKind};
+use crate::event::{Event, GcKind, GC_ALL_THREADS};
 use std::collections::{BTreeMap, BTreeSet};
 
 const MS: f64 = 1e6;
@@ -133,7 +133,8 @@ impl Runtime {
     }
 
     /// Milliseconds of GC inside `[start, start + dur)` on the loop `(pid, tid)`. A probe names
-    /// threads by runtime number: Node's main thread is 0, CPython gives the OS thread id.
+    /// threads by runtime number: Node's main thread is 0, CPython gives the OS thread id; a JVM's
+    /// pauses stop every thread.
     pub fn gc_overlap_ms(&self, pid: u32, tid: u32, start_ns: u64, dur_ns: u64) -> Option<f64> {
         if !self.sees_gc(pid) {
             return None;
@@ -142,7 +143,9 @@ impl Runtime {
         let ns: u64 = self
             .gc
             .iter()
-            .filter(|g| g.pid == pid && (g.thread == tid || (g.thread == 0 && tid == pid)))
+            .filter(|g| {
+                g.pid == pid && (g.thread == tid || (g.thread == 0 && tid == pid) || g.thread == GC_ALL_THREADS)
+            })
             .map(|g| end.min(g.start_ns.saturating_add(g.duration_ns)).saturating_sub(start_ns.max(g.start_ns)))
             .fold(0, u64::saturating_add);
         Some(ns as f64 / MS)

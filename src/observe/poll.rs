@@ -141,6 +141,8 @@ impl Collector {
 pub(super) struct Run {
     pub(super) pipeline: Pipeline,
     perf: Perf,
+    /// The GC pauses of the JVMs among the processes observed.
+    jvm: crate::source::jvm::JvmSource,
     pub(super) source: AgentSource,
     collector: Option<Collector>,
     origin: u64,
@@ -194,6 +196,7 @@ impl Run {
         Ok(Run {
             pipeline,
             perf,
+            jvm: Default::default(),
             source: AgentSource::new(Selector::Pid(0)),
             collector: None,
             origin,
@@ -296,8 +299,10 @@ impl Run {
             c.drain(events);
         }
         self.perf.poll(events);
+        self.jvm.poll(events);
         self.pipeline.feed(events)?;
         self.perf.follow(self.pipeline.pids());
+        self.jvm.follow(self.pipeline.pids());
         if let Some(p) = &self.perf.source {
             let lost = p.lost();
             self.pipeline.lose_samples(lost.saturating_sub(self.perf.lost))?;
@@ -311,6 +316,7 @@ impl Run {
         w.extend(self.source.slot_warnings());
         w.extend(self.perf.note.clone());
         w.extend(self.unseen.iter().cloned());
+        w.extend(self.jvm.notes.iter().cloned());
         w.extend(self.pipeline.file_notes());
         let go = self.pipeline.go_pids();
         w.extend(go.iter().map(|pid| format!("process {pid} is a Go program: {}", crate::target::golang::NO_LOOP)));

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod bpf;
+pub mod jvm;
 pub mod kernel;
 pub mod perf;
 pub mod recording;

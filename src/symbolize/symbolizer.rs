@@ -473,7 +473,7 @@ impl Process {
             // Not permitted to look: assume the common case.
             _ => true,
         };
-        let nspid = read_nspid(proc_dir).unwrap_or(pid);
+        let nspid = crate::target::proc::nspid(pid).unwrap_or(pid);
         let reader = Reader::of_pid(pid);
         // Through the process's root while it runs (its /tmp may be a container's), then ours.
         let mut candidates = vec![root.join(format!("tmp/perf-{nspid}.map"))];
@@ -614,11 +614,4 @@ impl Process {
         }
         self.files.extend(new);
     }
-}
-
-/// The pid in the process's own namespace: the last value of `NSpid:` in `/proc/PID/status`.
-fn read_nspid(proc_dir: &Path) -> Option<u32> {
-    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    line.split_ascii_whitespace().last()?.parse().ok()
 }

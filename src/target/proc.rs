@@ -173,6 +173,14 @@ pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
     Some(crate::units::printable(s.trim_end().to_string()))
 }
 
+/// The pid of `pid` in its own namespace (a container's): the last value of `NSpid:` in
+/// `/proc/PID/status`.
+pub fn nspid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_ascii_whitespace().last()?.parse().ok()
+}
+
 /// Whether `pid` is a Java virtual machine (its executable is `java`, or it maps `libjvm.so`).
 pub fn is_jvm(pid: u32) -> bool {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
