@@ -32,22 +32,31 @@ fn attached(env: &[(&str, &str)]) -> (Value, String, Vec<Truth>) {
     (report, String::from_utf8_lossy(&flame.stdout).into_owned(), target.truth())
 }
 
-/// The share of the stalls' samples (more than `least` of them) whose stack holds the whole chain
-/// from `main`.
+/// The share of the spinning stalls' samples (more than `least` of them) whose stack holds the
+/// whole chain from `main`.
 fn share_with_callers(folded: &str, least: u64) -> f64 {
-    let (whole, all) = samples_with(folded, &[CHAIN]);
+    let (whole, _) = samples_with(folded, &[CHAIN]);
+    let (all, _) = samples_with(folded, &["checksum"]);
     assert!(all > least, "{all} samples in three 150 ms stalls:\n{folded}");
     whole as f64 / all as f64
 }
 
-/// Each request one stall of its own length, named after the function that spun.
-fn assert_stalls(report: &Value, truth: &[Truth], what: &str) {
+/// Each request one stall of its own length and kind; the spinning ones named after the function
+/// that spun; the sleeping one after the function that slept when `sleeper` (its off-CPU stack
+/// unwound), else after anything but it.
+fn assert_stalls(report: &Value, truth: &[Truth], sleeper: bool, what: &str) {
     let ms: Vec<f64> = truth.iter().map(|t| t.ms).collect();
-    assert_eq!(ms.len(), 3, "{what}: the fixture serves three requests: {truth:?}");
+    assert_eq!(ms.len(), 4, "{what}: the fixture serves four requests: {truth:?}");
     assert_stalls_match(&stalls_of(report, |l| l["tid"] == l["pid"]), &ms, 50.0, what);
-    for stall in main_stalls(report) {
-        assert_eq!(stall["blocker"]["kind"], "cpu", "{what}: {stall:#}");
-        assert_eq!(stall["blocker"]["frame"], "checksum", "{what}: {stall:#}");
+    for (t, stall) in truth.iter().zip(main_stalls(report)) {
+        let b = &stall["blocker"];
+        assert_eq!(b["kind"], t.kind.as_str(), "{what}: {stall:#}");
+        let func = t.func.as_deref().unwrap();
+        if t.kind == "cpu" || sleeper {
+            assert_eq!(b["frame"], func, "{what}: {stall:#}");
+        } else {
+            assert_ne!(b["frame"], func, "{what}: the frame-pointer walk cannot know the caller: {stall:#}");
+        }
     }
 }
 
@@ -76,12 +85,13 @@ fn under_agent(env: &[(&str, &str)]) -> (Value, String, Vec<Truth>) {
     (report, String::from_utf8_lossy(&flame.stdout).into_owned(), read_truth(&dir.path("truth.jsonl")))
 }
 
-/// Asserts what one observation (`got`: report, folded stall stacks, truth) found: every
-/// request's stall, and the callers of most of the stalls' samples (more than `least` of them)
-/// when `unwound`, of almost none of them else.
-fn assert_callers(got: (Value, String, Vec<Truth>), least: u64, unwound: bool, what: &str) {
+/// Asserts what one observation (`got`: report, folded on-CPU stacks of the stalls, truth) found:
+/// every request's stall, and the callers of most of the spinning stalls' samples (more than
+/// `least` of them) when `unwound`, of almost none of them else; the sleeping stall is named
+/// after its function when `sleeper`.
+fn assert_callers(got: (Value, String, Vec<Truth>), least: u64, unwound: bool, sleeper: bool, what: &str) {
     let (report, folded, truth) = got;
-    assert_stalls(&report, &truth, what);
+    assert_stalls(&report, &truth, sleeper, what);
     let share = share_with_callers(&folded, least);
     let ok = if unwound { share >= 0.9 } else { share < 0.1 };
     assert!(ok, "{what}: {:.0} % of the stall samples walked whole from main:\n{folded}", share * 100.0);
@@ -91,11 +101,11 @@ fn assert_callers(got: (Value, String, Vec<Truth>), least: u64, unwound: bool, w
 fn under_the_agent_a_stalls_callers_come_from_the_binarys_cfi() {
     let _timing = timing();
     // The watchdog samples every 5 ms: about 30 samples a request.
-    assert_callers(under_agent(&[]), 50, true, "agent, unwound");
+    assert_callers(under_agent(&[]), 50, true, true, "agent, unwound");
     // The control: without frame pointers the watchdog's own walk falls back on scanning the
     // stack for return addresses, and the fixture's stale ones (the last request's `fprintf`)
     // come out as callers.
-    assert_callers(under_agent(&[("LOOPTOP_UNWIND", "fp")]), 50, false, "agent, frame pointers and scan");
+    assert_callers(under_agent(&[("LOOPTOP_UNWIND", "fp")]), 50, false, true, "agent, frame pointers and scan");
 }
 
 #[test]
@@ -104,7 +114,7 @@ fn attached_with_bpf_a_stalls_callers_come_from_the_binarys_cfi() {
         return;
     }
     let _machine = machine_wide();
-    assert_callers(attached(&[]), 100, true, "BPF, unwound");
+    assert_callers(attached(&[]), 100, true, true, "BPF, unwound");
     // The control: the kernel's frame-pointer walk of the same code finds no caller.
-    assert_callers(attached(&[("LOOPTOP_UNWIND", "fp")]), 100, false, "BPF, frame pointers");
+    assert_callers(attached(&[("LOOPTOP_UNWIND", "fp")]), 100, false, false, "BPF, frame pointers");
 }

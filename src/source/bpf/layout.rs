@@ -153,9 +153,10 @@ impl Record {
     pub fn stack_copy(bytes: &[u8]) -> Option<UserStack> {
         let tail = bytes.get(std::mem::size_of::<Record>()..)?;
         let word = |i: usize| Some(u64::from_ne_bytes(tail.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        // ip, sp, bp, the bytes copied, when it was taken; then the stack.
         let (ip, sp, bp, len) = (word(0)?, word(1)?, word(2)?, word(3)?);
         let len = usize::try_from(len).ok().filter(|&n| n > 0 && n <= STACK_COPY)?;
-        let bytes = tail.get(32..32 + len)?.to_vec();
+        let bytes = tail.get(40..40 + len)?.to_vec();
         Some(UserStack { ip, sp, bp, bytes })
     }
 }

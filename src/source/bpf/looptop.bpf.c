@@ -46,6 +46,7 @@ static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
 static long (*bpf_get_stack)(void *ctx, void *buf, __u32 size, __u64 flags) = (void *)67;
 static long (*bpf_probe_read_user)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)112;
+static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)113;
 static void *(*bpf_get_current_task_btf)(void) = (void *)158;
 static struct pt_regs *(*bpf_task_pt_regs)(void *task) = (void *)175;
 static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) = (void *)131;
@@ -124,12 +125,18 @@ struct record {
 // src/source/bpf/layout.rs.
 #define STACK_COPY 16384
 
-// A stall's on-CPU sample with the user registers and a copy of the user stack.
-struct sample_copy {
-    struct record r;
+// A thread's user registers and the top of its user stack.
+struct user_copy {
     __u64 ip, sp, bp; // user registers, 0 when unknown
     __u64 len;        // bytes of `stack` copied, 0 when none could be read
+    __u64 t;          // when it was taken (ns)
     __u8 stack[STACK_COPY];
+};
+
+// A stall's sample (on-CPU, or off-CPU) with the thread's user registers and stack.
+struct sample_copy {
+    struct record r;
+    struct user_copy u;
 };
 
 struct switched_out {
@@ -241,6 +248,30 @@ struct {
     __type(key, __u32);
     __type(value, struct switched_out);
 } off_cpu SEC(".maps");
+
+// Where a switch-out's user stack is copied before it goes into `off_copies` (too big for the
+// BPF stack).
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct user_copy);
+} copy_scratch SEC(".maps");
+
+// The user stack of each loop thread at its last switch-out inside a tick that took one (see
+// COPY_EVERY_NS), for the stall's off-CPU sample; the least recently used go first.
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 256);
+    __type(key, __u32);
+    __type(value, struct user_copy);
+} off_copies SEC(".maps");
+
+// A loop thread's stack is copied at a switch-out inside a tick at most this often, and sent
+// with a sleep at least this long: a tick that sleeps a hundred thousand times (a thread that
+// reads a pipe a byte at a time) would otherwise copy 16 KiB at each, and the sleeps that make a
+// stall are the long ones.
+#define COPY_EVERY_NS 1000000ULL
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -657,39 +688,60 @@ static __always_inline void take_stacks(void *ctx, __u32 where, __u64 *user, __u
 // Set by looptop: 1 to send a copy of the user stack with each stall sample.
 volatile const __u32 stack_copies = 1;
 
-// A stall's sample with the thread's user registers and as much of its user stack as can be read
-// (up to STACK_COPY bytes: a copy that would cross the top of the stack faults, so it is tried
-// at halves down to 512 bytes).
-static __always_inline int send_copy(__u32 tgid, __u32 tid, __u64 user, __u64 kernel, __u64 t, __u64 tick) {
+// The current thread's user registers (those it left user space with: where it runs, if
+// sampled there) and as much of its user stack as can be read, up to STACK_COPY bytes. A copy
+// that would cross the top of the stack (a page boundary) faults as a whole, so the lengths that
+// end at each of the next page boundaries are tried, longest first: the copy reaches the top of
+// a stack that is shallower than STACK_COPY exactly (a main thread's sits below the environment
+// strings, whose length varies).
+static __always_inline void copy_user(struct user_copy *u) {
+    u->ip = u->sp = u->bp = u->len = 0;
+    u->t = bpf_ktime_get_ns();
+    struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (!regs)
+        return;
+    u->ip = regs->ip;
+    u->sp = regs->sp;
+    u->bp = regs->bp;
+    if (bpf_probe_read_user(u->stack, STACK_COPY, (void *)u->sp) == 0) {
+        u->len = STACK_COPY;
+        return;
+    }
+    __u32 to_page = 4096 - (__u32)(u->sp & 4095); // 1 ..= 4096
+#pragma unroll
+    for (int pages = 3; pages >= 0; pages--) {
+        __u32 n = to_page + pages * 4096;
+        if (n > STACK_COPY)
+            continue;
+        if (bpf_probe_read_user(u->stack, n, (void *)u->sp) == 0) {
+            u->len = n;
+            return;
+        }
+    }
+}
+
+// A stall's sample record (`kind`, the rest as `send` takes them) with a copy of the user stack:
+// the current thread's (`from` 0), or one taken before (`from`, an `off_copies` value).
+static __always_inline int send_copy(__u32 kind, __u32 tgid, __u32 tid, __u64 user, __u64 kernel, __u64 t,
+                                     __u64 value, __u64 tick, struct user_copy *from) {
     struct sample_copy *c = bpf_ringbuf_reserve(&records, sizeof(*c), 0);
     if (!c) {
         count_lost(0);
         return 0;
     }
-    c->r.kind = REC_SAMPLE;
+    c->r.kind = kind;
     c->r.tgid = tgid;
     c->r.tid = tid;
     c->r.pad = 0;
     c->r.user = user;
     c->r.kernel = kernel;
     c->r.t = t;
-    c->r.value = 0;
+    c->r.value = value;
     c->r.tick = tick;
-    c->ip = c->sp = c->bp = c->len = 0;
-    // The registers the thread left user space with (where it runs, if sampled there).
-    struct pt_regs *regs = bpf_task_pt_regs(bpf_get_current_task_btf());
-    if (regs) {
-        c->ip = regs->ip;
-        c->sp = regs->sp;
-        c->bp = regs->bp;
-#pragma unroll
-        for (int i = 0; i < 6; i++) {
-            if (bpf_probe_read_user(c->stack, STACK_COPY >> i, (void *)c->sp) == 0) {
-                c->len = STACK_COPY >> i;
-                break;
-            }
-        }
-    }
+    if (!from)
+        copy_user(&c->u);
+    else if (bpf_probe_read_kernel(&c->u, sizeof(c->u), from) != 0)
+        c->u.len = 0;
     bpf_ringbuf_submit(c, 0);
     return 1;
 }
@@ -704,7 +756,7 @@ SEC("perf_event") int on_cpu(void *ctx) {
     take_stacks(ctx, 0, &user, &kernel);
     __u64 now = bpf_ktime_get_ns();
     __u64 tick = stalled_tick(my_slot(tgid, tid, 0), now);
-    if (tick && (stack_copies ? send_copy(tgid, tid, user, kernel, now, tick)
+    if (tick && (stack_copies ? send_copy(REC_SAMPLE, tgid, tid, user, kernel, now, 0, tick, 0)
                               : send(REC_SAMPLE, tgid, tid, user, kernel, 0, now, 0, tick)))
         return 0;
     struct stack_key k = {.tgid = tgid, .tid = tid, .user = user, .kernel = kernel, .off_cpu = 0, .pad = 0};
@@ -747,6 +799,16 @@ static __always_inline int switched(void *ctx, __u64 prev_state, __u32 next) {
                 take_stacks(ctx, 1, &o.user, &o.kernel);
                 if (bpf_map_update_elem(&off_cpu, &tid, &o, BPF_ANY) == 0)
                     __sync_fetch_and_add(&off_cpu_pending, 1);
+                // Its user stack too, while it is the current thread: the stall it may turn out
+                // to be part of is known only when it comes back.
+                struct user_copy *last = stack_copies ? bpf_map_lookup_elem(&off_copies, &tid) : 0;
+                __u32 zero = 0;
+                struct user_copy *u = stack_copies ? bpf_map_lookup_elem(&copy_scratch, &zero) : 0;
+                if (u && !(last && o.t >= last->t && o.t - last->t < COPY_EVERY_NS)) {
+                    copy_user(u);
+                    u->t = o.t;
+                    bpf_map_update_elem(&off_copies, &tid, u, BPF_ANY);
+                }
             }
         }
     }
@@ -769,7 +831,12 @@ static __always_inline int switched(void *ctx, __u64 prev_state, __u32 next) {
     if (!s || s->tid != next)
         return 0;
     __u64 tick = stalled_tick(s, now);
-    if (tick && send(REC_OFF_CPU, s->tgid, next, out.user, out.kernel, 0, out.t, now - out.t, tick))
+    // The copy taken at this very switch-out (not an older one), for a sleep long enough to count.
+    struct user_copy *u = tick && stack_copies && now - out.t >= COPY_EVERY_NS ? bpf_map_lookup_elem(&off_copies, &next) : 0;
+    if (u && u->t != out.t)
+        u = 0;
+    if (tick && (u ? send_copy(REC_OFF_CPU, s->tgid, next, out.user, out.kernel, out.t, now - out.t, tick, u)
+                   : send(REC_OFF_CPU, s->tgid, next, out.user, out.kernel, 0, out.t, now - out.t, tick)))
         return 0;
     struct stack_key k = {.tgid = s->tgid, .tid = next, .user = out.user, .kernel = out.kernel, .off_cpu = 1, .pad = 0};
     add_count(&k, now - out.t);
