@@ -41,8 +41,30 @@ impl Cfi {
     /// Reads `file`'s CFI; `None` when it is no ELF file or has no `.eh_frame`.
     pub(super) fn read(file: &File) -> Option<Cfi> {
         let cache = object::ReadCache::new(file);
-        let elf = object::File::parse(&cache).ok()?;
-        let range = |s: &object::Section<'_, '_, _>| s.address()..s.address() + s.size();
+        Cfi::of(&object::File::parse(&cache).ok()?)
+    }
+
+    /// The CFI of the kernel's vDSO (`clock_gettime` and friends run there, without frame
+    /// pointers): the same image in every process, read once from looptop's own.
+    fn vdso() -> Option<Arc<Cfi>> {
+        static VDSO: std::sync::OnceLock<Option<Arc<Cfi>>> = std::sync::OnceLock::new();
+        VDSO.get_or_init(|| {
+            let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+            let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
+            let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+            let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+            let len = usize::try_from(end.checked_sub(start)?).ok().filter(|&n| n <= 1 << 20)?;
+            // SAFETY: the vDSO is mapped readable in this process for its whole life, at the
+            // range its maps line gives.
+            let image = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
+            Cfi::of(&object::File::parse(image).ok()?).map(Arc::new)
+        })
+        .clone()
+    }
+
+    /// The CFI of a parsed ELF image; `None` without `.eh_frame`.
+    fn of<'a, R: object::ReadRef<'a>>(elf: &object::File<'a, R>) -> Option<Cfi> {
+        let range = |s: &object::Section<'a, '_, R>| s.address()..s.address() + s.size();
         let section = |name: &str| {
             let s = elf.section_by_name(name).filter(|s| s.size() <= MOST_CFI_BYTES)?;
             Some((range(&s), Bytes::from(s.data().ok()?)))
@@ -130,18 +152,19 @@ impl Symbolizer {
         if stale {
             let mut unwinder = UnwinderX86_64::new();
             for m in p.maps.iter() {
-                let key = match &m.backing {
-                    Backing::File(path) => FileKey::Path(path.clone()),
-                    Backing::Deleted(_) => FileKey::Deleted(m.start),
+                let (cfi, name) = match &m.backing {
+                    Backing::File(path) | Backing::Deleted(path) => {
+                        let key = match &m.backing {
+                            Backing::Deleted(_) => FileKey::Deleted(m.start),
+                            _ => FileKey::Path(path.clone()),
+                        };
+                        let Some(elf) = p.files.get(&key).cloned().flatten() else { continue };
+                        (elf.cfi(), path)
+                    }
+                    Backing::Special(name) if &**name == "[vdso]" => (Cfi::vdso(), name),
                     _ => continue,
                 };
-                let Some(elf) = p.files.get(&key).cloned().flatten() else { continue };
-                let Some(cfi) = elf.cfi() else { continue };
-                let name = match &m.backing {
-                    Backing::File(path) | Backing::Deleted(path) => path,
-                    _ => continue,
-                };
-                if let Some(module) = cfi.module(name, m.start..m.end, m.offset) {
+                if let Some(module) = cfi.and_then(|cfi| cfi.module(name, m.start..m.end, m.offset)) {
                     unwinder.add_module(module);
                 }
             }
@@ -193,7 +216,15 @@ pub(super) fn splice(unwound: &[u64], complete: bool, walked: &[u64]) -> Vec<u64
 
 #[cfg(test)]
 mod tests {
-    use super::splice;
+    use super::{splice, Cfi};
+
+    #[test]
+    fn the_vdso_has_cfi_and_an_executable_segment() {
+        // clock_gettime runs there: without its CFI a sample in it ended the stack.
+        let vdso = Cfi::vdso().expect("the vDSO's .eh_frame");
+        assert!(vdso.eh_frame.is_some() && !vdso.loads.is_empty(), "{vdso:?}");
+        assert!(vdso.module("[vdso]", 0x7fff_0000_0000..0x7fff_0000_2000, 0).is_some());
+    }
 
     #[test]
     fn the_unwinding_stands_where_frame_pointers_lie() {
