@@ -109,27 +109,42 @@ fn busy_script_episode(port: u16) -> f64 {
 #[test]
 fn issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says() {
     let test = "issue_18_a_long_lua_script_is_one_stall_as_long_as_redis_slowlog_says";
-    let Some(server) = redis_server(test) else { return };
+    let Some((report, script_ms)) = under_run(test, "50ms", |_| {}, busy_script_episode) else { return };
+    let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
+    assert_stalls_match(&stalls, &[script_ms], 50.0, "redis, a 600 ms script answering BUSY, agent");
+}
+
+/// A Redis server under `looptop run --rate 0` (the agent's watchdog takes the stacks) with a
+/// stall threshold of `threshold`, filled by `prepare`, while `episode` drives it: the report and
+/// what `episode` returned (the episode's length by SLOWLOG); `None` when skipped.
+fn under_run(
+    test: &str,
+    threshold: &str,
+    prepare: fn(u16),
+    episode: fn(u16) -> f64,
+) -> Option<(serde_json::Value, f64)> {
+    let server = redis_server(test)?;
     let _timing = timing();
     let dir = TempDir::new("redis");
     let port = free_port();
     let lt = looptop()
-        .args(["run", "--json", "--rate", "0", "-o"])
+        .args(["run", "--json", "--rate", "0", "--stall-threshold", threshold, "-o"])
         .arg(dir.path("report.json"))
         .args(["--", server])
         .args(server_args(port, &dir))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn_limited();
-    let script_ms = busy_script_episode(port);
+    drop(Client::connect(port));
+    prepare(port);
+    let ms = episode(port);
     // SAFETY: signalling the looptop this test started; it passes SIGTERM on to redis.
     unsafe { libc::kill(lt.id() as i32, libc::SIGTERM) };
     let out = lt.wait_with_output();
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path("report.json")).unwrap_or_default())
         .unwrap_or_else(|e| panic!("report: {e}; {}", stderr(&out)));
     assert_report_schema(&report);
-    let stalls = stalls_of(&report, |l| l["tid"] == l["pid"]);
-    assert_stalls_match(&stalls, &[script_ms], 50.0, "redis, a 600 ms script answering BUSY, agent");
+    Some((report, ms))
 }
 
 #[test]
@@ -204,16 +219,20 @@ fn attached(
     Some((report, String::from_utf8_lossy(&flame.stdout).into_owned(), ms))
 }
 
-/// A million keys, from `DEBUG POPULATE`.
+/// A million keys, from `DEBUG POPULATE` in twenty steps (each well under 200 ms: the stall
+/// threshold of the test under `run`, which observes them).
 fn populate(port: u16) {
-    Client::connect(port).call(&["DEBUG", "POPULATE", "1000000"]);
+    let mut c = Client::connect(port);
+    for step in 0..20 {
+        c.call(&["DEBUG", "POPULATE", "50000", &format!("key{step}")]);
+    }
 }
 
 /// `KEYS` over the million keys; how long it ran by SLOWLOG (ms).
 fn keys_episode(port: u16) -> f64 {
     let mut c = Client::connect(port);
     c.call(&["SLOWLOG", "RESET"]);
-    let found = c.call(&["KEYS", "*99999*"]);
+    let found = c.call(&["KEYS", "*4999*"]);
     assert!(!found.is_empty(), "KEYS found nothing");
     std::thread::sleep(Duration::from_millis(300));
     let log = c.call(&["SLOWLOG", "GET", "10"]);
@@ -239,4 +258,20 @@ fn issue_18_attached_keys_is_one_cpu_stall_named_down_from_main_through_redis_cf
         all > 0 && whole * 10 >= all * 8,
         "{whole} of {all} stall samples walked from main to keysCommand:\n{folded}"
     );
+}
+
+#[test]
+fn issue_18_keys_under_run_is_one_cpu_stall_named_after_redis_own_function() {
+    let test = "issue_18_keys_under_run_is_one_cpu_stall_named_after_redis_own_function";
+    let Some((report, keys_ms)) = under_run(test, "200ms", populate, keys_episode) else { return };
+    let stalls = main_stalls(&report);
+    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    assert_stalls_match(&durations, &[keys_ms], 200.0, "redis KEYS, agent");
+    // The watchdog's samples, unwound through Redis's CFI: the verdict is CPU, from most samples,
+    // named after one of Redis's own functions that the command runs.
+    let blocker = &stalls[0]["blocker"];
+    assert_eq!(blocker["kind"], "cpu", "{blocker:#}");
+    assert!(blocker["confidence"].as_f64().unwrap() >= 0.8, "{blocker:#}");
+    let frame = blocker["frame"].as_str().unwrap_or_default();
+    assert!(["keysCommand", "dictNext", "stringmatchlen"].contains(&frame), "{blocker:#}");
 }

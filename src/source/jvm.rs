@@ -215,6 +215,10 @@ impl JvmSource {
                     }
                     Ok(None) | Err(TryRecvError::Disconnected) => {
                         jvm.zero = Zero::Unknown;
+                        // A JVM that exited meanwhile has no pause left to place.
+                        if !crate::target::proc::is_alive(pid, 0) {
+                            continue;
+                        }
                         self.notes.push(format!(
                             "java {pid}: its performance data's clock could not be matched to looptop's (no \
                              sampler update in {} ms): its GC pauses are not placed in stalls",

@@ -27,7 +27,6 @@ const MOST_CFI_BYTES: u64 = 256 << 20;
 const MOST_PROCESSES: usize = 256;
 
 /// What unwinding needs of one ELF file: its CFI, and where its executable segments load.
-#[derive(Debug)]
 pub(super) struct Cfi {
     eh_frame: Option<(Range<u64>, Bytes)>,
     eh_frame_hdr: Option<(Range<u64>, Bytes)>,
@@ -35,6 +34,17 @@ pub(super) struct Cfi {
     got: Option<Range<u64>>,
     /// Executable `PT_LOAD`s: (file offset, address, size in the file).
     loads: Vec<(u64, u64, u64)>,
+}
+
+impl std::fmt::Debug for Cfi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = |s: &Option<(Range<u64>, Bytes)>| s.as_ref().map_or(0, |s| s.1.len());
+        f.debug_struct("Cfi")
+            .field("eh_frame_bytes", &len(&self.eh_frame))
+            .field("eh_frame_hdr_bytes", &len(&self.eh_frame_hdr))
+            .field("loads", &self.loads)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Cfi {
