@@ -49,7 +49,7 @@ fn drive(port: u16) {
 fn assert_redos(report: &Value, truth: &[Truth], named: bool, what: &str) {
     assert_eq!(truth.len(), 2, "{what}: the app timed {truth:?}");
     let stalls = main_stalls(report);
-    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    let durations = durations(&stalls);
     let measured: Vec<f64> = truth.iter().map(|t| t.ms).collect();
     assert_stalls_match(&durations, &measured, 50.0, what);
     for s in &stalls {

@@ -54,9 +54,8 @@ fn assert_requests(report: &Value, truth: &[Truth], what: &str) {
     let loops: Vec<&Value> = report["loops"].as_array().unwrap().iter().filter(|l| l["pid"] == pid).collect();
     let stalled: Vec<&&Value> = loops.iter().filter(|l| !l["stalls"].as_array().unwrap().is_empty()).collect();
     assert_eq!(stalled.len(), 1, "{what}: one loop (the selector's) has stalls: {:#}", report["loops"]);
-    let mut stalls = stalled[0]["stalls"].as_array().unwrap().clone();
-    stalls.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
-    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    let stalls = by_start(stalled[0]["stalls"].as_array().unwrap().clone());
+    let durations = durations(&stalls);
     let measured: Vec<f64> = truth.iter().map(|t| t.ms).collect();
     assert_stalls_match(&durations, &measured, 50.0, what);
     for (t, s) in truth.iter().zip(&stalls) {

@@ -60,13 +60,8 @@ fn assert_handlers(report: &Value, truth: &[Truth], what: &str) {
     assert_eq!(truth.len(), 4, "{what}: the handlers measured {truth:?}");
     let worker = truth[0].pid.unwrap();
     let loops = report["loops"].as_array().unwrap();
-    let mut stalls: Vec<Value> = loops
-        .iter()
-        .filter(|l| l["pid"] == worker && l["tid"] == worker)
-        .flat_map(|l| l["stalls"].as_array().cloned().unwrap_or_default())
-        .collect();
-    stalls.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
-    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    let stalls = stalls_in_order(report, |l| l["pid"] == worker && l["tid"] == worker);
+    let durations = durations(&stalls);
     let measured: Vec<f64> = truth.iter().map(|t| t.ms).collect();
     assert_stalls_match(&durations, &measured, 50.0, what);
     for (t, s) in truth.iter().zip(&stalls) {

@@ -71,14 +71,7 @@ fn gunicorn_of(class: &str, py: &str, port: u16, workers: u32) -> Vec<String> {
 
 /// The stalls of the main thread of `pid`, in order.
 fn stalls_of_main_thread(report: &Value, pid: u32) -> Vec<Value> {
-    let loops = report["loops"].as_array().cloned().unwrap_or_default();
-    let mut v: Vec<Value> = loops
-        .iter()
-        .filter(|l| l["pid"] == pid && l["tid"] == pid)
-        .flat_map(|l| l["stalls"].as_array().cloned().unwrap_or_default())
-        .collect();
-    v.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
-    v
+    stalls_in_order(report, |l| l["pid"] == pid && l["tid"] == pid)
 }
 
 /// Each serving process's stalls (its main thread's) are the blocking work of the requests it
@@ -106,7 +99,7 @@ fn assert_blocked(report: &Value, truth: &[Truth], any_kind: &[&str], what: &str
 /// [`assert_served`] for one serving process.
 fn assert_served_by(report: &Value, pid: u32, truth: &[&Truth], any_kind: &[&str], what: &str) {
     let stalls = stalls_of_main_thread(report, pid);
-    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    let durations = durations(&stalls);
     let measured: Vec<f64> = truth.iter().map(|t| t.ms).collect();
     assert_stalls_match(&durations, &measured, 50.0, what);
     for (t, s) in truth.iter().zip(&stalls) {

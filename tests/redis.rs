@@ -245,7 +245,7 @@ fn issue_18_attached_keys_is_one_cpu_stall_named_down_from_main_through_redis_cf
     let test = "issue_18_attached_keys_is_one_cpu_stall_named_down_from_main_through_redis_cfi";
     let Some((report, folded, keys_ms)) = attached(test, &[], populate, keys_episode) else { return };
     let stalls = main_stalls(&report);
-    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    let durations = durations(&stalls);
     assert_stalls_match(&durations, &[keys_ms], 50.0, "redis KEYS, attached");
     // The verdict: CPU, from most of the samples (not a kind one sample in a hundred had).
     let blocker = &stalls[0]["blocker"];
@@ -265,7 +265,7 @@ fn issue_18_keys_under_run_is_one_cpu_stall_named_after_redis_own_function() {
     let test = "issue_18_keys_under_run_is_one_cpu_stall_named_after_redis_own_function";
     let Some((report, keys_ms)) = under_run(test, "200ms", populate, keys_episode) else { return };
     let stalls = main_stalls(&report);
-    let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+    let durations = durations(&stalls);
     assert_stalls_match(&durations, &[keys_ms], 200.0, "redis KEYS, agent");
     // The watchdog's samples, unwound through Redis's CFI: the verdict is CPU, from most samples,
     // named after one of Redis's own functions that the command runs.

@@ -71,9 +71,8 @@ fn assert_requests(report: &Value, truth: &[Truth], main_is_loop: bool, what: &s
     for l in loops {
         let tid = l["tid"].as_u64().unwrap() as u32;
         let mine: Vec<&Truth> = truth.iter().filter(|t| t.tid == Some(tid)).collect();
-        let mut stalls = l["stalls"].as_array().unwrap().clone();
-        stalls.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
-        let durations: Vec<f64> = stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect();
+        let stalls = by_start(l["stalls"].as_array().unwrap().clone());
+        let durations = durations(&stalls);
         let measured: Vec<f64> = mine.iter().map(|t| t.ms).collect();
         assert_stalls_match(&durations, &measured, 50.0, &format!("{what}, thread {tid} ({})", l["name"]));
         for (t, s) in mine.iter().zip(&stalls) {

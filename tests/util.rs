@@ -400,16 +400,24 @@ pub fn within_truth(r: f64, t: f64) -> bool {
 
 /// All stalls of loops matching `pred`, as durations in ms by start.
 pub fn stalls_of(report: &Value, pred: impl Fn(&Value) -> bool) -> Vec<f64> {
-    let mut v: Vec<(f64, f64)> = report["loops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| pred(l))
-        .flat_map(|l| l["stalls"].as_array().unwrap().iter())
-        .map(|s| (s["start_ms"].as_f64().unwrap(), s["duration_ms"].as_f64().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    v.into_iter().map(|s| s.1).collect()
+    durations(&stalls_in_order(report, pred))
+}
+
+/// All stalls of loops matching `pred`, by start.
+pub fn stalls_in_order(report: &Value, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let loops = report["loops"].as_array().unwrap().iter().filter(|l| pred(l));
+    by_start(loops.flat_map(|l| l["stalls"].as_array().unwrap().iter().cloned()).collect())
+}
+
+/// Stalls sorted by start.
+pub fn by_start(mut stalls: Vec<Value>) -> Vec<Value> {
+    stalls.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
+    stalls
+}
+
+/// The durations of `stalls` (ms), in their order.
+pub fn durations(stalls: &[Value]) -> Vec<f64> {
+    stalls.iter().map(|s| s["duration_ms"].as_f64().unwrap()).collect()
 }
 
 /// Asserts the reported stalls are exactly the truth episodes at or over the threshold, in order,
@@ -474,9 +482,7 @@ pub fn perf_permitted(test: &str) -> bool {
 
 /// The stalls of the main loop, in order, with their blockers.
 pub fn main_stalls(report: &Value) -> Vec<Value> {
-    let mut v = main_loop(report)["stalls"].as_array().cloned().unwrap_or_default();
-    v.sort_by(|a, b| a["start_ms"].as_f64().unwrap().total_cmp(&b["start_ms"].as_f64().unwrap()));
-    v
+    by_start(main_loop(report)["stalls"].as_array().cloned().unwrap_or_default())
 }
 
 /// Asserts that each truth episode's stall (in order) names the right kind and, where the truth
